@@ -1,0 +1,201 @@
+"""The Python API: compress a tensor, a state dict or a model; load an artifact back.
+
+>>> import llmcodec
+>>> art = llmcodec.compress_state_dict(model.state_dict(), llmcodec.CompressSettings(bpw=2.5))
+>>> llmcodec.save(art, "model.llmc")
+>>> state = llmcodec.load_state_dict("model.llmc")
+>>> model, tokenizer = llmcodec.load_model("model.llmc")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, artifact
+from .artifact import Artifact
+from .codecs import get_codec
+from .codecs.base import Profile
+from .coder import CodedTensor, decode_tensor
+from .compress import CompressSettings, Progress, compress_matrices, is_codable
+from .modelio import ModelSource, build_model, save_folder
+from .modelio import load as load_source
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    # numpy has no bfloat16: go through float32, which holds bf16/fp16 values exactly.
+    return t.detach().to(torch.float32).cpu().numpy()
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def compress_tensor(
+    w: torch.Tensor | np.ndarray, settings: CompressSettings = CompressSettings(), name: str = "tensor"
+) -> CodedTensor:
+    """Code one 2-D matrix; ``decompress_tensor`` gives it back."""
+    if isinstance(w, np.ndarray):
+        w = torch.from_numpy(w)
+    if w.ndim != 2:
+        raise ValueError(f"tensor {name!r} has shape {tuple(w.shape)}: only 2-D matrices are coded")
+    return compress_matrices([(name, _to_numpy(w), _dtype_name(w))], settings)[0]
+
+
+def decompress_tensor(ct: CodedTensor, codec: str = "vvc", profile: str | None = None) -> torch.Tensor:
+    c = get_codec(codec)
+    return torch.from_numpy(decode_tensor(ct, c, c.profile(profile))).to(getattr(torch, ct.dtype))
+
+
+def _codec_record(settings: CompressSettings) -> dict:
+    c = get_codec(settings.codec)
+    p = c.profile(settings.profile)
+    return {
+        "name": c.name,
+        "encoder": c.encoder,
+        "decoder": c.decoder,
+        "format": c.fmt,
+        "profile": {
+            "name": p.name,
+            "preset": p.preset,
+            "intra": p.intra,
+            "pix_fmt": c.pix_fmt(p),
+            "packing": p.packing,
+            "options": [list(o) for o in p.options],
+        },
+    }
+
+
+def compress_source(src: ModelSource, settings: CompressSettings, progress: Progress | None = None) -> Artifact:
+    """Code every codable tensor of a model source; the rest is kept exactly."""
+    art = Artifact(codec=_codec_record(settings), settings=settings.to_dict(), config=src.config, files=dict(src.files))
+    tied = src.tied()
+    todo = []
+    for name in src.names():
+        art.order.append(name)
+        if name in tied:
+            art.aliases[name] = tied[name]
+            continue
+        t = src.get(name)
+        if is_codable(name, tuple(t.shape), settings) and t.is_floating_point():
+            todo.append((name, _to_numpy(t), _dtype_name(t)))
+        else:
+            art.raw[name] = t.detach().cpu().contiguous()
+    for ct in compress_matrices(todo, settings, progress):
+        art.coded[ct.name] = ct
+    return art
+
+
+def compress_state_dict(
+    state: Mapping[str, torch.Tensor],
+    settings: CompressSettings = CompressSettings(),
+    config: dict | None = None,
+    files: dict[str, bytes] | None = None,
+    progress: Progress | None = None,
+) -> Artifact:
+    src = ModelSource("state_dict", config, dict(files or {}), _tensors=dict(state))
+    return compress_source(src, settings, progress)
+
+
+def compress_model(
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: CompressSettings = CompressSettings(),
+    progress: Progress | None = None,
+) -> Artifact:
+    """Compress a model folder, .gguf file or built-in model name into the artifact file ``out``."""
+    art = compress_source(load_source(model), settings, progress)
+    save(art, out)
+    return art
+
+
+def save(art: Artifact, path: str | os.PathLike) -> dict:
+    return artifact.write(path, art, __version__)
+
+
+def _decoders(art: Artifact):
+    c = get_codec(art.codec["name"])
+    p = art.codec["profile"]
+    prof = Profile(
+        p["name"],
+        preset=p["preset"],
+        intra=p["intra"],
+        pix_fmt=p["pix_fmt"],
+        packing=p["packing"],
+        options=tuple(tuple(o) for o in p["options"]),
+    )
+    return c, prof
+
+
+def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """Decode every coded tensor (in parallel) and return the full state dict in source order."""
+    codec, profile = _decoders(art)
+    codec.check_available()
+    names = list(art.coded)
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        futures = [pool.submit(decode_tensor, art.coded[n], codec, profile) for n in names]
+        decoded = {}
+        for k, (n, f) in enumerate(zip(names, futures, strict=True)):
+            decoded[n] = torch.from_numpy(f.result()).to(getattr(torch, art.coded[n].dtype))
+            if progress:
+                progress("decode", k + 1, len(names))
+    state = {}
+    for name in art.order:
+        if name in decoded:
+            state[name] = decoded[name]
+        elif name in art.raw:
+            state[name] = art.raw[name]
+    for name, of in art.aliases.items():
+        state[name] = state[of]
+    return state
+
+
+def load_state_dict(
+    path: str | os.PathLike, workers: int = 0, progress: Progress | None = None
+) -> dict[str, torch.Tensor]:
+    return restore_state_dict(artifact.read(path), workers, progress)
+
+
+def _tokenizer(config: dict | None, files: dict[str, bytes]):
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as d:
+        if config is not None:
+            Path(d, "config.json").write_text(json.dumps(config))
+        for f, data in files.items():
+            Path(d, f).write_bytes(data)
+        return AutoTokenizer.from_pretrained(d)
+
+
+def load_model(path: str | os.PathLike, workers: int = 0, progress: Progress | None = None):
+    """Artifact -> (transformers model, tokenizer), straight from memory, no folder written."""
+    art = artifact.read(path)
+    if art.config is None:
+        raise artifact.ArtifactError(f"{path}: the artifact has no model config; use load_state_dict")
+    model = build_model(restore_state_dict(art, workers, progress), art.config)
+    return model, _tokenizer(art.config, art.files)
+
+
+def load_source_model(spec: str | os.PathLike):
+    """A model folder, .gguf file or built-in name -> (transformers model, tokenizer)."""
+    src = load_source(spec)
+    if src.config is None:
+        raise ValueError(f"{spec}: no config.json, cannot build a model")
+    state = dict(src.items())
+    return build_model(state, src.config), _tokenizer(src.config, src.files)
+
+
+def decompress(
+    path: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 0, progress: Progress | None = None
+) -> Path:
+    """Artifact -> Hugging Face model folder (config, tokenizer files, safetensors weights)."""
+    art = artifact.read(path)
+    state = restore_state_dict(art, workers, progress)
+    return save_folder(state, art.config, art.files, Path(out_dir))

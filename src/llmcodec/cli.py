@@ -1,0 +1,241 @@
+"""The ``llmcodec`` command line: compress, decompress, eval, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .artifact import ArtifactError
+from .codecs import CODECS, CodecError
+from .compress import CompressSettings
+from .evaluate import QUICK_WINDOWS, EvalSettings
+from .modelio import DEFAULT_MODEL, ModelError
+from .rate import BudgetError
+
+PRETRAINED_NOTE = (
+    "note: the built-in smollm2-135m was already quantized to 4 bits (GGUF Q4_1, blocks of 32), "
+    "so results near 4 bits per weight look better than on a full-precision model"
+)
+
+
+class Bars:
+    """One tqdm bar per stage, with throughput and time left; silent with --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="job", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            del self.bars[stage]
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:,.1f} MB"
+
+
+def _eval_settings(args) -> EvalSettings:
+    return EvalSettings(window=args.window, max_windows=QUICK_WINDOWS if args.quick else args.windows)
+
+
+def _is_artifact(path: str) -> bool:
+    return path.endswith(".llmc") or (Path(path).is_file() and not path.endswith(".gguf"))
+
+
+def _print_eval(label: str, res) -> None:
+    print(
+        f"perplexity {label}: {res.perplexity:.2f} ({res.tokens} tokens, {res.windows} windows of "
+        f"{res.settings.window}, PTB {res.settings.split}, {res.seconds:.0f} s)"
+    )
+
+
+def cmd_compress(args) -> int:
+    from .api import compress_source, save
+    from .evaluate import perplexity
+    from .modelio import build_model
+    from .modelio import load as load_source
+
+    settings = CompressSettings(
+        codec=args.codec,
+        profile=args.profile,
+        bpw=None if (args.qp is not None or args.lossless) else args.bpw,
+        qp=args.qp,
+        lossless=args.lossless,
+        group=args.group,
+        include_embeddings=args.include_embeddings,
+        workers=args.workers,
+        only=args.only,
+    )
+    bars = Bars(args.quiet)
+    t0 = time.perf_counter()
+    src = load_source(args.model)
+    if args.eval:
+        from .api import _tokenizer
+
+        tok = _tokenizer(src.config, src.files)
+        before = perplexity(build_model(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
+    art = compress_source(src, settings, progress=bars)
+    save(art, args.out)
+    secs = time.perf_counter() - t0
+    st = art.stats()
+    size = Path(args.out).stat().st_size
+    print(f"codec {art.codec['name']} ({art.codec['encoder']}, profile {art.codec['profile']['name']})")
+    print(
+        f"coded {st['coded_tensors']} tensors, {st['coded_weights']:,} weights: "
+        f"{_mb(st['coded_source_bytes'])} as stored in the source, {_mb(st['coded_weights'] * 2)} as fp16 "
+        f"-> {_mb(st['coded_bits'] / 8)} compressed"
+    )
+    side = st["side_bits"] / max(1, st["coded_weights"])
+    print(f"bits per weight: {st['bits_per_weight']:.4f} (side information {side:.4f})")
+    print(
+        f"kept exactly: {st['raw_tensors']} tensors, {st['raw_weights']:,} values ({_mb(st['raw_bytes'])}); "
+        f"tied: {st['aliases']}"
+    )
+    print(f"artifact {args.out}: {_mb(size)} in {secs:.0f} s")
+    if args.eval:
+        from .api import restore_state_dict
+
+        model = build_model(restore_state_dict(art, args.workers, bars), art.config)
+        after = perplexity(model, tok, _eval_settings(args), progress=bars)
+        _print_eval("before", before)
+        _print_eval("after", after)
+    if Path(str(args.model)).name == DEFAULT_MODEL or str(args.model) == DEFAULT_MODEL:
+        print(PRETRAINED_NOTE)
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from .api import decompress
+
+    out = decompress(args.artifact, args.out, args.workers, Bars(args.quiet))
+    print(f"restored {args.artifact} -> {out} (a Hugging Face model folder)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .api import load_model, load_source_model
+    from .evaluate import perplexity
+
+    bars = Bars(args.quiet)
+    if _is_artifact(args.model):
+        model, tok = load_model(args.model, progress=bars)
+    else:
+        model, tok = load_source_model(args.model)
+    _print_eval(args.model, perplexity(model, tok, _eval_settings(args), progress=bars))
+    if args.model == DEFAULT_MODEL:
+        print(PRETRAINED_NOTE)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .artifact import read_header
+
+    h = read_header(args.artifact)
+    if args.json:
+        print(json.dumps(h, indent=2))
+        return 0
+    st, c = h["stats"], h["codec"]
+    side = st["side_bits"] / max(1, st["coded_weights"])
+    print(f"{args.artifact}: llmcodec format {h['format_version']}, written by llmcodec {h['llmcodec_version']}")
+    print(f"codec: {c['name']} ({c['encoder']}), profile {c['profile']['name']} {c['profile']}")
+    print(f"settings: {h['settings']}")
+    print(
+        f"coded: {st['coded_tensors']} tensors, {st['coded_weights']:,} weights, "
+        f"{st['bits_per_weight']:.4f} bits per weight (side info {side:.4f})"
+    )
+    print(f"kept exactly: {st['raw_tensors']} tensors ({_mb(st['raw_bytes'])}); tied: {st['aliases']}")
+    print(f"{'tensor':60s} {'shape':>14s} {'kind':>6s} {'qp':>4s} {'bpw':>7s} {'rel.err':>8s}")
+    for name, e in h["tensors"].items():
+        if e["kind"] == "coded":
+            n = e["shape"][0] * e["shape"][1]
+            print(
+                f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'coded':>6s} {e['qp']!s:>4s} "
+                f"{e['bits'] / n:7.3f} {e['rel_error']:8.4f}"
+            )
+        elif e["kind"] == "raw":
+            print(f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'raw':>6s}")
+        else:
+            print(f"{name:60s} {'':>14s} {'tied':>6s} -> {e['of']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmcodec", description="Compress LLM weights with video codecs.")
+    p.add_argument("--version", action="version", version=f"llmcodec {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp, workers=True):
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if workers:
+            sp.add_argument("--workers", type=int, default=0, help="parallel codec processes (default: one per core)")
+
+    def evalopts(sp):
+        sp.add_argument("--window", type=int, default=512, help="tokens per perplexity window")
+        sp.add_argument("--windows", type=int, default=None, help="score only the first N windows")
+        sp.add_argument("--quick", action="store_true", help=f"score only {QUICK_WINDOWS} windows")
+
+    c = sub.add_parser("compress", help="compress a model into one .llmc artifact")
+    c.add_argument("model", help=f"Hugging Face folder, .gguf file, or built-in name ({DEFAULT_MODEL})")
+    c.add_argument("out", help="artifact file to write (.llmc)")
+    c.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
+    c.add_argument("--profile", default=None, help="encoder profile (see the README); default: the codec's")
+    rate = c.add_mutually_exclusive_group()
+    rate.add_argument("--bpw", type=float, default=2.5, help="target bits per weight, side info counted")
+    rate.add_argument("--qp", type=int, default=None, help="fixed QP for every tensor instead of --bpw")
+    rate.add_argument("--lossless", action="store_true", help="exact integers (codecs with a lossless mode)")
+    c.add_argument("--group", type=int, default=None, help="quantization group size (default: per row)")
+    c.add_argument("--include-embeddings", action="store_true", help="also code embeddings and the output head")
+    c.add_argument("--only", default=None, metavar="REGEX", help="code only tensors whose name matches")
+    c.add_argument("--eval", action="store_true", help="measure perplexity before and after")
+    evalopts(c)
+    common(c)
+    c.set_defaults(fn=cmd_compress)
+
+    d = sub.add_parser("decompress", help="restore an artifact to a Hugging Face model folder")
+    d.add_argument("artifact")
+    d.add_argument("out")
+    common(d)
+    d.set_defaults(fn=cmd_decompress)
+
+    e = sub.add_parser("eval", help="perplexity on Penn Treebank test text")
+    e.add_argument("model", help="artifact (.llmc), model folder, .gguf file or built-in name")
+    evalopts(e)
+    common(e, workers=False)
+    e.set_defaults(fn=cmd_eval)
+
+    i = sub.add_parser("info", help="what an artifact holds")
+    i.add_argument("artifact")
+    i.add_argument("--json", action="store_true", help="print the raw header")
+    i.set_defaults(fn=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ArtifactError, ModelError, CodecError, BudgetError, ValueError, FileNotFoundError) as e:
+        print(f"llmcodec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmcodec: interrupted; no output was left half-written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The codec back-end interface: frames of integers in, a bitstream out, and back.
+
+A back end is one subclass of :class:`FFmpegCodec` that names its FFmpeg encoder, raw stream
+format, pixel formats, QP range and profiles, and turns a QP and a profile into encoder options.
+Everything else (pixel packing, running FFmpeg, checking the decoded size) is shared here.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ..frames import FrameLayout
+
+LOSSLESS = None  # a QP of None asks for the codec's lossless mode
+
+
+class CodecError(RuntimeError):
+    """An encoder or decoder failed, is missing, or returned something unusable."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Encoder settings that are not the QP: preset, GOP structure, pixel format, plane packing."""
+
+    name: str
+    preset: str | None = None
+    intra: bool = True  # all-intra; False lets the encoder predict between frames (tiles)
+    pix_fmt: str | None = None  # None: the codec's default
+    packing: str = "luma"
+    options: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # extra FFmpeg options
+
+
+# pixel format -> (bit depth, chroma subsampling or None for grey)
+PIX_FMTS: dict[str, tuple[int, tuple[int, int] | None]] = {
+    "gray": (8, None),
+    "gray10le": (10, None),
+    "gray12le": (12, None),
+    "yuv420p": (8, (2, 2)),
+    "yuv420p10le": (10, (2, 2)),
+    "yuv420p12le": (12, (2, 2)),
+    "yuv444p": (8, (1, 1)),
+    "yuv444p10le": (10, (1, 1)),
+    "yuv444p12le": (12, (1, 1)),
+}
+
+
+def bit_depth(pix_fmt: str) -> int:
+    return PIX_FMTS[pix_fmt][0]
+
+
+def _chroma_shape(pix_fmt: str, h: int, w: int) -> tuple[int, int] | None:
+    sub = PIX_FMTS[pix_fmt][1]
+    return None if sub is None else (h // sub[0], w // sub[1])
+
+
+def pack_raw(frames: list[list[np.ndarray]], pix_fmt: str) -> bytes:
+    """Frames (lists of planes) -> raw planar video bytes; missing chroma planes are mid-grey."""
+    depth = bit_depth(pix_fmt)
+    dtype = np.dtype("<u2") if depth > 8 else np.dtype("u1")
+    mid = 1 << (depth - 1)
+    chunks = []
+    for planes in frames:
+        h, w = planes[0].shape
+        cshape = _chroma_shape(pix_fmt, h, w)
+        chunks.append(planes[0].astype(dtype, copy=False).tobytes())
+        if cshape is None:
+            continue
+        for p in planes[1:3] if len(planes) == 3 else (None, None):
+            if p is None:
+                chunks.append(np.full(cshape, mid, dtype=dtype).tobytes())
+            elif p.shape != cshape:
+                raise ValueError(f"chroma plane {p.shape} does not fit {pix_fmt} ({cshape})")
+            else:
+                chunks.append(p.astype(dtype, copy=False).tobytes())
+    return b"".join(chunks)
+
+
+def unpack_raw(data: bytes, pix_fmt: str, n: int, h: int, w: int, planes: int) -> list[list[np.ndarray]]:
+    """Raw planar video bytes -> frames with the first ``planes`` planes of each."""
+    depth = bit_depth(pix_fmt)
+    dtype = np.dtype("<u2") if depth > 8 else np.dtype("u1")
+    cshape = _chroma_shape(pix_fmt, h, w)
+    sizes = [h * w] + ([] if cshape is None else [cshape[0] * cshape[1]] * 2)
+    per_frame = sum(sizes) * dtype.itemsize
+    if len(data) != n * per_frame:
+        raise CodecError(
+            f"decoder returned {len(data)} bytes where {n} frames of {w}x{h} {pix_fmt} need {n * per_frame}"
+        )
+    arr = np.frombuffer(data, dtype=dtype)
+    frames, pos = [], 0
+    for _ in range(n):
+        out = []
+        for i, size in enumerate(sizes):
+            shape = (h, w) if i == 0 else cshape
+            if i < planes:
+                out.append(arr[pos : pos + size].reshape(shape).astype(np.uint16))
+            pos += size
+        frames.append(out)
+    return frames
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    """The FFmpeg that imageio-ffmpeg ships (it has libvvenc); a system one is too old for VVC."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise CodecError("FFmpeg not found: install the Python package 'imageio-ffmpeg'") from e
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:
+        found = shutil.which("ffmpeg")
+        if found:
+            return found
+        raise CodecError(f"FFmpeg not found ({e}): reinstall the Python package 'imageio-ffmpeg'") from e
+
+
+@functools.cache
+def ffmpeg_capabilities() -> tuple[frozenset[str], frozenset[str]]:
+    """Names of the encoders and decoders this FFmpeg has."""
+    found: list[set[str]] = []
+    for kind in ("-encoders", "-decoders"):
+        out = subprocess.run([ffmpeg_exe(), "-hide_banner", kind], capture_output=True, text=True, check=False)
+        names = set()
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS":
+                names.add(parts[1])
+        found.append(names)
+    return frozenset(found[0]), frozenset(found[1])
+
+
+def run_ffmpeg(args: list[str], data: bytes, timeout: float, what: str) -> bytes:
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+    try:
+        res = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        err = (e.stderr or b"").decode(errors="replace")[-2000:]
+        raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err.strip() or '(empty)'}") from e
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace")[-2000:].strip()
+        raise CodecError(f"{what} failed (exit {res.returncode}): {err or '(no message)'}")
+    return res.stdout
+
+
+class FFmpegCodec:
+    """Base of every back end. Subclasses set the class attributes and ``encoder_options``."""
+
+    name: ClassVar[str]
+    encoder: ClassVar[str]  # FFmpeg encoder name
+    decoder: ClassVar[str | None] = None  # FFmpeg decoder name (None: FFmpeg's default for fmt)
+    fmt: ClassVar[str]  # raw stream format for -f
+    pix_fmts: ClassVar[tuple[str, ...]]  # accepted input formats; the first is the default
+    qp_range: ClassVar[tuple[int, int]]  # (best quality, worst quality)
+    align: ClassVar[int] = 8
+    min_size: ClassVar[int] = 64
+    max_w: ClassVar[int] = 8192
+    max_h: ClassVar[int] = 4320
+    lossless: ClassVar[bool] = False
+    profiles: ClassVar[dict[str, Profile]]
+    default_profile: ClassVar[str] = "default"
+    # Seconds allowed per million samples before an encoder is considered hung (plus a floor).
+    seconds_per_msample: ClassVar[float] = 60.0
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
+
+    # -- what a subclass provides -------------------------------------------------------------
+    def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
+        raise NotImplementedError
+
+    # -- shared machinery ---------------------------------------------------------------------
+    def profile(self, name: str | None) -> Profile:
+        name = name or self.default_profile
+        if name not in self.profiles:
+            raise ValueError(
+                f"codec {self.name!r} has no profile {name!r}; choose one of {', '.join(sorted(self.profiles))}"
+            )
+        return self.profiles[name]
+
+    def pix_fmt(self, profile: Profile) -> str:
+        return profile.pix_fmt or self.pix_fmts[0]
+
+    def sample_bits(self, profile: Profile) -> int:
+        return bit_depth(self.pix_fmt(profile))
+
+    def plan(self, rows: int, cols: int, profile: Profile) -> FrameLayout:
+        from ..frames import plan_layout
+
+        return plan_layout(
+            rows,
+            cols,
+            align=self.align,
+            min_size=self.min_size,
+            max_w=self.max_w,
+            max_h=self.max_h,
+            packing=profile.packing,
+        )
+
+    def check_available(self) -> None:
+        enc, dec = ffmpeg_capabilities()
+        if self.encoder not in enc:
+            raise CodecError(
+                f"codec {self.name!r} needs the FFmpeg encoder {self.encoder!r}, which "
+                f"{ffmpeg_exe()} lacks; install an FFmpeg build with it (imageio-ffmpeg >= 0.6 has it)"
+            )
+        if self.decoder is not None and self.decoder not in dec:
+            raise CodecError(
+                f"codec {self.name!r} needs the FFmpeg decoder {self.decoder!r}, which {ffmpeg_exe()} lacks"
+            )
+
+    def _timeout(self, samples: int) -> float:
+        return 30.0 + self.seconds_per_msample * samples / 1e6
+
+    def encode(self, frames: list[list[np.ndarray]], qp: int | None, profile: Profile) -> bytes:
+        if qp is LOSSLESS and not self.lossless:
+            raise ValueError(f"codec {self.name!r} has no lossless mode")
+        if qp is not None and not min(self.qp_range) <= qp <= max(self.qp_range):
+            raise ValueError(f"QP {qp} is outside {self.name}'s range {self.qp_range}")
+        h, w = frames[0][0].shape
+        pix_fmt = self.pix_fmt(profile)
+        raw = pack_raw(frames, pix_fmt)
+        args = [
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            pix_fmt,
+            "-s",
+            f"{w}x{h}",
+            "-r",
+            "25",
+            "-i",
+            "pipe:0",
+            "-c:v",
+            self.encoder,
+            *self.encoder_options(qp, profile),
+            "-f",
+            self.fmt,
+            "pipe:1",
+        ]
+        out = run_ffmpeg(args, raw, self._timeout(h * w * len(frames)), f"{self.name} encoder ({self.encoder})")
+        if not out:
+            raise CodecError(f"{self.name} encoder ({self.encoder}) produced an empty bitstream")
+        return out
+
+    def decode(self, data: bytes, layout: FrameLayout, profile: Profile) -> list[list[np.ndarray]]:
+        pix_fmt = self.pix_fmt(profile)
+        # One decoder thread: FFmpeg's native vvc decoder gave different samples from run to run
+        # with its default frame/slice threading (seen on a 192x64 frame, 1 run in 8).
+        args = ["-threads", "1", "-f", self.fmt]
+        if self.decoder:
+            args += ["-c:v", self.decoder]
+        args += ["-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
+        h, w, n = layout.frame_h, layout.frame_w, layout.n_frames
+        raw = run_ffmpeg(args, data, self._timeout(h * w * n) / 4, f"{self.name} decoder")
+        planes = 3 if layout.packing == "yuv420" else 1
+        return unpack_raw(raw, pix_fmt, n, h, w, planes)

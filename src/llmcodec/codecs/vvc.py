@@ -1,0 +1,39 @@
+"""VVC/H.266 through libvvenc (encoder) and FFmpeg's native vvc decoder."""
+
+from __future__ import annotations
+
+from .base import FFmpegCodec, Profile
+
+
+def _vvc_profiles() -> dict[str, Profile]:
+    out = {}
+    for preset in ("faster", "fast", "medium", "slow", "slower"):
+        out[f"ai-{preset}"] = Profile(f"ai-{preset}", preset=preset, intra=True)
+        out[f"ra-{preset}"] = Profile(f"ra-{preset}", preset=preset, intra=False)
+    out["ai-faster-yuv420"] = Profile("ai-faster-yuv420", preset="faster", intra=True, packing="yuv420")
+    out["default"] = Profile("default", preset="faster", intra=True)
+    return out
+
+
+class VVC(FFmpegCodec):
+    name = "vvc"
+    encoder = "libvvenc"
+    decoder = "vvc"
+    fmt = "vvc"
+    pix_fmts = ("yuv420p10le",)  # the only input libvvenc takes
+    qp_range = (0, 63)
+    align = 8
+    min_size = 64  # 16x16 frames fail inside libvvenc
+    max_w = 8192
+    max_h = 4352
+    profiles = _vvc_profiles()
+    seconds_per_msample = 120.0
+
+    def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
+        # qpa 0: perceptual QP adaptation optimizes for eyes; weights want plain MSE.
+        opts = ["-preset", profile.preset or "faster", "-qp", str(qp), "-qpa", "0", "-threads", str(self.threads)]
+        params = ["IntraPeriod=1"] if profile.intra else []
+        params += [f"{k}={v}" for k, v in profile.options]
+        if params:
+            opts += ["-vvenc-params", ":".join(params)]
+        return opts

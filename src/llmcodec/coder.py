@@ -1,0 +1,115 @@
+"""Code one weight matrix: quantize, lay out as frames, encode at a QP, and the exact inverse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codecs.base import FFmpegCodec, Profile
+from .frames import FrameLayout, from_frames, to_frames
+from .quant import Quantized, QuantSpec, dequantize, quantize, relative_error
+
+
+@dataclass
+class Prepared:
+    """A matrix quantized to the codec's sample range and laid out as frames, ready for any QP."""
+
+    name: str
+    quantized: Quantized
+    layout: FrameLayout
+    frames: list[list[np.ndarray]]
+
+    @property
+    def numel(self) -> int:
+        return self.layout.rows * self.layout.cols
+
+
+@dataclass
+class CodedTensor:
+    """What the artifact stores for a lossily coded matrix."""
+
+    name: str
+    shape: tuple[int, int]
+    dtype: str  # the source dtype, restored on load
+    qp: int | None
+    layout: FrameLayout
+    spec: QuantSpec
+    bitstream: bytes
+    scale: np.ndarray
+    offset: np.ndarray
+    rel_error: float | None = None  # measured by decoding right after encoding
+
+    @property
+    def numel(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def bits(self) -> int:
+        """Bitstream plus side information (fp16 scale and offset per row or group)."""
+        return 8 * len(self.bitstream) + 16 * (self.scale.size + self.offset.size)
+
+
+def prepare(name: str, w: np.ndarray, codec: FFmpegCodec, profile: Profile, group: int | None) -> Prepared:
+    spec = QuantSpec(bits=codec.sample_bits(profile), group=group)
+    try:
+        qz = quantize(w, spec)
+    except ValueError as e:
+        raise ValueError(f"tensor {name!r}: {e}") from None
+    layout = codec.plan(w.shape[0], w.shape[1], profile)
+    return Prepared(name, qz, layout, to_frames(qz.q, layout))
+
+
+def row_sample(w: np.ndarray, fraction: float, chunk: int = 32, min_rows: int = 128) -> np.ndarray:
+    """Evenly spaced chunks of whole rows: a cheap stand-in for the matrix when probing rates.
+
+    Rows of a weight matrix are separate output channels, so stacked chunks of them look to an
+    encoder much like the whole matrix.
+    """
+    rows = w.shape[0]
+    want = max(min_rows, int(rows * fraction))
+    if want >= rows:
+        return w
+    n_chunks = max(1, want // chunk)
+    starts = np.linspace(0, rows - chunk, n_chunks).astype(int)
+    return np.concatenate([w[s : s + chunk] for s in starts])
+
+
+def encode_prepared(p: Prepared, codec: FFmpegCodec, profile: Profile, qp: int | None) -> bytes:
+    return codec.encode(p.frames, qp, profile)
+
+
+def decode_matrix(bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
+    frames = codec.decode(bitstream, layout, profile)
+    return from_frames(frames, layout)
+
+
+def finish(
+    p: Prepared, w: np.ndarray, dtype: str, qp: int | None, bitstream: bytes, codec: FFmpegCodec, profile: Profile
+) -> CodedTensor:
+    """Decode the stream once, check it, and package it; catches a codec returning garbage now."""
+    q_hat = decode_matrix(bitstream, p.layout, codec, profile)
+    if q_hat.max(initial=0) > p.quantized.spec.levels:
+        raise ValueError(f"tensor {p.name!r}: decoder returned samples above the {p.quantized.spec.bits}-bit range")
+    err = relative_error(w, dequantize(p.quantized, q_hat))
+    if not np.isfinite(err):
+        raise ValueError(f"tensor {p.name!r}: decoded weights are not finite")
+    return CodedTensor(
+        p.name,
+        tuple(w.shape),
+        dtype,
+        qp,
+        p.layout,
+        p.quantized.spec,
+        bitstream,
+        p.quantized.scale,
+        p.quantized.offset,
+        err,
+    )
+
+
+def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
+    """CodedTensor -> float32 weights."""
+    q_hat = decode_matrix(ct.bitstream, ct.layout, codec, profile)
+    qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec)
+    return dequantize(qz)

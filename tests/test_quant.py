@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from llmcodec.quant import QuantSpec, dequantize, quantize, relative_error, rtn
+
+
+@pytest.mark.parametrize("bits,group", [(10, None), (8, None), (4, 32), (3, 128), (2, 64), (10, 100)])
+def test_error_within_half_step(bits, group):
+    rng = np.random.default_rng(bits)
+    w = (rng.standard_normal((64, 300)) * 0.05).astype(np.float32)
+    qz = quantize(w, QuantSpec(bits=bits, group=group))
+    assert qz.q.max() <= (1 << bits) - 1
+    w_hat = dequantize(qz)
+    cols = w.shape[1]
+    step = np.repeat(qz.scale.astype(np.float32), group or cols, axis=1)[:, :cols]
+    # half a step, plus float32 arithmetic slack
+    assert np.all(np.abs(w - w_hat) <= 0.5 * step * (1 + 1e-3) + 1e-7)
+
+
+def test_side_info_is_fp16_and_counted():
+    w = np.random.default_rng(0).standard_normal((16, 256)).astype(np.float32)
+    qz = quantize(w, QuantSpec(bits=4, group=128))
+    assert qz.scale.dtype == np.float16 and qz.offset.dtype == np.float16
+    assert qz.scale.shape == (16, 2)
+    _, bpw = rtn(w, 4, 128)
+    assert bpw == pytest.approx(4 + 32 / 128)
+
+
+def test_constant_rows_restore_exactly():
+    w = np.full((8, 64), 0.25, dtype=np.float32)
+    w[3] = -1.5
+    qz = quantize(w, QuantSpec(bits=10))
+    assert np.array_equal(dequantize(qz), w)
+
+
+def test_bf16_input_round_trips():
+    t = torch.randn(32, 64, dtype=torch.bfloat16)
+    w = t.to(torch.float32).numpy()
+    w_hat = dequantize(quantize(w, QuantSpec(bits=12)))
+    back = torch.from_numpy(w_hat).to(torch.bfloat16)
+    # 12-bit steps are far finer than bf16's 8-bit mantissa for these values: nearly all exact.
+    assert (back == t).float().mean() > 0.9
+    assert relative_error(w, w_hat) < 1e-3
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_refused(bad):
+    w = np.zeros((4, 4), np.float32)
+    w[1, 2] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        quantize(w, QuantSpec())
+
+
+def test_bad_shapes_refused():
+    with pytest.raises(ValueError, match="2-D"):
+        quantize(np.zeros(5, np.float32), QuantSpec())
+    with pytest.raises(ValueError, match="bits"):
+        QuantSpec(bits=0)

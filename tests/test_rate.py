@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from llmcodec.compress import CompressSettings, compress_matrices
+from llmcodec.rate import BudgetError, allocate
+
+
+def _synthetic(numel, noise=0.0, seed=0):
+    """A codec whose bits per weight fall by 1/6 bit per QP step, tensor-dependent offsets."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(5, 8, len(numel))
+
+    def bpw(i, qp):
+        return max(0.02, base[i] - qp / 6)
+
+    def full(jobs):
+        return [bpw(i, q) * numel[i] for i, q in jobs]
+
+    def sample(jobs):
+        return [bpw(i, q) * (1 + noise * rng.standard_normal()) for i, q in jobs]
+
+    return full, sample
+
+
+@pytest.mark.parametrize("target", [1.5, 2.0, 2.5, 3.0, 4.0])
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_allocation_lands_within_tolerance(target, noise):
+    numel = [10_000 * (1 + i % 5) for i in range(40)]
+    full, sample = _synthetic(numel, noise)
+    a = allocate(numel, [300] * 40, target, (0, 63), full, sample, tolerance=0.03)
+    bpw = a.total_bits / sum(numel)
+    assert target * 0.97 <= bpw <= target
+    assert max(a.qps) - min(a.qps) <= 3  # close to equal quality across tensors
+
+
+def test_unreachable_budget_says_what_is_reachable():
+    numel = [1000] * 4
+    full, sample = _synthetic(numel)
+    with pytest.raises(BudgetError, match="side information"):
+        allocate(numel, [40_000] * 4, 2.0, (0, 63), full, sample)
+    with pytest.raises(BudgetError, match="above what the codec spends"):
+        allocate(numel, [0] * 4, 30.0, (0, 63), full, sample)
+
+
+def test_real_codec_hits_budget():
+    rng = np.random.default_rng(1)
+    mats = [
+        (f"m{i}", (rng.standard_normal((128 + 64 * i, 256)) * 0.02).astype(np.float32), "float32") for i in range(6)
+    ]
+    out = compress_matrices(mats, CompressSettings(bpw=2.5))
+    bpw = sum(c.bits for c in out) / sum(c.numel for c in out)
+    assert 2.5 * 0.97 <= bpw <= 2.5
+    assert all(0 < c.rel_error < 0.5 for c in out)
