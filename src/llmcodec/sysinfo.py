@@ -1,0 +1,49 @@
+"""Machine and version facts that every benchmark prints beside its results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ffmpeg_version() -> str:
+    from .codecs.base import ffmpeg_exe
+
+    out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, check=False).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def describe() -> dict[str, str]:
+    import numpy
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {
+        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+        "llmcodec": __version__,
+        "ffmpeg": ffmpeg_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+    }
+
+
+def markdown(info: dict[str, str]) -> str:
+    return "\n".join(f"- {k}: `{v}`" for k, v in info.items())
