@@ -163,7 +163,7 @@ def load_state_dict(
     return restore_state_dict(artifact.read(path), workers, progress)
 
 
-def _tokenizer(config: dict | None, files: dict[str, bytes]):
+def load_tokenizer(config: dict | None, files: dict[str, bytes]):
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as d:
@@ -180,7 +180,7 @@ def load_model(path: str | os.PathLike, workers: int = 0, progress: Progress | N
     if art.config is None:
         raise artifact.ArtifactError(f"{path}: the artifact has no model config; use load_state_dict")
     model = build_model(restore_state_dict(art, workers, progress), art.config)
-    return model, _tokenizer(art.config, art.files)
+    return model, load_tokenizer(art.config, art.files)
 
 
 def load_source_model(spec: str | os.PathLike):
@@ -189,7 +189,7 @@ def load_source_model(spec: str | os.PathLike):
     if src.config is None:
         raise ValueError(f"{spec}: no config.json, cannot build a model")
     state = dict(src.items())
-    return build_model(state, src.config), _tokenizer(src.config, src.files)
+    return build_model(state, src.config), load_tokenizer(src.config, src.files)
 
 
 def decompress(

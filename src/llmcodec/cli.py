@@ -85,9 +85,9 @@ def cmd_compress(args) -> int:
     t0 = time.perf_counter()
     src = load_source(args.model)
     if args.eval:
-        from .api import _tokenizer
+        from .api import load_tokenizer
 
-        tok = _tokenizer(src.config, src.files)
+        tok = load_tokenizer(src.config, src.files)
         before = perplexity(build_model(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
     art = compress_source(src, settings, progress=bars)
     save(art, args.out)
