@@ -24,7 +24,8 @@ from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
 from .coder import CodedTensor, decode_tensor
-from .compress import CompressSettings, Progress, compress_matrices, is_codable
+from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
+from .executors import Executor
 from .modelio import ModelSource, build_model, save_folder
 from .modelio import load as load_source
 
@@ -73,8 +74,23 @@ def _codec_record(settings: CompressSettings) -> dict:
     }
 
 
-def compress_source(src: ModelSource, settings: CompressSettings, progress: Progress | None = None) -> Artifact:
-    """Code every codable tensor of a model source; the rest is kept exactly."""
+def _reader(src: ModelSource, name: str):
+    # Re-read on demand: safetensors sources then hold only the tensors being worked on.
+    return lambda: _to_numpy(src.get(name))
+
+
+def compress_source(
+    src: ModelSource,
+    settings: CompressSettings,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+    work: WorkDir | None = None,
+) -> Artifact:
+    """Code every codable tensor of a model source; the rest is kept exactly.
+
+    Coded tensors are read lazily by the jobs that need them (``executor``: where jobs run,
+    default a local pool; ``work``: a directory of finished encodes for resuming).
+    """
     art = Artifact(codec=_codec_record(settings), settings=settings.to_dict(), config=src.config, files=dict(src.files))
     tied = src.tied()
     todo = []
@@ -85,10 +101,11 @@ def compress_source(src: ModelSource, settings: CompressSettings, progress: Prog
             continue
         t = src.get(name)
         if is_codable(name, tuple(t.shape), settings) and t.is_floating_point():
-            todo.append((name, _to_numpy(t), _dtype_name(t)))
+            todo.append((name, _reader(src, name), _dtype_name(t)))
         else:
             art.raw[name] = t.detach().cpu().contiguous()
-    for ct in compress_matrices(todo, settings, progress):
+        del t
+    for ct in compress_matrices(todo, settings, progress, executor, work):
         art.coded[ct.name] = ct
     return art
 
@@ -109,10 +126,19 @@ def compress_model(
     out: str | os.PathLike,
     settings: CompressSettings = CompressSettings(),
     progress: Progress | None = None,
+    executor: Executor | None = None,
+    resume: bool = False,
 ) -> Artifact:
-    """Compress a model folder, .gguf file or built-in model name into the artifact file ``out``."""
-    art = compress_source(load_source(model), settings, progress)
+    """Compress a model folder, .gguf file or built-in model name into the artifact file ``out``.
+
+    Finished encodes are kept in ``OUT.work/`` until the artifact is written; ``resume=True``
+    reuses them after an interrupted run (the artifact is the same as an uninterrupted run's).
+    """
+    src = load_source(model)
+    work = WorkDir.for_output(out, resume)
+    art = compress_source(src, settings, progress, executor, work)
     save(art, out)
+    work.remove()
     return art
 
 

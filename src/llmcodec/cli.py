@@ -13,6 +13,7 @@ from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
 from .compress import CompressSettings
 from .evaluate import QUICK_WINDOWS, EvalSettings
+from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
 from .rate import BudgetError
 
@@ -20,6 +21,9 @@ PRETRAINED_NOTE = (
     "note: the built-in smollm2-135m was already quantized to 4 bits (GGUF Q4_1, blocks of 32), "
     "so results near 4 bits per weight look better than on a full-precision model"
 )
+
+
+WEIGHT_STAGES = ("probe", "encode", "verify", "decode")
 
 
 class Bars:
@@ -38,7 +42,11 @@ class Bars:
         if bar is None or bar.total != total or done < bar.n:
             if bar is not None:
                 bar.close()
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="job", leave=False, file=sys.stderr)
+            # Codec stages count weights (tqdm shows e.g. "1.2Mw/s"); others count jobs.
+            unit, scale = ("w", True) if stage in WEIGHT_STAGES else ("job", False)
+            bar = self.bars[stage] = tqdm(
+                total=total, desc=stage, unit=unit, unit_scale=scale, leave=False, file=sys.stderr
+            )
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -66,6 +74,7 @@ def _print_eval(label: str, res) -> None:
 
 def cmd_compress(args) -> int:
     from .api import compress_source, save
+    from .compress import WorkDir
     from .evaluate import perplexity
     from .modelio import build_model
     from .modelio import load as load_source
@@ -89,8 +98,11 @@ def cmd_compress(args) -> int:
 
         tok = load_tokenizer(src.config, src.files)
         before = perplexity(build_model(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
-    art = compress_source(src, settings, progress=bars)
+    work = WorkDir.for_output(args.out, resume=args.resume)
+    with make_executor(args.executor, args.workers, args.address) as ex:
+        art = compress_source(src, settings, progress=bars, executor=ex, work=work)
     save(art, args.out)
+    work.remove()  # only once the artifact is in place
     secs = time.perf_counter() - t0
     st = art.stats()
     size = Path(args.out).stat().st_size
@@ -202,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--include-embeddings", action="store_true", help="also code embeddings and the output head")
     c.add_argument("--only", default=None, metavar="REGEX", help="code only tensors whose name matches")
     c.add_argument("--eval", action="store_true", help="measure perplexity before and after")
+    c.add_argument("--executor", choices=EXECUTORS, default="local", help="where encodes run (default: local)")
+    c.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: a local Ray)")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.work/")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .codecs import FFmpegCodec, Profile, get_codec
-from .coder import CodedTensor, Prepared, encode_prepared, finish, prepare, row_sample
+from .coder import CodedTensor, encode_prepared, finish, prepare, row_sample
+from .executors import Executor, Lazy, LocalExecutor
+from .quant import SIDE_BITS_PER_GROUP, group_count
 from .rate import allocate
+from .sysinfo import ffmpeg_version
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -48,7 +58,11 @@ class CompressSettings:
         return self.workers or os.cpu_count() or 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # workers only decides how fast, not what is written: leave it out so artifacts made with
+        # any number of workers or any executor are identical byte for byte.
+        d = asdict(self)
+        d.pop("workers")
+        return d
 
 
 def is_codable(name: str, shape: Sequence[int], settings: CompressSettings) -> bool:
@@ -60,81 +74,227 @@ def is_codable(name: str, shape: Sequence[int], settings: CompressSettings) -> b
     return settings.only is None or re.search(settings.only, name) is not None
 
 
+MatrixInput = np.ndarray | Callable[[], np.ndarray]  # a float matrix, or a function that reads it
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a worker needs to code a matrix besides the matrix and the QP; small and picklable."""
+
+    codec: str
+    profile: str | None
+    group: int | None
+    sample_fraction: float
+
+    def resolve(self) -> tuple[FFmpegCodec, Profile]:
+        codec = get_codec(self.codec)
+        return codec, codec.profile(self.profile)
+
+
+def encode_job(spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool) -> bytes:
+    """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
+
+    Quantizing again for every QP costs a few per cent of an encode (measured) and saves keeping
+    every tensor's frames in memory while rate control revisits them.
+    """
+    codec, profile = spec.resolve()
+    if sample:
+        w = row_sample(w, spec.sample_fraction)
+    return encode_prepared(prepare(name, w, codec, profile, spec.group), codec, profile, qp)
+
+
+def finish_job(spec: JobSpec, name: str, w: np.ndarray, dtype: str, qp: int | None, bitstream: bytes) -> CodedTensor:
+    """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
+    codec, profile = spec.resolve()
+    return finish(prepare(name, w, codec, profile, spec.group), w, dtype, qp, bitstream, codec, profile)
+
+
+class WorkDir:
+    """Finished encodes on disk next to the output, so an interrupted run can resume.
+
+    Each bitstream is stored under a hash of everything that determines it: llmcodec and FFmpeg
+    versions, codec and profile, quantization group, the matrix content, the QP and whether it is
+    a rate probe. Rate control then repeats its decisions from the stored sizes, so a resumed run
+    writes the same artifact as an uninterrupted one. Files are written under a temporary name
+    and renamed, so a kill leaves no half-written entry.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not resume:
+            shutil.rmtree(self.path)  # a stale run: start from scratch unless asked to resume
+        self.hits = 0
+        self.stored = 0
+
+    @classmethod
+    def for_output(cls, out: str | os.PathLike, resume: bool = False) -> WorkDir:
+        out = Path(out)
+        return cls(out.with_name(out.name + ".work"), resume)
+
+    def get(self, key: str) -> bytes | None:
+        f = self.path / f"{key}.bin"
+        if not f.is_file():
+            return None
+        self.hits += 1
+        return f.read_bytes()
+
+    def put(self, key: str, data: bytes) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)  # made on first use: bad input leaves nothing behind
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, self.path / f"{key}.bin")
+        self.stored += 1
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _digest(w: np.ndarray) -> str:
+    h = hashlib.sha256(repr((w.shape, str(w.dtype))).encode())
+    h.update(np.ascontiguousarray(w).data)
+    return h.hexdigest()
+
+
+def _scan(loaders: list[Callable[[], np.ndarray]], names: list[str], digests: bool, workers: int):
+    """Read each matrix once: its shape, a finiteness check, and (for resuming) a content hash."""
+
+    def one(i: int) -> tuple[tuple[int, int], str | None]:
+        w = loaders[i]()
+        if not np.isfinite(w).all():
+            raise ValueError(
+                f"tensor {names[i]!r} contains NaN or Inf weights; fix the checkpoint or leave "
+                "this tensor out of compression"
+            )
+        return tuple(w.shape), (_digest(w) if digests else None)
+
+    with ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool:
+        return list(pool.map(one, range(len(loaders))))
+
+
+class _Runner:
+    """Runs encode and finish jobs on an executor, with the work directory as a cache."""
+
+    def __init__(self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress) -> None:
+        self.ex, self.spec, self.work, self.progress = executor, spec, work, progress
+        self.names = [m[0] for m in matrices]
+        self.dtypes = [m[2] for m in matrices]
+        self.loaders = loaders
+        self.shapes = shapes
+        self.numel = [r * c for r, c in shapes]
+        self.digests = digests
+        self.encodes = 0  # encoder runs in this process's jobs (cache hits excluded)
+        if work is not None:
+            c = get_codec(spec.codec)
+            self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group]
+
+    def _key(self, i: int, qp: int | None, sample: bool) -> str:
+        parts = [*self._salt, self.spec.sample_fraction if sample else None, self.digests[i], qp, sample]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _map(self, fn, jobs: list[tuple], weights: list[float], stage: str, save=None) -> list:
+        total, done = int(sum(weights)), [0.0]
+
+        def finished(k: int, result) -> None:
+            if save:
+                save(k, result)
+            done[0] += weights[k]
+            if self.progress:
+                self.progress(stage, int(done[0]), total)
+
+        return self.ex.map(fn, jobs, finished)
+
+    def encode(self, jobs: list[tuple[int, int | None]], sample: bool) -> list[bytes]:
+        out: list[bytes | None] = [None] * len(jobs)
+        keys = [self._key(i, qp, sample) for i, qp in jobs] if self.work else [None] * len(jobs)
+        todo = []
+        for k, key in enumerate(keys):
+            if key is not None and (hit := self.work.get(key)) is not None:
+                out[k] = hit
+            else:
+                todo.append(k)
+        frac = self.spec.sample_fraction if sample else 1.0
+        args = [(self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample) for k in todo]
+        weights = [self.numel[jobs[k][0]] * frac for k in todo]
+
+        def save(j: int, b: bytes) -> None:  # at once, so an interrupted batch keeps what finished
+            if self.work is not None:
+                self.work.put(keys[todo[j]], b)
+
+        done = self._map(encode_job, args, weights, "probe" if sample else "encode", save)
+        for k, b in zip(todo, done, strict=True):
+            out[k] = b
+        self.encodes += len(todo)
+        return out  # type: ignore[return-value]
+
+    def finish(self, qps: list[int | None], streams: list[bytes]) -> list[CodedTensor]:
+        n = len(qps)
+        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i]) for i in range(n)]
+        return self._map(finish_job, args, self.numel, "verify")
+
+
+def _identity(x):
+    return x
+
+
 def compress_matrices(
-    matrices: Sequence[tuple[str, np.ndarray, str]],
+    matrices: Sequence[tuple[str, MatrixInput, str]],
     settings: CompressSettings,
     progress: Progress | None = None,
+    executor: Executor | None = None,
+    work: WorkDir | None = None,
 ) -> list[CodedTensor]:
-    """Code (name, float matrix, source dtype) triples; returns them in the same order."""
+    """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
+
+    Matrices given as functions are read when a job needs them, so only about ``workers`` of them
+    are in memory at once. ``executor`` defaults to a local pool of ``settings.workers`` threads;
+    ``work`` keeps finished encodes on disk for resuming.
+    """
     codec = get_codec(settings.codec)
     codec.check_available()
     profile = codec.profile(settings.profile)
     if not matrices:
         return []
-    for name, w, _ in matrices:
-        if not np.isfinite(w).all():
-            raise ValueError(
-                f"tensor {name!r} contains NaN or Inf weights; fix the checkpoint or leave "
-                "this tensor out of compression"
-            )
-    prep = [prepare(name, w, codec, profile, settings.group) for name, w, _ in matrices]
-    with ThreadPoolExecutor(settings.resolved_workers()) as pool:
+    spec = JobSpec(settings.codec, profile.name, settings.group, settings.sample_fraction)
+    names = [m[0] for m in matrices]
+    loaders = [m[1] if callable(m[1]) else functools.partial(_identity, m[1]) for m in matrices]
+    scanned = _scan(loaders, names, work is not None, settings.resolved_workers())
+    ex = executor if executor is not None else LocalExecutor(settings.resolved_workers())
+    try:
+        run = _Runner(ex, spec, matrices, loaders, [s for s, _ in scanned], [d for _, d in scanned], work, progress)
+        n = len(matrices)
         if settings.lossless or settings.qp is not None:
             qp = None if settings.lossless else settings.qp
-            qps = [qp] * len(prep)
-            streams = _run(
-                pool, lambda i: encode_prepared(prep[i], codec, profile, qp), range(len(prep)), progress, "encode"
-            )
+            qps = [qp] * n
+            streams = run.encode([(i, qp) for i in range(n)], sample=False)
         else:
-            qps, streams = _rate_controlled(pool, prep, [w for _, w, _ in matrices], codec, profile, settings, progress)
-        jobs = range(len(prep))
-        return _run(
-            pool,
-            lambda i: finish(prep[i], matrices[i][1], matrices[i][2], qps[i], streams[i], codec, profile),
-            jobs,
-            progress,
-            "verify",
-        )
+            qps, streams = _rate_controlled(run, codec, settings)
+        return run.finish(qps, streams)
+    finally:
+        if executor is None:
+            ex.close()
 
 
-def _run(pool: ThreadPoolExecutor, fn: Callable, jobs, progress: Progress | None, stage: str) -> list:
-    jobs = list(jobs)
-    futures = [pool.submit(fn, j) for j in jobs]
-    out = []
-    for k, f in enumerate(futures):
-        out.append(f.result())
-        if progress:
-            progress(stage, k + 1, len(futures))
-    return out
-
-
-def _rate_controlled(
-    pool,
-    prep: list[Prepared],
-    ws: list[np.ndarray],
-    codec: FFmpegCodec,
-    profile: Profile,
-    settings: CompressSettings,
-    progress: Progress | None,
-) -> tuple[list[int], list[bytes]]:
-    samples = [
-        prepare(p.name, row_sample(w, settings.sample_fraction), codec, profile, settings.group)
-        for p, w in zip(prep, ws, strict=True)
-    ]
+def _rate_controlled(run: _Runner, codec: FFmpegCodec, settings: CompressSettings) -> tuple[list[int], list[bytes]]:
     streams: dict[tuple[int, int], bytes] = {}
 
     def measure_full(jobs: list[tuple[int, int]]) -> list[float]:
-        out = _run(pool, lambda j: encode_prepared(prep[j[0]], codec, profile, j[1]), jobs, progress, "encode")
+        out = run.encode(jobs, sample=False)
         streams.update(zip(jobs, out, strict=True))
         return [8.0 * len(b) for b in out]
 
+    # Weights in each row sample: row_sample on a one-column stand-in gives its row count exactly.
+    sample_numel = [
+        row_sample(np.empty((r, 1), np.uint8), settings.sample_fraction).shape[0] * c for r, c in run.shapes
+    ]
+
     def measure_sample(jobs: list[tuple[int, int]]) -> list[float]:
-        out = _run(pool, lambda j: encode_prepared(samples[j[0]], codec, profile, j[1]), jobs, progress, "probe")
-        return [8.0 * len(b) / samples[i].numel for (i, _), b in zip(jobs, out, strict=True)]
+        out = run.encode(jobs, sample=True)
+        return [8.0 * len(b) / sample_numel[i] for (i, _), b in zip(jobs, out, strict=True)]
 
     alloc = allocate(
-        numel=[p.numel for p in prep],
-        side_bits=[p.quantized.side_bits for p in prep],
+        numel=run.numel,
+        side_bits=[SIDE_BITS_PER_GROUP * r * group_count(c, settings.group) for r, c in run.shapes],
         target_bpw=settings.bpw,
         qp_range=codec.qp_range,
         measure_full=measure_full,
