@@ -100,6 +100,14 @@ def compress_source(
             art.aliases[name] = tied[name]
             continue
         t = src.get(name)
+        if is_codable(name, tuple(t.shape), settings) and t.is_floating_point() and not torch.isfinite(t).all():
+            if not settings.keep_nonfinite:
+                raise ValueError(
+                    f"tensor {name!r} contains NaN or Inf weights; fix the checkpoint, or pass --keep-nonfinite "
+                    "(keep_nonfinite=True) to store such tensors uncompressed"
+                )
+            art.raw[name] = t.detach().cpu().contiguous()  # kept exactly, NaN/Inf included
+            continue
         if is_codable(name, tuple(t.shape), settings) and t.is_floating_point():
             todo.append((name, _reader(src, name), _dtype_name(t)))
         else:

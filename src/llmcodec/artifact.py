@@ -4,8 +4,13 @@ Layout of the safetensors tensors:
   ``<name>::bitstream`` uint8    coded matrix        ``<name>::scale`` / ``::offset`` fp16 side info
   ``<name>::raw``       any      uncompressed tensor ``file::<filename>`` uint8 config/tokenizer files
 The metadata key ``llmcodec`` holds a JSON header (see ``HEADER_KEYS``) with each tensor's shape,
-dtype, QP, frame layout, quantization and the SHA-256 of every stored piece. Readers check the
-format name and version, all offsets (safetensors does), and every checksum before use.
+dtype, QP, frame layout, quantization and the SHA-256 of every stored piece; ``llmcodec.sha256`` is
+the SHA-256 of that JSON text (format version 2 on), so a damaged header is caught too.
+
+Readers never trust the file: they check the declared safetensors header size against the file
+size and a cap before anything is parsed, the format name and version, the header checksum, the
+shape and type of every header field (``validate_header``), every piece's dtype and shape against
+the header, and every checksum. Anything wrong is an :class:`ArtifactError` naming the tensor.
 """
 
 from __future__ import annotations
@@ -23,12 +28,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .coder import CodedTensor
-from .frames import FrameLayout
-from .quant import QuantSpec
+from .frames import PACKINGS, FrameLayout, rows_per_frame
+from .quant import QuantSpec, group_count
 
 FORMAT_NAME = "llmcodec"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header carries its own checksum (``llmcodec.sha256``)
+HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
+CODED_DTYPES = ("float32", "float16", "bfloat16", "float64")  # source dtypes a coded matrix is restored to
+RAW_DTYPES = CODED_DTYPES + ("int8", "int16", "int32", "int64", "uint8", "bool", "float8_e4m3fn", "float8_e5m2")
+MAX_DIM = 2**31  # no real tensor has a side this long; bigger numbers in a header are damage
+MAX_PAD = 4096  # frame padding beyond the tile (alignment, minimum frame size) is far smaller
+STATS_KEYS = ("coded_tensors", "coded_weights", "coded_bits", "side_bits", "bits_per_weight", "raw_tensors")
 
 
 class ArtifactError(ValueError):
@@ -134,7 +146,8 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={FORMAT_NAME: json.dumps(header)})
+        text = json.dumps(header)
+        save_file(tensors, tmp, metadata={FORMAT_NAME: text, HEADER_SHA_KEY: _sha(text.encode())})
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -142,36 +155,175 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
     return header
 
 
+class _Bad(Exception):
+    """A header field is malformed; turned into an ArtifactError naming where."""
+
+
+def _is_int(x, lo: int = 0, hi: int = MAX_DIM) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _is_sha(x) -> bool:
+    return isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x)
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise _Bad(what)
+
+
+def _check_shas(e: dict, keys: tuple[str, ...]) -> None:
+    s = e.get("sha256")
+    _need(isinstance(s, dict) and all(_is_sha(s.get(k)) for k in keys), "bad or missing checksums")
+
+
+def _check_layout(d, shape: list[int]) -> FrameLayout:
+    fields = FrameLayout.__dataclass_fields__
+    _need(isinstance(d, dict) and set(d) == set(fields), "layout has the wrong fields")
+    ints = {k: v for k, v in d.items() if k != "packing"}
+    _need(all(_is_int(v, 1) for v in ints.values()), "layout sizes must be positive integers")
+    _need(d["packing"] in PACKINGS, f"unknown plane packing {d['packing']!r}")
+    lay = FrameLayout(**d)
+    _need([lay.rows, lay.cols] == shape, "layout does not match the shape")
+    # The tiles must cover the matrix exactly, and fit (with bounded padding) in the frames.
+    _need(lay.tiles_y * lay.tile_h >= lay.rows > (lay.tiles_y - 1) * lay.tile_h, "layout rows do not tile the shape")
+    _need(lay.tiles_x * lay.tile_w >= lay.cols > (lay.tiles_x - 1) * lay.tile_w, "layout columns do not tile it")
+    _need(lay.tile_w <= lay.frame_w < lay.tile_w + MAX_PAD, "frame width does not fit the tile")
+    _need(rows_per_frame(lay.frame_h, lay.packing) >= lay.tile_h, "frame height does not fit the tile")
+    _need(lay.frame_h < lay.tile_h + MAX_PAD, "frame height does not fit the tile")
+    if lay.packing == "yuv420":
+        _need(lay.frame_h % 4 == 0 and lay.frame_w % 2 == 0, "yuv420 frames need a height of 4k and even width")
+    return lay
+
+
+def _check_entry(name: str, e) -> None:
+    _need(isinstance(e, dict), "entry is not an object")
+    kind = e.get("kind")
+    if kind == "coded":
+        shape = e.get("shape")
+        _need(isinstance(shape, list) and len(shape) == 2 and all(_is_int(x, 1) for x in shape), "bad shape")
+        _need(e.get("dtype") in CODED_DTYPES, f"dtype {e.get('dtype')!r} is not one of {', '.join(CODED_DTYPES)}")
+        _need(e.get("qp") is None or _is_int(e["qp"], -1024, 1024), "QP is not an integer or null")
+        _check_layout(e.get("layout"), shape)
+        qz = e.get("quant")
+        _need(isinstance(qz, dict) and _is_int(qz.get("bits"), 1, 16), "quantization bits must be 1..16")
+        _need(qz.get("group") is None or _is_int(qz["group"], 1), "quantization group must be positive or null")
+        _need(_is_int(e.get("bits"), 0, 2**62), "bit count is not a non-negative integer")
+        _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
+        _check_shas(e, ("bitstream", "scale", "offset"))
+    elif kind == "raw":
+        shape = e.get("shape")
+        _need(isinstance(shape, list) and all(_is_int(x, 0) for x in shape), "bad shape")
+        _need(e.get("dtype") in RAW_DTYPES, f"dtype {e.get('dtype')!r} is not allowed")
+        _check_shas(e, ("raw",))
+    elif kind == "alias":
+        _need(isinstance(e.get("of"), str) and e["of"] != name, "alias target is not another tensor's name")
+    else:
+        raise _Bad(f"unknown kind {kind!r}")
+
+
+def _safe_file_name(f) -> bool:
+    # Files are written into the restored folder by name: no paths, nothing hidden or special.
+    return isinstance(f, str) and f == Path(f).name and f not in ("", ".", "..") and "\\" not in f
+
+
+def validate_header(header: dict) -> None:
+    """Check the type and consistency of every field a reader uses; raises ArtifactError (no path)."""
+    try:
+        c = header["codec"]
+        _need(isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("name", "encoder", "format")), "codec")
+        p = c.get("profile")
+        _need(isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("pix_fmt"), str), "profile")
+        _need(p.get("preset") is None or isinstance(p["preset"], str), "profile preset")
+        _need(isinstance(p.get("intra"), bool) and p.get("packing") in PACKINGS, "profile intra/packing")
+        opts = p.get("options")
+        _need(isinstance(opts, list) and all(isinstance(o, list) and len(o) == 2 for o in opts), "profile options")
+        _need(all(isinstance(x, str) for o in opts for x in o), "profile options")
+        _need(isinstance(header["settings"], dict), "settings")
+        m = header["model"]
+        _need(isinstance(m, dict) and (m.get("config") is None or isinstance(m["config"], dict)), "model config")
+        files = m.get("files", {})
+        _need(isinstance(files, dict) and all(_safe_file_name(f) and _is_sha(s) for f, s in files.items()),
+              "model file list (names must be plain file names)")
+        st = header["stats"]
+        _need(isinstance(st, dict) and all(_is_num(st.get(k)) for k in STATS_KEYS), "stats")
+        _need(isinstance(header["tensors"], dict), "tensor index")
+    except _Bad as e:
+        raise ArtifactError(f"the llmcodec header has a malformed {e}") from None
+    for name, e in header["tensors"].items():
+        try:
+            _check_entry(name, e)
+        except _Bad as err:
+            raise ArtifactError(f"tensor {name!r}: the header entry is malformed ({err})") from None
+    for name, e in header["tensors"].items():
+        if e["kind"] == "alias":
+            target = header["tensors"].get(e["of"])
+            if target is None or target["kind"] == "alias":
+                raise ArtifactError(f"tensor {name!r} is tied to {e['of']!r}, which the file does not hold")
+
+
+def _check_frame(path: Path) -> None:
+    """The 8-byte safetensors header size must be sane before anything is parsed."""
+    size = path.stat().st_size
+    if size < 8:
+        raise ArtifactError(f"{path}: not an llmcodec artifact (only {size} bytes; the file is truncated or empty)")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+    if n > MAX_HEADER_BYTES:
+        raise ArtifactError(f"{path}: corrupt header (declares {n} header bytes, over the {MAX_HEADER_BYTES} cap)")
+    if 8 + n > size:
+        raise ArtifactError(f"{path}: truncated (the header declares {n} bytes, only {size - 8} follow)")
+
+
 def read_header(path: str | os.PathLike) -> dict:
     """Parse and check the header only (cheap: no tensor data is read)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such artifact file")
+    _check_frame(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, MemoryError) as e:
         raise ArtifactError(f"{path}: not a readable llmcodec artifact (safetensors: {e})") from None
     if FORMAT_NAME not in meta:
         raise ArtifactError(f"{path}: a safetensors file, but not an llmcodec artifact (no '{FORMAT_NAME}' header)")
+    text = meta[FORMAT_NAME]
     try:
-        header = json.loads(meta[FORMAT_NAME])
-    except json.JSONDecodeError as e:
+        header = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise ArtifactError(f"{path}: the llmcodec header is not valid JSON ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{path}: the llmcodec header is malformed")
     ver = header.get("format_version")
-    if not isinstance(ver, int):
+    if not _is_int(ver, 1):
         raise ArtifactError(f"{path}: the llmcodec header has no format version")
     if ver > FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: made by a newer llmcodec (format version {ver}; this one reads up to "
             f"{FORMAT_VERSION}); upgrade llmcodec"
         )
+    sha = meta.get(HEADER_SHA_KEY)
+    if sha is None and ver >= 2:
+        raise ArtifactError(f"{path}: the llmcodec header has no checksum: the file is corrupt")
+    if sha is not None and _sha(text.encode()) != sha:
+        raise ArtifactError(f"{path}: checksum mismatch in the llmcodec header: the file is corrupt")
     missing = [k for k in HEADER_KEYS if k not in header]
     if missing:
         raise ArtifactError(f"{path}: the llmcodec header lacks {', '.join(missing)}")
+    try:
+        validate_header(header)
+    except ArtifactError as e:
+        raise ArtifactError(f"{path}: {e}") from None
     return header
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def read(path: str | os.PathLike) -> Artifact:
@@ -182,51 +334,54 @@ def read(path: str | os.PathLike) -> Artifact:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
 
-            def get(key: str, what: str, sha: str | None) -> torch.Tensor:
+            def get(key: str, what: str, sha: str, dtype: str, shape: tuple[int, ...] | None) -> torch.Tensor:
                 if key not in keys:
                     raise ArtifactError(f"{path}: {what} is missing from the file")
                 t = f.get_tensor(key)
-                if sha is not None and _sha(t) != sha:
+                if _dtype_name(t) != dtype or (shape is not None and tuple(t.shape) != shape):
+                    raise ArtifactError(
+                        f"{path}: {what} is stored as {_dtype_name(t)} {tuple(t.shape)}, the header says "
+                        f"{dtype} {shape}: the file is corrupt"
+                    )
+                if _sha(t) != sha:
                     raise ArtifactError(f"{path}: checksum mismatch in {what}: the file is corrupt")
                 return t
 
             for name, e in header["tensors"].items():
                 art.order.append(name)
-                kind = e.get("kind")
+                kind = e["kind"]
                 if kind == "coded":
                     sums = e["sha256"]
-                    bs = get(f"{name}::bitstream", f"tensor {name!r} (bitstream)", sums["bitstream"])
-                    scale = get(f"{name}::scale", f"tensor {name!r} (scale)", sums["scale"]).numpy()
-                    offset = get(f"{name}::offset", f"tensor {name!r} (offset)", sums["offset"]).numpy()
-                    layout = FrameLayout.from_dict(e["layout"])
-                    shape = tuple(int(x) for x in e["shape"])
-                    if (layout.rows, layout.cols) != shape:
-                        raise ArtifactError(f"{path}: tensor {name!r} has a layout that does not match its shape")
+                    shape = (e["shape"][0], e["shape"][1])
+                    spec = QuantSpec(bits=e["quant"]["bits"], group=e["quant"]["group"])
+                    side = (shape[0], group_count(shape[1], spec.group))
+                    bs = get(f"{name}::bitstream", f"tensor {name!r} (bitstream)", sums["bitstream"], "uint8", None)
+                    if bs.ndim != 1 or bs.numel() == 0:
+                        raise ArtifactError(f"{path}: tensor {name!r} (bitstream) is empty or not 1-D: corrupt file")
+                    scale = get(f"{name}::scale", f"tensor {name!r} (scale)", sums["scale"], "float16", side)
+                    offset = get(f"{name}::offset", f"tensor {name!r} (offset)", sums["offset"], "float16", side)
                     art.coded[name] = CodedTensor(
                         name,
                         shape,
                         e["dtype"],
                         e["qp"],
-                        layout,
-                        QuantSpec(bits=e["quant"]["bits"], group=e["quant"]["group"]),
+                        FrameLayout(**e["layout"]),
+                        spec,
                         bs.numpy().tobytes(),
-                        scale,
-                        offset,
+                        scale.numpy(),
+                        offset.numpy(),
                         e.get("rel_error"),
                     )
                 elif kind == "raw":
-                    art.raw[name] = get(f"{name}::raw", f"tensor {name!r}", e["sha256"]["raw"])
-                elif kind == "alias":
-                    art.aliases[name] = e["of"]
+                    key, what = f"{name}::raw", f"tensor {name!r}"
+                    art.raw[name] = get(key, what, e["sha256"]["raw"], e["dtype"], tuple(e["shape"]))
                 else:
-                    raise ArtifactError(f"{path}: tensor {name!r} has unknown kind {kind!r}")
+                    art.aliases[name] = e["of"]
             for fname, sha in header["model"].get("files", {}).items():
-                art.files[fname] = get(f"file::{fname}", f"model file {fname!r}", sha).numpy().tobytes()
+                t = get(f"file::{fname}", f"model file {fname!r}", sha, "uint8", None)
+                art.files[fname] = t.numpy().tobytes()
     except ArtifactError:
         raise
-    except (SafetensorError, KeyError, TypeError, ValueError, OSError) as e:
+    except (SafetensorError, KeyError, TypeError, ValueError, IndexError, OSError, MemoryError, RuntimeError) as e:
         raise ArtifactError(f"{path}: the artifact is corrupt or truncated ({type(e).__name__}: {e})") from None
-    for name, of in art.aliases.items():
-        if of not in art.coded and of not in art.raw:
-            raise ArtifactError(f"{path}: tensor {name!r} is tied to {of!r}, which the file does not hold")
     return art

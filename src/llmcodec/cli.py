@@ -89,6 +89,7 @@ def cmd_compress(args) -> int:
         include_embeddings=args.include_embeddings,
         workers=args.workers,
         only=args.only,
+        keep_nonfinite=args.keep_nonfinite,
     )
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
@@ -186,6 +187,35 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    """Exit 0 if the artifact is sound, 1 if verification fails (the message names each bad tensor)."""
+    from .verify import verify
+
+    try:
+        rep = verify(args.artifact, args.against, args.workers, Bars(args.quiet))
+    except (ArtifactError, CodecError) as e:
+        print(f"llmcodec: error: verification failed: {e}", file=sys.stderr)
+        return 1
+
+    def num(x, fmt):
+        return "-" if x is None else format(x, fmt)
+
+    head = ("tensor", "kind", "qp", "bpw", "max.abs", "rel.err", "recorded")
+    print(f"{head[0]:60s} {head[1]:>6s} {head[2]:>4s} {head[3]:>7s} {head[4]:>9s} {head[5]:>8s} {head[6]:>8s}  status")
+    for t in rep.tensors:
+        print(
+            f"{t.name:60s} {t.kind:>6s} {num(t.qp, 'd'):>4s} {num(t.bpw, '7.3f'):>7s} "
+            f"{num(t.max_abs_error, '9.3g'):>9s} {num(t.rel_error, '8.4f'):>8s} "
+            f"{num(t.recorded_rel_error, '8.4f'):>8s}  {t.problem or 'ok'}"
+        )
+    if not rep.ok:
+        print(f"llmcodec: error: verification failed: {'; '.join(rep.failures)}", file=sys.stderr)
+        return 1
+    what = f"and matches {args.against}" if args.against else "(checksums, header, decoding)"
+    print(f"{args.artifact}: OK, {len(rep.tensors)} tensors verified {what}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmcodec", description="Compress LLM weights with video codecs.")
     p.add_argument("--version", action="version", version=f"llmcodec {__version__}")
@@ -214,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--include-embeddings", action="store_true", help="also code embeddings and the output head")
     c.add_argument("--only", default=None, metavar="REGEX", help="code only tensors whose name matches")
     c.add_argument("--eval", action="store_true", help="measure perplexity before and after")
+    c.add_argument(
+        "--keep-nonfinite", action="store_true", help="keep matrices with NaN/Inf uncompressed instead of refusing"
+    )
     c.add_argument("--executor", choices=EXECUTORS, default="local", help="where encodes run (default: local)")
     c.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: a local Ray)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.work/")
@@ -237,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true", help="print the raw header")
     i.set_defaults(fn=cmd_info)
+
+    v = sub.add_parser("verify", help="check every checksum and decode every tensor, writing nothing")
+    v.add_argument("artifact")
+    v.add_argument("--against", default=None, metavar="MODEL", help="also measure errors against the source model")
+    common(v)
+    v.set_defaults(fn=cmd_verify)
     return p
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs.base import FFmpegCodec, Profile
+from .codecs.base import CodecError, FFmpegCodec, Profile
 from .frames import FrameLayout, from_frames, to_frames
 from .quant import Quantized, QuantSpec, dequantize, quantize, relative_error
 
@@ -84,16 +84,46 @@ def decode_matrix(bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, pro
     return from_frames(frames, layout)
 
 
+def _decode_named(name: str, bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile, bits: int):
+    """Decode and check the frames fit the layout and the sample range; errors name the tensor."""
+    try:
+        q_hat = decode_matrix(bitstream, layout, codec, profile)
+    except (CodecError, ValueError) as e:
+        raise CodecError(f"tensor {name!r}: {e}") from None
+    if q_hat.max(initial=0) > (1 << bits) - 1:
+        raise CodecError(f"tensor {name!r}: decoder returned samples above the {bits}-bit range")
+    return q_hat
+
+
+def max_plausible_rms(q: np.ndarray, qp: int | None) -> float:
+    """Largest believable RMS sample error of a decoded matrix against the integers it coded.
+
+    Lossless must be exact. Otherwise: a decoder output unrelated to the input (noise, zeros, another
+    tensor's frames, tiles in the wrong order) misses by at least the standard deviation of ``q`` in
+    RMS (sqrt(2) x for a shuffle), while an encoder at its worst QP returns about the block means,
+    i.e. at most about that deviation (measured: 1.0006 x std at VVC QP 63 on Gaussian weights).
+    """
+    if qp is None:
+        return 0.0
+    return 1.25 * float(q.std()) + 2.0
+
+
 def finish(
     p: Prepared, w: np.ndarray, dtype: str, qp: int | None, bitstream: bytes, codec: FFmpegCodec, profile: Profile
 ) -> CodedTensor:
     """Decode the stream once, check it, and package it; catches a codec returning garbage now."""
-    q_hat = decode_matrix(bitstream, p.layout, codec, profile)
-    if q_hat.max(initial=0) > p.quantized.spec.levels:
-        raise ValueError(f"tensor {p.name!r}: decoder returned samples above the {p.quantized.spec.bits}-bit range")
+    q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec.bits)
+    q = p.quantized.q
+    rms = float(np.sqrt(np.mean((q_hat.astype(np.float64) - q) ** 2)))
+    bound = max_plausible_rms(q, qp)
+    if rms > bound:
+        raise CodecError(
+            f"tensor {p.name!r}: the decoded frames are not what was encoded (RMS sample error {rms:.2f} at "
+            f"QP {qp}; a working codec stays under {bound:.2f}): the {codec.name} codec returned garbage"
+        )
     err = relative_error(w, dequantize(p.quantized, q_hat))
     if not np.isfinite(err):
-        raise ValueError(f"tensor {p.name!r}: decoded weights are not finite")
+        raise CodecError(f"tensor {p.name!r}: decoded weights are not finite")
     return CodedTensor(
         p.name,
         tuple(w.shape),
@@ -110,6 +140,6 @@ def finish(
 
 def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
     """CodedTensor -> float32 weights."""
-    q_hat = decode_matrix(ct.bitstream, ct.layout, codec, profile)
+    q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec.bits)
     qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec)
     return dequantize(qz)

@@ -43,6 +43,7 @@ class CompressSettings:
     workers: int = 0  # encoder processes at once; 0: one per core
     tolerance: float = 0.03  # --bpw may land this fraction below the target, never above
     sample_fraction: float = 0.125  # share of rows used to probe rates
+    keep_nonfinite: bool = False  # keep matrices with NaN/Inf uncompressed instead of refusing them
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:

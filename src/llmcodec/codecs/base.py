@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -136,17 +138,30 @@ def ffmpeg_capabilities() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(found[0]), frozenset(found[1])
 
 
-def run_ffmpeg(args: list[str], data: bytes, timeout: float, what: str) -> bytes:
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
-    try:
-        res = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        err = (e.stderr or b"").decode(errors="replace")[-2000:]
-        raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err.strip() or '(empty)'}") from e
-    if res.returncode != 0:
-        err = res.stderr.decode(errors="replace")[-2000:].strip()
-        raise CodecError(f"{what} failed (exit {res.returncode}): {err or '(no message)'}")
-    return res.stdout
+def run_ffmpeg(args: list[str], data: bytes, timeout: float, what: str, to_file: bool = False) -> bytes:
+    """Run FFmpeg with ``data`` on stdin and return what it writes to ``pipe:1``.
+
+    ``to_file``: FFmpeg writes that output to a temporary file instead. Encoders need it because
+    their libraries print to stdout too: libvvenc's "Configuration warning" lines (multi-frame
+    input) landed at the end of the bitstream, or were all of it when the encoder gave up.
+    A hung process is killed after ``timeout`` seconds; errors carry the end of its stderr.
+    """
+    with tempfile.TemporaryDirectory(prefix="llmcodec-") as tmp:
+        out = Path(tmp) / "out"
+        if to_file:
+            args = [str(out) if a == "pipe:1" else a for a in args]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+        try:
+            res = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as e:
+            err = (e.stderr or b"").decode(errors="replace")[-2000:]
+            raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err.strip() or '(empty)'}") from e
+        if res.returncode != 0:
+            err = res.stderr.decode(errors="replace")[-2000:].strip()
+            raise CodecError(f"{what} failed (exit {res.returncode}): {err or '(no message)'}")
+        if not to_file:
+            return res.stdout
+        return out.read_bytes() if out.is_file() else b""
 
 
 class FFmpegCodec:
@@ -204,15 +219,22 @@ class FFmpegCodec:
         )
 
     def check_available(self) -> None:
-        enc, dec = ffmpeg_capabilities()
+        try:
+            enc, dec = ffmpeg_capabilities()
+        except (CodecError, OSError) as e:  # no FFmpeg at all, or one that does not run
+            raise CodecError(
+                f"codec {self.name!r} needs FFmpeg with the encoder {self.encoder!r}, and none could be run: {e}"
+            ) from None
+        install = "pip install -U imageio-ffmpeg (its FFmpeg has every codec llmcodec uses)"
         if self.encoder not in enc:
             raise CodecError(
-                f"codec {self.name!r} needs the FFmpeg encoder {self.encoder!r}, which "
-                f"{ffmpeg_exe()} lacks; install an FFmpeg build with it (imageio-ffmpeg >= 0.6 has it)"
+                f"codec {self.name!r} needs the FFmpeg encoder {self.encoder!r}, which {ffmpeg_exe()} lacks; "
+                f"{install}"
             )
         if self.decoder is not None and self.decoder not in dec:
             raise CodecError(
-                f"codec {self.name!r} needs the FFmpeg decoder {self.decoder!r}, which {ffmpeg_exe()} lacks"
+                f"codec {self.name!r} needs the FFmpeg decoder {self.decoder!r}, which {ffmpeg_exe()} lacks; "
+                f"{install}"
             )
 
     def _timeout(self, samples: int) -> float:
@@ -244,7 +266,8 @@ class FFmpegCodec:
             self.fmt,
             "pipe:1",
         ]
-        out = run_ffmpeg(args, raw, self._timeout(h * w * len(frames)), f"{self.name} encoder ({self.encoder})")
+        what = f"{self.name} encoder ({self.encoder})"
+        out = run_ffmpeg(args, raw, self._timeout(h * w * len(frames)), what, to_file=True)
         if not out:
             raise CodecError(f"{self.name} encoder ({self.encoder}) produced an empty bitstream")
         return out
