@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from threadpoolctl import threadpool_limits
+
 EXECUTORS = ("local", "ray")
 Done = Callable[[int, Any], None]  # (job index, result), called in the caller's thread as each job finishes
 
@@ -56,6 +58,10 @@ class LocalExecutor:
             raise ValueError(f"workers must be >= 0 (0: one per core), got {workers}")
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="llmcodec")
+        # One BLAS thread while jobs run (they are parallel already). It also makes float sums such
+        # as the stored relative error come out as on Ray workers, which run BLAS on one thread:
+        # OpenBLAS splits long dot products by thread count, changing their last bits.
+        self._blas = threadpool_limits(limits=1, user_api="blas")
 
     def map(self, fn: Callable, jobs: Sequence[tuple], done: Done | None = None) -> list:
         """Results in job order; ``done`` sees each as it finishes (e.g. to save it at once).
@@ -91,6 +97,7 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._blas.restore_original_limits()
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -116,6 +123,7 @@ class RayExecutor:
         self._owns = not ray.is_initialized()
         if self._owns:
             kw: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+            kw["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}}
             if address is None and num_cpus is not None:
                 kw["num_cpus"] = num_cpus
             try:
