@@ -1,0 +1,210 @@
+"""Property-based tests: damaged or crafted artifacts never crash the reader or yield different tensors;
+integer matrices of any shape, dtype and bit depth survive the frame layout and raw pixel packing exactly."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import llmcodec
+from llmcodec import artifact
+from llmcodec.artifact import ArtifactError
+from llmcodec.codecs.base import PIX_FMTS, CodecError, bit_depth, pack_raw, unpack_raw
+from llmcodec.frames import from_frames, plan_layout, to_frames
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A small artifact with every kind of entry: coded (fp32, bf16, grouped), raw, tied, a file."""
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy((rng.standard_normal((64, 72)) * 0.02).astype(np.float32))
+    state = {
+        "a.w": w,
+        "b.w": torch.from_numpy((rng.standard_normal((40, 64)) * 0.02).astype(np.float32)).to(torch.bfloat16),
+        "norm": torch.linspace(-1, 1, 24),
+        "ids": torch.arange(5),
+        "tied.w": w,
+    }
+    art = llmcodec.compress_state_dict(
+        state, llmcodec.CompressSettings(qp=35, group=32), config={"model_type": "x"}, files={"tok.json": b"{}"}
+    )
+    path = tmp_path_factory.mktemp("fuzz") / "small.llmc"
+    llmcodec.save(art, path)
+    return path, path.read_bytes(), artifact.read(path)
+
+
+def _same(a: artifact.Artifact, b: artifact.Artifact) -> bool:
+    if (a.order, a.aliases, a.files, a.config, a.codec, a.settings) != (
+        b.order, b.aliases, b.files, b.config, b.codec, b.settings
+    ):
+        return False
+    if set(a.coded) != set(b.coded) or set(a.raw) != set(b.raw):
+        return False
+    for n, x in a.coded.items():
+        y = b.coded[n]
+        if (x.shape, x.dtype, x.qp, x.layout, x.spec, x.bitstream, x.rel_error) != (
+            y.shape, y.dtype, y.qp, y.layout, y.spec, y.bitstream, y.rel_error
+        ):
+            return False
+        if not (np.array_equal(x.scale, y.scale) and np.array_equal(x.offset, y.offset)):
+            return False
+        if x.scale.dtype != y.scale.dtype:
+            return False
+    return all(a.raw[n].dtype == b.raw[n].dtype and torch.equal(a.raw[n], b.raw[n]) for n in a.raw)
+
+
+def _read_or_error(path, original: artifact.Artifact) -> None:
+    """The only outcomes allowed: ArtifactError, or exactly the original contents."""
+    try:
+        back = artifact.read(path)
+    except ArtifactError:
+        return
+    assert _same(back, original), "damaged file read back as different contents"
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=3))
+def test_byte_flips_give_artifact_error_or_the_same_contents(small, tmp_path, flips):
+    path, data, original = small
+    bad = bytearray(data)
+    for where, xor in flips:
+        bad[int(where * len(bad))] ^= xor
+    p = tmp_path / "flipped.llmc"
+    p.write_bytes(bytes(bad))
+    _read_or_error(p, original)
+
+
+@FUZZ
+@given(where=st.integers(0, 10**9), flip=st.integers(1, 255))
+def test_header_region_flips(small, tmp_path, where, flip):
+    """Half the file is the JSON header; aim single flips at it (and at the 8-byte size) specifically."""
+    path, data, original = small
+    hsize = int.from_bytes(data[:8], "little")
+    bad = bytearray(data)
+    bad[where % (8 + hsize)] ^= flip
+    p = tmp_path / "hflip.llmc"
+    p.write_bytes(bytes(bad))
+    _read_or_error(p, original)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, 10**9))
+def test_truncation_always_gives_artifact_error(small, tmp_path, cut):
+    path, data, _ = small
+    p = tmp_path / "cut.llmc"
+    p.write_bytes(data[: cut % len(data)])
+    with pytest.raises(ArtifactError):
+        artifact.read(p)
+
+
+def test_oversized_header_declaration_is_refused_before_reading(small, tmp_path):
+    _, data, _ = small
+    for n in (2**63, 10**12, len(data)):
+        p = tmp_path / "huge.llmc"
+        p.write_bytes(n.to_bytes(8, "little") + data[8:])
+        with pytest.raises(ArtifactError, match="corrupt header|truncated"):
+            artifact.read_header(p)
+
+
+# -- crafted headers: a consistent checksum, a malicious or nonsensical field ------------------------------
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, (*prefix, i))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=6,
+)
+SPECIAL = st.sampled_from([0, -1, 1, 2, 3, 7, 64, 2**31, 2**40, "..", "../evil", "float16", "uint8", "yuv420", None])
+
+
+@pytest.fixture(scope="module")
+def pieces(small):
+    path, _, _ = small
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = json.loads(f.metadata()["llmcodec"])
+    return tensors, header
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_crafted_header_fields_give_artifact_error_never_a_crash(pieces, tmp_path, data):
+    tensors, header = pieces
+    paths = [p for p in _paths(header) if p and p[0] in ("tensors", "model", "codec")]
+    target = data.draw(st.sampled_from(paths))
+    value = data.draw(SPECIAL | JSON_VALUES)
+    crafted = copy.deepcopy(header)
+    node = crafted
+    for k in target[:-1]:
+        node = node[k]
+    node[target[-1]] = value
+    text = json.dumps(crafted)
+    p = tmp_path / "crafted.llmc"
+    meta = {"llmcodec": text, "llmcodec.sha256": hashlib.sha256(text.encode()).hexdigest()}
+    save_file(tensors, str(p), metadata=meta)
+    try:
+        art = artifact.read(p)
+    except ArtifactError:
+        return
+    # Accepted: then it must also restore (or fail cleanly), with every tensor the shape the header says.
+    try:
+        state = llmcodec.api.restore_state_dict(art, workers=1)
+    except (CodecError, ArtifactError, ValueError) as e:
+        assert not isinstance(e, (IndexError, KeyError)), e
+        return
+    for name, c in art.coded.items():
+        assert tuple(state[name].shape) == c.shape and str(state[name].dtype) == f"torch.{c.dtype}"
+    for f in art.files:
+        assert "/" not in f and f not in (".", "..")
+
+
+# -- frames and raw pixel packing: exact for any shape, dtype and bit depth ------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 300),
+    cols=st.integers(1, 300),
+    pix_fmt=st.sampled_from(sorted(PIX_FMTS)),
+    packing=st.sampled_from(["luma", "yuv420"]),
+    bits=st.integers(1, 16),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.int32, np.int64]),
+    max_side=st.sampled_from([64, 96, 256]),
+    seed=st.integers(0, 9),
+)
+def test_layout_and_pixel_packing_round_trip(rows, cols, pix_fmt, packing, bits, dtype, max_side, seed):
+    depth = bit_depth(pix_fmt)
+    bits = min(bits, depth, np.iinfo(dtype).bits)
+    if packing == "yuv420" and PIX_FMTS[pix_fmt][1] != (2, 2):
+        packing = "luma"  # yuv420 packing needs 4:2:0 chroma planes
+    q = np.random.default_rng(seed).integers(0, 1 << bits, size=(rows, cols)).astype(dtype)
+    layout = plan_layout(rows, cols, max_w=max_side, max_h=max_side, packing=packing)
+    frames = to_frames(q, layout)
+    raw = pack_raw(frames, pix_fmt)
+    planes = 3 if packing == "yuv420" else 1
+    back = unpack_raw(raw, pix_fmt, layout.n_frames, layout.frame_h, layout.frame_w, planes)
+    out = from_frames(back, layout)
+    assert out.shape == q.shape and np.array_equal(out.astype(np.int64), q.astype(np.int64))
+    with pytest.raises(CodecError, match="decoder returned"):
+        unpack_raw(raw[:-1], pix_fmt, layout.n_frames, layout.frame_h, layout.frame_w, planes)
