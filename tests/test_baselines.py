@@ -90,6 +90,19 @@ def test_ecsq_bits_include_payload_and_table(w):
     assert coded.bits + sym.side_bits == qz(w)[1]
 
 
+def test_shared_step_meets_total_budget_and_spends_it_unevenly():
+    rng = np.random.default_rng(3)
+    ws = [(rng.standard_normal((64, 128)) * s).astype(np.float32) for s in (0.2, 1.0, 4.0)]
+    res = B.ecsq_shared_step(ws, 3.0)
+    n = sum(w.size for w in ws)
+    assert 0.95 * 3.0 <= sum(b for _, b in res) / n <= 3.0
+    per = [b / w.size for (_, b), w in zip(res, ws, strict=True)]
+    assert per[0] < per[1] < per[2]  # one step: larger weights take more bits
+    total_err = sum(float(((wh - w) ** 2).sum()) for (wh, _), w in zip(res, ws, strict=True))
+    per_tensor = [B.ECSQ(3.0)(w)[0] for w in ws]
+    assert total_err < sum(float(((wh - w) ** 2).sum()) for wh, w in zip(per_tensor, ws, strict=True))
+
+
 def test_gaussian_bound():
     assert B.gaussian_rd_relative_error(0) == 1.0
     assert np.isclose(B.gaussian_rd_relative_error(3.0), 0.125)
