@@ -368,6 +368,12 @@ def test_tied_weights_coded_once(tmp_path):
     # equal values in separate storage are separate tensors, not ties
     art2 = llmcodec.compress_state_dict({"a.w": emb, "b.w": emb.clone()}, CompressSettings(qp=30))
     assert art2.aliases == {} and set(art2.coded) == {"a.w", "b.w"}
+    # a transposed view shares storage, offset and (square) shape, but is a different tensor
+    sq = torch.from_numpy(_w(64, 64, 10))
+    art3 = llmcodec.compress_state_dict({"a.w": sq, "b.w": sq.T}, CompressSettings(qp=20))
+    assert art3.aliases == {}
+    back = llmcodec.api.restore_state_dict(art3)
+    assert ((back["b.w"] - sq.T).norm() / sq.norm()) < 0.05
 
 
 def test_unreachable_bpw_says_what_is_reachable(tmp_path, capsys):

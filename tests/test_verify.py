@@ -128,3 +128,16 @@ def test_verify_detects_tensor_missing_from_artifact(tmp_path):
     save_file({**state, "c.extra": torch.zeros(2)}, str(src / "model.safetensors"))
     rep = verify(out, src)
     assert not rep.ok and rep.failures == [f"tensor 'c.extra' is in {src} but not in the artifact"]
+
+
+def test_verify_kept_nonfinite_tensor_matches_source(tmp_path):
+    src = tmp_path / "m"
+    src.mkdir()
+    w = torch.from_numpy((np.random.default_rng(1).standard_normal((64, 64)) * 0.02).astype(np.float32))
+    w[3, 4], w[5, 6] = float("nan"), float("inf")
+    save_file({"nan.w": w, "ok.w": w.nan_to_num(0.0, 0.0)}, str(src / "model.safetensors"))
+    out = tmp_path / "a.llmc"
+    llmcodec.compress_model(src, out, llmcodec.CompressSettings(qp=30, keep_nonfinite=True))
+    rep = verify(out, src)
+    assert rep.ok, rep.failures
+    assert [t.kind for t in rep.tensors] == ["raw", "coded"] and rep.tensors[0].max_abs_error == 0.0

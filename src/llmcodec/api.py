@@ -96,7 +96,8 @@ def compress_source(
     todo = []
     for name in src.names():
         art.order.append(name)
-        if name in tied:
+        # A tie must be the very same view: W and W.T of a square W share storage, offset and shape.
+        if name in tied and src.get(name).stride() == src.get(tied[name]).stride():
             art.aliases[name] = tied[name]
             continue
         t = src.get(name)

@@ -68,89 +68,93 @@ def verify(
     """Read (checksums, header) and decode every tensor of ``path``; optionally compare with ``against``.
 
     A corrupt file raises ArtifactError at once; per-tensor failures are collected in the report.
+    Each decoded tensor is measured and dropped at once, so memory stays at a few tensors.
     """
     from .api import _decoders  # the codec and profile recorded in the artifact
+    from .modelio import load as load_source
 
     art = artifact.read(path)
     codec, profile = _decoders(art)
     codec.check_available()
+    src = None if against is None else load_source(against)
+    src_names = set() if src is None else set(src.names())
     report = VerifyReport(str(path), None if against is None else str(against))
-    checks: dict[str, TensorCheck] = {}
-    decoded: dict[str, np.ndarray] = {}
-    names = list(art.coded)
 
-    def decode(name: str) -> np.ndarray | str:
+    def check_coded(name: str) -> TensorCheck:
+        ct = art.coded[name]
+        c = TensorCheck(name, "coded", ct.shape, ct.qp, ct.bits / ct.numel, ct.rel_error)
         try:
-            w = decode_tensor(art.coded[name], codec, profile)
+            w = decode_tensor(ct, codec, profile)
         except CodecError as e:
-            return str(e).removeprefix(f"tensor {name!r}: ")
-        if w.shape != art.coded[name].shape:
-            return f"decoded to shape {w.shape}, the header says {art.coded[name].shape}"
-        if not np.isfinite(w).all():
-            return "decoded weights are not finite"
-        return w
+            c.problem = str(e).removeprefix(f"tensor {name!r}: ")
+            return c
+        if w.shape != ct.shape:
+            c.problem = f"decoded to shape {w.shape}, the header says {ct.shape}"
+        elif not np.isfinite(w).all():
+            c.problem = "decoded weights are not finite"
+        elif src is not None and _source_ok(c, src_names, src, against):
+            _measure_coded(c, w, src.get(name), against)
+        return c
 
+    checks: dict[str, TensorCheck] = {}
+    names = list(art.coded)
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        for k, (name, out) in enumerate(zip(names, pool.map(decode, names), strict=True)):
-            ct = art.coded[name]
-            checks[name] = TensorCheck(name, "coded", ct.shape, ct.qp, ct.bits / ct.numel, ct.rel_error)
-            if isinstance(out, str):
-                checks[name].problem = out
-            else:
-                decoded[name] = out
+        for k, c in enumerate(pool.map(check_coded, names)):
+            checks[c.name] = c
             if progress:
                 progress("verify", k + 1, len(names))
     for name, t in art.raw.items():
-        checks[name] = TensorCheck(name, "raw", tuple(t.shape))
+        c = checks[name] = TensorCheck(name, "raw", tuple(t.shape))
+        if src is not None and _source_ok(c, src_names, src, against):
+            _measure_raw(c, t, src.get(name), against)
     for name, of in art.aliases.items():
-        checks[name] = TensorCheck(name, "alias", checks[of].shape)
+        c = checks[name] = TensorCheck(name, "alias", checks[of].shape)
+        c.max_abs_error, c.rel_error = checks[of].max_abs_error, checks[of].rel_error  # restores as its target
+        if src is not None and _source_ok(c, src_names, src, against) and of in src_names:
+            if not torch.equal(src.get(of), src.get(name)):
+                c.problem = f"stored as a tie to {of!r}, but {against} holds a different tensor here"
     report.tensors = [checks[n] for n in art.order]
-    if against is not None:
-        _compare(report, art, decoded, against)
+    for name in sorted(src_names - set(art.order)):
+        report.problems.append(f"tensor {name!r} is in {against} but not in the artifact")
     return report
 
 
-def _compare(report: VerifyReport, art: artifact.Artifact, decoded: dict[str, np.ndarray], against) -> None:
-    from .modelio import load as load_source
-
-    src = load_source(against)
-    src_names = set(src.names())
-    for name in sorted(src_names - set(art.order)):
-        report.problems.append(f"tensor {name!r} is in {against} but not in the artifact")
-    for c in report.tensors:
-        if c.name not in src_names:
-            c.problem = c.problem or f"not in {against}"
-            continue
-        ref_t = src.get(c.name)
-        if tuple(ref_t.shape) != c.shape:
-            c.problem = c.problem or f"shape {c.shape} where {against} has {tuple(ref_t.shape)}"
-            continue
-        if c.kind == "coded":
-            if c.name not in decoded:
-                continue  # decoding already failed
-            ref = ref_t.detach().to(torch.float32).numpy()
-            w = decoded[c.name]
-            c.max_abs_error = float(np.abs(ref.astype(np.float64) - w).max(initial=0.0))
-            c.rel_error = relative_error(ref, w)
-            if c.recorded_rel_error is not None and not _close(c.rel_error, c.recorded_rel_error):
-                c.problem = (
-                    f"relative error {c.rel_error:.6f} against {against}, but {c.recorded_rel_error:.6f} "
-                    "was recorded at compression: the decoder or the source changed"
-                )
-        elif c.kind == "raw":
-            kept = art.raw[c.name]
-            diff = float((kept.double() - ref_t.double()).abs().max()) if ref_t.numel() else 0.0
-            c.max_abs_error, c.rel_error = diff, relative_error(ref_t.double().numpy(), kept.double().numpy())
-            if not (kept.dtype == ref_t.dtype and torch.equal(kept, ref_t)):
-                c.problem = f"kept exactly, but differs from {against} (max abs error {diff:g}, dtype {kept.dtype})"
-        else:
-            of = art.aliases[c.name]
-            if of in src_names and not torch.equal(src.get(of), ref_t):
-                c.problem = f"stored as a tie to {of!r}, but {against} holds a different tensor here"
-    by_name = {c.name: c for c in report.tensors}
-    for c in report.tensors:
-        if c.kind == "alias":  # a tie restores exactly what its target does
-            target = by_name[art.aliases[c.name]]
-            c.max_abs_error, c.rel_error = target.max_abs_error, target.rel_error
+def _source_ok(c: TensorCheck, src_names: set[str], src, against) -> bool:
+    if c.name not in src_names:
+        c.problem = f"not in {against}"
+        return False
+    shape = tuple(src.shape(c.name))
+    if shape != c.shape:
+        c.problem = f"shape {c.shape} where {against} has {shape}"
+        return False
+    return True
 
 
+def _measure_coded(c: TensorCheck, w: np.ndarray, ref_t: torch.Tensor, against) -> None:
+    ref = ref_t.detach().to(torch.float32).numpy()  # what the quantizer saw at compression
+    c.max_abs_error = float(np.abs(ref.astype(np.float64) - w).max(initial=0.0))
+    c.rel_error = relative_error(ref, w)
+    if c.recorded_rel_error is not None and not _close(c.rel_error, c.recorded_rel_error):
+        c.problem = (
+            f"relative error {c.rel_error:.6f} against {against}, but {c.recorded_rel_error:.6f} "
+            "was recorded at compression: the decoder or the source changed"
+        )
+
+
+def _bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same dtype, shape and values, NaN matching NaN (tensors kept with --keep-nonfinite)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    nan = torch.isnan(a)
+    return torch.equal(nan, torch.isnan(b)) and torch.equal(a[~nan], b[~nan])
+
+
+def _measure_raw(c: TensorCheck, kept: torch.Tensor, ref_t: torch.Tensor, against) -> None:
+    ok = torch.isfinite(kept) & torch.isfinite(ref_t)  # NaN/Inf are compared by _bit_equal, not measured
+    a, b = kept[ok].double(), ref_t[ok].double()
+    c.max_abs_error = float((a - b).abs().max()) if a.numel() else 0.0
+    c.rel_error = relative_error(b.numpy(), a.numpy())
+    if not _bit_equal(kept, ref_t):
+        c.problem = f"kept exactly, but differs from {against} (max abs error {c.max_abs_error:g}, dtype {kept.dtype})"
