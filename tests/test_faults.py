@@ -392,3 +392,41 @@ def test_no_stray_files_after_a_good_run(tmp_path):
     art = _small_art()
     llmcodec.save(art, tmp_path / "a.llmc")
     assert sorted(os.listdir(tmp_path)) == ["a.llmc"]
+
+
+def test_real_ctrl_c_stops_promptly_and_leaves_no_output(tmp_path):
+    """SIGINT to the process group (what a terminal's Ctrl-C does) while encoders run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    real = base.ffmpeg_exe()
+    marker = tmp_path / "encoding"
+    exe = _fake_ffmpeg(
+        tmp_path,
+        f'case "$*" in *-encoders*|*-decoders*|*-version*) exec "{real}" "$@";; esac\n'
+        f'touch "{marker}"\nexec sleep 60',
+    )
+    src = tmp_path / "m"
+    src.mkdir()
+    save_file({f"l{i}.w": torch.from_numpy(_w(64, 64, i)) for i in range(6)}, str(src / "model.safetensors"))
+    out = tmp_path / "out" / "o.llmc"
+    env = {**os.environ, "IMAGEIO_FFMPEG_EXE": exe}
+    cmd = [sys.executable, "-m", "llmcodec.cli", "compress", str(src), str(out), "--qp", "30", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while not marker.exists() and proc.poll() is None and time.time() - t0 < 60:
+            time.sleep(0.1)
+        assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "encoder never started"
+        os.killpg(proc.pid, signal.SIGINT)
+        t1 = time.time()
+        rc = proc.wait(timeout=30)
+        assert time.time() - t1 < 15  # stops without waiting for the remaining encodes
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = proc.stderr.read()
+    assert rc == 130 and "interrupted" in err, err
+    assert not out.exists() and not [p for p in tmp_path.rglob("*.tmp")]
