@@ -107,6 +107,22 @@ def test_broken_codec_caught_after_encoding(monkeypatch, cls, msg):
         assert "'layers.3.w'" in str(e.value)
 
 
+class DroppedFrameVVC(VVC):
+    """Decodes one frame too few."""
+
+    name = "dropped-vvc"
+    max_h = 64
+
+    def decode(self, data, layout, profile):
+        return super().decode(data, layout, profile)[:-1]
+
+
+def test_missing_frame_caught(monkeypatch):
+    name = _use_codec(monkeypatch, DroppedFrameVVC)
+    with pytest.raises(CodecError, match="'big.w'.*expected 2 frames, got 1"):
+        compress_matrices([("big.w", _w(128, 64), "float32")], CompressSettings(codec=name, qp=30))
+
+
 def test_swapped_tiles_caught(monkeypatch):
     name = _use_codec(monkeypatch, type("ShiftedSmall", (ShiftedVVC,), {"name": "shifted-small", "max_h": 64}))
     with pytest.raises(CodecError, match="'big.w'.*not what was encoded"):

@@ -117,6 +117,23 @@ def test_oversized_header_declaration_is_refused_before_reading(small, tmp_path)
             artifact.read_header(p)
 
 
+def test_header_checksum_required_from_format_2(pieces, tmp_path):
+    tensors, header = pieces
+    text = json.dumps(header)
+    p = tmp_path / "nosum.llmc"
+    save_file(tensors, str(p), metadata={"llmcodec": text})  # checksum key dropped
+    with pytest.raises(ArtifactError, match="no checksum"):
+        artifact.read(p)
+    v1 = json.dumps({**header, "format_version": 1})  # files from before header checksums still read
+    save_file(tensors, str(p), metadata={"llmcodec": v1})
+    assert artifact.read(p).order == list(header["tensors"])
+    edited = json.dumps({**header, "llmcodec_version": "9.9"})  # any edit without a new checksum
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    save_file(tensors, str(p), metadata={"llmcodec": edited, "llmcodec.sha256": sha})
+    with pytest.raises(ArtifactError, match="checksum mismatch in the llmcodec header"):
+        artifact.read(p)
+
+
 # -- crafted headers: a consistent checksum, a malicious or nonsensical field ------------------------------
 
 
