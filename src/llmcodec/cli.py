@@ -216,6 +216,29 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+    from .sysinfo import describe
+
+    for k, v in describe().items():
+        print(f"{k}: {v}")
+    settings = bench.BenchSettings(
+        model=args.model,
+        out=Path(args.out),
+        sweep=bench.parse_sweep(args.codecs, args.quick),
+        quick=args.quick,
+        windows=args.windows or bench.DEFAULT_WINDOWS,
+        window=args.window,
+        workers=args.workers,
+        max_tensors=args.tensors,
+        only=args.only,
+    )
+    bench.run(settings, log=lambda m: print(m, flush=True))
+    if Path(str(args.model)).name == DEFAULT_MODEL or str(args.model) == DEFAULT_MODEL:
+        print(PRETRAINED_NOTE)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmcodec", description="Compress LLM weights with video codecs.")
     p.add_argument("--version", action="version", version=f"llmcodec {__version__}")
@@ -270,6 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true", help="print the raw header")
     i.set_defaults(fn=cmd_info)
+
+    b = sub.add_parser("bench", help="rate-distortion sweep of codecs and profiles: CSV and plots")
+    b.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model to sweep (default: {DEFAULT_MODEL})")
+    b.add_argument("--out", default="benchmarks/codecs", help="folder for points.csv and the plots")
+    b.add_argument(
+        "--codecs",
+        default=None,
+        metavar="LIST",
+        help="codecs or codec:profile[@qp,qp,...] entries, comma-separated (default: the built-in sweep)",
+    )
+    b.add_argument("--quick", action="store_true", help="a few tensors, no perplexity (a smoke run)")
+    b.add_argument("--tensors", type=int, default=None, help="code only the first N matrices")
+    b.add_argument("--only", default=None, metavar="REGEX", help="sweep only matrices whose name matches")
+    b.add_argument("--window", type=int, default=512, help="tokens per perplexity window")
+    b.add_argument("--windows", type=int, default=None, help="perplexity windows per point (default: 40)")
+    b.add_argument("--workers", type=int, default=1, help="encoder processes at once (default: 1)")
+    b.set_defaults(fn=cmd_bench)
 
     v = sub.add_parser("verify", help="check every checksum and decode every tensor, writing nothing")
     v.add_argument("artifact")

@@ -36,6 +36,9 @@ class Profile:
     pix_fmt: str | None = None  # None: the codec's default
     packing: str = "luma"
     options: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # extra FFmpeg options
+    # Cap on the frame height: a matrix taller than this becomes several frames (tiles of rows),
+    # which is what gives inter prediction something to predict from. None: the codec's limit.
+    max_frame_h: int | None = None
 
 
 # pixel format -> (bit depth, chroma subsampling or None for grey)
@@ -43,6 +46,7 @@ PIX_FMTS: dict[str, tuple[int, tuple[int, int] | None]] = {
     "gray": (8, None),
     "gray10le": (10, None),
     "gray12le": (12, None),
+    "gray16le": (16, None),
     "yuv420p": (8, (2, 2)),
     "yuv420p10le": (10, (2, 2)),
     "yuv420p12le": (12, (2, 2)),
@@ -171,6 +175,7 @@ class FFmpegCodec:
     encoder: ClassVar[str]  # FFmpeg encoder name
     decoder: ClassVar[str | None] = None  # FFmpeg decoder name (None: FFmpeg's default for fmt)
     fmt: ClassVar[str]  # raw stream format for -f
+    demuxer: ClassVar[str | None] = None  # input format when decoding, if not ``fmt`` (image pipes)
     pix_fmts: ClassVar[tuple[str, ...]]  # accepted input formats; the first is the default
     qp_range: ClassVar[tuple[int, int]]  # (best quality, worst quality)
     align: ClassVar[int] = 8
@@ -178,6 +183,8 @@ class FFmpegCodec:
     max_w: ClassVar[int] = 8192
     max_h: ClassVar[int] = 4320
     lossless: ClassVar[bool] = False
+    # What the integer "QP" means for this codec (image coders map a quality index to their own knob).
+    qp_meaning: ClassVar[str] = "the encoder's quantization parameter"
     profiles: ClassVar[dict[str, Profile]]
     default_profile: ClassVar[str] = "default"
     # Seconds allowed per million samples before an encoder is considered hung (plus a floor).
@@ -214,7 +221,7 @@ class FFmpegCodec:
             align=self.align,
             min_size=self.min_size,
             max_w=self.max_w,
-            max_h=self.max_h,
+            max_h=max(self.min_size, min(self.max_h, profile.max_frame_h or self.max_h)),
             packing=profile.packing,
         )
 
@@ -276,7 +283,7 @@ class FFmpegCodec:
         pix_fmt = self.pix_fmt(profile)
         # One decoder thread: FFmpeg's native vvc decoder gave different samples from run to run
         # with its default frame/slice threading (seen on a 192x64 frame, 1 run in 8).
-        args = ["-threads", "1", "-f", self.fmt]
+        args = ["-threads", "1", "-f", self.demuxer or self.fmt]
         if self.decoder:
             args += ["-c:v", self.decoder]
         args += ["-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]

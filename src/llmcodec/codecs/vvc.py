@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import FFmpegCodec, Profile
+from .hevc import INTER_FRAME_H
 
 
 def _vvc_profiles() -> dict[str, Profile]:
@@ -10,6 +11,10 @@ def _vvc_profiles() -> dict[str, Profile]:
     for preset in ("faster", "fast", "medium", "slow", "slower"):
         out[f"ai-{preset}"] = Profile(f"ai-{preset}", preset=preset, intra=True)
         out[f"ra-{preset}"] = Profile(f"ra-{preset}", preset=preset, intra=False)
+    # Same tiling, with and without prediction between tiles: isolates what inter coding buys.
+    for kind, intra in (("ai", True), ("ra", False)):
+        name = f"{kind}-faster-h{INTER_FRAME_H}"
+        out[name] = Profile(name, preset="faster", intra=intra, max_frame_h=INTER_FRAME_H)
     out["ai-faster-yuv420"] = Profile("ai-faster-yuv420", preset="faster", intra=True, packing="yuv420")
     out["default"] = Profile("default", preset="faster", intra=True)
     return out

@@ -1,0 +1,49 @@
+"""AVC/H.264 through libx264; decoded with FFmpeg's native h264 decoder.
+
+QP: llmcodec uses the 8-bit-equivalent scale 0..51 for every bit depth, like x265 and vvenc.
+x264's own QP for high bit depth is offset by 6 per extra bit (10-bit: 0..63 for the same steps),
+so the offset is added here. Lossless: ``-qp 0`` in x264's own scale (High 4:4:4 Predictive
+profile, selected automatically), which gives back the exact samples.
+"""
+
+from __future__ import annotations
+
+from .base import FFmpegCodec, Profile
+from .hevc import INTER_FRAME_H
+
+
+def _profiles() -> dict[str, Profile]:
+    out = {f"ai-{p}": Profile(f"ai-{p}", preset=p) for p in ("ultrafast", "fast", "medium", "slow")}
+    out["ai-medium-8bit"] = Profile("ai-medium-8bit", preset="medium", pix_fmt="gray")
+    for kind, intra in (("ai", True), ("ra", False)):
+        name = f"{kind}-medium-h{INTER_FRAME_H}"
+        out[name] = Profile(name, preset="medium", intra=intra, max_frame_h=INTER_FRAME_H)
+    out["default"] = Profile("default", preset="medium")
+    return out
+
+
+class X264(FFmpegCodec):
+    name = "x264"
+    encoder = "libx264"
+    decoder = "h264"
+    fmt = "h264"
+    pix_fmts = ("gray10le", "gray", "yuv444p10le", "yuv420p10le", "yuv420p")
+    qp_range = (0, 51)
+    lossless = True
+    min_size = 64
+    max_w = 8192
+    max_h = 4352
+    profiles = _profiles()
+
+    def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
+        bd_offset = 6 * (self.sample_bits(profile) - 8)
+        opts = ["-preset", profile.preset or "medium", "-threads", str(self.threads)]
+        if qp is None:
+            opts += ["-qp", "0"]
+        else:
+            # tune psnr = aq-mode 0 and no psycho-visual RD: a plain squared-error objective.
+            opts += ["-tune", "psnr", "-aq-mode", "0", "-qp", str(qp + bd_offset)]
+        opts += ["-g", "1"] if profile.intra else ["-g", "250"]
+        for k, v in profile.options:
+            opts += [f"-{k}", v]
+        return opts
