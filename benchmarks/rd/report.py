@@ -109,13 +109,13 @@ def plot(rows: list[dict], out: Path) -> Path:
                 if r.get("source_grid") == "yes":
                     ax.annotate("source grid", (xi, yi), fontsize=7)
         if metric == "rel_error":
-            xs = np.linspace(1.5, 4.6, 50)
+            xs = np.linspace(1.5, 5.2, 50)
             ax.plot(xs, gaussian_rd_relative_error(xs), "k:", lw=2, label="Gaussian bound 2^-R")
         ref = next((r for r in rows if r["model"] == model and r["method"] == "uncompressed"), None)
         if metric == "perplexity" and ref:
             ax.axhline(_f(ref, "perplexity"), color="grey", lw=0.8, label="uncompressed")
         ax.set_yscale("log")
-        ax.set_xlim(1.5, 4.7)
+        ax.set_xlim(1.5, 5.2)
         if metric == "perplexity":
             ax.set_ylim(top=min(ax.get_ylim()[1], 1e4))
         ax.set_xlabel("bits per weight (side information counted)")
