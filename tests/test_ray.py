@@ -13,6 +13,12 @@ from llmcodec.executors import RayExecutor
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'llmcodec[ray]'")
 
 
+def test_unreachable_address_fails_fast_with_a_clear_message(tiny_llama, tmp_path, capsys):
+    argv = ["compress", str(tiny_llama), str(tmp_path / "x.llmc"), "--executor", "ray", "--address", "127.0.0.1:1"]
+    assert main(argv) == 2
+    assert "cannot reach the Ray cluster" in capsys.readouterr().err
+    assert not (tmp_path / "x.llmc").exists()  # runs before Ray is started below
+
 
 @pytest.fixture(scope="module")
 def ray_ex():

@@ -12,6 +12,7 @@ GIL in quantization (measured in benchmarks/speed). Results come back in job ord
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -121,6 +122,8 @@ class RayExecutor:
             raise ValueError("--executor ray needs Ray: pip install 'llmcodec[ray]' (or pip install ray)") from None
         self._ray = ray
         self._owns = not ray.is_initialized()
+        if self._owns and address:
+            _check_reachable(address)
         if self._owns:
             kw: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
             kw["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}}
@@ -177,6 +180,18 @@ class RayExecutor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on a wrong ``--address``: ray.init would otherwise retry for minutes."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
 
 
 def make_executor(kind: str = "local", workers: int = 0, address: str | None = None) -> LocalExecutor | RayExecutor:
