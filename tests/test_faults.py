@@ -446,3 +446,23 @@ def test_real_ctrl_c_stops_promptly_and_leaves_no_output(tmp_path):
     err = proc.stderr.read()
     assert rc == 130 and "interrupted" in err, err
     assert not out.exists() and not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_empty_encoder_output_is_retried_then_refused(monkeypatch):
+    import llmcodec.codecs.base as base
+    from llmcodec.codecs import get_codec
+
+    codec = get_codec("vvc")
+    profile = codec.profile(None)
+    frames = [[np.zeros((64, 64), np.uint16)]]
+    calls = []
+
+    def flaky(args, data, timeout, what, to_file=False):
+        calls.append(1)
+        return b"" if len(calls) < 3 else b"stream"
+
+    monkeypatch.setattr(base, "run_ffmpeg", flaky)
+    assert codec.encode(frames, 30, profile) == b"stream" and len(calls) == 3
+    monkeypatch.setattr(base, "run_ffmpeg", lambda *a, **k: b"")
+    with pytest.raises(base.CodecError, match="empty bitstream 4 times"):
+        codec.encode(frames, 30, profile)

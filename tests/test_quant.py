@@ -57,3 +57,15 @@ def test_bad_shapes_refused():
         quantize(np.zeros(5, np.float32), QuantSpec())
     with pytest.raises(ValueError, match="bits"):
         QuantSpec(bits=0)
+
+
+def test_shared_scale_gives_equal_steps_and_keeps_the_bound():
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((32, 100)) * rng.uniform(0.1, 2.0, (32, 1))).astype(np.float32)
+    qz = quantize(w, QuantSpec(bits=8, shared_scale=True))
+    assert np.unique(qz.scale).size == 1
+    assert qz.q.max() <= 255
+    assert np.all(np.abs(w - dequantize(qz)) <= 0.5 * float(qz.scale[0, 0]) * (1 + 1e-3) + 1e-7)
+    # the widest row uses the whole range; narrower rows use less of it
+    ranges = qz.q.max(axis=1).astype(int) - qz.q.min(axis=1)
+    assert ranges.max() >= 254 and ranges.min() < 200

@@ -3,6 +3,7 @@
 Layout of the safetensors tensors:
   ``<name>::bitstream`` uint8    coded matrix        ``<name>::scale`` / ``::offset`` fp16 side info
   ``<name>::raw``       any      uncompressed tensor ``file::<filename>`` uint8 config/tokenizer files
+  ``<name>::colscale``  fp16     optional column multipliers (the coded matrix was W * colscale)
 The metadata key ``llmcodec`` holds a JSON header (see ``HEADER_KEYS``) with each tensor's shape,
 dtype, QP, frame layout, quantization and the SHA-256 of every stored piece; ``llmcodec.sha256`` is
 the SHA-256 of that JSON text (format version 2 on), so a damaged header is caught too.
@@ -61,7 +62,7 @@ class Artifact:
     def stats(self) -> dict:
         n_coded = sum(c.numel for c in self.coded.values())
         bits = sum(c.bits for c in self.coded.values())
-        side = sum(16 * (c.scale.size + c.offset.size) for c in self.coded.values())
+        side = sum(c.side_bits for c in self.coded.values())
         n_raw = sum(t.numel() for t in self.raw.values())
         raw_bytes = sum(t.numel() * t.element_size() for t in self.raw.values())
         src_bytes = sum(c.numel * _itemsize(c.dtype) for c in self.coded.values())
@@ -111,11 +112,14 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                 "dtype": c.dtype,
                 "qp": c.qp,
                 "layout": c.layout.to_dict(),
-                "quant": {"bits": c.spec.bits, "group": c.spec.group},
+                "quant": {"bits": c.spec.bits, "group": c.spec.group, "shared_scale": c.spec.shared_scale},
                 "bits": c.bits,
                 "rel_error": c.rel_error,
                 "sha256": {"bitstream": _sha(c.bitstream), "scale": _sha(c.scale), "offset": _sha(c.offset)},
             }
+            if c.col_scale is not None:
+                tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(c.col_scale))
+                index[name]["sha256"]["col_scale"] = _sha(c.col_scale)
         elif name in art.raw:
             t = art.raw[name].contiguous()
             tensors[f"{name}::raw"] = t
@@ -212,9 +216,11 @@ def _check_entry(name: str, e) -> None:
         qz = e.get("quant")
         _need(isinstance(qz, dict) and _is_int(qz.get("bits"), 1, 16), "quantization bits must be 1..16")
         _need(qz.get("group") is None or _is_int(qz["group"], 1), "quantization group must be positive or null")
+        _need(isinstance(qz.get("shared_scale", False), bool), "shared_scale must be true or false")
         _need(_is_int(e.get("bits"), 0, 2**62), "bit count is not a non-negative integer")
         _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
-        _check_shas(e, ("bitstream", "scale", "offset"))
+        has_cols = isinstance(e.get("sha256"), dict) and "col_scale" in e["sha256"]
+        _check_shas(e, ("bitstream", "scale", "offset", *(("col_scale",) if has_cols else ())))
     elif kind == "raw":
         shape = e.get("shape")
         _need(isinstance(shape, list) and all(_is_int(x, 0) for x in shape), "bad shape")
@@ -353,13 +359,21 @@ def read(path: str | os.PathLike) -> Artifact:
                 if kind == "coded":
                     sums = e["sha256"]
                     shape = (e["shape"][0], e["shape"][1])
-                    spec = QuantSpec(bits=e["quant"]["bits"], group=e["quant"]["group"])
+                    spec = QuantSpec(
+                        bits=e["quant"]["bits"],
+                        group=e["quant"]["group"],
+                        shared_scale=e["quant"].get("shared_scale", False),
+                    )
                     side = (shape[0], group_count(shape[1], spec.group))
                     bs = get(f"{name}::bitstream", f"tensor {name!r} (bitstream)", sums["bitstream"], "uint8", None)
                     if bs.ndim != 1 or bs.numel() == 0:
                         raise ArtifactError(f"{path}: tensor {name!r} (bitstream) is empty or not 1-D: corrupt file")
                     scale = get(f"{name}::scale", f"tensor {name!r} (scale)", sums["scale"], "float16", side)
                     offset = get(f"{name}::offset", f"tensor {name!r} (offset)", sums["offset"], "float16", side)
+                    col_scale = None
+                    if "col_scale" in sums:
+                        what = f"tensor {name!r} (column scales)"
+                        col_scale = get(f"{name}::colscale", what, sums["col_scale"], "float16", (shape[1],)).numpy()
                     art.coded[name] = CodedTensor(
                         name,
                         shape,
@@ -371,6 +385,7 @@ def read(path: str | os.PathLike) -> Artifact:
                         scale.numpy(),
                         offset.numpy(),
                         e.get("rel_error"),
+                        col_scale,
                     )
                 elif kind == "raw":
                     key, what = f"{name}::raw", f"tensor {name!r}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__
 from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
-from .compress import CompressSettings
+from .compress import ALLOCATIONS, WEIGHTINGS, CompressSettings
 from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
@@ -90,6 +90,10 @@ def cmd_compress(args) -> int:
         workers=args.workers,
         only=args.only,
         keep_nonfinite=args.keep_nonfinite,
+        weighting=args.weighting,
+        alpha=args.alpha,
+        shared_scale=args.shared_scale,
+        allocation=args.allocation,
     )
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
@@ -267,12 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--include-embeddings", action="store_true", help="also code embeddings and the output head")
     c.add_argument("--only", default=None, metavar="REGEX", help="code only tensors whose name matches")
     c.add_argument("--eval", action="store_true", help="measure perplexity before and after")
-    c.add_argument(
-        "--keep-nonfinite", action="store_true", help="keep matrices with NaN/Inf uncompressed instead of refusing"
-    )
     c.add_argument("--executor", choices=EXECUTORS, default="local", help="where encodes run (default: local)")
     c.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: a local Ray)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.work/")
+    c.add_argument(
+        "--keep-nonfinite", action="store_true", help="keep matrices with NaN/Inf uncompressed instead of refusing"
+    )
+    rd = c.add_argument_group("where the error goes (data-free; defaults are the measured best, see the README)")
+    default = {k: f.default for k, f in CompressSettings.__dataclass_fields__.items()}
+    rd.add_argument("--weighting", choices=WEIGHTINGS, default=default["weighting"],
+                    help="column weighting from the model's own weights (default: %(default)s)")
+    rd.add_argument("--alpha", type=float, default=default["alpha"], help="weighting strength (default: %(default)s)")
+    rd.add_argument("--shared-scale", action=argparse.BooleanOptionalAction, default=default["shared_scale"],
+                    help="one quantization step per tensor instead of per row (default: %(default)s)")
+    rd.add_argument("--allocation", choices=ALLOCATIONS, default=default["allocation"],
+                    help="per-tensor QPs: equal QP, or offsets for equal absolute error (default: %(default)s)")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

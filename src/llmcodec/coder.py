@@ -19,6 +19,7 @@ class Prepared:
     quantized: Quantized
     layout: FrameLayout
     frames: list[list[np.ndarray]]
+    col_scale: np.ndarray | None = None  # fp16 column multipliers applied before quantizing
 
     @property
     def numel(self) -> int:
@@ -39,25 +40,49 @@ class CodedTensor:
     scale: np.ndarray
     offset: np.ndarray
     rel_error: float | None = None  # measured by decoding right after encoding
+    col_scale: np.ndarray | None = None  # fp16; the matrix coded was W * col_scale (per column)
 
     @property
     def numel(self) -> int:
         return self.shape[0] * self.shape[1]
 
     @property
+    def side_bits(self) -> int:
+        """fp16 scale and offset per row or group, and fp16 column multipliers if any."""
+        cols = 0 if self.col_scale is None else self.col_scale.size
+        return 16 * (self.scale.size + self.offset.size + cols)
+
+    @property
     def bits(self) -> int:
-        """Bitstream plus side information (fp16 scale and offset per row or group)."""
-        return 8 * len(self.bitstream) + 16 * (self.scale.size + self.offset.size)
+        """Bitstream plus side information."""
+        return 8 * len(self.bitstream) + self.side_bits
 
 
-def prepare(name: str, w: np.ndarray, codec: FFmpegCodec, profile: Profile, group: int | None) -> Prepared:
-    spec = QuantSpec(bits=codec.sample_bits(profile), group=group)
+def prepare(
+    name: str,
+    w: np.ndarray,
+    codec: FFmpegCodec,
+    profile: Profile,
+    group: int | None,
+    shared_scale: bool = False,
+    col_scale: np.ndarray | None = None,
+) -> Prepared:
+    spec = QuantSpec(bits=codec.sample_bits(profile), group=group, shared_scale=shared_scale)
+    if col_scale is not None:
+        if col_scale.shape != (w.shape[1],):
+            raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")
+        w = w * col_scale.astype(np.float32)[None, :]
     try:
         qz = quantize(w, spec)
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
     layout = codec.plan(w.shape[0], w.shape[1], profile)
-    return Prepared(name, qz, layout, to_frames(qz.q, layout))
+    return Prepared(name, qz, layout, to_frames(qz.q, layout), col_scale)
+
+
+def unscale(w_hat: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
+    """Undo the column multipliers applied before quantization."""
+    return w_hat if col_scale is None else w_hat / col_scale.astype(np.float32)[None, :]
 
 
 def row_sample(w: np.ndarray, fraction: float, chunk: int = 32, min_rows: int = 128) -> np.ndarray:
@@ -130,7 +155,7 @@ def finish(
             f"tensor {p.name!r}: the decoded frames are not what was encoded (RMS sample error {rms:.2f} at "
             f"QP {qp}; a working codec stays under {bound:.2f}): the {codec.name} codec returned garbage"
         )
-    err = relative_error(w, dequantize(p.quantized, q_hat))
+    err = relative_error(w, unscale(dequantize(p.quantized, q_hat), p.col_scale))
     if not np.isfinite(err):
         raise CodecError(f"tensor {p.name!r}: decoded weights are not finite")
     return CodedTensor(
@@ -144,6 +169,7 @@ def finish(
         p.quantized.scale,
         p.quantized.offset,
         err,
+        p.col_scale,
     )
 
 
@@ -151,4 +177,4 @@ def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.n
     """CodedTensor -> float32 weights."""
     q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec.bits)
     qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec)
-    return dequantize(qz)
+    return unscale(dequantize(qz), ct.col_scale)

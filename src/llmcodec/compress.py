@@ -26,6 +26,8 @@ from .sysinfo import ffmpeg_version
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
+WEIGHTINGS = ("none", "data-free")
+ALLOCATIONS = ("equal-qp", "equal-error")
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 
 
@@ -44,6 +46,11 @@ class CompressSettings:
     tolerance: float = 0.03  # --bpw may land this fraction below the target, never above
     sample_fraction: float = 0.125  # share of rows used to probe rates
     keep_nonfinite: bool = False  # keep matrices with NaN/Inf uncompressed instead of refusing them
+    # Rate-distortion shaping (data-free; see importance.py and the README's "Where the error goes"):
+    weighting: str = "none"  # "none" | "data-free": column multipliers from the model's own weights
+    alpha: float = 1.0  # strength of the weighting (1: weighted reverse water-filling)
+    shared_scale: bool = False  # one quantization step per tensor instead of one per row
+    allocation: str = "equal-qp"  # "equal-qp" | "equal-error": QP offsets for equal absolute error
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -54,6 +61,10 @@ class CompressSettings:
             raise ValueError("give a bit budget (bpw), a fixed QP (qp) or lossless")
         if self.bpw is not None and not 0 < self.bpw < 32:
             raise ValueError(f"bits per weight must be in (0, 32), got {self.bpw}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}")
 
     def resolved_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -86,28 +97,53 @@ class JobSpec:
     profile: str | None
     group: int | None
     sample_fraction: float
+    shared_scale: bool = False
 
     def resolve(self) -> tuple[FFmpegCodec, Profile]:
         codec = get_codec(self.codec)
         return codec, codec.profile(self.profile)
 
 
-def encode_job(spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool) -> bytes:
+def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None):
+    codec, profile = spec.resolve()
+    return prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale), codec, profile
+
+
+def encode_job(
+    spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None
+) -> bytes:
     """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
 
     Quantizing again for every QP costs a few per cent of an encode (measured) and saves keeping
     every tensor's frames in memory while rate control revisits them.
     """
-    codec, profile = spec.resolve()
     if sample:
         w = row_sample(w, spec.sample_fraction)
-    return encode_prepared(prepare(name, w, codec, profile, spec.group), codec, profile, qp)
+    p, codec, profile = _prepare(spec, name, w, col_scale)
+    return encode_prepared(p, codec, profile, qp)
 
 
-def finish_job(spec: JobSpec, name: str, w: np.ndarray, dtype: str, qp: int | None, bitstream: bytes) -> CodedTensor:
+def finish_job(
+    spec: JobSpec,
+    name: str,
+    w: np.ndarray,
+    dtype: str,
+    qp: int | None,
+    bitstream: bytes,
+    col_scale: np.ndarray | None = None,
+) -> CodedTensor:
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
-    codec, profile = spec.resolve()
-    return finish(prepare(name, w, codec, profile, spec.group), w, dtype, qp, bitstream, codec, profile)
+    p, codec, profile = _prepare(spec, name, w, col_scale)
+    return finish(p, w, dtype, qp, bitstream, codec, profile)
+
+
+def step_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> float:
+    """RMS quantization step of a matrix in weight units (what equal-error allocation equalizes)."""
+    p, _, _ = _prepare(spec, name, w, col_scale)
+    s = p.quantized.scale.astype(np.float64)
+    if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
+        s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))
+    return float(np.sqrt(np.mean(np.square(s))))
 
 
 class WorkDir:
@@ -176,8 +212,11 @@ def _scan(loaders: list[Callable[[], np.ndarray]], names: list[str], digests: bo
 class _Runner:
     """Runs encode and finish jobs on an executor, with the work directory as a cache."""
 
-    def __init__(self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress) -> None:
+    def __init__(
+        self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress, col_scales=None
+    ) -> None:
         self.ex, self.spec, self.work, self.progress = executor, spec, work, progress
+        self.col_scales = list(col_scales) if col_scales is not None else [None] * len(matrices)
         self.names = [m[0] for m in matrices]
         self.dtypes = [m[2] for m in matrices]
         self.loaders = loaders
@@ -187,10 +226,13 @@ class _Runner:
         self.encodes = 0  # encoder runs in this process's jobs (cache hits excluded)
         if work is not None:
             c = get_codec(spec.codec)
-            self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group]
+            self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
+                          spec.shared_scale]
 
     def _key(self, i: int, qp: int | None, sample: bool) -> str:
-        parts = [*self._salt, self.spec.sample_fraction if sample else None, self.digests[i], qp, sample]
+        cs = self.col_scales[i]
+        parts = [*self._salt, self.spec.sample_fraction if sample else None, self.digests[i], qp, sample,
+                 None if cs is None else _digest(cs)]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def _map(self, fn, jobs: list[tuple], weights: list[float], stage: str, save=None) -> list:
@@ -215,7 +257,11 @@ class _Runner:
             else:
                 todo.append(k)
         frac = self.spec.sample_fraction if sample else 1.0
-        args = [(self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample) for k in todo]
+        args = [
+            (self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample,
+             self.col_scales[jobs[k][0]])
+            for k in todo
+        ]
         weights = [self.numel[jobs[k][0]] * frac for k in todo]
 
         def save(j: int, b: bytes) -> None:  # at once, so an interrupted batch keeps what finished
@@ -230,8 +276,15 @@ class _Runner:
 
     def finish(self, qps: list[int | None], streams: list[bytes]) -> list[CodedTensor]:
         n = len(qps)
-        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i]) for i in range(n)]
+        args = [
+            (self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i], self.col_scales[i])
+            for i in range(n)
+        ]
         return self._map(finish_job, args, self.numel, "verify")
+
+    def steps(self) -> list[float]:
+        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i]) for i in range(len(self.names))]
+        return self._map(step_job, args, self.numel, "scan")
 
 
 def _identity(x):
@@ -244,8 +297,12 @@ def compress_matrices(
     progress: Progress | None = None,
     executor: Executor | None = None,
     work: WorkDir | None = None,
+    col_scales: Sequence[np.ndarray | None] | None = None,
 ) -> list[CodedTensor]:
     """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
+
+    ``col_scales`` (one fp16 vector or None per matrix) codes ``W * c`` column by column instead
+    of ``W``; the multipliers are stored and undone on decoding (see importance.py).
 
     Matrices given as functions are read when a job needs them, so only about ``workers`` of them
     are in memory at once. ``executor`` defaults to a local pool of ``settings.workers`` threads;
@@ -256,27 +313,43 @@ def compress_matrices(
     profile = codec.profile(settings.profile)
     if not matrices:
         return []
-    spec = JobSpec(settings.codec, profile.name, settings.group, settings.sample_fraction)
+    spec = JobSpec(settings.codec, profile.name, settings.group, settings.sample_fraction, settings.shared_scale)
     names = [m[0] for m in matrices]
     loaders = [m[1] if callable(m[1]) else functools.partial(_identity, m[1]) for m in matrices]
     scanned = _scan(loaders, names, work is not None, settings.resolved_workers())
     ex = executor if executor is not None else LocalExecutor(settings.resolved_workers())
     try:
-        run = _Runner(ex, spec, matrices, loaders, [s for s, _ in scanned], [d for _, d in scanned], work, progress)
+        shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
+        run = _Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales)
         n = len(matrices)
-        if settings.lossless or settings.qp is not None:
-            qp = None if settings.lossless else settings.qp
-            qps = [qp] * n
-            streams = run.encode([(i, qp) for i in range(n)], sample=False)
+        equal_error = settings.allocation == "equal-error"
+        offsets = qp_offsets(run.steps(), codec.qp_per_octave) if equal_error else [0] * n
+        if settings.lossless:
+            qps: list[int | None] = [None] * n
+            streams = run.encode([(i, None) for i in range(n)], sample=False)
+        elif settings.qp is not None:
+            lo, hi = min(codec.qp_range), max(codec.qp_range)
+            qps = [min(hi, max(lo, settings.qp + o)) for o in offsets]
+            streams = run.encode(list(enumerate(qps)), sample=False)
         else:
-            qps, streams = _rate_controlled(run, codec, settings)
+            qps, streams = _rate_controlled(run, codec, settings, offsets)
         return run.finish(qps, streams)
     finally:
         if executor is None:
             ex.close()
 
 
-def _rate_controlled(run: _Runner, codec: FFmpegCodec, settings: CompressSettings) -> tuple[list[int], list[bytes]]:
+def qp_offsets(steps: Sequence[float], qp_per_octave: float = 6.0) -> list[int]:
+    """QP offsets that give every tensor the same absolute error: a tensor whose samples stand for
+    twice the weight step needs half the sample error, i.e. ``qp_per_octave`` lower QP (the codec's
+    step doubles every 6 QP in H.264/HEVC/VVC). Offsets are relative to the median tensor."""
+    logs = np.log2(np.maximum(np.asarray(steps, dtype=np.float64), 1e-30))
+    return [int(round(-qp_per_octave * (v - float(np.median(logs))))) for v in logs]
+
+
+def _rate_controlled(
+    run: _Runner, codec: FFmpegCodec, settings: CompressSettings, offsets: Sequence[int] | None = None
+) -> tuple[list[int], list[bytes]]:
     streams: dict[tuple[int, int], bytes] = {}
 
     def measure_full(jobs: list[tuple[int, int]]) -> list[float]:
@@ -295,11 +368,15 @@ def _rate_controlled(run: _Runner, codec: FFmpegCodec, settings: CompressSetting
 
     alloc = allocate(
         numel=run.numel,
-        side_bits=[SIDE_BITS_PER_GROUP * r * group_count(c, settings.group) for r, c in run.shapes],
+        side_bits=[
+            SIDE_BITS_PER_GROUP * r * group_count(c, settings.group) + (0 if cs is None else 16 * cs.size)
+            for (r, c), cs in zip(run.shapes, run.col_scales, strict=True)
+        ],
         target_bpw=settings.bpw,
         qp_range=codec.qp_range,
         measure_full=measure_full,
         measure_sample=measure_sample,
         tolerance=settings.tolerance,
+        qp_offsets=offsets,
     )
     return alloc.qps, [streams[i, q] for i, q in enumerate(alloc.qps)]

@@ -17,10 +17,17 @@ SIDE_BITS_PER_GROUP = 32  # one fp16 scale + one fp16 offset
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How a matrix is quantized: ``bits`` per sample, ``group`` columns per scale (None: whole row)."""
+    """How a matrix is quantized: ``bits`` per sample, ``group`` columns per scale (None: whole row).
+
+    ``shared_scale``: every row (group) gets the same step, the one the widest needs, and keeps its
+    own offset. With an entropy coder behind the quantizer a shared step is what minimizes squared
+    error for a rate (every weight gets the same absolute error); per-row steps instead give each
+    row the same *relative* error, which suits a fixed-rate grid such as round-to-nearest.
+    """
 
     bits: int = 10
     group: int | None = None
+    shared_scale: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 16:
@@ -96,6 +103,8 @@ def quantize(w: np.ndarray, spec: QuantSpec) -> Quantized:
     scale = _fp16_ceil((hi - offset.astype(np.float64)) / spec.levels)
     tiny = np.float16(2.0**-24)  # constant groups: any positive scale works, q is then 0
     scale = np.where(scale > 0, scale, tiny).astype(np.float16)
+    if spec.shared_scale:
+        scale = np.full_like(scale, scale.max())
     cols = w.shape[1]
     s = _expand(scale.astype(np.float64), cols, spec.group)
     o = _expand(offset.astype(np.float64), cols, spec.group)

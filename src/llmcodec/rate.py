@@ -50,11 +50,13 @@ def allocate(
     measure_sample: Measure,
     tolerance: float = 0.03,
     max_rounds: int = 6,
+    qp_offsets: Sequence[int] | None = None,
 ) -> Allocation:
     """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
 
     ``measure_full`` returns bits of the whole tensor (bitstream only); ``measure_sample`` returns
     bits *per weight* of the tensor's row sample. Both take a batch so callers can run it in parallel.
+    ``qp_offsets`` fixes each tensor's QP relative to a common base QP, which is what is searched.
     """
     n = len(numel)
     qp_lo, qp_hi = min(qp_range), max(qp_range)
@@ -75,11 +77,16 @@ def allocate(
         if todo:
             sample_cache.update(zip(todo, measure_sample(todo), strict=True))
 
-    def est_total(qp: int) -> float:
-        samples([(i, qp) for i in range(n)])
-        return (sum(sample_cache[i, qp] * numel[i] for i in range(n)) + side) / total_w
+    off = list(qp_offsets) if qp_offsets is not None else [0] * n
 
-    q0 = _bisect_global(est_total, target_bpw, qp_lo, qp_hi)
+    def qp_at(i: int, base: int) -> int:
+        return min(qp_hi, max(qp_lo, base + off[i]))
+
+    def est_total(base: int) -> float:
+        samples([(i, qp_at(i, base)) for i in range(n)])
+        return (sum(sample_cache[i, qp_at(i, base)] * numel[i] for i in range(n)) + side) / total_w
+
+    base = _bisect_global(est_total, target_bpw, qp_lo - max(off), qp_hi - min(off))
 
     full: dict[tuple[int, int], float] = {}
 
@@ -88,8 +95,8 @@ def allocate(
         if todo:
             full.update(zip(todo, measure_full(todo), strict=True))
 
-    qps = [q0] * n
-    measure([(i, q0) for i in range(n)])
+    qps = [qp_at(i, base) for i in range(n)]
+    measure(list(enumerate(qps)))
 
     def total() -> float:
         return sum(full[i, qps[i]] for i in range(n)) + side

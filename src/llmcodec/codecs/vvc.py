@@ -16,6 +16,12 @@ def _vvc_profiles() -> dict[str, Profile]:
         name = f"{kind}-faster-h{INTER_FRAME_H}"
         out[name] = Profile(name, preset="faster", intra=intra, max_frame_h=INTER_FRAME_H)
     out["ai-faster-yuv420"] = Profile("ai-faster-yuv420", preset="faster", intra=True, packing="yuv420")
+    # Dependent (trellis-coded) quantization: the faster presets leave it off and hide sign bits
+    # instead; the two exclude each other. Measured on SmolLM2 matrices at QP 34: 5% less weight
+    # error at 1% fewer bits, about 1.3x the encode time.
+    dq = (("DepQuant", "1"), ("SignHideFlag", "0"))
+    for preset in ("faster", "fast"):
+        out[f"ai-{preset}-dq"] = Profile(f"ai-{preset}-dq", preset=preset, intra=True, options=dq)
     out["default"] = Profile("default", preset="faster", intra=True)
     return out
 
@@ -26,7 +32,7 @@ class VVC(FFmpegCodec):
     decoder = "vvc"
     fmt = "vvc"
     pix_fmts = ("yuv420p10le",)  # the only input libvvenc takes
-    qp_range = (0, 63)
+    qp_range = (16, 63)  # libvvenc fails ("Generic error") at QP <= 10, and at 12 on small frames
     align = 8
     min_size = 64  # 16x16 frames fail inside libvvenc
     max_w = 8192

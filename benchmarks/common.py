@@ -1,0 +1,75 @@
+"""What the benchmark scripts share: a resumable results CSV, the built-in model harness, and the
+global relative weight error."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from llmcodec.api import load_tokenizer
+from llmcodec.compress import CompressSettings, is_codable
+from llmcodec.evaluate import EvalResult, EvalSettings, perplexity
+from llmcodec.modelio import build_model, load
+
+
+class ResultsCSV:
+    """Rows keyed by some columns; rewritten atomically after every new row so a long run resumes."""
+
+    def __init__(self, path: Path, fields: list[str], key: tuple[str, ...], fresh: bool = False) -> None:
+        self.path, self.fields, self.key = path, fields, key
+        self.rows: dict[tuple, dict] = {}
+        if path.is_file() and not fresh:
+            with path.open() as f:
+                self.rows = {tuple(r[k] for k in key): r for r in csv.DictReader(f)}
+
+    def has(self, *key: str) -> bool:
+        return tuple(key) in self.rows
+
+    def add(self, row: dict) -> None:
+        self.rows[tuple(str(row[k]) for k in self.key)] = {k: str(row.get(k, "")) for k in self.fields}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.fields)
+            w.writeheader()
+            w.writerows(self.rows.values())
+        tmp.replace(self.path)
+        print(row, flush=True)
+
+
+def global_rel_error(src: dict[str, torch.Tensor], out: dict[str, torch.Tensor], names: list[str]) -> float:
+    """||W - Ŵ||_F / ||W||_F over all listed matrices together."""
+    num = sum(float((out[n].double() - src[n].double()).pow(2).sum()) for n in names)
+    den = sum(float(src[n].double().pow(2).sum()) for n in names)
+    return math.sqrt(num / den)
+
+
+class Harness:
+    """The model, its tokenizer and its coded-matrix names, loaded once; evaluates restored states."""
+
+    def __init__(self, model: str, windows: int | None) -> None:
+        self.src = load(model)
+        self.state = dict(self.src.items())
+        self.tok = load_tokenizer(self.src.config, self.src.files)
+        self.eval_settings = EvalSettings(max_windows=windows or None)
+        tied = self.src.tied()
+        self.names = [n for n in self.src.names()
+                      if n not in tied and is_codable(n, tuple(self.state[n].shape), CompressSettings())]
+        self.coded_weights = sum(self.state[n].numel() for n in self.names)
+
+    def evaluate(self, state: dict[str, torch.Tensor]) -> EvalResult:
+        return perplexity(build_model(state, self.src.config), self.tok, self.eval_settings)
+
+    def rel_error(self, state: dict[str, torch.Tensor]) -> float:
+        return global_rel_error(self.state, state, self.names)
+
+    def timed(self, make: Callable[[], tuple[dict[str, torch.Tensor], float]]) -> tuple[dict, float, float]:
+        import time
+
+        t0 = time.perf_counter()
+        out, bpw = make()
+        return out, bpw, time.perf_counter() - t0

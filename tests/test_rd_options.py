@@ -1,0 +1,98 @@
+"""The data-free rate-distortion options: column weighting, shared steps, equal-error QPs."""
+
+import numpy as np
+import pytest
+import torch
+
+import llmcodec
+from llmcodec.compress import CompressSettings, qp_offsets
+from llmcodec.importance import column_importance, column_scales
+from llmcodec.rate import allocate
+
+
+def _llama_state(rng, hidden=64, inter=96, heads=4, kv=2):
+    hd = hidden // heads
+    p = "model.layers.0."
+    return {
+        p + "input_layernorm.weight": rng.uniform(0.1, 3.0, hidden),
+        p + "post_attention_layernorm.weight": rng.uniform(0.1, 3.0, hidden),
+        p + "self_attn.q_proj.weight": rng.standard_normal((hidden, hidden)),
+        p + "self_attn.k_proj.weight": rng.standard_normal((kv * hd, hidden)),
+        p + "self_attn.v_proj.weight": rng.standard_normal((kv * hd, hidden)) * rng.uniform(0.1, 2, (kv * hd, 1)),
+        p + "self_attn.o_proj.weight": rng.standard_normal((hidden, hidden)),
+        p + "mlp.gate_proj.weight": rng.standard_normal((inter, hidden)),
+        p + "mlp.up_proj.weight": rng.standard_normal((inter, hidden)),
+        p + "mlp.down_proj.weight": rng.standard_normal((hidden, inter)),
+    }
+
+
+def test_importance_rules_follow_the_llama_dataflow():
+    rng = np.random.default_rng(0)
+    st = _llama_state(rng)
+    cfg = {"num_attention_heads": 4, "num_key_value_heads": 2}
+    p = "model.layers.0."
+
+    def imp(n):
+        return column_importance(p + n, st.__getitem__, set(st), cfg)
+
+    g_attn, g_mlp = st[p + "input_layernorm.weight"], st[p + "post_attention_layernorm.weight"]
+    assert np.allclose(imp("self_attn.q_proj.weight"), g_attn**2)
+    assert np.allclose(imp("mlp.up_proj.weight"), g_mlp**2)
+    o = imp("self_attn.o_proj.weight")
+    v_energy = ((st[p + "self_attn.v_proj.weight"] * g_attn) ** 2).sum(1)
+    # query heads 0,1 read kv head 0; heads 2,3 read kv head 1 (16 channels each)
+    assert np.allclose(o[:16], v_energy[:16]) and np.allclose(o[16:32], v_energy[:16])
+    assert np.allclose(o[32:48], v_energy[16:])
+    d = imp("mlp.down_proj.weight")
+    assert d.shape == (96,) and np.all(d > 0)
+    assert column_importance("model.embed_tokens.weight", st.__getitem__, set(st), cfg) is None
+
+
+def test_column_scales_are_normalized_and_clipped():
+    c = column_scales(np.array([1.0, 4.0, 16.0, 1e-12]), alpha=1.0, clip=16.0).astype(np.float64)
+    assert c.dtype == np.float64 and c.max() <= 16 and c.min() >= 1 / 16
+    assert c[1] / c[0] == pytest.approx(2.0, rel=1e-3)  # sqrt of the importance ratio
+    assert column_scales(np.ones(5)).astype(float) == pytest.approx(np.ones(5))
+
+
+def test_qp_offsets_equalize_absolute_error():
+    assert qp_offsets([1.0, 2.0, 0.5, 1.0]) == [0, -6, 6, 0]
+
+
+def test_allocation_respects_offsets():
+    numel = [1000] * 10
+
+    def bpw(i, qp):
+        return max(0.05, 8 - qp / 6)
+
+    off = [(-6 if i % 2 else 0) for i in range(10)]
+    a = allocate(numel, [0] * 10, 3.0, (0, 63), lambda jobs: [bpw(i, q) * 1000 for i, q in jobs],
+                 lambda jobs: [bpw(i, q) for i, q in jobs], qp_offsets=off)
+    assert 3.0 * 0.97 <= a.total_bits / 10_000 <= 3.0
+    gaps = [a.qps[i] - a.qps[i + 1] for i in range(0, 10, 2)]
+    assert all(5 <= g <= 7 for g in gaps)  # odd tensors stay about 6 QP finer
+
+
+def test_weighted_shared_equal_error_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    st = {k: torch.from_numpy(v.astype(np.float32)) for k, v in _llama_state(rng, hidden=128, inter=192).items()}
+    cfg = {"num_attention_heads": 4, "num_key_value_heads": 2}
+    s = CompressSettings(bpw=4.0, weighting="data-free", shared_scale=True, allocation="equal-error",
+                         profile="ai-faster-dq")
+    art = llmcodec.compress_state_dict(st, s, config=cfg)
+    assert all(c.col_scale is not None for c in art.coded.values())
+    assert all(c.spec.shared_scale for c in art.coded.values())
+    assert 4.0 * 0.97 <= art.stats()["bits_per_weight"] <= 4.0
+    path = tmp_path / "w.llmc"
+    llmcodec.save(art, path)
+    back = llmcodec.load_state_dict(path)
+    for n, c in art.coded.items():
+        err = float((back[n] - st[n]).norm() / st[n].norm())
+        assert err == pytest.approx(c.rel_error, rel=1e-3)  # the stored error is the true-domain error
+        assert err < 0.3
+    # weighting puts less error on columns that matter more (q_proj: columns with a large norm weight)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    g = st["model.layers.0.input_layernorm.weight"].numpy()
+    col_err = ((back[name] - st[name]) ** 2).mean(0).numpy()
+    big, small = g > np.quantile(g, 0.75), g < np.quantile(g, 0.25)
+    assert col_err[big].mean() < col_err[small].mean()
