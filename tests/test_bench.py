@@ -88,6 +88,7 @@ def test_quick_sweep_resumes_and_plots(tiny_llama, tmp_path):
     rtn = sorted((int(r["qp"]), float(r["rel_error"])) for r in rows if r["kind"] == "rtn")
     assert rtn[0][1] > rtn[1][1] > rtn[2][1]
     assert (settings.out / f"weight_error_vs_bpw_{settings.scope}.png").stat().st_size > 1000
+    assert "x264:ai-medium" in (settings.out / f"summary_{settings.scope}.md").read_text()
     # a rerun measures nothing new and leaves the CSV as it was
     before = (settings.out / "points.csv").read_text()
     logs.clear()

@@ -32,14 +32,14 @@ from .evaluate import EvalSettings
 # Default sweep: codec:profile -> QPs. The grids span about 1.5-5 bits per weight on the built-in
 # model (measured with --quick first); QP scales differ between codecs (see each codec module).
 DEFAULT_SWEEP: dict[str, tuple[int, ...]] = {
-    "vvc:ai-faster": (22, 28, 34, 40),
-    "x265:ai-fast": (24, 30, 36, 42),
-    "x264:ai-medium": (22, 28, 34, 40),
-    "svtav1:ai-p8": (32, 42, 50, 58),
-    "aom:ai-cpu8": (10, 20, 32, 42),
-    "vp9:ai-cpu4": (10, 20, 32, 42),
-    "x264:ai-medium-8bit": (22, 28, 34, 40),
-    "vvc:ai-faster-yuv420": (22, 28, 34, 40),
+    "vvc:ai-faster": (22, 31, 40),
+    "x265:ai-fast": (24, 33, 42),
+    "svtav1:ai-p8": (32, 46, 58),
+    "aom:ai-cpu8": (10, 26, 42),
+    "vp9:ai-cpu4": (10, 26, 42),
+    "x264:ai-medium": (22, 31, 40),
+    "x264:ai-medium-8bit": (22, 40),  # 8 vs 10 bit samples, same codec
+    "vvc:ai-faster-yuv420": (22, 40),  # luma only vs all three 4:2:0 planes
 }
 # Quick mode: a few points per codec on a few tensors, no perplexity.
 QUICK_SWEEP: dict[str, tuple[int, ...]] = {
@@ -465,6 +465,12 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     rows = read_points(csv_path)
     for path in plot(rows, settings.out, settings.scope):
         log(f"wrote {path}")
+    table = summary(rows, settings.scope)
+    path = settings.out / f"summary_{settings.scope}.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"# {common['model']}, scope {settings.scope}\n\n{table}")
+    tmp.replace(path)
+    log(table)
     return rows
 
 
@@ -541,3 +547,48 @@ def interpolate(rows: list[dict[str, str]], bpw: float, metric: str) -> float | 
                 return float(np.exp(np.log(y0) + t * (np.log(y1) - np.log(y0))))
             return y0 + t * (y1 - y0)
     return None
+
+
+def summary(rows: list[dict[str, str]], scope: str, targets: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0)) -> str:
+    """Markdown: each curve's perplexity and weight error interpolated at the target rates, its
+    mean encode/decode speed, and the best curve at each target (by perplexity, else weight error)."""
+    series = _series(rows, scope)
+    rtn = sorted((r for r in rows if r["scope"] == scope and r["kind"] == "rtn"), key=lambda r: int(r["qp"]))
+    has_ppl = any(r.get("perplexity") for s in series.values() for r in s)
+    metric = "perplexity" if has_ppl else "rel_error"
+    head = ["curve", "points", "bpw range"]
+    head += [f"ppl @{t:g}" for t in targets] if has_ppl else []
+    head += [f"err @{t:g}" for t in targets] + ["encode Mw/s", "decode Mw/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best: dict[float, tuple[float, str]] = {}
+    for name, pts in series.items():
+        bpws = [float(r["bits_per_weight"]) for r in pts]
+        cells = [name, str(len(pts)), f"{min(bpws):.2f}-{max(bpws):.2f}"]
+        for m in (["perplexity"] if has_ppl else []) + ["rel_error"]:
+            for t in targets:
+                v = interpolate(pts, t, m)
+                cells.append("-" if v is None else (f"{v:.1f}" if m == "perplexity" else f"{v:.3f}"))
+                if m == metric and v is not None and v < best.get(t, (math.inf, ""))[0]:
+                    best[t] = (v, name)
+        enc = np.mean([float(r["encode_mweights_s"]) for r in pts])
+        dec = np.mean([float(r["decode_mweights_s"]) for r in pts])
+        cells += [f"{enc:.2f}", f"{dec:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for r in rtn:
+        cells = [f"RTN {r['qp']}-bit g{RTN_GROUP}", "1", f"{float(r['bits_per_weight']):.2f}"]
+        cells += (
+            [f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"] + ["" for _ in targets[1:]]
+            if has_ppl
+            else []
+        )
+        cells += [f"{float(r['rel_error']):.3f}"] + ["" for _ in targets[1:]] + ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    ref = [r for r in rows if r["scope"] == scope and r["kind"] == "reference"]
+    if ref:
+        lines.append(f"\nUncompressed: perplexity {float(ref[0]['perplexity']):.2f} ({ref[0]['eval_tokens']} tokens).")
+    lines.append("")
+    for t in targets:
+        if t in best:
+            v, name = best[t]
+            lines.append(f"- best at {t:g} bits per weight ({metric}): {name} ({v:.4g})")
+    return "\n".join(lines) + "\n"
