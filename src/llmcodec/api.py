@@ -173,7 +173,7 @@ def save(art: Artifact, path: str | os.PathLike) -> dict:
     return artifact.write(path, art, __version__)
 
 
-def _decoders(art: Artifact):
+def decoders_for(art: Artifact):
     c = get_codec(art.codec["name"])
     p = art.codec["profile"]
     prof = Profile(
@@ -189,7 +189,7 @@ def _decoders(art: Artifact):
 
 def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Decode every coded tensor (in parallel) and return the full state dict in source order."""
-    codec, profile = _decoders(art)
+    codec, profile = decoders_for(art)
     codec.check_available()
     names = list(art.coded)
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:

@@ -374,6 +374,8 @@ def read(path: str | os.PathLike) -> Artifact:
                     if "col_scale" in sums:
                         what = f"tensor {name!r} (column scales)"
                         col_scale = get(f"{name}::colscale", what, sums["col_scale"], "float16", (shape[1],)).numpy()
+                        if not (np.isfinite(col_scale).all() and (col_scale > 0).all()):
+                            raise ArtifactError(f"{path}: {what} are not all positive and finite: corrupt file")
                     art.coded[name] = CodedTensor(
                         name,
                         shape,

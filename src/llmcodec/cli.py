@@ -182,7 +182,7 @@ def cmd_info(args) -> int:
             n = e["shape"][0] * e["shape"][1]
             print(
                 f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'coded':>6s} {e['qp']!s:>4s} "
-                f"{e['bits'] / n:7.3f} {e['rel_error']:8.4f}"
+                f"{e['bits'] / n:7.3f} {'-' if e.get('rel_error') is None else format(e['rel_error'], '8.4f'):>8s}"
             )
         elif e["kind"] == "raw":
             print(f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'raw':>6s}")

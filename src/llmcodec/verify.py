@@ -70,11 +70,11 @@ def verify(
     A corrupt file raises ArtifactError at once; per-tensor failures are collected in the report.
     Each decoded tensor is measured and dropped at once, so memory stays at a few tensors.
     """
-    from .api import _decoders  # the codec and profile recorded in the artifact
+    from .api import decoders_for
     from .modelio import load as load_source
 
     art = artifact.read(path)
-    codec, profile = _decoders(art)
+    codec, profile = decoders_for(art)
     codec.check_available()
     src = None if against is None else load_source(against)
     src_names = set() if src is None else set(src.names())
