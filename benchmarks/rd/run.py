@@ -346,6 +346,8 @@ def main() -> None:
             log(f"{key}: {n_t} coded matrices, {n_w:,} weights; uncompressed {ref}")
             record(args.csv, ref)
         for e in todo:
+            if (key, e.method, e.setting, win) in {row_key(r) for r in read_rows(args.csv)}:
+                continue  # measured meanwhile by another run sharing the CSV
             log(f"{key}: {e.method} {e.setting} ...")
             try:
                 row = run_point(model, e)
