@@ -70,9 +70,10 @@ def test_every_profile_round_trips(name, profile_name):
     profile = codec.profile(profile_name)
     assert codec.pix_fmt(profile) in codec.pix_fmts
     w = _matrix(200, 64, seed=2)
-    # The coarser test QP: libvvenc refuses small 4:2:0 frames full of chroma detail at low QPs.
-    p, _, q, err = _round_trip(codec, profile, w, _test_qps(codec)[1])
-    assert err < 0.4, f"{name}:{profile_name}: relative error {err:.3f}"
+    # (libvvenc refuses small 4:2:0 frames full of chroma detail at QPs below ~21; its range starts above.)
+    p, _, q, err = _round_trip(codec, profile, w, _test_qps(codec)[0])
+    # inter profiles give B-frames coarser QPs, hence the loose bound
+    assert err < 0.45, f"{name}:{profile_name}: relative error {err:.3f}"
     if profile.max_frame_h:
         assert p.layout.n_frames > 1 and p.layout.frame_h <= profile.max_frame_h
     # the quantizer follows the pixel format's depth

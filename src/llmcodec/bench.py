@@ -32,12 +32,12 @@ from .evaluate import EvalSettings
 # Default sweep: codec:profile -> QPs. The grids span about 1.5-5 bits per weight on the built-in
 # model (measured with --quick first); QP scales differ between codecs (see each codec module).
 DEFAULT_SWEEP: dict[str, tuple[int, ...]] = {
-    "vvc:ai-faster": (22, 31, 40),
-    "x265:ai-fast": (24, 33, 42),
-    "svtav1:ai-p8": (32, 46, 58),
-    "aom:ai-cpu8": (10, 26, 42),
-    "vp9:ai-cpu4": (10, 26, 42),
-    "x264:ai-medium": (22, 31, 40),
+    "vvc:ai-faster": (22, 31, 36, 40),
+    "x265:ai-fast": (24, 33, 38, 42),
+    "svtav1:ai-p8": (32, 46, 58, 62),
+    "aom:ai-cpu8": (10, 26, 34, 42),
+    "vp9:ai-cpu4": (10, 26, 34, 42),
+    "x264:ai-medium": (22, 31, 36, 40),
     "x264:ai-medium-8bit": (22, 40),  # 8 vs 10 bit samples, same codec
     "vvc:ai-faster-yuv420": (22, 40),  # luma only vs all three 4:2:0 planes
 }
