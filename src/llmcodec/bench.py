@@ -550,10 +550,9 @@ def interpolate(rows: list[dict[str, str]], bpw: float, metric: str) -> float | 
 
 
 def summary(rows: list[dict[str, str]], scope: str, targets: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0)) -> str:
-    """Markdown: each curve's perplexity and weight error interpolated at the target rates, its
-    mean encode/decode speed, and the best curve at each target (by perplexity, else weight error)."""
+    """Markdown: curves of 3+ points interpolated at the target rates (perplexity, weight error,
+    mean encode/decode speed) and the best one at each target; shorter curves and RTN as measured."""
     series = _series(rows, scope)
-    rtn = sorted((r for r in rows if r["scope"] == scope and r["kind"] == "rtn"), key=lambda r: int(r["qp"]))
     has_ppl = any(r.get("perplexity") for s in series.values() for r in s)
     metric = "perplexity" if has_ppl else "rel_error"
     head = ["curve", "points", "bpw range"]
@@ -561,7 +560,11 @@ def summary(rows: list[dict[str, str]], scope: str, targets: tuple[float, ...] =
     head += [f"err @{t:g}" for t in targets] + ["encode Mw/s", "decode Mw/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best: dict[float, tuple[float, str]] = {}
+    short = []
     for name, pts in series.items():
+        if len(pts) < 3:  # two far-apart points say little about the rates in between
+            short += [(name, r) for r in pts]
+            continue
         bpws = [float(r["bits_per_weight"]) for r in pts]
         cells = [name, str(len(pts)), f"{min(bpws):.2f}-{max(bpws):.2f}"]
         for m in (["perplexity"] if has_ppl else []) + ["rel_error"]:
@@ -574,21 +577,22 @@ def summary(rows: list[dict[str, str]], scope: str, targets: tuple[float, ...] =
         dec = np.mean([float(r["decode_mweights_s"]) for r in pts])
         cells += [f"{enc:.2f}", f"{dec:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    for r in rtn:
-        cells = [f"RTN {r['qp']}-bit g{RTN_GROUP}", "1", f"{float(r['bits_per_weight']):.2f}"]
-        cells += (
-            [f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"] + ["" for _ in targets[1:]]
-            if has_ppl
-            else []
-        )
-        cells += [f"{float(r['rel_error']):.3f}"] + ["" for _ in targets[1:]] + ["", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    ref = [r for r in rows if r["scope"] == scope and r["kind"] == "reference"]
-    if ref:
-        lines.append(f"\nUncompressed: perplexity {float(ref[0]['perplexity']):.2f} ({ref[0]['eval_tokens']} tokens).")
     lines.append("")
     for t in targets:
         if t in best:
             v, name = best[t]
-            lines.append(f"- best at {t:g} bits per weight ({metric}): {name} ({v:.4g})")
+            lines.append(f"- best at {t:g} bits per weight ({metric}, interpolated): {name} ({v:.4g})")
+    measured = short + [(f"RTN g{RTN_GROUP}", r) for r in rows if r["scope"] == scope and r["kind"] == "rtn"]
+    if measured:
+        lines += ["", "Measured points (no interpolation):", ""]
+        lines += ["| curve | QP / bits | bpw | perplexity | weight error | encode Mw/s |", "|---|---|---|---|---|---|"]
+        for name, r in sorted(measured, key=lambda x: (x[0], float(x[1]["bits_per_weight"]))):
+            ppl = f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"
+            lines.append(
+                f"| {name} | {r['qp']} | {float(r['bits_per_weight']):.3f} | {ppl} | "
+                f"{float(r['rel_error']):.4f} | {float(r['encode_mweights_s']):.2f} |"
+            )
+    ref = [r for r in rows if r["scope"] == scope and r["kind"] == "reference"]
+    if ref:
+        lines.append(f"\nUncompressed: perplexity {float(ref[0]['perplexity']):.2f} ({ref[0]['eval_tokens']} tokens).")
     return "\n".join(lines) + "\n"
