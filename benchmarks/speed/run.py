@@ -460,7 +460,7 @@ def rows_from_log(log: Path) -> tuple[list[dict], dict]:
 
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     info = sysinfo.describe()
-    info["command"] += f"  (rows measured by the run logged in {log.name}: `benchmarks/speed/run.py --rate-control`)"
+    info["command"] = ".venv/bin/python benchmarks/speed/run.py --rate-control (table re-rendered from its log)"
     return rows, info
 
 
