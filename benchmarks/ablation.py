@@ -75,11 +75,13 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
              "Regenerate: `.venv/bin/python benchmarks/ablation.py`. Built-in SmolLM2-135M (**its weights were",
              "already 4-bit, GGUF Q4_1**), the 210 decoder linear matrices coded with VVC (libvvenc), rate",
              "control to the target bits per weight (side information counted), PTB test perplexity over the",
-             "tokens listed (512-token windows). Each row adds one ingredient to the row above.", "",
-             "| target bpw | configuration | bits/weight | rel. weight error | perplexity | seconds |",
-             "|---|---|---|---|---|---|"]
+             "tokens listed (512-token windows). Each configuration adds one ingredient to the one before",
+             f"({' -> '.join(CONFIGS)}); the settings column gives each row's full configuration, and a",
+             "configuration missing from the table was not measured.", "",
+             "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['target_bpw']} | {r['config']} | {r['bpw']} | {r['rel_error']} | "
+        lines.append(f"| {r['target_bpw']} | {r['config']} | `{r['settings']}` | {r['bpw']} | {r['rel_error']} | "
                      f"{float(r['perplexity']):,.2f} | {r['seconds']} |")
     lines += ["", "Measured on:", "", sysinfo.markdown(info), ""]
     (OUT / "RESULTS.md").write_text("\n".join(lines))

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--windows", type=int, default=40,
                     help="PTB test windows of 512 tokens (default 40 = 20,440 predicted tokens; 0: all 198)")
-    ap.add_argument("--vvc-bpw", default="2.0,2.5,3.0,4.0")
+    ap.add_argument("--vvc-bpw", default="2.5,3.0,4.0,2.0")
     ap.add_argument("--rtn-bits", default="2,3,4")
     ap.add_argument("--profile", default=None)
     ap.add_argument("--csv", type=Path, default=ROOT / "benchmarks/e2e/results.csv")
@@ -57,13 +57,7 @@ def main() -> None:
 
     run("uncompressed", "-", "", lambda: (h.state, 32.0))
 
-    for b in (float(x) for x in args.vvc_bpw.split(",")):
-        def vvc(b=b):
-            art = compress_source(h.src, CompressSettings(codec="vvc", profile=args.profile, bpw=b))
-            return restore_state_dict(art), art.stats()["bits_per_weight"]
-        run("vvc", f"bpw={b}", b, vvc)
-
-    for bits in (int(x) for x in args.rtn_bits.split(",")):
+    for bits in (int(x) for x in args.rtn_bits.split(",") if x):
         def rtn_model(bits=bits):
             out, total_bits = dict(h.state), 0.0
             for n in h.names:
@@ -72,6 +66,12 @@ def main() -> None:
                 total_bits += bpw * h.state[n].numel()
             return out, total_bits / h.coded_weights
         run("rtn", f"bits={bits},group=128", bits, rtn_model)
+
+    for b in (float(x) for x in args.vvc_bpw.split(",") if x):
+        def vvc(b=b):
+            art = compress_source(h.src, CompressSettings(codec="vvc", profile=args.profile, bpw=b))
+            return restore_state_dict(art), art.stats()["bits_per_weight"]
+        run("vvc", f"bpw={b}", b, vvc)
 
     write_report(args.report, list(csv.rows.values()), info, len(h.names), h.coded_weights)
 
