@@ -30,6 +30,10 @@ class ResultsCSV:
         return tuple(key) in self.rows
 
     def add(self, row: dict) -> None:
+        if self.path.is_file():  # keep rows another run of the script added meanwhile
+            with self.path.open() as f:
+                for r in csv.DictReader(f):
+                    self.rows.setdefault(tuple(r[k] for k in self.key), r)
         self.rows[tuple(str(row[k]) for k in self.key)] = {k: str(row.get(k, "")) for k in self.fields}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
