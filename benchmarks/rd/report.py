@@ -117,7 +117,7 @@ def plot(rows: list[dict], out: Path) -> Path:
         ax.set_yscale("log")
         ax.set_xlim(1.5, 5.2)
         if metric == "perplexity":
-            ax.set_ylim(top=min(ax.get_ylim()[1], 1e4))
+            ax.set_ylim(top=min(ax.get_ylim()[1], 3e4))
         ax.set_xlabel("bits per weight (side information counted)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
