@@ -8,19 +8,11 @@ libaom ``lossless=1``; rav1e has none (its QP 0 still loses a little).
 from __future__ import annotations
 
 from .base import FFmpegCodec, Profile
-from .hevc import INTER_FRAME_H
+from .profiles import standard_profiles
 
 
 def _profiles(speeds: tuple[str, ...], main: str, low_depth: str, yuv420: str | None) -> dict[str, Profile]:
-    out = {f"ai-{s}": Profile(f"ai-{s}", preset=s) for s in speeds}
-    out[f"ai-{main}-8bit"] = Profile(f"ai-{main}-8bit", preset=main, pix_fmt=low_depth)
-    if yuv420:
-        out[f"ai-{main}-yuv420"] = Profile(f"ai-{main}-yuv420", preset=main, pix_fmt=yuv420, packing="yuv420")
-    for kind, intra in (("ai", True), ("ra", False)):
-        name = f"{kind}-{main}-h{INTER_FRAME_H}"
-        out[name] = Profile(name, preset=main, intra=intra, max_frame_h=INTER_FRAME_H)
-    out["default"] = Profile("default", preset=main)
-    return out
+    return standard_profiles(speeds, main, {"8bit": low_depth}, yuv420)
 
 
 class SvtAV1(FFmpegCodec):

@@ -9,17 +9,7 @@ profile, selected automatically), which gives back the exact samples.
 from __future__ import annotations
 
 from .base import FFmpegCodec, Profile
-from .hevc import INTER_FRAME_H
-
-
-def _profiles() -> dict[str, Profile]:
-    out = {f"ai-{p}": Profile(f"ai-{p}", preset=p) for p in ("ultrafast", "fast", "medium", "slow")}
-    out["ai-medium-8bit"] = Profile("ai-medium-8bit", preset="medium", pix_fmt="gray")
-    for kind, intra in (("ai", True), ("ra", False)):
-        name = f"{kind}-medium-h{INTER_FRAME_H}"
-        out[name] = Profile(name, preset="medium", intra=intra, max_frame_h=INTER_FRAME_H)
-    out["default"] = Profile("default", preset="medium")
-    return out
+from .profiles import standard_profiles
 
 
 class X264(FFmpegCodec):
@@ -33,7 +23,7 @@ class X264(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
-    profiles = _profiles()
+    profiles = standard_profiles(("ultrafast", "fast", "medium", "slow"), "medium", {"8bit": "gray"})
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
         bd_offset = 6 * (self.sample_bits(profile) - 8)

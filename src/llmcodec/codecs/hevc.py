@@ -8,23 +8,7 @@ plain MSE, and both have a true lossless mode (transform and quantization bypass
 from __future__ import annotations
 
 from .base import FFmpegCodec, Profile
-
-INTER_FRAME_H = 128  # inter profiles cut matrices into frames of at most this many rows
-
-
-def _profiles(presets: tuple[str, ...], main: str, pix: dict[str, str], yuv420_fmt: str) -> dict[str, Profile]:
-    out = {}
-    for p in presets:
-        out[f"ai-{p}"] = Profile(f"ai-{p}", preset=p)
-    for suffix, fmt in pix.items():
-        out[f"ai-{main}-{suffix}"] = Profile(f"ai-{main}-{suffix}", preset=main, pix_fmt=fmt)
-    out[f"ai-{main}-yuv420"] = Profile(f"ai-{main}-yuv420", preset=main, pix_fmt=yuv420_fmt, packing="yuv420")
-    # Same tiling, with and without prediction between the tiles: isolates what inter coding buys.
-    for kind, intra in (("ai", True), ("ra", False)):
-        name = f"{kind}-{main}-h{INTER_FRAME_H}"
-        out[name] = Profile(name, preset=main, intra=intra, max_frame_h=INTER_FRAME_H)
-    out["default"] = Profile("default", preset=main)
-    return out
+from .profiles import standard_profiles
 
 
 class X265(FFmpegCodec):
@@ -38,7 +22,7 @@ class X265(FFmpegCodec):
     min_size = 64  # 16x16 encodes, 8x8 fails; 64 keeps one CTU
     max_w = 8192
     max_h = 4352
-    profiles = _profiles(
+    profiles = standard_profiles(
         ("ultrafast", "fast", "medium", "slow"),
         "medium",
         {"8bit": "gray", "12bit": "gray12le"},
@@ -68,7 +52,7 @@ class Kvazaar(FFmpegCodec):
     qp_range = (0, 51)
     lossless = True
     min_size = 64
-    profiles = _profiles(("ultrafast", "fast", "medium", "slow"), "medium", {}, "yuv420p")
+    profiles = standard_profiles(("ultrafast", "fast", "medium", "slow"), "medium", {}, "yuv420p")
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
         params = [f"preset={profile.preset or 'medium'}", f"threads={self.threads}", "owf=0"]

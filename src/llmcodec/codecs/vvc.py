@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import FFmpegCodec, Profile
-from .hevc import INTER_FRAME_H
+from .profiles import INTER_FRAME_H
 
 
 def _vvc_profiles() -> dict[str, Profile]:
