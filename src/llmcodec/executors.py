@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from threadpoolctl import threadpool_limits
+
+from .codecs.base import EncoderInterrupted
 
 EXECUTORS = ("local", "ray")
 Done = Callable[[int, Any], None]  # (job index, result), called in the caller's thread as each job finishes
@@ -59,10 +62,23 @@ class LocalExecutor:
             raise ValueError(f"workers must be >= 0 (0: one per core), got {workers}")
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="llmcodec")
+        self._stop = threading.Event()
         # One BLAS thread while jobs run (they are parallel already). It also makes float sums such
         # as the stored relative error come out as on Ray workers, which run BLAS on one thread:
         # OpenBLAS splits long dot products by thread count, changing their last bits.
         self._blas = threadpool_limits(limits=1, user_api="blas")
+
+    def _call(self, fn: Callable, args: tuple) -> Any:
+        """Run a job unless a Ctrl-C was seen. The worker that sees its encoder die of SIGINT stops
+        the pool itself, at once: waiting for the main thread to notice would let idle workers
+        start fresh encoders that the signal never reached, and exiting would wait for them."""
+        if self._stop.is_set():
+            raise EncoderInterrupted("not started: interrupted")
+        try:
+            return call(fn, args)
+        except EncoderInterrupted:
+            self._stop.set()
+            raise
 
     def map(self, fn: Callable, jobs: Sequence[tuple], done: Done | None = None) -> list:
         """Results in job order; ``done`` sees each as it finishes (e.g. to save it at once).
@@ -70,7 +86,7 @@ class LocalExecutor:
         On an error, jobs not yet started are cancelled, running ones are finished and reported
         (their work is not lost to a resumed run), then the first error is raised.
         """
-        futures = {self._pool.submit(call, fn, j): i for i, j in enumerate(jobs)}
+        futures = {self._pool.submit(self._call, fn, j): i for i, j in enumerate(jobs)}
         out: list[Any] = [None] * len(futures)
         error: BaseException | None = None
         try:
@@ -89,6 +105,7 @@ class LocalExecutor:
                 if done:
                     done(i, out[i])
         except BaseException:  # Ctrl-C: do not wait for running encoders
+            self._stop.set()
             for g in futures:
                 g.cancel()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -24,6 +25,14 @@ LOSSLESS = None  # a QP of None asks for the codec's lossless mode
 
 class CodecError(RuntimeError):
     """An encoder or decoder failed, is missing, or returned something unusable."""
+
+
+class EncoderInterrupted(CodecError):
+    """FFmpeg was stopped by SIGINT (a Ctrl-C to the process group), not by a codec failure."""
+
+
+# FFmpeg exits 255 after a SIGINT it caught; a child killed outright by it reports -SIGINT.
+_SIGINT_EXITS = (255, -signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,8 @@ def run_ffmpeg(args: list[str], data: bytes, timeout: float, what: str, to_file:
             raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err.strip() or '(empty)'}") from e
         if res.returncode != 0:
             err = res.stderr.decode(errors="replace")[-2000:].strip()
-            raise CodecError(f"{what} failed (exit {res.returncode}): {err or '(no message)'}")
+            kind = EncoderInterrupted if res.returncode in _SIGINT_EXITS else CodecError
+            raise kind(f"{what} failed (exit {res.returncode}): {err or '(no message)'}")
         if not to_file:
             return res.stdout
         return out.read_bytes() if out.is_file() else b""
