@@ -46,6 +46,7 @@ def main() -> None:
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     csv = ResultsCSV(args.csv, FIELDS, ("method", "setting"), args.fresh)
     if args.report_only:
+        info["command"] += " (rewrote the report from the CSV, whose points `python benchmarks/e2e.py` measured)"
         write_report(args.report, list(csv.rows.values()), info, None, None)
         return
     h = Harness(args.model, args.windows)
