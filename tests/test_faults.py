@@ -430,7 +430,10 @@ def test_real_ctrl_c_stops_promptly_and_leaves_no_output(tmp_path):
     out = tmp_path / "out" / "o.llmc"
     env = {**os.environ, "IMAGEIO_FFMPEG_EXE": exe}
     cmd = [sys.executable, "-m", "llmcodec.cli", "compress", str(src), str(out), "--qp", "30", "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # As in a terminal, Ctrl-C must reach the process: a shell running tests in the background
+    # (``cmd &`` without job control) hands its children SIGINT ignored, which they would inherit.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         t0 = time.time()
         while not marker.exists() and proc.poll() is None and time.time() - t0 < 60:
