@@ -27,7 +27,7 @@ FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "s
 
 # Each step adds one ingredient to the one before (the name says which).
 CONFIGS: dict[str, dict] = {
-    "base: per-row scales, equal QP": {},
+    "base: per-row scales, equal QP": {"profile": "ai-faster"},
     "+ dependent quantization": {"profile": "ai-faster-dq"},
     "+ shared step, equal-error QPs": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error"},
     "+ data-free column weighting": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error",

@@ -36,7 +36,7 @@ def main() -> None:
                     help="PTB test windows of 512 tokens (default 40 = 20,440 predicted tokens; 0: all 198)")
     ap.add_argument("--vvc-bpw", default="2.5,3.0,4.0,2.0")
     ap.add_argument("--rtn-bits", default="2,3,4")
-    ap.add_argument("--profile", default=None)
+    ap.add_argument("--profiles", default="ai-faster,ai-faster-dq", help="VVC profiles, comma-separated")
     ap.add_argument("--csv", type=Path, default=ROOT / "benchmarks/e2e/results.csv")
     ap.add_argument("--report", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--fresh", action="store_true")
@@ -72,11 +72,12 @@ def main() -> None:
             return out, total_bits / h.coded_weights
         run("rtn", f"bits={bits},group=128", bits, rtn_model)
 
-    for b in (float(x) for x in args.vvc_bpw.split(",") if x):
-        def vvc(b=b):
-            art = compress_source(h.src, CompressSettings(codec="vvc", profile=args.profile, bpw=b))
-            return restore_state_dict(art), art.stats()["bits_per_weight"]
-        run("vvc", f"bpw={b}", b, vvc)
+    for profile in args.profiles.split(","):
+        for b in (float(x) for x in args.vvc_bpw.split(",") if x):
+            def vvc(b=b, profile=profile):
+                art = compress_source(h.src, CompressSettings(codec="vvc", profile=profile, bpw=b))
+                return restore_state_dict(art), art.stats()["bits_per_weight"]
+            run("vvc", f"bpw={b},profile={profile}", b, vvc)
 
     write_report(args.report, list(csv.rows.values()), info, len(h.names), h.coded_weights)
 
@@ -105,8 +106,9 @@ def write_report(path: Path, rows: list[dict], info: dict, n_tensors: int | None
         "coded matrices. Perplexity: PTB test, 512-token windows (see README, Evaluation protocol); the",
         "tokens column says how many predicted tokens were scored (20,440 = the first 40 of the split's",
         "198 windows, which keeps a whole run within the machine's budget; `--windows 0` scores all).",
-        "VVC rows use llmcodec's defaults: libvvenc preset faster, all-intra, `-qpa 0`, 10-bit samples,",
-        "per-row scales, one QP for all tensors, rate control to the target (`llmcodec compress --bpw B`).",
+        "VVC rows: libvvenc all-intra, `-qpa 0`, 10-bit samples, per-row scales, one QP for all tensors,",
+        "rate control to the target (`llmcodec compress --bpw B --profile P`); `ai-faster` is preset faster,",
+        "`ai-faster-dq` adds dependent (trellis) quantization and is the default profile.",
         "A target the session could not reach before it ended is missing: rerun the command to add it.",
         "Against stronger calibration-free peers (uniform quantization + entropy coding), see",
         "`benchmarks/rd/RESULTS.md`: there the plain entropy coder beats the video codec.",
