@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import safetensors
 import torch
 from safetensors.torch import save_file
 
@@ -89,3 +90,25 @@ def test_truncated_foreign_and_newer_files(small_artifact, tmp_path):
     newer.write_bytes(len(hb).to_bytes(8, "little") + hb + data[8 + hsize :])
     with pytest.raises(ArtifactError, match="newer llmcodec"):
         artifact.read(newer)
+
+
+def test_writer_matches_safetensors_reader_for_every_dtype(tmp_path):
+    from safetensors.torch import load_file
+
+    from llmcodec.artifact import _ST_DTYPES, write_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {f"t{k}": (torch.randn(3, 5, generator=g) * 50).to(dt) for k, dt in enumerate(_ST_DTYPES)}
+    tensors["empty"] = torch.zeros(0, 4)
+    tensors["scalar"] = torch.tensor(2.5)
+    meta = {"b": "2", "a": "1"}
+    write_safetensors(tmp_path / "x.st", tensors, meta)
+    write_safetensors(tmp_path / "y.st", dict(reversed(tensors.items())), dict(reversed(meta.items())))
+    assert (tmp_path / "x.st").read_bytes() == (tmp_path / "y.st").read_bytes()  # canonical
+    back = load_file(tmp_path / "x.st")
+    assert back.keys() == tensors.keys()
+    for n, t in tensors.items():
+        assert back[n].dtype == t.dtype and back[n].shape == t.shape
+        assert torch.equal(back[n].reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8))
+    with safetensors.safe_open(str(tmp_path / "x.st"), framework="pt") as f:
+        assert f.metadata() == meta

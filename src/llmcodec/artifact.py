@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .coder import CodedTensor
 from .frames import PACKINGS, FrameLayout, rows_per_frame
@@ -151,12 +150,50 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
     os.close(fd)
     try:
         text = json.dumps(header)
-        save_file(tensors, tmp, metadata={FORMAT_NAME: text, HEADER_SHA_KEY: _sha(text.encode())})
+        write_safetensors(tmp, tensors, {FORMAT_NAME: text, HEADER_SHA_KEY: _sha(text.encode())})
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return header
+
+
+_ST_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+}  # fmt: skip
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a standard safetensors file, streaming, with a canonical (sorted) header.
+
+    ``safetensors.torch.save_file`` would copy every tensor into one bytes object first (the
+    model's largest tensor again on top of peak memory) and writes its metadata map in hash
+    order, so two writes of the same artifact differed; here each tensor's bytes go straight to
+    the file and the same content gives the same bytes. The safetensors library reads it back.
+    """
+    # widest dtypes first, as safetensors itself lays them out, so every tensor stays aligned
+    names = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))
+    head: dict[str, dict] = {"__metadata__": dict(sorted(metadata.items()))}  # type: ignore[dict-item]
+    pos = 0
+    for n in names:
+        t = tensors[n]
+        if t.dtype not in _ST_DTYPES:
+            raise ValueError(f"tensor {n!r}: dtype {t.dtype} cannot be stored")
+        size = t.numel() * t.element_size()
+        head[n] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [pos, pos + size]}
+        pos += size
+    text = json.dumps(head, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for n in names:
+            t = tensors[n].detach().contiguous().cpu()
+            if t.numel():
+                # a byte view of the tensor's own memory: no copy (works for bf16/fp8 too)
+                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
 
 
 class _Bad(Exception):
@@ -253,8 +290,10 @@ def validate_header(header: dict) -> None:
         m = header["model"]
         _need(isinstance(m, dict) and (m.get("config") is None or isinstance(m["config"], dict)), "model config")
         files = m.get("files", {})
-        _need(isinstance(files, dict) and all(_safe_file_name(f) and _is_sha(s) for f, s in files.items()),
-              "model file list (names must be plain file names)")
+        _need(
+            isinstance(files, dict) and all(_safe_file_name(f) and _is_sha(s) for f, s in files.items()),
+            "model file list (names must be plain file names)",
+        )
         st = header["stats"]
         _need(isinstance(st, dict) and all(_is_num(st.get(k)) for k in STATS_KEYS), "stats")
         _need(isinstance(header["tensors"], dict), "tensor index")
