@@ -87,8 +87,9 @@ def _sha(t: torch.Tensor | np.ndarray | bytes) -> str:
     if isinstance(t, bytes):
         return hashlib.sha256(t).hexdigest()
     if isinstance(t, torch.Tensor):
-        t = t.contiguous().view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
-    return hashlib.sha256(np.ascontiguousarray(t).tobytes()).hexdigest()
+        t = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+    # hash the array's own memory: .tobytes() would copy it (the largest tensor again at save time)
+    return hashlib.sha256(memoryview(np.ascontiguousarray(t).reshape(-1).view(np.uint8))).hexdigest()
 
 
 def _u8(b: bytes) -> torch.Tensor:
