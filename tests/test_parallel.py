@@ -5,6 +5,7 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import llmcodec
@@ -135,3 +136,23 @@ def test_cli_resume_and_executor_flags(tiny_llama, tmp_path, capsys):
     assert out.is_file() and not WorkDir.for_output(out).path.exists()
     assert main([*argv[:-2], "--address", "x:1"]) == 2
     assert "--address is for --executor ray" in capsys.readouterr().err
+
+
+def test_raw_tensors_of_a_safetensors_model_are_read_only_when_written(tiny_llama, tmp_path):
+    from llmcodec.artifact import LazyTensor
+    from llmcodec.modelio import load
+
+    src = load(tiny_llama)
+    settings = CompressSettings(qp=30)
+    art = llmcodec.api.compress_source(src, settings)
+    assert art.raw and all(isinstance(t, LazyTensor) for t in art.raw.values())  # nothing raw kept in memory
+    eager = llmcodec.api.compress_state_dict(dict(src.items()), settings, src.config, src.files)
+    assert not any(isinstance(t, LazyTensor) for t in eager.raw.values())
+    llmcodec.api.save(art, tmp_path / "lazy.llmc")
+    llmcodec.api.save(eager, tmp_path / "eager.llmc")
+    assert same_file(tmp_path / "lazy.llmc", tmp_path / "eager.llmc")
+    back = llmcodec.artifact.read(tmp_path / "lazy.llmc")
+    for name, t in back.raw.items():
+        assert torch.equal(t, src.get(name))
+    restored = llmcodec.api.restore_state_dict(art)  # also straight from the unsaved artifact
+    assert all(torch.equal(restored[n], t) for n, t in back.raw.items())

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -112,6 +113,8 @@ def compress_source(
             continue
         if is_codable(name, tuple(t.shape), settings) and t.is_floating_point():
             todo.append((name, _reader(src, name), _dtype_name(t)))
+        elif src.lazy:  # read again when the artifact is written, not kept in memory meanwhile
+            art.raw[name] = artifact.LazyTensor(tuple(t.shape), t.dtype, functools.partial(src.get, name))
         else:
             art.raw[name] = t.detach().cpu().contiguous()
         del t
@@ -204,7 +207,7 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
         if name in decoded:
             state[name] = decoded[name]
         elif name in art.raw:
-            state[name] = art.raw[name]
+            state[name] = artifact.materialize(art.raw[name])
     for name, of in art.aliases.items():
         state[name] = state[of]
     return state

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,12 +49,35 @@ class ArtifactError(ValueError):
     """The file is not a readable llmcodec artifact (foreign, corrupt, truncated or too new)."""
 
 
+@dataclass(frozen=True)
+class LazyTensor:
+    """An uncompressed tensor that is read from its source only while the artifact is written.
+
+    Compressing a safetensors model keeps its raw tensors (often the embedding, the largest tensor
+    of all) out of memory this way while the coded ones are being worked on.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    load: Callable[[], torch.Tensor]
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def element_size(self) -> int:
+        return torch.empty(0, dtype=self.dtype).element_size()
+
+
+def materialize(t: torch.Tensor | LazyTensor) -> torch.Tensor:
+    return (t.load() if isinstance(t, LazyTensor) else t).detach().cpu().contiguous()
+
+
 @dataclass
 class Artifact:
     codec: dict  # {"name", "encoder", "profile": {...}}
     settings: dict
     coded: dict[str, CodedTensor] = field(default_factory=dict)
-    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    raw: dict[str, torch.Tensor | LazyTensor] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # tied weights: name -> stored name
     config: dict | None = None  # Hugging Face config of the source model
     files: dict[str, bytes] = field(default_factory=dict)  # tokenizer and other model files
@@ -92,18 +117,14 @@ def _sha(t: torch.Tensor | np.ndarray | bytes) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(t).reshape(-1).view(np.uint8))).hexdigest()
 
 
-def _u8(b: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.zeros(0, dtype=torch.uint8)
-
-
 def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
     """Write atomically (temporary file in the same folder, then rename). Returns the header."""
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, Storable] = {}
     index: dict[str, dict] = {}
     for name in art.order:
         if name in art.coded:
             c = art.coded[name]
-            tensors[f"{name}::bitstream"] = _u8(c.bitstream)
+            tensors[f"{name}::bitstream"] = c.bitstream
             tensors[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(c.scale))
             tensors[f"{name}::offset"] = torch.from_numpy(np.ascontiguousarray(c.offset))
             index[name] = {
@@ -121,20 +142,20 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                 tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(c.col_scale))
                 index[name]["sha256"]["col_scale"] = _sha(c.col_scale)
         elif name in art.raw:
-            t = art.raw[name].contiguous()
-            tensors[f"{name}::raw"] = t
+            r = art.raw[name]
+            tensors[f"{name}::raw"] = r
             index[name] = {
                 "kind": "raw",
-                "shape": list(t.shape),
-                "dtype": str(t.dtype).removeprefix("torch."),
-                "sha256": {"raw": _sha(t)},
+                "shape": list(r.shape),
+                "dtype": str(r.dtype).removeprefix("torch."),
+                "sha256": {"raw": _sha(materialize(r))},  # a lazy tensor is read here and again when written
             }
         elif name in art.aliases:
             index[name] = {"kind": "alias", "of": art.aliases[name]}
         else:
             raise ValueError(f"tensor {name!r} is listed but has no data")
     for fname, data in art.files.items():
-        tensors[f"file::{fname}"] = _u8(data)
+        tensors[f"file::{fname}"] = data
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -166,24 +187,35 @@ _ST_DTYPES = {
 }  # fmt: skip
 
 
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+Storable = torch.Tensor | LazyTensor | bytes  # bytes are stored as a 1-D uint8 tensor
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, Storable], metadata: dict[str, str]) -> None:
     """Write a standard safetensors file, streaming, with a canonical (sorted) header.
 
     ``safetensors.torch.save_file`` would copy every tensor into one bytes object first (the
     model's largest tensor again on top of peak memory) and writes its metadata map in hash
     order, so two writes of the same artifact differed; here each tensor's bytes go straight to
-    the file and the same content gives the same bytes. The safetensors library reads it back.
+    the file (a lazy tensor is read just then) and the same content gives the same bytes.
+    The safetensors library reads the file back.
     """
+
+    def info(v: Storable) -> tuple[torch.dtype, list[int], int]:
+        if isinstance(v, bytes):
+            return torch.uint8, [len(v)], 1
+        return v.dtype, list(v.shape), v.element_size()
+
+    infos = {n: info(v) for n, v in tensors.items()}
     # widest dtypes first, as safetensors itself lays them out, so every tensor stays aligned
-    names = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))
+    names = sorted(tensors, key=lambda n: (-infos[n][2], n))
     head: dict[str, dict] = {"__metadata__": dict(sorted(metadata.items()))}  # type: ignore[dict-item]
     pos = 0
     for n in names:
-        t = tensors[n]
-        if t.dtype not in _ST_DTYPES:
-            raise ValueError(f"tensor {n!r}: dtype {t.dtype} cannot be stored")
-        size = t.numel() * t.element_size()
-        head[n] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [pos, pos + size]}
+        dtype, shape, itemsize = infos[n]
+        if dtype not in _ST_DTYPES:
+            raise ValueError(f"tensor {n!r}: dtype {dtype} cannot be stored")
+        size = math.prod(shape) * itemsize
+        head[n] = {"dtype": _ST_DTYPES[dtype], "shape": shape, "data_offsets": [pos, pos + size]}
         pos += size
     text = json.dumps(head, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
@@ -191,10 +223,17 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
         f.write(len(text).to_bytes(8, "little"))
         f.write(text)
         for n in names:
-            t = tensors[n].detach().contiguous().cpu()
+            v = tensors[n]
+            if isinstance(v, bytes):
+                f.write(v)
+                continue
+            t = materialize(v)
+            if (t.dtype, list(t.shape)) != infos[n][:2]:
+                raise ValueError(f"tensor {n!r} changed while the artifact was written")
             if t.numel():
                 # a byte view of the tensor's own memory: no copy (works for bf16/fp8 too)
                 f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            del t
 
 
 class _Bad(Exception):

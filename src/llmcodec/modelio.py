@@ -53,6 +53,11 @@ class ModelSource:
     def names(self) -> list[str]:
         return list(self._tensors) if self._tensors else list(self._shards)
 
+    @property
+    def lazy(self) -> bool:
+        """Tensors are read from disk on each ``get`` (safetensors), not held in memory (GGUF)."""
+        return not self._tensors
+
     def get(self, name: str) -> torch.Tensor:
         if self._tensors:
             return self._tensors[name]
