@@ -243,12 +243,12 @@ def _small_art():
 def test_failed_write_leaves_no_file(monkeypatch, tmp_path):
     art = _small_art()
 
-    def disk_full(tensors, filename, metadata=None):
+    def disk_full(filename, tensors, metadata):
         with open(filename, "wb") as f:
             f.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifact, "save_file", disk_full)
+    monkeypatch.setattr(artifact, "write_safetensors", disk_full)
     with pytest.raises(OSError, match="No space"):
         llmcodec.save(art, tmp_path / "out.llmc")
     assert list(tmp_path.iterdir()) == []
@@ -260,10 +260,10 @@ def test_interrupted_write_keeps_previous_file(monkeypatch, tmp_path):
     llmcodec.save(art, out)
     before = out.read_bytes()
 
-    def interrupted(tensors, filename, metadata=None):
+    def interrupted(filename, tensors, metadata):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(artifact, "save_file", interrupted)
+    monkeypatch.setattr(artifact, "write_safetensors", interrupted)
     with pytest.raises(KeyboardInterrupt):
         llmcodec.save(art, out)
     assert [p.name for p in tmp_path.iterdir()] == ["out.llmc"] and out.read_bytes() == before

@@ -5,8 +5,8 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 import llmcodec
 from llmcodec.cli import main

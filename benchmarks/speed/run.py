@@ -410,13 +410,14 @@ def notes(rows: list[dict]) -> list[str]:
                 f" peak {r['peak_rss_mb'] - r['base_rss_mb']:,.0f}"
                 " MB above the fixed overhead: the whole model as transformers loads it from GGUF (see below)"
             )
-        if r["task"] != "compress" or not r.get("largest_tensor_mb"):
+        if not r["task"].startswith("compress") or not r.get("largest_tensor_mb"):
             continue
         fixed, big = r["base_rss_mb"], r["largest_tensor_mb"]
         coding = r.get("peak_before_save_mb")
         coding_s = f"{coding - fixed:,.0f} MB while coding" if coding else "coding peak not recorded"
         out.append(
-            f"- {r['model']}, {r['codec']}, {r['workers']} worker(s): peak {r['peak_rss_mb'] - fixed:,.0f} MB above"
+            f"- {r['model']}, {r['task']}, {r['codec']}, {r['workers']} worker(s):"
+            f" peak {r['peak_rss_mb'] - fixed:,.0f} MB above"
             f" the fixed {fixed:,.0f} MB (Python, torch, transformers imported), {coding_s};"
             f" 2x the largest tensor = {2 * big:,.0f} MB"
         )
@@ -424,11 +425,10 @@ def notes(rows: list[dict]) -> list[str]:
         "",
         "- The fixed overhead is the process after `import llmcodec` (torch and transformers included),",
         "  measured before the model is opened.",
-        "- Built-in model, safetensors export: while coding, the process holds the embedding (the largest",
-        "  tensor, kept exactly, 108 MB as float32), the bitstreams, and the matrices of the jobs in flight:",
-        "  under 2x the largest tensor. Writing the artifact then adds about one more copy of the kept",
-        "  tensors and the bitstreams (artifact.write hashes each piece through `tobytes()` and copies",
-        "  bitstreams into new tensors); a streaming writer would remove that.",
+        "- Built-in model, safetensors export: the embedding (the largest tensor, kept exactly, 108 MB",
+        "  as float32) is not held while coding; `artifact.write` reads it once to hash it and once to",
+        "  stream it into the file, so the peak is at writing: what coding left (bitstreams, allocator",
+        "  slack; each job returns freed memory to the OS with `malloc_trim`) plus one copy of it.",
         "- Built-in model from its GGUF file: transformers loads and dequantizes the whole model (135 M",
         "  weights as float32, ~540 MB) before anything is coded, so that path holds the whole model.",
         "- 8B-shaped layers: each job quantizes a matrix of up to 58.7 M weights in float64 (quant.py),",
@@ -482,6 +482,8 @@ def speedup(args) -> None:
         info = sysinfo.describe()
     qps = qps_from_rows(rows)
     qp = int(qps.get("smollm2-135m (safetensors)", {}).get(args.speedup) or pick_qp(args.speedup, folder))
+    if args.from_log and args.append:
+        info["command"] += f"; then `--speedup {args.speedup} --from-log LOG --append` (the speed-up check rows)"
     for workers in (1, 2):
         res = run_child(
             {
@@ -499,6 +501,7 @@ def speedup(args) -> None:
             "codec": args.speedup,
             "workers": workers,
             "note": f"QP {qp}",
+            "largest_tensor_mb": largest_tensor_mb(folder),
             **res,
         }
         r["mw_per_s"] = r["mweights"] / r["seconds"]

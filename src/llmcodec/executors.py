@@ -11,8 +11,11 @@ GIL in quantization (measured in benchmarks/speed). Results come back in job ord
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -43,7 +46,30 @@ def _resolve(args: tuple) -> tuple:
 
 def call(fn: Callable, args: tuple) -> Any:
     """Run one job: load its lazy arguments, then call ``fn``."""
-    return fn(*_resolve(args))
+    try:
+        return fn(*_resolve(args))
+    finally:
+        release_memory()
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+    except OSError:
+        return None
+
+
+def release_memory() -> None:
+    """Give memory freed by a finished job back to the OS (glibc only; elsewhere a no-op).
+
+    A job allocates and frees a few copies of one matrix. glibc keeps such freed blocks in its
+    heap (its mmap threshold rises after the first large free), so without this the process
+    grew by ~100 MB over the built-in model's 210 matrices (benchmarks/speed, peak RSS).
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 class Executor(Protocol):

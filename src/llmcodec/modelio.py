@@ -183,7 +183,10 @@ def build_model(state: dict[str, torch.Tensor], config: dict):
     cfg = AutoConfig.for_model(**config)
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()  # references, no copies: the dtype each weight must have
+    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
+    # assign: the model takes the restored tensors themselves instead of copying them into its own
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if unexpected:
         raise ModelError(f"weights not in the model: {', '.join(unexpected[:5])}")
     if getattr(cfg, "tie_word_embeddings", False):
