@@ -425,6 +425,9 @@ def notes(rows: list[dict]) -> list[str]:
         "",
         "- The fixed overhead is the process after `import llmcodec` (torch and transformers included),",
         "  measured before the model is opened.",
+        "- The 'compress (speed-up check)' rows were measured with the current code. The plain 'compress'",
+        "  rows of the built-in model predate returning freed memory to the OS after each job, and the",
+        "  vvc ones also predate keeping raw tensors out of memory while coding: their peaks are higher.",
         "- Built-in model, safetensors export: the embedding (the largest tensor, kept exactly, 108 MB",
         "  as float32) is not held while coding; `artifact.write` reads it once to hash it and once to",
         "  stream it into the file, so the peak is at writing: what coding left (bitstreams, allocator",
@@ -483,7 +486,7 @@ def speedup(args) -> None:
     qps = qps_from_rows(rows)
     qp = int(qps.get("smollm2-135m (safetensors)", {}).get(args.speedup) or pick_qp(args.speedup, folder))
     if args.from_log and args.append:
-        info["command"] += f"; then `--speedup {args.speedup} --from-log LOG --append` (the speed-up check rows)"
+        info["command"] += f"; then --speedup {args.speedup} --from-log LOG --append (the speed-up check rows)"
     for workers in (1, 2):
         res = run_child(
             {
