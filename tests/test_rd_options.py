@@ -96,3 +96,47 @@ def test_weighted_shared_equal_error_round_trip(tmp_path):
     col_err = ((back[name] - st[name]) ** 2).mean(0).numpy()
     big, small = g > np.quantile(g, 0.75), g < np.quantile(g, 0.25)
     assert col_err[big].mean() < col_err[small].mean()
+
+
+def test_compand_round_trip_and_error_grows_with_magnitude():
+    from llmcodec.quant import compand, expand
+
+    rng = np.random.default_rng(3)
+    w = (rng.laplace(size=(50, 70)) * 0.02).astype(np.float32)
+    for p in (1.0, 0.8, 0.5):
+        np.testing.assert_allclose(expand(compand(w, p), p), w, rtol=1e-5, atol=1e-9)
+    assert np.array_equal(np.sign(compand(w, 0.8)), np.sign(w))
+    with pytest.raises(ValueError, match="companding exponent"):
+        CompressSettings(compand=0.0)
+    with pytest.raises(ValueError, match="do not combine"):
+        CompressSettings(rotate=True, weighting="data-free")
+
+
+@pytest.mark.parametrize("kw", [{"compand": 0.8}, {"rotate": True}, {"compand": 0.8, "rotate": True}])
+def test_value_transforms_are_stored_and_undone(tmp_path, kw):
+    rng = np.random.default_rng(4)
+    st = {k: torch.from_numpy(v.astype(np.float32)) for k, v in _llama_state(rng, hidden=128, inter=192).items()}
+    plain = llmcodec.compress_state_dict(st, CompressSettings(qp=30))
+    art = llmcodec.compress_state_dict(st, CompressSettings(qp=30, **kw))
+    path = tmp_path / "t.llmc"
+    llmcodec.save(art, path)
+    back = llmcodec.load_state_dict(path)
+    for n, c in art.coded.items():
+        assert c.compand == kw.get("compand") and (c.rotation is not None) == kw.get("rotate", False)
+        err = float((back[n] - st[n]).norm() / st[n].norm())
+        assert err == pytest.approx(c.rel_error, rel=1e-3)  # stored error = error of the restored weights
+        assert err < 2 * plain.coded[n].rel_error + 0.02  # undone: same order of error as without
+    if "compand" in kw:
+        # companding trades error on large weights for error on small ones
+        n = "model.layers.0.mlp.up_proj.weight"
+        a = st[n].abs().numpy()
+        small = a < np.quantile(a, 0.25)
+        e_plain = np.abs(llmcodec.load_state_dict(_saved(plain, tmp_path))[n].numpy() - st[n].numpy())
+        e_comp = np.abs(back[n].numpy() - st[n].numpy())
+        assert e_comp[small].mean() < e_plain[small].mean()
+
+
+def _saved(art, tmp_path):
+    path = tmp_path / "plain.llmc"
+    llmcodec.save(art, path)
+    return path

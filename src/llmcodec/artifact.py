@@ -34,7 +34,7 @@ from .frames import PACKINGS, FrameLayout, rows_per_frame
 from .quant import QuantSpec, group_count
 
 FORMAT_NAME = "llmcodec"
-FORMAT_VERSION = 2  # 2: the header carries its own checksum (``llmcodec.sha256``)
+FORMAT_VERSION = 3  # 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
@@ -138,6 +138,10 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                 "rel_error": c.rel_error,
                 "sha256": {"bitstream": _sha(c.bitstream), "scale": _sha(c.scale), "offset": _sha(c.offset)},
             }
+            if c.rotation is not None:
+                index[name]["rotation"] = c.rotation
+            if c.compand is not None:
+                index[name]["compand"] = c.compand
             if c.col_scale is not None:
                 tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(c.col_scale))
                 index[name]["sha256"]["col_scale"] = _sha(c.col_scale)
@@ -296,6 +300,8 @@ def _check_entry(name: str, e) -> None:
         _need(isinstance(qz.get("shared_scale", False), bool), "shared_scale must be true or false")
         _need(_is_int(e.get("bits"), 0, 2**62), "bit count is not a non-negative integer")
         _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
+        _need(e.get("rotation") is None or _is_int(e["rotation"], 0, 2**32 - 1), "rotation seed is not 0..2**32-1")
+        _need(e.get("compand") is None or (_is_num(e["compand"]) and 0 < e["compand"] <= 1), "compand not in (0, 1]")
         has_cols = isinstance(e.get("sha256"), dict) and "col_scale" in e["sha256"]
         _check_shas(e, ("bitstream", "scale", "offset", *(("col_scale",) if has_cols else ())))
     elif kind == "raw":
@@ -467,6 +473,8 @@ def read(path: str | os.PathLike) -> Artifact:
                         offset.numpy(),
                         e.get("rel_error"),
                         col_scale,
+                        e.get("rotation"),
+                        e.get("compand"),
                     )
                 elif kind == "raw":
                     key, what = f"{name}::raw", f"tensor {name!r}"

@@ -94,6 +94,8 @@ def cmd_compress(args) -> int:
         alpha=args.alpha,
         shared_scale=args.shared_scale,
         allocation=args.allocation,
+        rotate=args.rotate,
+        compand=args.compand,
     )
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
@@ -286,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one quantization step per tensor instead of per row (default: %(default)s)")
     rd.add_argument("--allocation", choices=ALLOCATIONS, default=default["allocation"],
                     help="per-tensor QPs: equal QP, or offsets for equal absolute error (default: %(default)s)")
+    rd.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=default["rotate"],
+                    help="code a random rotation of each matrix, undone on restore (default: %(default)s)")
+    rd.add_argument("--compand", type=float, default=default["compand"], metavar="P",
+                    help="code sign(w)|w|^P so small weights get small errors; 1: off (default: %(default)s)")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

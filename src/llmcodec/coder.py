@@ -8,7 +8,8 @@ import numpy as np
 
 from .codecs.base import CodecError, FFmpegCodec, Profile
 from .frames import FrameLayout, from_frames, to_frames
-from .quant import Quantized, QuantSpec, dequantize, quantize, relative_error
+from .quant import Quantized, QuantSpec, dequantize, expand, quantize, relative_error
+from .rotation import unrotate
 
 
 @dataclass
@@ -41,6 +42,8 @@ class CodedTensor:
     offset: np.ndarray
     rel_error: float | None = None  # measured by decoding right after encoding
     col_scale: np.ndarray | None = None  # fp16; the matrix coded was W * col_scale (per column)
+    rotation: int | None = None  # seed of the rotation applied before coding (rotation.py)
+    compand: float | None = None  # exponent p: the values coded were sign(w) |w|^p (quant.compand)
 
     @property
     def numel(self) -> int:
@@ -142,10 +145,29 @@ def _rms_diff(a: np.ndarray, b: np.ndarray | float, rows: int = 512) -> float:
     return float(np.sqrt(total / max(1, a.size)))
 
 
+def to_weights(w_coded: np.ndarray, rotation: int | None, compand: float | None) -> np.ndarray:
+    """Undo the value transforms applied before quantization: companding, then rotation."""
+    w = w_coded if compand is None else expand(w_coded, compand)
+    return w if rotation is None else unrotate(w, rotation)
+
+
 def finish(
-    p: Prepared, w: np.ndarray, dtype: str, qp: int | None, bitstream: bytes, codec: FFmpegCodec, profile: Profile
+    p: Prepared,
+    w: np.ndarray,
+    dtype: str,
+    qp: int | None,
+    bitstream: bytes,
+    codec: FFmpegCodec,
+    profile: Profile,
+    original: np.ndarray | None = None,
+    rotation: int | None = None,
+    compand: float | None = None,
 ) -> CodedTensor:
-    """Decode the stream once, check it, and package it; catches a codec returning garbage now."""
+    """Decode the stream once, check it, and package it; catches a codec returning garbage now.
+
+    ``w`` is the matrix as coded; ``original`` the weights it came from by ``rotation`` and
+    ``compand`` (see ``to_weights``), against which the stored relative error is measured.
+    """
     q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec.bits)
     q = p.quantized.q
     rms = _rms_diff(q_hat, q)
@@ -155,7 +177,8 @@ def finish(
             f"tensor {p.name!r}: the decoded frames are not what was encoded (RMS sample error {rms:.2f} at "
             f"QP {qp}; a working codec stays under {bound:.2f}): the {codec.name} codec returned garbage"
         )
-    err = relative_error(w, unscale(dequantize(p.quantized, q_hat), p.col_scale))
+    restored = to_weights(unscale(dequantize(p.quantized, q_hat), p.col_scale), rotation, compand)
+    err = relative_error(w if original is None else original, restored)
     if not np.isfinite(err):
         raise CodecError(f"tensor {p.name!r}: decoded weights are not finite")
     return CodedTensor(
@@ -170,6 +193,8 @@ def finish(
         p.quantized.offset,
         err,
         p.col_scale,
+        rotation,
+        compand,
     )
 
 
@@ -177,4 +202,4 @@ def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.n
     """CodedTensor -> float32 weights."""
     q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec.bits)
     qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec)
-    return unscale(dequantize(qz), ct.col_scale)
+    return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)

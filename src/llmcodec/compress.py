@@ -20,8 +20,9 @@ from . import __version__
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
-from .quant import SIDE_BITS_PER_GROUP, group_count
+from .quant import SIDE_BITS_PER_GROUP, compand, group_count
 from .rate import allocate
+from .rotation import rotate
 from .sysinfo import ffmpeg_version
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -51,6 +52,8 @@ class CompressSettings:
     alpha: float = 1.0  # strength of the weighting (1: weighted reverse water-filling)
     shared_scale: bool = False  # one quantization step per tensor instead of one per row
     allocation: str = "equal-qp"  # "equal-qp" | "equal-error": QP offsets for equal absolute error
+    rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
+    compand: float = 1.0  # code sign(w)|w|^p: error grows with |w| (1: off; quant.compand)
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -65,6 +68,10 @@ class CompressSettings:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}")
+        if self.rotate and self.weighting != "none":
+            raise ValueError("rotate and column weighting do not combine: the weights are per input column")
+        if not 0 < self.compand <= 1:
+            raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
 
     def resolved_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -98,10 +105,24 @@ class JobSpec:
     group: int | None
     sample_fraction: float
     shared_scale: bool = False
+    rotate: bool = False
+    compand: float | None = None
 
     def resolve(self) -> tuple[FFmpegCodec, Profile]:
         codec = get_codec(self.codec)
         return codec, codec.profile(self.profile)
+
+
+def rotation_seed(name: str) -> int:
+    """A tensor's rotation seed: from its name, so it does not depend on order or worker."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def _coded_domain(spec: JobSpec, name: str, w: np.ndarray) -> np.ndarray:
+    """The matrix the codec sees: ``w``, rotated and/or companded (undone by ``coder.to_weights``)."""
+    if spec.rotate:
+        w = rotate(w, rotation_seed(name)).astype(np.float32)
+    return w if spec.compand is None else compand(w, spec.compand)
 
 
 def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None):
@@ -117,6 +138,7 @@ def encode_job(
     Quantizing again for every QP costs a few per cent of an encode (measured) and saves keeping
     every tensor's frames in memory while rate control revisits them.
     """
+    w = _coded_domain(spec, name, w)  # rotate first: a row sample of a rotated matrix is rotated rows
     if sample:
         w = row_sample(w, spec.sample_fraction)
     p, codec, profile = _prepare(spec, name, w, col_scale)
@@ -133,13 +155,15 @@ def finish_job(
     col_scale: np.ndarray | None = None,
 ) -> CodedTensor:
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
-    p, codec, profile = _prepare(spec, name, w, col_scale)
-    return finish(p, w, dtype, qp, bitstream, codec, profile)
+    coded = _coded_domain(spec, name, w)
+    p, codec, profile = _prepare(spec, name, coded, col_scale)
+    seed = rotation_seed(name) if spec.rotate else None
+    return finish(p, coded, dtype, qp, bitstream, codec, profile, w, seed, spec.compand)
 
 
 def step_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> float:
     """RMS quantization step of a matrix in weight units (what equal-error allocation equalizes)."""
-    p, _, _ = _prepare(spec, name, w, col_scale)
+    p, _, _ = _prepare(spec, name, _coded_domain(spec, name, w), col_scale)
     s = p.quantized.scale.astype(np.float64)
     if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
         s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))
@@ -227,7 +251,7 @@ class _Runner:
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
-                          spec.shared_scale]
+                          spec.shared_scale, spec.rotate, spec.compand]
 
     def _key(self, i: int, qp: int | None, sample: bool) -> str:
         cs = self.col_scales[i]
@@ -313,7 +337,15 @@ def compress_matrices(
     profile = codec.profile(settings.profile)
     if not matrices:
         return []
-    spec = JobSpec(settings.codec, profile.name, settings.group, settings.sample_fraction, settings.shared_scale)
+    spec = JobSpec(
+        settings.codec,
+        profile.name,
+        settings.group,
+        settings.sample_fraction,
+        settings.shared_scale,
+        settings.rotate,
+        None if settings.compand == 1.0 else settings.compand,
+    )
     names = [m[0] for m in matrices]
     loaders = [m[1] if callable(m[1]) else functools.partial(_identity, m[1]) for m in matrices]
     scanned = _scan(loaders, names, work is not None, settings.resolved_workers())

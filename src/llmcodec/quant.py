@@ -121,6 +121,20 @@ def dequantize(qz: Quantized, q: np.ndarray | None = None) -> np.ndarray:
     return q.astype(np.float32) * s + o
 
 
+def compand(w: np.ndarray, p: float) -> np.ndarray:
+    """``sign(w) |w|^p`` (0 < p <= 1), float32: coding these values makes a codec's error in ``w``
+    grow with ``|w|`` (about ``|w|^(1-p) / p`` times the coded-domain error), so small weights get
+    small errors. A power law commutes with per-row scaling, so it needs no scale of its own."""
+    w64 = np.asarray(w, dtype=np.float64)
+    return (np.sign(w64) * np.abs(w64) ** p).astype(np.float32)
+
+
+def expand(y: np.ndarray, p: float) -> np.ndarray:
+    """The inverse of :func:`compand`."""
+    y64 = np.asarray(y, dtype=np.float64)
+    return (np.sign(y64) * np.abs(y64) ** (1.0 / p)).astype(np.float32)
+
+
 def rtn(w: np.ndarray, bits: int, group: int | None) -> tuple[np.ndarray, float]:
     """Round-to-nearest baseline: returns restored weights and bits per weight (side info counted)."""
     qz = quantize(w, QuantSpec(bits=bits, group=group))
