@@ -28,14 +28,16 @@ FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "s
 # The first steps build up the default, each adding one ingredient; after them come alternatives
 # tried on top of dependent quantization (measured, not kept).
 STEPS = 3
+OFF = {"compand": 1.0}  # steps before companding (now on by default) ran without it
 CONFIGS: dict[str, dict] = {
-    "base: per-row scales, equal QP": {"profile": "ai-faster"},
-    "+ dependent quantization": {"profile": "ai-faster-dq"},
+    "base: per-row scales, equal QP": {"profile": "ai-faster", **OFF},
+    "+ dependent quantization": {"profile": "ai-faster-dq", **OFF},
     "+ companding p=0.8": {"profile": "ai-faster-dq", "compand": 0.8},
-    "+ shared step, equal-error QPs": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error"},
+    "+ shared step, equal-error QPs": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error",
+                                       **OFF},
     "+ data-free column weighting": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error",
-                                     "weighting": "data-free"},
-    "dq + rotation": {"profile": "ai-faster-dq", "rotate": True},
+                                     "weighting": "data-free", **OFF},
+    "dq + rotation": {"profile": "ai-faster-dq", "rotate": True, **OFF},
 }
 
 
@@ -46,10 +48,13 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=40, help="PTB test windows of 512 tokens (0: all)")
     ap.add_argument("--configs", default=None, help="comma-separated config numbers (default: all)")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="redraw RESULTS.md from the CSVs")
     args = ap.parse_args()
     info = sysinfo.describe()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     csv = ResultsCSV(OUT / "results.csv", FIELDS, ("config", "target_bpw"), args.fresh)
+    if args.report_only:
+        return write_report(csv, info)
     h = Harness(args.model, args.windows)
     chosen = list(CONFIGS.items())
     if args.configs:
@@ -72,9 +77,36 @@ def main() -> None:
     write_report(csv, info)
 
 
+E2E_PROFILES = {"base: per-row scales, equal QP": "ai-faster", "+ dependent quantization": "ai-faster-dq"}
+
+
+def e2e_rows(have: set[tuple[str, str]]) -> list[dict]:
+    """Points of the first two steps that benchmarks/e2e.py measured under the same protocol (rate
+    control, same model and tokens, no companding) at budgets this CSV lacks."""
+    import csv as csvlib
+
+    path = ROOT / "benchmarks/e2e/results.csv"
+    if not path.is_file():
+        return []
+    out = []
+    with path.open() as f:
+        for r in csvlib.DictReader(f):
+            for config, profile in E2E_PROFILES.items():
+                target = f"{float(r['target_bpw']):.1f}" if r["target_bpw"] else ""
+                if r["method"] == "vvc" and r["setting"] == f"bpw={target},profile={profile}":
+                    if (config, target) not in have and float(target) >= 2.5:
+                        out.append({"config": config, "target_bpw": target, "bpw": r["bpw"],
+                                    "rel_error": r["rel_error"], "perplexity": r["perplexity"],
+                                    "tokens": r["tokens"], "seconds": r["seconds"],
+                                    "settings": f"{CONFIGS[config]} (benchmarks/e2e)"})
+    return out
+
+
 def write_report(csv: ResultsCSV, info: dict) -> None:
-    rows = sorted(csv.rows.values(), key=lambda r: (float(r["target_bpw"]), list(CONFIGS).index(r["config"])
-                                                    if r["config"] in CONFIGS else 99))
+    rows = list(csv.rows.values())
+    rows += e2e_rows({(r["config"], f"{float(r['target_bpw']):.1f}") for r in rows})
+    rows = sorted(rows, key=lambda r: (float(r["target_bpw"]), list(CONFIGS).index(r["config"])
+                                       if r["config"] in CONFIGS else 99))
     lines = ["# Ablation: what each data-free ingredient buys", "",
              "Regenerate: `.venv/bin/python benchmarks/ablation.py`. Built-in SmolLM2-135M (**its weights were",
              "already 4-bit, GGUF Q4_1**), the 210 decoder linear matrices coded with VVC (libvvenc), rate",
@@ -82,7 +114,8 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
              "tokens listed (512-token windows). The first configurations each add one ingredient to the one",
              f"before ({' -> '.join(list(CONFIGS)[:STEPS])}); the others are alternatives tried on top of",
              "dependent quantization. The settings column gives each row's full configuration, and a",
-             "configuration missing from the table was not measured.", "",
+             "configuration missing from the table was not measured. Rows marked '(benchmarks/e2e)' come",
+             "from `benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there.", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -112,21 +112,24 @@ def test_compand_round_trip_and_error_grows_with_magnitude():
         CompressSettings(rotate=True, weighting="data-free")
 
 
-@pytest.mark.parametrize("kw", [{"compand": 0.8}, {"rotate": True}, {"compand": 0.8, "rotate": True}])
+@pytest.mark.parametrize(
+    "kw", [{"compand": 0.8, "rotate": False}, {"compand": 1.0, "rotate": True}, {"compand": 0.8, "rotate": True}]
+)
 def test_value_transforms_are_stored_and_undone(tmp_path, kw):
     rng = np.random.default_rng(4)
     st = {k: torch.from_numpy(v.astype(np.float32)) for k, v in _llama_state(rng, hidden=128, inter=192).items()}
-    plain = llmcodec.compress_state_dict(st, CompressSettings(qp=30))
+    plain = llmcodec.compress_state_dict(st, CompressSettings(qp=30, compand=1.0))
     art = llmcodec.compress_state_dict(st, CompressSettings(qp=30, **kw))
     path = tmp_path / "t.llmc"
     llmcodec.save(art, path)
     back = llmcodec.load_state_dict(path)
     for n, c in art.coded.items():
-        assert c.compand == kw.get("compand") and (c.rotation is not None) == kw.get("rotate", False)
+        assert c.compand == (None if kw["compand"] == 1.0 else kw["compand"])
+        assert (c.rotation is not None) == kw["rotate"]
         err = float((back[n] - st[n]).norm() / st[n].norm())
         assert err == pytest.approx(c.rel_error, rel=1e-3)  # stored error = error of the restored weights
         assert err < 2 * plain.coded[n].rel_error + 0.02  # undone: same order of error as without
-    if "compand" in kw:
+    if kw["compand"] < 1:
         # companding trades error on large weights for error on small ones
         n = "model.layers.0.mlp.up_proj.weight"
         a = st[n].abs().numpy()
