@@ -1,0 +1,95 @@
+"""Quick comparisons of llmcodec options at fixed QPs on the built-in model (issue 4).
+
+    .venv/bin/python benchmarks/rd/fixed_qp.py [--windows 8] ["qp=37,compand=1.0" ...]
+
+Each configuration (``CompressSettings`` fields, comma-separated) codes the 210 decoder matrices
+of SmolLM2-135M (its weights were already 4-bit, GGUF Q4_1) once at its QP, with no rate control,
+so a sweep of options costs one encode each; compare rows at similar bits per weight. Writes
+benchmarks/rd/FIXED_QP.md (rows already there are kept and re-measured only with --fresh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from common import Harness  # noqa: E402
+
+from llmcodec import sysinfo  # noqa: E402
+from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
+from llmcodec.compress import CompressSettings  # noqa: E402
+
+DEFAULT_CONFIGS = (
+    "qp=37,compand=1.0",
+    "qp=37,compand=1.0,rotate=true",
+    "qp=41,compand=0.5",
+    "qp=40,compand=0.6",
+    "qp=39,compand=0.7",
+    "qp=38,compand=0.8",
+)
+
+
+def parse(spec: str) -> dict:
+    out: dict = {}
+    for pair in filter(None, spec.split(",")):
+        k, _, v = pair.partition("=")
+        out[k] = {"true": True, "false": False}.get(v.lower(), None)
+        if out[k] is None:
+            out[k] = float(v) if "." in v else int(v)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("configs", nargs="*", default=list(DEFAULT_CONFIGS))
+    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args()
+    info = sysinfo.describe()
+    info["command"] = ".venv/bin/python benchmarks/rd/fixed_qp.py " + " ".join(f'"{c}"' for c in args.configs)
+    store = HERE / "fixed_qp.jsonl"
+    rows = {} if args.fresh or not store.is_file() else {
+        r["config"]: r for r in map(json.loads, store.read_text().splitlines()) if r.get("windows") == args.windows
+    }
+    h = Harness("smollm2-135m", args.windows)
+    for spec in args.configs:
+        if spec in rows:
+            continue
+        art = compress_source(h.src, CompressSettings(**parse(spec)))
+        state = restore_state_dict(art)
+        res = h.evaluate(state)
+        rows[spec] = {"config": spec, "windows": args.windows, "bpw": art.stats()["bits_per_weight"],
+                      "rel_error": h.rel_error(state), "perplexity": res.perplexity, "tokens": res.tokens}
+        print(json.dumps(rows[spec]), flush=True)
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+        tmp.replace(store)
+    lines = [
+        "# Options at fixed QPs (built-in model)",
+        "",
+        f"Regenerate: `{info['command']}` (results kept in `fixed_qp.jsonl`). SmolLM2-135M, **its",
+        "weights were already 4-bit (GGUF Q4_1)**; the 210 decoder linear matrices coded with VVC (default",
+        f"profile) at the QP given, no rate control. Perplexity: PTB test, {args.windows} windows of 512",
+        "tokens. Compare rows at similar bits per weight.",
+        "",
+        "| configuration | bits/weight | rel. weight error | perplexity |",
+        "|---|---|---|---|",
+        *[f"| `{r['config']}` | {r['bpw']:.3f} | {r['rel_error']:.4f} | {r['perplexity']:,.1f} |"
+          for r in sorted(rows.values(), key=lambda r: r["bpw"])],
+        "",
+        "Measured on:",
+        "",
+        sysinfo.markdown(info),
+        "",
+    ]
+    (HERE / "FIXED_QP.md").write_text("\n".join(lines))
+    print("wrote", HERE / "FIXED_QP.md")
+
+
+if __name__ == "__main__":
+    main()
