@@ -38,6 +38,8 @@ CONFIGS: dict[str, dict] = {
     "+ data-free column weighting": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error",
                                      "weighting": "data-free", **OFF},
     "dq + rotation": {"profile": "ai-faster-dq", "rotate": True, **OFF},
+    "dq + companding p=0.7": {"profile": "ai-faster-dq", "compand": 0.7},
+    "dq + companding p=0.9": {"profile": "ai-faster-dq", "compand": 0.9},
 }
 
 
