@@ -54,7 +54,7 @@ class CompressSettings:
     allocation: str = "equal-qp"  # "equal-qp" | "equal-error": QP offsets for equal absolute error
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). 0.8 measured
-    # best of 0.5-0.8 and halves perplexity or better at 2.5-4 bpw (benchmarks/ablation)
+    # best of 0.5-0.9 and halves perplexity or better at 2.5-3 bpw (benchmarks/ablation)
     compand: float = 0.8
 
     def __post_init__(self) -> None:
