@@ -8,7 +8,7 @@ import numpy as np
 
 from .codecs.base import CodecError, FFmpegCodec, Profile
 from .frames import FrameLayout, from_frames, to_frames
-from .quant import Quantized, QuantSpec, dequantize, expand, quantize, relative_error
+from .quant import Quantized, QuantSpec, dequantize, expand, quantize, relative_error, sum_sq_diff
 from .rotation import unrotate
 
 
@@ -136,13 +136,9 @@ def max_plausible_rms(q: np.ndarray, qp: int | None) -> float:
     return 1.25 * _rms_diff(q, q.mean(dtype=np.float64)) + 2.0
 
 
-def _rms_diff(a: np.ndarray, b: np.ndarray | float, rows: int = 512) -> float:
-    """RMS of ``a - b`` in row chunks (no full-size float64 copies of a big matrix)."""
-    total = 0.0
-    for r in range(0, a.shape[0], rows):
-        d = a[r : r + rows].astype(np.float64) - (b if np.isscalar(b) else b[r : r + rows])
-        total += float(np.einsum("ij,ij->", d, d))
-    return float(np.sqrt(total / max(1, a.size)))
+def _rms_diff(a: np.ndarray, b: np.ndarray | float) -> float:
+    """RMS of ``a - b`` (in row blocks: no full-size float64 copies of a big matrix)."""
+    return float(np.sqrt(sum_sq_diff(a, b) / max(1, a.size)))
 
 
 def to_weights(w_coded: np.ndarray, rotation: int | None, compand: float | None) -> np.ndarray:

@@ -158,17 +158,21 @@ def rtn(w: np.ndarray, bits: int, group: int | None) -> tuple[np.ndarray, float]
     return dequantize(qz), bpw
 
 
+def sum_sq_diff(a: np.ndarray, b: np.ndarray | float = 0.0) -> float:
+    """``sum((a - b)**2)`` in float64, one row block at a time (no full-size float64 copies)."""
+    a = np.asarray(a)
+    if a.ndim < 2:
+        a = a.reshape(1, -1)
+        b = b if np.isscalar(b) else np.asarray(b).reshape(1, -1)
+    total = 0.0
+    blocks = _row_blocks(a.shape)
+    for r in blocks:
+        d = a[r : r + blocks.step].astype(np.float64) - (b if np.isscalar(b) else b[r : r + blocks.step])
+        total += float(np.einsum("ij,ij->", d, d))
+    return total
+
+
 def relative_error(w: np.ndarray, w_hat: np.ndarray) -> float:
     """||w - w_hat||_F / ||w||_F (0 for an all-zero w restored exactly), in float64 row blocks."""
-    w, w_hat = np.asarray(w), np.asarray(w_hat)
-    if w.ndim < 2:
-        w, w_hat = w.reshape(1, -1), w_hat.reshape(1, -1)
-    num = den = 0.0
-    blocks = _row_blocks(w.shape)
-    for r in blocks:
-        a = w[r : r + blocks.step].astype(np.float64)
-        d = a - w_hat[r : r + blocks.step].astype(np.float64)
-        num += float(np.einsum("ij,ij->", d, d))
-        den += float(np.einsum("ij,ij->", a, a))
-    num, den = np.sqrt(num), np.sqrt(den)
+    num, den = np.sqrt(sum_sq_diff(w, np.asarray(w_hat))), np.sqrt(sum_sq_diff(w))
     return float(num / den) if den > 0 else (0.0 if num == 0 else float("inf"))
