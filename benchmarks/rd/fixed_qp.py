@@ -18,7 +18,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+sys.path.insert(0, str(HERE))
+
 from common import Harness  # noqa: E402
+from run import _parse_kv  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
@@ -32,16 +35,6 @@ DEFAULT_CONFIGS = (
     "qp=39,compand=0.7",
     "qp=38,compand=0.8",
 )
-
-
-def parse(spec: str) -> dict:
-    out: dict = {}
-    for pair in filter(None, spec.split(",")):
-        k, _, v = pair.partition("=")
-        out[k] = {"true": True, "false": False}.get(v.lower(), None)
-        if out[k] is None:
-            out[k] = float(v) if "." in v else int(v)
-    return out
 
 
 def main() -> None:
@@ -60,7 +53,7 @@ def main() -> None:
     for spec in args.configs:
         if spec in rows:
             continue
-        art = compress_source(h.src, CompressSettings(**parse(spec)))
+        art = compress_source(h.src, CompressSettings(**dict(_parse_kv(p) for p in spec.split(",") if p)))
         state = restore_state_dict(art)
         res = h.evaluate(state)
         rows[spec] = {"config": spec, "windows": args.windows, "bpw": art.stats()["bits_per_weight"],

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import re
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -35,6 +35,10 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from common import global_rel_error  # noqa: E402
+
 BUDGETS = (2.0, 2.5, 3.0, 3.5, 4.0)
 FIELDS = [
     "model", "method", "setting", "target_bpw", "bpw", "rel_error", "perplexity", "windows", "tokens",
@@ -168,12 +172,6 @@ def _parse_kv(pair: str) -> tuple[str, object]:
 
 
 # --- models ------------------------------------------------------------------------------------
-
-
-def global_rel_error(src: State, out: State, names: list[str]) -> float:
-    num = sum(float((out[n].double() - src[n].double()).pow(2).sum()) for n in names)
-    den = sum(float(src[n].double().pow(2).sum()) for n in names)
-    return math.sqrt(num / den)
 
 
 class Smol:
