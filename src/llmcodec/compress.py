@@ -115,15 +115,17 @@ class JobSpec:
         return codec, codec.profile(self.profile)
 
 
-def rotation_seed(name: str) -> int:
-    """A tensor's rotation seed: from its name, so it does not depend on order or worker."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+def rotation_seed(spec: JobSpec, name: str) -> int | None:
+    """A tensor's rotation seed (None: not rotated): from its name, so it does not depend on order
+    or worker."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little") if spec.rotate else None
 
 
 def _coded_domain(spec: JobSpec, name: str, w: np.ndarray) -> np.ndarray:
     """The matrix the codec sees: ``w``, rotated and/or companded (undone by ``coder.to_weights``)."""
-    if spec.rotate:
-        w = rotate(w, rotation_seed(name)).astype(np.float32)
+    seed = rotation_seed(spec, name)
+    if seed is not None:
+        w = rotate(w, seed).astype(np.float32)
     return w if spec.compand is None else compand(w, spec.compand)
 
 
@@ -159,8 +161,7 @@ def finish_job(
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
     coded = _coded_domain(spec, name, w)
     p, codec, profile = _prepare(spec, name, coded, col_scale)
-    seed = rotation_seed(name) if spec.rotate else None
-    return finish(p, coded, dtype, qp, bitstream, codec, profile, w, seed, spec.compand)
+    return finish(p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand)
 
 
 def step_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> float:

@@ -39,18 +39,17 @@ def _fwht(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _parts(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Random signs (n,), the odd-size orthogonal factor (m, m) and the power-of-two size."""
+def _parts(n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Random signs (n,), the odd-size orthogonal factor (m, m) and the power-of-two size. The
+    factor is None when ``m`` is too large for a dense one: each power-of-two block is then
+    rotated on its own."""
     rng = np.random.default_rng([seed, n])
     signs = rng.choice(np.array([-1.0, 1.0]), size=n)
     m, p = _factor(n)
-    if m > MAX_ODD:  # no affordable dense factor: rotate each power-of-two block on its own
-        q = np.eye(1)
-    else:
-        g = rng.standard_normal((m, m))
-        q, r = np.linalg.qr(g)
-        q = q * np.sign(np.diag(r))[None, :]  # a uniformly random orthogonal matrix
-    return signs, q, p
+    if m > MAX_ODD:
+        return signs, None, p
+    q, r = np.linalg.qr(rng.standard_normal((m, m)))
+    return signs, q * np.sign(np.diag(r))[None, :], p  # a uniformly random orthogonal matrix
 
 
 def _apply(x: np.ndarray, seed: int, inverse: bool) -> np.ndarray:
@@ -61,7 +60,7 @@ def _apply(x: np.ndarray, seed: int, inverse: bool) -> np.ndarray:
     m = n // p
     if not inverse:
         x *= signs
-    if q.shape[0] == m:
+    if q is not None:
         # (Q kron H) v: view v as (m, p), apply H along p and Q along m
         y = _fwht(x.reshape(*lead, m, p))
         y = np.einsum("ij,...jp->...ip", q.T if inverse else q, y)
