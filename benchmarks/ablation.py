@@ -25,12 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The first steps build up the default, each adding one ingredient; after them come alternatives
-# tried on top of dependent quantization (measured, not kept).
-STEPS = 3
-OFF = {"compand": 1.0}  # steps before companding (now on by default) ran without it
+# The default is the base plus one ingredient, the coefficient domain (DEFAULT_PATH). The previous
+# default's path, in the sample domain, follows (base -> dependent quantization -> companding), then
+# alternatives tried on top of either (measured, not kept).
+DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain (the default)")
+OFF = {"compand": 1.0}  # companding off (rows from before it existed ran without it)
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OFF},
+    "+ coefficient domain (the default)": {"profile": "ai-faster-coef", **OFF},
+    "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OFF},
     "+ dependent quantization": {"profile": "ai-faster-dq", **OFF},
     "+ companding p=0.8": {"profile": "ai-faster-dq", "compand": 0.8},
     "+ shared step, equal-error QPs": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error",
@@ -113,11 +116,14 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
              "Regenerate: `.venv/bin/python benchmarks/ablation.py`. Built-in SmolLM2-135M (**its weights were",
              "already 4-bit, GGUF Q4_1**), the 210 decoder linear matrices coded with VVC (libvvenc), rate",
              "control to the target bits per weight (side information counted), PTB test perplexity over the",
-             "tokens listed (512-token windows). The first configurations each add one ingredient to the one",
-             f"before ({' -> '.join(list(CONFIGS)[:STEPS])}); the others are alternatives tried on top of",
-             "dependent quantization. The settings column gives each row's full configuration, and a",
-             "configuration missing from the table was not measured. Rows marked '(benchmarks/e2e)' come",
-             "from `benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there.", "",
+             "tokens listed (512-token windows). The default is the base plus one ingredient:",
+             f"{' -> '.join(DEFAULT_PATH)}: the weights are placed in the codec's transform-coefficient",
+             "domain (src/llmcodec/coefdomain.py), so its quantizer acts on each weight. The previous default",
+             "was reached in the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8';",
+             "the rows after it are alternatives tried on top of that sample-domain dependent quantization.",
+             "The settings column gives each row's full configuration, and a configuration missing from the",
+             "table was not measured. Rows marked '(benchmarks/e2e)' come from `benchmarks/e2e/results.csv`:",
+             "the same protocol (rate control, same tokens), run there.", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -20,7 +20,7 @@ def small_artifact(tmp_path_factory):
         "layers.1.w": torch.from_numpy((rng.standard_normal((64, 128)) * 0.02).astype(np.float32)).half(),
     }
     art = llmcodec.compress_state_dict(
-        state, llmcodec.CompressSettings(qp=30), config=None, files={"tokenizer.json": b"{}"}
+        state, llmcodec.CompressSettings(qp=26), config=None, files={"tokenizer.json": b"{}"}
     )
     path = tmp_path_factory.mktemp("art") / "small.llmc"
     llmcodec.save(art, path)
@@ -34,7 +34,7 @@ def test_round_trip_is_exact(small_artifact):
     assert set(back.coded) == {"layers.0.w", "layers.1.w"}
     for name, c in art.coded.items():
         b = back.coded[name]
-        assert b.bitstream == c.bitstream and b.qp == 30 and b.layout == c.layout
+        assert b.bitstream == c.bitstream and b.qp == 26 and b.layout == c.layout
         assert np.array_equal(b.scale, c.scale) and np.array_equal(b.offset, c.offset)
     assert torch.equal(back.raw["layers.0.norm"], state["layers.0.norm"])
     assert back.files == {"tokenizer.json": b"{}"}

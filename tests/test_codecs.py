@@ -23,7 +23,7 @@ def _matrix(rows: int = 96, cols: int = 136, seed: int = 0) -> np.ndarray:
 def _round_trip(codec: FFmpegCodec, profile: Profile, w: np.ndarray, qp: int | None):
     p = prepare("w", w, codec, profile, None)
     stream = encode_prepared(p, codec, profile, qp)
-    q = decode_matrix(stream, p.layout, codec, profile)
+    q = decode_matrix(stream, p.layout, codec, profile, p.quantized.spec.block)
     return p, len(stream), q, relative_error(w, dequantize(p.quantized, q))
 
 
@@ -39,10 +39,11 @@ def test_round_trip_error_falls_with_qp(name):
     profile = codec.profile(None)
     w = _matrix()
     fine, coarse = _test_qps(codec)
-    _, bytes_fine, q_fine, err_fine = _round_trip(codec, profile, w, fine)
+    p_fine, bytes_fine, q_fine, err_fine = _round_trip(codec, profile, w, fine)
     _, bytes_coarse, _, err_coarse = _round_trip(codec, profile, w, coarse)
-    assert q_fine.shape == w.shape and q_fine.dtype == np.uint16
-    assert err_fine < 0.15, f"{name} at QP {fine}: relative error {err_fine:.3f}"
+    assert q_fine.shape == p_fine.quantized.q.shape and q_fine.dtype == np.uint16
+    # (VVC's default codes in the coefficient domain, where QP 31 is about 2.3 bits per weight)
+    assert err_fine < 0.3, f"{name} at QP {fine}: relative error {err_fine:.3f}"
     assert err_fine < err_coarse < 1.0
     assert bytes_fine > bytes_coarse
 

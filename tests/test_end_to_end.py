@@ -45,7 +45,7 @@ def test_sharded_bf16_source(tiny_llama_sharded_bf16, tmp_path):
     for name, t in state.items():
         assert t.dtype == torch.bfloat16
         if t.ndim == 2 and "embed" not in name:
-            assert (t.float() - ref[name].float()).norm() / ref[name].float().norm() < 0.05
+            assert (t.float() - ref[name].float()).norm() / ref[name].float().norm() < 0.1
         else:
             assert torch.equal(t, ref[name])
 

@@ -119,7 +119,7 @@ class DroppedFrameVVC(VVC):
 
 def test_missing_frame_caught(monkeypatch):
     name = _use_codec(monkeypatch, DroppedFrameVVC)
-    with pytest.raises(CodecError, match="'big.w'.*expected 2 frames, got 1"):
+    with pytest.raises(CodecError, match=r"'big.w'.*expected \d+ frames, got \d+"):
         compress_matrices([("big.w", _w(128, 64), "float32")], CompressSettings(codec=name, qp=30))
 
 
@@ -331,7 +331,7 @@ def test_constant_matrix_restores_exactly(value):
     assert ct.rel_error == 0.0
     assert torch.equal(llmcodec.decompress_tensor(ct), w)
     # companded, the stored fp16 offset holds |value|^p, so the value comes back to fp16 precision
-    ct = llmcodec.compress_tensor(w, CompressSettings(qp=40))
+    ct = llmcodec.compress_tensor(w, CompressSettings(qp=40, compand=0.8))
     assert ct.compand is not None and ct.rel_error < 1e-3
     assert torch.allclose(llmcodec.decompress_tensor(ct), w, rtol=1e-3, atol=0)
 
@@ -348,19 +348,21 @@ def test_tiny_odd_and_tiled_matrices(monkeypatch):
     art = llmcodec.compress_state_dict(state, settings)
     assert set(art.coded) == {"tiny.w", "odd.w"} and set(art.raw) == {"vec", "conv", "thin.w"}
     name = _use_codec(monkeypatch, SmallFrameVVC)
-    # 2 x 2 tiles (libvvenc intermittently returned an empty stream for 12 frames of 64x64)
+    # 2 x 2 tiles in the sample domain (libvvenc intermittently returned an empty stream for 12
+    # frames of 64x64); in the coefficient domain 128x128 padded blocks on a checkerboard, 4 x 4 tiles
     big = torch.from_numpy(_w(100, 120, 6))
-    ct = llmcodec.compress_tensor(big, CompressSettings(codec=name, qp=20), name="big.w")
-    assert ct.layout.n_frames == 2 * 2 and ct.layout.frame_w <= 64 and ct.layout.frame_h <= 64
-    back = llmcodec.decompress_tensor(ct, codec=name)
-    assert back.shape == big.shape and ((back - big).norm() / big.norm()) < 0.05
+    for profile, tiles, bound in (("ai-faster-dq", 2 * 2, 0.05), ("ai-faster-coef", 4 * 4, 0.1)):
+        ct = llmcodec.compress_tensor(big, CompressSettings(codec=name, qp=20, profile=profile), name="big.w")
+        assert ct.layout.n_frames == tiles and ct.layout.frame_w <= 64 and ct.layout.frame_h <= 64
+        back = llmcodec.decompress_tensor(ct, codec=name, profile=profile)
+        assert back.shape == big.shape and ((back - big).norm() / big.norm()) < bound
     restored = llmcodec.api.restore_state_dict(art)
     for n, t in state.items():
         assert restored[n].shape == t.shape
         if n in art.raw:
             assert torch.equal(restored[n], t)
-        else:
-            assert ((restored[n] - t).norm() / t.norm()) < 0.05
+        else:  # the default (coefficient-domain) profile at QP 20: about 4 bits per weight
+            assert ((restored[n] - t).norm() / t.norm()) < 0.1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -394,7 +396,7 @@ def test_tied_weights_coded_once(tmp_path):
     art3 = llmcodec.compress_state_dict({"a.w": sq, "b.w": sq.T}, CompressSettings(qp=20))
     assert art3.aliases == {}
     back = llmcodec.api.restore_state_dict(art3)
-    assert ((back["b.w"] - sq.T).norm() / sq.norm()) < 0.05
+    assert ((back["b.w"] - sq.T).norm() / sq.norm()) < 0.1
 
 
 def test_unreachable_bpw_says_what_is_reachable(tmp_path, capsys):

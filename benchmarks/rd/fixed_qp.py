@@ -28,12 +28,14 @@ from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
 
 DEFAULT_CONFIGS = (
-    "qp=37,compand=1.0",
-    "qp=37,compand=1.0,rotate=true",
-    "qp=41,compand=0.5",
-    "qp=40,compand=0.6",
-    "qp=39,compand=0.7",
-    "qp=38,compand=0.8",
+    "profile=ai-faster-dq,qp=37,compand=1.0",
+    "profile=ai-faster-dq,qp=37,compand=1.0,rotate=true",
+    "profile=ai-faster-dq,qp=41,compand=0.5",
+    "profile=ai-faster-dq,qp=40,compand=0.6",
+    "profile=ai-faster-dq,qp=39,compand=0.7",
+    "profile=ai-faster-dq,qp=38,compand=0.8",
+    "profile=ai-faster-coef,qp=31,compand=1.0",
+    "profile=ai-faster-coef,qp=31,compand=0.8",
 )
 
 
@@ -44,7 +46,6 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
     info = sysinfo.describe()
-    info["command"] = ".venv/bin/python benchmarks/rd/fixed_qp.py " + " ".join(f'"{c}"' for c in args.configs)
     store = HERE / "fixed_qp.jsonl"
     rows = {} if args.fresh or not store.is_file() else {
         r["config"]: r for r in map(json.loads, store.read_text().splitlines()) if r.get("windows") == args.windows
@@ -62,12 +63,14 @@ def main() -> None:
         tmp = store.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
         tmp.replace(store)
+    # the command that measures every row of the table, not only this run's
+    info["command"] = ".venv/bin/python benchmarks/rd/fixed_qp.py " + " ".join(f'"{c}"' for c in rows)
     lines = [
         "# Options at fixed QPs (built-in model)",
         "",
         f"Regenerate: `{info['command']}` (results kept in `fixed_qp.jsonl`). SmolLM2-135M, **its",
-        "weights were already 4-bit (GGUF Q4_1)**; the 210 decoder linear matrices coded with VVC (default",
-        f"profile) at the QP given, no rate control. Perplexity: PTB test, {args.windows} windows of 512",
+        "weights were already 4-bit (GGUF Q4_1)**; the 210 decoder linear matrices coded with VVC (the",
+        f"profile given) at the QP given, no rate control. Perplexity: PTB test, {args.windows} windows of 512",
         "tokens. Compare rows at similar bits per weight.",
         "",
         "| configuration | bits/weight | rel. weight error | perplexity |",

@@ -30,11 +30,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .coder import CodedTensor
+from .coefdomain import padded_shape
 from .frames import PACKINGS, FrameLayout, rows_per_frame
 from .quant import QuantSpec, group_count
 
 FORMAT_NAME = "llmcodec"
-FORMAT_VERSION = 3  # 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations
+# 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations and companding;
+# 4: optional coefficient-domain coding (``quant.block``)
+FORMAT_VERSION = 4
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
@@ -133,7 +136,12 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                 "dtype": c.dtype,
                 "qp": c.qp,
                 "layout": c.layout.to_dict(),
-                "quant": {"bits": c.spec.bits, "group": c.spec.group, "shared_scale": c.spec.shared_scale},
+                "quant": {
+                    "bits": c.spec.bits,
+                    "group": c.spec.group,
+                    "shared_scale": c.spec.shared_scale,
+                    **({"block": c.spec.block} if c.spec.block is not None else {}),
+                },
                 "bits": c.bits,
                 "rel_error": c.rel_error,
                 "sha256": {"bitstream": _sha(c.bitstream), "scale": _sha(c.scale), "offset": _sha(c.offset)},
@@ -266,14 +274,19 @@ def _check_shas(e: dict, keys: tuple[str, ...]) -> None:
     _need(isinstance(s, dict) and all(_is_sha(s.get(k)) for k in keys), "bad or missing checksums")
 
 
-def _check_layout(d, shape: list[int]) -> FrameLayout:
+def _check_layout(d, shape: list[int], block: int | None = None) -> FrameLayout:
     fields = FrameLayout.__dataclass_fields__
     _need(isinstance(d, dict) and set(d) == set(fields), "layout has the wrong fields")
     ints = {k: v for k, v in d.items() if k != "packing"}
     _need(all(_is_int(v, 1) for v in ints.values()), "layout sizes must be positive integers")
     _need(d["packing"] in PACKINGS, f"unknown plane packing {d['packing']!r}")
     lay = FrameLayout(**d)
-    _need([lay.rows, lay.cols] == shape, "layout does not match the shape")
+    # coefficient domain: blocks padded whole, then spread on a checkerboard (coefdomain.spread)
+    want = [2 * x for x in padded_shape(shape[0], shape[1], block)] if block else shape
+    _need([lay.rows, lay.cols] == want, "layout does not match the shape")
+    if block:
+        _need(lay.packing == "luma" and lay.tile_h % (2 * block) == 0 and lay.tile_w % (2 * block) == 0,
+              "tiles split blocks")
     # The tiles must cover the matrix exactly, and fit (with bounded padding) in the frames.
     _need(lay.tiles_y * lay.tile_h >= lay.rows > (lay.tiles_y - 1) * lay.tile_h, "layout rows do not tile the shape")
     _need(lay.tiles_x * lay.tile_w >= lay.cols > (lay.tiles_x - 1) * lay.tile_w, "layout columns do not tile it")
@@ -293,10 +306,12 @@ def _check_entry(name: str, e) -> None:
         _need(isinstance(shape, list) and len(shape) == 2 and all(_is_int(x, 1) for x in shape), "bad shape")
         _need(e.get("dtype") in CODED_DTYPES, f"dtype {e.get('dtype')!r} is not one of {', '.join(CODED_DTYPES)}")
         _need(e.get("qp") is None or _is_int(e["qp"], -1024, 1024), "QP is not an integer or null")
-        _check_layout(e.get("layout"), shape)
         qz = e.get("quant")
         _need(isinstance(qz, dict) and _is_int(qz.get("bits"), 1, 16), "quantization bits must be 1..16")
         _need(qz.get("group") is None or _is_int(qz["group"], 1), "quantization group must be positive or null")
+        block = qz.get("block")
+        _need(block is None or _is_int(block, 2, 1024), "bad transform block size")
+        _check_layout(e.get("layout"), shape, block)
         _need(isinstance(qz.get("shared_scale", False), bool), "shared_scale must be true or false")
         _need(_is_int(e.get("bits"), 0, 2**62), "bit count is not a non-negative integer")
         _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
@@ -448,6 +463,7 @@ def read(path: str | os.PathLike) -> Artifact:
                         bits=e["quant"]["bits"],
                         group=e["quant"]["group"],
                         shared_scale=e["quant"].get("shared_scale", False),
+                        block=e["quant"].get("block"),
                     )
                     side = (shape[0], group_count(shape[1], spec.group))
                     bs = get(f"{name}::bitstream", f"tensor {name!r} (bitstream)", sums["bitstream"], "uint8", None)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codecs.base import CodecError, FFmpegCodec, Profile
+from .coefdomain import gather, spread
 from .frames import FrameLayout, from_frames, to_frames
-from .quant import Quantized, QuantSpec, dequantize, expand, quantize, relative_error, sum_sq_diff
+from .quant import Quantized, QuantSpec, dequantize, expand, quantize, refit, relative_error, sum_sq_diff
 from .rotation import unrotate
 
 
@@ -24,7 +25,7 @@ class Prepared:
 
     @property
     def numel(self) -> int:
-        return self.layout.rows * self.layout.cols
+        return int(np.prod(self.quantized.shape or self.quantized.q.shape))
 
 
 @dataclass
@@ -70,7 +71,7 @@ def prepare(
     shared_scale: bool = False,
     col_scale: np.ndarray | None = None,
 ) -> Prepared:
-    spec = QuantSpec(bits=codec.sample_bits(profile), group=group, shared_scale=shared_scale)
+    spec = QuantSpec(bits=codec.sample_bits(profile), group=group, shared_scale=shared_scale, block=profile.coef_block)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")
@@ -79,8 +80,9 @@ def prepare(
         qz = quantize(w, spec)
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
-    layout = codec.plan(w.shape[0], w.shape[1], profile)
-    return Prepared(name, qz, layout, to_frames(qz.q, layout), col_scale)
+    samples = qz.q if profile.coef_block is None else spread(qz.q, profile.coef_block, 1 << (spec.bits - 1))
+    layout = codec.plan(samples.shape[0], samples.shape[1], profile)
+    return Prepared(name, qz, layout, to_frames(samples, layout), col_scale)
 
 
 def unscale(w_hat: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
@@ -107,15 +109,22 @@ def encode_prepared(p: Prepared, codec: FFmpegCodec, profile: Profile, qp: int |
     return codec.encode(p.frames, qp, profile)
 
 
-def decode_matrix(bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
-    frames = codec.decode(bitstream, layout, profile)
-    return from_frames(frames, layout)
+def decode_matrix(
+    bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile, block: int | None = None
+) -> np.ndarray:
+    """The coded integer matrix; ``block``: the coefficient domain's (``QuantSpec.block``), whose
+    checkerboard is undone here."""
+    samples = from_frames(codec.decode(bitstream, layout, profile), layout)
+    return samples if block is None else gather(samples, block)
 
 
-def _decode_named(name: str, bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile, bits: int):
+def _decode_named(
+    name: str, bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile, spec: QuantSpec
+):
     """Decode and check the frames fit the layout and the sample range; errors name the tensor."""
+    bits = spec.bits
     try:
-        q_hat = decode_matrix(bitstream, layout, codec, profile)
+        q_hat = decode_matrix(bitstream, layout, codec, profile, spec.block)
     except (CodecError, ValueError) as e:
         raise CodecError(f"tensor {name!r}: {e}") from None
     if q_hat.max(initial=0) > (1 << bits) - 1:
@@ -164,7 +173,7 @@ def finish(
     ``w`` is the matrix as coded; ``original`` the weights it came from by ``rotation`` and
     ``compand`` (see ``to_weights``), against which the stored relative error is measured.
     """
-    q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec.bits)
+    q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec)
     q = p.quantized.q
     rms = _rms_diff(q_hat, q)
     bound = max_plausible_rms(q, qp)
@@ -173,7 +182,10 @@ def finish(
             f"tensor {p.name!r}: the decoded frames are not what was encoded (RMS sample error {rms:.2f} at "
             f"QP {qp}; a working codec stays under {bound:.2f}): the {codec.name} codec returned garbage"
         )
-    restored = to_weights(unscale(dequantize(p.quantized, q_hat), p.col_scale), rotation, compand)
+    # Least-squares side information for what the decoder will really see (quant.refit).
+    target = w if p.col_scale is None else w * p.col_scale.astype(np.float32)[None, :]
+    qz = refit(p.quantized, q_hat, target) if qp is not None else p.quantized
+    restored = to_weights(unscale(dequantize(qz, q_hat), p.col_scale), rotation, compand)
     err = relative_error(w if original is None else original, restored)
     if not np.isfinite(err):
         raise CodecError(f"tensor {p.name!r}: decoded weights are not finite")
@@ -185,8 +197,8 @@ def finish(
         p.layout,
         p.quantized.spec,
         bitstream,
-        p.quantized.scale,
-        p.quantized.offset,
+        qz.scale,
+        qz.offset,
         err,
         p.col_scale,
         rotation,
@@ -196,6 +208,6 @@ def finish(
 
 def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
     """CodedTensor -> float32 weights."""
-    q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec.bits)
-    qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec)
+    q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec)
+    qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec, shape=ct.shape)
     return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)

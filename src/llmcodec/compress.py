@@ -53,9 +53,10 @@ class CompressSettings:
     shared_scale: bool = False  # one quantization step per tensor instead of one per row
     allocation: str = "equal-qp"  # "equal-qp" | "equal-error": QP offsets for equal absolute error
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
-    # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). 0.8 measured
-    # best of 0.5-0.9 and halves perplexity or better at 2.5-3 bpw (benchmarks/ablation)
-    compand: float = 0.8
+    # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
+    # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
+    # profile, whose error is already per weight (benchmarks/ablation, benchmarks/rd/FIXED_QP.md)
+    compand: float = 1.0
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -338,6 +339,11 @@ def compress_matrices(
     codec = get_codec(settings.codec)
     codec.check_available()
     profile = codec.profile(settings.profile)
+    if settings.lossless and profile.coef_block:
+        raise ValueError(
+            f"{settings.codec} profile {profile.name!r} codes in the transform-coefficient domain, which rounds "
+            "the weights' transform to integers and so cannot be lossless: choose a sample-domain profile"
+        )
     if not matrices:
         return []
     spec = JobSpec(

@@ -60,25 +60,33 @@ def plan_layout(
     max_w: int = 8192,
     max_h: int = 4320,
     packing: str = "luma",
+    tile: int = 1,
 ) -> FrameLayout:
-    """Choose the fewest equal tiles that fit the codec's limits; pad each tile to ``align``."""
+    """Choose the fewest equal tiles that fit the codec's limits; pad each tile to ``align``.
+
+    ``tile``: tile sides are multiples of it, so a grid of ``tile`` x ``tile`` blocks in the matrix
+    stays a grid of whole blocks in every frame (the coefficient domain needs that)."""
     if rows < 1 or cols < 1:
         raise ValueError(f"cannot lay out an empty matrix of shape ({rows}, {cols})")
     if packing not in PACKINGS:
         raise ValueError(f"unknown plane packing {packing!r}; choose one of {', '.join(PACKINGS)}")
     if align % 4:
         raise ValueError(f"frame alignment must be a multiple of 4, got {align}")
-    tiles_x = -(-cols // max_w)
-    tile_w = -(-cols // tiles_x)
+    if tile > 1 and (packing != "luma" or tile > min(max_w, max_h)):
+        raise ValueError(f"tiles of whole {tile}x{tile} blocks need luma packing and frames of at least one block")
+    tiles_x = -(-cols // max(tile, max_w // tile * tile))
+    tile_w = _ceil_to(-(-cols // tiles_x), tile)
+    tiles_x = -(-cols // tile_w)
     frame_w = max(min_size, _ceil_to(tile_w, align))
     tiles_y = 1
     while True:
-        tile_h = -(-rows // tiles_y)
+        tile_h = _ceil_to(-(-rows // tiles_y), tile)
         need = tile_h if packing == "luma" else -(-2 * tile_h // 3)
         frame_h = max(min_size, _ceil_to(need, align))
         if frame_h <= max_h:
             break
         tiles_y += 1
+    tiles_y = -(-rows // tile_h)  # rounding tiles up to whole blocks can leave fewer of them
     if frame_w > max_w:
         raise ValueError(f"matrix of {cols} columns cannot fit frames at most {max_w} wide")
     return FrameLayout(rows, cols, tiles_y, tiles_x, tile_h, tile_w, frame_h, frame_w, packing)

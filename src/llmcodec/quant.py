@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .coefdomain import block_dct, block_idct, padded_shape
+
 SIDE_BITS_PER_GROUP = 32  # one fp16 scale + one fp16 offset
 
 
@@ -28,12 +30,18 @@ class QuantSpec:
     bits: int = 10
     group: int | None = None
     shared_scale: bool = False
+    # Coefficient domain (coefdomain.py): the samples are the blockwise inverse transform, in
+    # ``block`` x ``block`` blocks, of the matrix scaled per row or group, so that a codec
+    # transforming those blocks quantizes the weights themselves. None: the samples are the weights.
+    block: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 16:
             raise ValueError(f"quantization bits must be in 1..16, got {self.bits}")
         if self.group is not None and self.group < 1:
             raise ValueError(f"group size must be positive, got {self.group}")
+        if self.block is not None and self.block < 2:
+            raise ValueError(f"transform block size must be at least 2, got {self.block}")
 
     @property
     def levels(self) -> int:
@@ -44,10 +52,11 @@ class QuantSpec:
 class Quantized:
     """Integer matrix plus its fp16 side information; ``scale``/``offset`` have shape (rows, groups)."""
 
-    q: np.ndarray  # uint16, (rows, cols)
+    q: np.ndarray  # uint16, (rows, cols); padded to whole blocks in the coefficient domain
     scale: np.ndarray  # float16, (rows, groups)
     offset: np.ndarray  # float16, (rows, groups)
     spec: QuantSpec
+    shape: tuple[int, int] | None = None  # the matrix's shape when ``q`` is padded (None: q.shape)
 
     @property
     def side_bits(self) -> int:
@@ -99,6 +108,8 @@ def quantize(w: np.ndarray, spec: QuantSpec) -> Quantized:
     w = np.asarray(w)
     if w.ndim != 2 or w.size == 0:
         raise ValueError(f"quantize expects a non-empty 2-D matrix, got shape {w.shape}")
+    if spec.block is not None:
+        return _quantize_coefficients(w, spec)
     blocks = _row_blocks(w.shape)
     step = blocks.step
     lo_parts, hi_parts = [], []
@@ -131,10 +142,135 @@ def quantize(w: np.ndarray, spec: QuantSpec) -> Quantized:
 def dequantize(qz: Quantized, q: np.ndarray | None = None) -> np.ndarray:
     """Restore float32 weights; ``q`` overrides the stored integers (e.g. after lossy coding)."""
     q = qz.q if q is None else q
+    if qz.spec.block is not None:
+        return _dequantize_coefficients(qz, q)
     cols = q.shape[1]
     s = _expand(qz.scale.astype(np.float32), cols, qz.spec.group)
     o = _expand(qz.offset.astype(np.float32), cols, qz.spec.group)
     return q.astype(np.float32) * s + o
+
+
+# The peak sample sits at this fraction of the half range, so that the codec's error (which
+# spreads each weight's error over its block) rarely pushes a decoded sample past the range.
+COEF_HEADROOM = 0.75
+
+
+def _band_rows(shape: tuple[int, int], n: int) -> int:
+    """Rows per band of work: whole ``n``-row block rows, about ``_row_blocks``'s size."""
+    return max(n, _row_blocks(shape).step // n * n)
+
+
+def _group_mean_rms(w64: np.ndarray, group: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """fp16 mean of each row (group) and the RMS of the weights about that stored mean."""
+    cols = w64.shape[1]
+    size = group or cols
+    mean = np.stack([w64[:, c : c + size].mean(axis=1) for c in range(0, cols, size)], axis=1)
+    if np.abs(mean).max() > 65504:
+        raise ValueError("weights exceed the fp16 range of the side information (|w| > 65504)")
+    mean16 = mean.astype(np.float16)
+    d = w64 - _expand(mean16.astype(np.float64), cols, group)
+    rms = np.stack([np.sqrt(np.mean(np.square(d[:, c : c + size]), axis=1)) for c in range(0, cols, size)], axis=1)
+    return mean16, rms
+
+
+def _unit_samples(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, band: int) -> np.ndarray:
+    """Blockwise inverse transform of ``(w - offset) / div`` for rows ``r:r+band``, zero-padded."""
+    rows, cols = w.shape
+    n, group = qz.spec.block, qz.spec.group
+    k = min(band, rows - r)
+    z = np.zeros(padded_shape(k, cols, n))
+    o = _expand(qz.offset[r : r + k].astype(np.float64), cols, group)
+    z[:k, :cols] = (w[r : r + k].astype(np.float64) - o) / _expand(div[r : r + k], cols, group)
+    return block_idct(z, n)
+
+
+def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
+    """fp16 offset (the mean) and scale per row or group; samples = mid + blockwise inverse
+    transform of ``(w - offset) / scale``. The scales are applied to the weights, i.e. in the
+    coefficient domain, so rows and groups may differ: one common factor (peak sample at
+    ``COEF_HEADROOM`` of the half range) is all the sample range needs."""
+    n, (rows, cols) = spec.block, w.shape
+    band = _band_rows(w.shape, n)
+    mid = 1 << (spec.bits - 1)
+    groups = group_count(cols, spec.group)
+    offset = np.empty((rows, groups), np.float16)
+    rms = np.empty((rows, groups))
+    for r in range(0, rows, band):
+        w64 = w[r : r + band].astype(np.float64)
+        if not np.isfinite(w64).all():
+            raise ValueError("matrix contains NaN or Inf")
+        offset[r : r + band], rms[r : r + band] = _group_mean_rms(w64, spec.group)
+    rms = np.where(rms > 0, rms, 1.0)  # groups equal to their offset: any scale restores them
+    if spec.shared_scale:
+        rms = np.full_like(rms, rms.max())
+    draft = Quantized(q=np.empty((0, 0), np.uint16), scale=rms, offset=offset, spec=spec)
+    peak = max(float(np.abs(_unit_samples(w, draft, rms, r, band)).max()) for r in range(0, rows, band))
+    per_sample = (peak or 1.0) / (COEF_HEADROOM * mid)
+    scale = _fp16_ceil(rms * per_sample)  # rounding up keeps the peak inside the headroom
+    if not np.isfinite(scale.astype(np.float64)).all():
+        raise ValueError("weights exceed the fp16 range of the side information")
+    scale = np.where(scale > 0, scale, np.float16(2.0**-24)).astype(np.float16)
+    q = np.empty(padded_shape(rows, cols, n), np.uint16)
+    for r in range(0, rows, band):
+        y = _unit_samples(w, draft, scale.astype(np.float64), r, band)
+        q[r : r + y.shape[0]] = np.clip(np.rint(y) + mid, 0, spec.levels)
+    return Quantized(q=q, scale=scale, offset=offset, spec=spec, shape=(rows, cols))
+
+
+def _dequantize_coefficients(qz: Quantized, q: np.ndarray) -> np.ndarray:
+    n, group = qz.spec.block, qz.spec.group
+    rows, cols = qz.shape or (qz.scale.shape[0], q.shape[1])
+    if q.shape != padded_shape(rows, cols, n):
+        raise ValueError(f"{q.shape} samples for a {rows}x{cols} matrix in {n}x{n} blocks")
+    out = np.empty((rows, cols), np.float32)
+    band = _band_rows((rows, cols), n)
+    for r in range(0, rows, band):
+        k = min(band, rows - r)
+        x = _unit_values(qz, q, r, k)
+        s = _expand(qz.scale[r : r + k].astype(np.float64), cols, group)
+        out[r : r + k] = x * s + _expand(qz.offset[r : r + k].astype(np.float64), cols, group)
+    return out
+
+
+def _unit_values(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
+    """Rows ``r:r+k`` of the values that the scale multiplies: ``q`` itself in the sample domain,
+    the blockwise DCT of the centred samples in the coefficient domain (float64, matrix width)."""
+    if qz.spec.block is None:
+        return q[r : r + k].astype(np.float64)
+    n, cols = qz.spec.block, (qz.shape or q.shape)[1]
+    rows_p = padded_shape(k, cols, n)[0]
+    return block_dct(q[r : r + rows_p].astype(np.float64) - (1 << (qz.spec.bits - 1)), n)[:k, :cols]
+
+
+def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
+    """The fp16 scale and offset of each row (group) that best restore ``w`` from the *decoded*
+    integers ``q``, by least squares.
+
+    The quantizer chose its scale before coding; a lossy codec then moves the integers (and
+    zeroes many small ones), and a smaller scale toward the conditional mean restores the matrix
+    with less squared error. The encoder has both ``w`` and ``q``, so the refit costs no bits:
+    it replaces side information that is stored anyway."""
+    rows, cols = w.shape
+    group = qz.spec.group or cols
+    scale, offset = qz.scale.copy(), qz.offset.copy()
+    step = _band_rows(w.shape, qz.spec.block) if qz.spec.block else _row_blocks(w.shape).step
+    for r in range(0, rows, step):
+        k = min(step, rows - r)
+        u_all, w_all = _unit_values(qz, q, r, k), w[r : r + k].astype(np.float64)
+        for g, c0 in enumerate(range(0, cols, group)):
+            u, t = u_all[:, c0 : c0 + group], w_all[:, c0 : c0 + group]
+            mu, mt = u.mean(axis=1), t.mean(axis=1)
+            var = np.square(u - mu[:, None]).mean(axis=1)
+            cov = ((u - mu[:, None]) * (t - mt[:, None])).mean(axis=1)
+            old = qz.scale[r : r + k, g].astype(np.float64)
+            a = np.where(var > 0, cov / np.where(var > 0, var, 1.0), old)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
+                a16 = a.astype(np.float16)
+                b16 = (mt - a16.astype(np.float64) * mu).astype(np.float16)
+            ok = np.isfinite(a16) & np.isfinite(b16)  # fp16 overflow: keep what the quantizer chose
+            scale[r : r + k, g] = np.where(ok, a16, scale[r : r + k, g])
+            offset[r : r + k, g] = np.where(ok, b16, offset[r : r + k, g])
+    return Quantized(q=qz.q, scale=scale, offset=offset, spec=qz.spec, shape=qz.shape)
 
 
 def compand(w: np.ndarray, p: float) -> np.ndarray:

@@ -48,6 +48,9 @@ class Profile:
     # Cap on the frame height: a matrix taller than this becomes several frames (tiles of rows),
     # which is what gives inter prediction something to predict from. None: the codec's limit.
     max_frame_h: int | None = None
+    # The options force one transform of this size on a block grid aligned with the frame: the
+    # matrix is then coded in the codec's coefficient domain (coefdomain.py). None: sample domain.
+    coef_block: int | None = None
 
 
 # pixel format -> (bit depth, chroma subsampling or None for grey)
@@ -236,6 +239,7 @@ class FFmpegCodec:
             max_w=self.max_w,
             max_h=max(self.min_size, min(self.max_h, profile.max_frame_h or self.max_h)),
             packing=profile.packing,
+            tile=2 * profile.coef_block if profile.coef_block else 1,  # checkerboard phase (coefdomain.spread)
         )
 
     def check_available(self) -> None:

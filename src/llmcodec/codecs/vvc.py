@@ -22,9 +22,27 @@ def _vvc_profiles() -> dict[str, Profile]:
     dq = (("DepQuant", "1"), ("SignHideFlag", "0"))
     for preset in ("faster", "fast"):
         out[f"ai-{preset}-dq"] = Profile(f"ai-{preset}-dq", preset=preset, intra=True, options=dq)
-    # Default = ai-faster-dq: lower weight error at every budget on SmolLM2-135M; perplexity 3,371
-    # vs 9,335 at 2.5 bits per weight and 84.6 vs 88.6 at 4, but 685 vs 341 at 3 (BENCHMARKS.md).
-    out["default"] = Profile("default", preset="faster", intra=True, options=dq)
+    # Coefficient domain (coefdomain.py): every coding unit and transform is 32x32 (32x32 CTUs that
+    # may not split), one DCT-II (no MTS, LFNST or intra sub-partitions) and no in-loop filter, so
+    # the codec's forward transform of a frame made by our blockwise inverse transform is the
+    # weights. Dependent quantization lowers the weight error there too (5% at 2.5 bits per weight)
+    # but spreads it evenly over small and large weights, which cost perplexity on SmolLM2-135M
+    # at 2.5 and 3 bits per weight (benchmarks/rd/FIXED_QP.md): plain RDOQ is the default.
+    coef = (
+        ("CTUSize", "32"), ("MinQTLumaISlice", "32"), ("MaxMTTDepth", "0"), ("MaxMTTDepthI", "0"),
+        ("MTS", "0"), ("LFNST", "0"), ("ISP", "0"),
+        ("LoopFilterDisable", "1"), ("EDO", "0"), ("SAO", "0"), ("ALF", "0"), ("CCALF", "0"),
+    )
+    sq = (("DepQuant", "0"), ("SignHideFlag", "0"))
+    for preset in ("faster", "fast", "medium"):
+        out[f"ai-{preset}-coef"] = Profile(f"ai-{preset}-coef", preset=preset, intra=True, options=coef, coef_block=32)
+        name = f"ai-{preset}-coef-dq"
+        out[name] = Profile(name, preset=preset, intra=True, options=dq + coef, coef_block=32)
+    # without sign-bit hiding either: every coefficient is rounded on its own (RDOQ only)
+    out["ai-faster-coef-sq"] = Profile(
+        "ai-faster-coef-sq", preset="faster", intra=True, options=sq + coef, coef_block=32
+    )
+    out["default"] = Profile("default", preset="faster", intra=True, options=coef, coef_block=32)
     return out
 
 

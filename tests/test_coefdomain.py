@@ -1,0 +1,122 @@
+"""Coefficient-domain coding: the block DCT pair, the quantizer's map, layouts of whole blocks, and
+what the VVC profile that forces one 32x32 transform does with it."""
+
+import numpy as np
+import pytest
+
+from llmcodec.coefdomain import block_dct, block_idct, core_matrix, gather, padded_shape, spread
+from llmcodec.frames import from_frames, plan_layout, to_frames
+from llmcodec.quant import COEF_HEADROOM, QuantSpec, dequantize, quantize, relative_error
+
+
+def test_core_matrix_is_the_codecs_integer_dct():
+    a = core_matrix(32) * 64 * np.sqrt(32)
+    assert np.array_equal(a[0], np.full(32, 64.0))
+    assert list(a[1, :4]) == [90, 90, 88, 85] and list(a[2, :4]) == [90, 87, 80, 70]
+    assert list(a[31, :4]) == [4, -13, 22, -31]
+    assert np.array_equal(core_matrix(8) * 64 * np.sqrt(8), a[::4, :8])  # the sizes nest
+    k, i = np.arange(32)[:, None], np.arange(32)[None, :]
+    ortho = np.sqrt(2 / 32) * np.cos(np.pi * (2 * i + 1) * k / 64)
+    ortho[0] /= np.sqrt(2)
+    assert np.abs(core_matrix(32) - ortho).max() < 0.01
+    with pytest.raises(ValueError, match="sizes 4, 8, 16 and 32"):
+        core_matrix(64)
+
+
+def test_block_maps_match_the_codecs_transforms_block_by_block():
+    rng = np.random.default_rng(1)
+    a = core_matrix(32)
+    x = rng.normal(size=(64, 96))
+    y = block_idct(x, 32)
+    # the codec's forward transform A y A^T of each block gives x back
+    blk = y[32:64, 64:96]
+    assert np.allclose(a @ blk @ a.T, x[32:64, 64:96], atol=1e-9)
+    # and its inverse transform A^T l A of levels l is undone by block_dct
+    lv = rng.integers(-5, 6, size=(32, 32)).astype(float)
+    assert np.allclose(block_dct(a.T @ lv @ a, 32), lv, atol=1e-9)
+    # changing one coefficient changes only the samples of its own block
+    x2 = x.copy()
+    x2[40, 70] += 5.0
+    diff = np.abs(block_idct(x2, 32) - y) > 1e-12
+    assert diff[32:64, 64:96].all() and not diff[:32].any() and not diff[:, :64].any()
+    with pytest.raises(ValueError, match="whole 32x32 blocks"):
+        block_dct(np.zeros((40, 64)), 32)
+    assert padded_shape(100, 70, 32) == (128, 96)
+
+
+def test_checkerboard_round_trip():
+    q = np.arange(64 * 96, dtype=np.uint16).reshape(64, 96)
+    s = spread(q, 32, 512)
+    assert s.shape == (128, 192) and np.array_equal(gather(s, 32), q)
+    assert (s[32:64] == 512).all() and (s[:, 32:64] == 512).all() and np.array_equal(s[:32, :32], q[:32, :32])
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (100, 70), (576, 1536), (33, 40)])
+def test_coefficient_quantizer_map_is_nearly_exact_and_fills_the_range(shape):
+    rng = np.random.default_rng(2)
+    w = (rng.laplace(size=shape) * rng.uniform(0.01, 0.1, (shape[0], 1)) + 0.003).astype(np.float32)
+    qz = quantize(w, QuantSpec(bits=10, block=32))
+    assert qz.q.shape == padded_shape(*shape, 32) and qz.shape == shape
+    assert qz.scale.shape == qz.offset.shape == (shape[0], 1)
+    # the only loss without a codec is rounding the samples to integers
+    assert relative_error(w, dequantize(qz)) < 0.02
+    dev = np.abs(qz.q.astype(np.int64) - 512).max()
+    assert 0.6 * 512 < dev <= COEF_HEADROOM * 512 + 1
+
+
+def test_coefficient_quantizer_groups():
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(64, 200)) * np.repeat(rng.uniform(0.01, 1.0, (64, 4)), 64, axis=1)[:, :200]).astype(
+        np.float32
+    )
+    qz = quantize(w, QuantSpec(bits=10, group=64, block=32))
+    assert qz.scale.shape == (64, 4) and relative_error(w, dequantize(qz)) < 0.02
+
+
+def test_coefficient_quantizer_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        QuantSpec(bits=10, block=1)
+    w = np.ones((64, 64), np.float32)
+    w[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        quantize(w, QuantSpec(bits=10, block=32))
+    zero = quantize(np.zeros((40, 40), np.float32), QuantSpec(bits=10, block=32))
+    assert np.array_equal(dequantize(zero), np.zeros((40, 40), np.float32))
+
+
+def test_layout_tiles_are_whole_blocks():
+    lay = plan_layout(4352 + 64, 8192 + 32, max_w=8192, max_h=4352, tile=32)
+    assert lay.tile_h % 32 == 0 and lay.tile_w % 32 == 0
+    assert lay.tiles_y * lay.tile_h >= lay.rows > (lay.tiles_y - 1) * lay.tile_h
+    assert lay.tiles_x * lay.tile_w >= lay.cols > (lay.tiles_x - 1) * lay.tile_w
+    q = np.random.default_rng(3).integers(0, 1024, (lay.rows, lay.cols), dtype=np.uint16)
+    assert np.array_equal(from_frames(to_frames(q, lay), lay), q)
+    with pytest.raises(ValueError, match="luma"):
+        plan_layout(64, 64, packing="yuv420", tile=32)
+
+
+def test_vvc_codes_each_weight_in_the_coefficient_domain():
+    """Same QP, same matrix: the coefficient-domain profile's error is bounded per weight (a flat,
+    light-tailed distribution like rounding's), the sample-domain profile's is Gaussian-like."""
+    from llmcodec.compress import CompressSettings, compress_matrices
+
+    w = np.random.default_rng(4).laplace(size=(192, 256)).astype(np.float32)
+    kurt = {}
+    for prof in ("ai-faster-coef", "ai-faster-dq"):
+        (ct,) = compress_matrices([("w", w, "float32")], CompressSettings(qp=30, profile=prof, compand=1.0))
+        from llmcodec.codecs.registry import get_codec
+        from llmcodec.coder import decode_tensor
+
+        codec = get_codec("vvc")
+        e = (decode_tensor(ct, codec, codec.profile(prof)) - w).astype(np.float64)
+        kurt[prof] = float((e**4).mean() / (e**2).mean() ** 2)
+        assert np.isclose(relative_error(w, w + e), ct.rel_error, rtol=1e-5)
+    assert kurt["ai-faster-coef"] < 2.8 < 3.0 < kurt["ai-faster-dq"] + 0.3
+
+
+def test_lossless_refuses_a_coefficient_domain_profile():
+    from llmcodec.compress import CompressSettings, compress_matrices
+
+    with pytest.raises(ValueError, match="cannot be lossless"):
+        compress_matrices([("w", np.ones((64, 64), np.float32), "float32")],
+                          CompressSettings(codec="vvc", profile="ai-faster-coef", lossless=True))
