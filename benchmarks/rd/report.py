@@ -129,9 +129,15 @@ def plot(rows: list[dict], out: Path) -> Path:
 
 
 def write_report(path: Path, rows: list[dict], info: dict, here: Path, windows: int) -> None:
-    """Report the SmolLM2 rows measured with ``windows`` PTB windows (other runs stay in the CSV)."""
+    """Report the SmolLM2 rows measured with ``windows`` PTB windows (other runs stay in the CSV);
+    if there are none (e.g. a MiniLM-only run with the default), the window count most rows have."""
+    from collections import Counter
+
     from llmcodec import sysinfo
 
+    counts = Counter(r.get("windows") for r in rows if r["model"] == SMOL)
+    if counts and str(windows) not in counts:
+        windows = int(counts.most_common(1)[0][0])
     rows = [r for r in rows if r["model"] != SMOL or r.get("windows") == str(windows)]
     smol = [r for r in rows if r["model"] == SMOL]
     mini = [r for r in rows if r["model"] == MINILM]
