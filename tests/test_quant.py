@@ -69,3 +69,25 @@ def test_shared_scale_gives_equal_steps_and_keeps_the_bound():
     # the widest row uses the whole range; narrower rows use less of it
     ranges = qz.q.max(axis=1).astype(int) - qz.q.min(axis=1)
     assert ranges.max() >= 254 and ranges.min() < 200
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(bits=10), QuantSpec(bits=10, group=64), QuantSpec(bits=10, block=32)])
+def test_refit_lowers_the_error_of_a_lossy_decode(spec):
+    from llmcodec.quant import refit
+
+    rng = np.random.default_rng(7)
+    w = (rng.laplace(size=(96, 200)) * rng.uniform(0.01, 0.1, (96, 1))).astype(np.float32)
+    qz = quantize(w, spec)
+    # a decode that zeroes small values and moves the rest, as a coarse codec does
+    q = qz.q.astype(np.float64) - 512 if spec.block else qz.q.astype(np.float64)
+    noisy = np.rint(q + rng.normal(0, 25, q.shape))
+    if spec.block:
+        noisy = np.where(np.abs(noisy) < 20, 0, noisy) + 512
+    q_hat = np.clip(noisy, 0, 1023).astype(np.uint16)
+    before = relative_error(w, dequantize(qz, q_hat))
+    fitted = refit(qz, q_hat, w)
+    assert fitted.scale.shape == qz.scale.shape and fitted.scale.dtype == np.float16
+    # least squares on the decoded values: lower error, clearly so where a dead zone shrank them
+    assert relative_error(w, dequantize(fitted, q_hat)) < (0.97 if spec.block else 0.999) * before
+    # on the exact integers it changes next to nothing
+    assert relative_error(w, dequantize(refit(qz, qz.q, w))) <= relative_error(w, dequantize(qz)) * 1.01 + 1e-4
