@@ -144,3 +144,35 @@ def _saved(art, tmp_path):
     path = tmp_path / "plain.llmc"
     llmcodec.save(art, path)
     return path
+
+
+def test_equal_relative_allocation_equalizes_relative_error():
+    """Two matrices of the same shape but very different sample peaks: at one QP the coefficient
+    domain's peak normalization gives the peaky one a coarser relative step; equal-relative offsets
+    undo it. A constant 32x32 block of weights is one large sample after the inverse transform."""
+    rng = np.random.default_rng(5)
+    smooth = rng.standard_normal((128, 128)).astype(np.float32)
+    spiky = rng.standard_normal((128, 128)).astype(np.float32)
+    spiky[:32, :32] += 3.0  # raises the peak sample, hence the step at a fixed QP
+    st = {"a.weight": torch.from_numpy(smooth), "b.weight": torch.from_numpy(spiky)}
+    errs = {}
+    for alloc in ("equal-qp", "equal-relative"):
+        art = llmcodec.compress_state_dict(st, CompressSettings(qp=32, allocation=alloc))
+        errs[alloc] = art.coded
+    qp = {k: {n: c.qp for n, c in v.items()} for k, v in errs.items()}
+    assert qp["equal-qp"]["a.weight"] == qp["equal-qp"]["b.weight"]
+    assert qp["equal-relative"]["b.weight"] < qp["equal-relative"]["a.weight"]  # finer QP for the spiky one
+
+    def rel_bulk(coded):  # error on the ordinary weights, relative to their RMS
+        back = llmcodec.decompress_tensor(coded["b.weight"]).numpy()
+        return float(np.sqrt(np.mean((back - spiky)[32:] ** 2)))
+
+    assert rel_bulk(errs["equal-relative"]) < 0.8 * rel_bulk(errs["equal-qp"])
+
+
+def test_group_rms():
+    from llmcodec.quant import group_rms
+
+    w = np.array([[1.0, 3.0, 5.0, 5.0], [2.0, 2.0, 2.0, 2.0]])
+    np.testing.assert_allclose(group_rms(w, None)[:, 0], [np.sqrt(2.75), 1.0], rtol=1e-3)
+    np.testing.assert_allclose(group_rms(w, 2), [[1.0, 1.0], [1.0, 1.0]], rtol=1e-3)

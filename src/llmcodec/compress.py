@@ -20,7 +20,7 @@ from . import __version__
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
-from .quant import SIDE_BITS_PER_GROUP, compand, group_count
+from .quant import SIDE_BITS_PER_GROUP, compand, group_count, group_rms
 from .rate import allocate
 from .rotation import rotate
 from .sysinfo import ffmpeg_version
@@ -28,7 +28,7 @@ from .sysinfo import ffmpeg_version
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 WEIGHTINGS = ("none", "data-free")
-ALLOCATIONS = ("equal-qp", "equal-error")
+ALLOCATIONS = ("equal-qp", "equal-error", "equal-relative")
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 
 
@@ -51,7 +51,9 @@ class CompressSettings:
     weighting: str = "none"  # "none" | "data-free": column multipliers from the model's own weights
     alpha: float = 1.0  # strength of the weighting (1: weighted reverse water-filling)
     shared_scale: bool = False  # one quantization step per tensor instead of one per row
-    allocation: str = "equal-qp"  # "equal-qp" | "equal-error": QP offsets for equal absolute error
+    # "equal-qp" | "equal-error" | "equal-relative": QP offsets for the same absolute step everywhere, or
+    # for the same step relative to each row's RMS (what equal-rate peers such as ECSQ get)
+    allocation: str = "equal-qp"
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
     # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
@@ -165,12 +167,19 @@ def finish_job(
     return finish(p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand)
 
 
-def step_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> float:
-    """RMS quantization step of a matrix in weight units (what equal-error allocation equalizes)."""
-    p, _, _ = _prepare(spec, name, _coded_domain(spec, name, w), col_scale)
+def step_job(
+    spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
+) -> float:
+    """RMS quantization step of a matrix in weight units (what equal-error allocation equalizes), or
+    with ``relative`` the RMS over rows (groups) of the step divided by that row's RMS about its mean
+    (what equal-relative allocation equalizes)."""
+    coded = _coded_domain(spec, name, w)
+    p, _, _ = _prepare(spec, name, coded, col_scale)
     s = p.quantized.scale.astype(np.float64)
     if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
         s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))
+    if relative:
+        s = s / group_rms(coded, spec.group)
     return float(np.sqrt(np.mean(np.square(s))))
 
 
@@ -310,8 +319,9 @@ class _Runner:
         ]
         return self._map(finish_job, args, self.numel, "verify")
 
-    def steps(self) -> list[float]:
-        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i]) for i in range(len(self.names))]
+    def steps(self, relative: bool = False) -> list[float]:
+        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative)
+                for i in range(len(self.names))]
         return self._map(step_job, args, self.numel, "scan")
 
 
@@ -364,8 +374,10 @@ def compress_matrices(
         shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
         run = _Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales)
         n = len(matrices)
-        equal_error = settings.allocation == "equal-error"
-        offsets = qp_offsets(run.steps(), codec.qp_per_octave) if equal_error else [0] * n
+        if settings.allocation == "equal-qp":
+            offsets = [0] * n
+        else:
+            offsets = qp_offsets(run.steps(relative=settings.allocation == "equal-relative"), codec.qp_per_octave)
         if settings.lossless:
             qps: list[int | None] = [None] * n
             streams = run.encode([(i, None) for i in range(n)], sample=False)

@@ -173,6 +173,17 @@ def _group_mean_rms(w64: np.ndarray, group: int | None) -> tuple[np.ndarray, np.
     return mean16, rms
 
 
+def group_rms(w: np.ndarray, group: int | None) -> np.ndarray:
+    """RMS of each row (group) of ``w`` about its mean, shape (rows, groups), in row blocks; zero
+    spreads count as 1 so that ratios stay finite."""
+    parts = []
+    blocks = _row_blocks(w.shape)
+    for r in blocks:
+        parts.append(_group_mean_rms(np.asarray(w[r : r + blocks.step], dtype=np.float64), group)[1])
+    rms = np.concatenate(parts)
+    return np.where(rms > 0, rms, 1.0)
+
+
 def _unit_samples(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, band: int) -> np.ndarray:
     """Blockwise inverse transform of ``(w - offset) / div`` for rows ``r:r+band``, zero-padded."""
     rows, cols = w.shape
