@@ -91,3 +91,47 @@ def test_refit_lowers_the_error_of_a_lossy_decode(spec):
     assert relative_error(w, dequantize(fitted, q_hat)) < (0.97 if spec.block else 0.999) * before
     # on the exact integers it changes next to nothing
     assert relative_error(w, dequantize(refit(qz, qz.q, w))) <= relative_error(w, dequantize(qz)) * 1.01 + 1e-4
+
+
+def _dead_zone_codec(qz, step, dz):
+    """What a transform codec with a dead-zone quantizer would decode: coefficients rounded with
+    ``floor(|x| / step + 0.5 - dz)``, back to integer samples."""
+    from llmcodec.coefdomain import block_dct, block_idct
+
+    mid = 1 << (qz.spec.bits - 1)
+    u = block_dct(qz.q.astype(np.float64) - mid, qz.spec.block)
+    lv = np.sign(u) * np.floor(np.abs(u) / step + 0.5 - dz)
+    return np.clip(np.rint(block_idct(lv * step, qz.spec.block)) + mid, 0, qz.spec.levels).astype(np.uint16)
+
+
+def test_reconstruction_table_undoes_a_dead_zone():
+    from dataclasses import replace
+
+    from llmcodec.quant import apply_recon, fit_recon
+
+    rng = np.random.default_rng(7)
+    w = (rng.laplace(size=(96, 160)) * 0.02).astype(np.float32)
+    qz = quantize(w, QuantSpec(bits=10, block=32))
+    q_hat = _dead_zone_codec(qz, step=40.0, dz=0.2)
+    rc = fit_recon(qz, q_hat, w)
+    assert rc is not None and rc.step == pytest.approx(40.0, rel=1e-3)
+    assert rc.offsets[0] > 0.05  # weights that reach level 1 sit above it on average
+    plain = relative_error(w, dequantize(qz, q_hat))
+    fixed = relative_error(w, dequantize(replace(qz, recon=rc), q_hat))
+    assert fixed < 0.97 * plain
+    # level 0 and values off the table stay; a level moves by its offset
+    d = rc.step
+    out = apply_recon(np.array([0.0, d, -2 * d, 30 * d]), rc)
+    assert out[0] == 0 and out[1] == pytest.approx(d * (1 + rc.offsets[0])) and out[3] == 30 * d
+    assert out[2] == pytest.approx(-d * (2 + rc.offsets[1]))
+
+
+def test_reconstruction_table_needs_a_lattice():
+    from llmcodec.quant import fit_recon
+
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    qz = quantize(w, QuantSpec(bits=10, block=32))
+    noisy = np.clip(qz.q.astype(np.int64) + rng.integers(-40, 41, qz.q.shape), 0, 1023).astype(np.uint16)
+    assert fit_recon(qz, noisy, w) is None  # no lattice: no table
+    assert fit_recon(quantize(w, QuantSpec(bits=10)), qz.q[:64, :64], w) is None  # sample domain: none

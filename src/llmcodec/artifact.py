@@ -32,12 +32,12 @@ from safetensors import SafetensorError, safe_open
 from .coder import CodedTensor
 from .coefdomain import padded_shape
 from .frames import PACKINGS, FrameLayout, rows_per_frame
-from .quant import QuantSpec, group_count
+from .quant import RECON_LEVELS, QuantSpec, Recon, group_count
 
 FORMAT_NAME = "llmcodec"
 # 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations and companding;
-# 4: optional coefficient-domain coding (``quant.block``)
-FORMAT_VERSION = 4
+# 4: optional coefficient-domain coding (``quant.block``); 5: optional reconstruction tables (``recon``)
+FORMAT_VERSION = 5
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
@@ -150,6 +150,8 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                 index[name]["rotation"] = c.rotation
             if c.compand is not None:
                 index[name]["compand"] = c.compand
+            if c.recon is not None:
+                index[name]["recon"] = {"step": c.recon.step, "offsets": list(c.recon.offsets)}
             if c.col_scale is not None:
                 tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(c.col_scale))
                 index[name]["sha256"]["col_scale"] = _sha(c.col_scale)
@@ -298,6 +300,17 @@ def _check_layout(d, shape: list[int], block: int | None = None) -> FrameLayout:
     return lay
 
 
+def _check_recon(rc, block) -> None:
+    if rc is None:
+        return
+    _need(block is not None, "a reconstruction table outside the coefficient domain")
+    _need(isinstance(rc, dict) and set(rc) == {"step", "offsets"}, "reconstruction table is not {step, offsets}")
+    _need(_is_num(rc["step"]) and 0 < rc["step"] < 2**20, "reconstruction step is not a positive number")
+    offs = rc["offsets"]
+    _need(isinstance(offs, list) and len(offs) <= RECON_LEVELS, f"reconstruction offsets: at most {RECON_LEVELS}")
+    _need(all(_is_num(x) and abs(x) <= 0.5 for x in offs), "reconstruction offsets must be numbers in [-0.5, 0.5]")
+
+
 def _check_entry(name: str, e) -> None:
     _need(isinstance(e, dict), "entry is not an object")
     kind = e.get("kind")
@@ -317,6 +330,7 @@ def _check_entry(name: str, e) -> None:
         _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
         _need(e.get("rotation") is None or _is_int(e["rotation"], 0, 2**32 - 1), "rotation seed is not 0..2**32-1")
         _need(e.get("compand") is None or (_is_num(e["compand"]) and 0 < e["compand"] <= 1), "compand not in (0, 1]")
+        _check_recon(e.get("recon"), block)
         has_cols = isinstance(e.get("sha256"), dict) and "col_scale" in e["sha256"]
         _check_shas(e, ("bitstream", "scale", "offset", *(("col_scale",) if has_cols else ())))
     elif kind == "raw":
@@ -491,6 +505,7 @@ def read(path: str | os.PathLike) -> Artifact:
                         col_scale,
                         e.get("rotation"),
                         e.get("compand"),
+                        None if e.get("recon") is None else Recon(e["recon"]["step"], tuple(e["recon"]["offsets"])),
                     )
                 elif kind == "raw":
                     key, what = f"{name}::raw", f"tensor {name!r}"

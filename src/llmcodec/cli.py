@@ -96,6 +96,7 @@ def cmd_compress(args) -> int:
         allocation=args.allocation,
         rotate=args.rotate,
         compand=args.compand,
+        centroids=args.centroids,
     )
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
@@ -291,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "relative to each row's RMS (default: %(default)s)")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=default["rotate"],
                     help="code a random rotation of each matrix, undone on restore (default: %(default)s)")
+    rd.add_argument("--centroids", action=argparse.BooleanOptionalAction, default=default["centroids"],
+                    help="coefficient domain: restore each decoded level at the mean of the weights that reached "
+                         "it (default: %(default)s)")
     rd.add_argument("--compand", type=float, default=default["compand"], metavar="P",
                     help="code sign(w)|w|^P so small weights get small errors; 1: off (default: %(default)s)")
     evalopts(c)

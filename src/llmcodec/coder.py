@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .codecs.base import CodecError, FFmpegCodec, Profile
 from .coefdomain import gather, spread
 from .frames import FrameLayout, from_frames, to_frames
-from .quant import Quantized, QuantSpec, dequantize, expand, quantize, refit, relative_error, sum_sq_diff
+from .quant import (
+    Quantized,
+    QuantSpec,
+    Recon,
+    dequantize,
+    expand,
+    fit_recon,
+    quantize,
+    refit,
+    relative_error,
+    sum_sq_diff,
+)
 from .rotation import unrotate
 
 
@@ -45,6 +56,7 @@ class CodedTensor:
     col_scale: np.ndarray | None = None  # fp16; the matrix coded was W * col_scale (per column)
     rotation: int | None = None  # seed of the rotation applied before coding (rotation.py)
     compand: float | None = None  # exponent p: the values coded were sign(w) |w|^p (quant.compand)
+    recon: Recon | None = None  # where decoded levels are restored (coefficient domain; quant.Recon)
 
     @property
     def numel(self) -> int:
@@ -52,9 +64,10 @@ class CodedTensor:
 
     @property
     def side_bits(self) -> int:
-        """fp16 scale and offset per row or group, and fp16 column multipliers if any."""
+        """fp16 scale and offset per row or group, fp16 column multipliers and the reconstruction
+        table if any."""
         cols = 0 if self.col_scale is None else self.col_scale.size
-        return 16 * (self.scale.size + self.offset.size + cols)
+        return 16 * (self.scale.size + self.offset.size + cols) + (0 if self.recon is None else self.recon.bits)
 
     @property
     def bits(self) -> int:
@@ -167,11 +180,13 @@ def finish(
     original: np.ndarray | None = None,
     rotation: int | None = None,
     compand: float | None = None,
+    centroids: bool = True,
 ) -> CodedTensor:
     """Decode the stream once, check it, and package it; catches a codec returning garbage now.
 
     ``w`` is the matrix as coded; ``original`` the weights it came from by ``rotation`` and
     ``compand`` (see ``to_weights``), against which the stored relative error is measured.
+    ``centroids``: fit a reconstruction table (``quant.fit_recon``) in the coefficient domain.
     """
     q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec)
     q = p.quantized.q
@@ -184,7 +199,11 @@ def finish(
         )
     # Least-squares side information for what the decoder will really see (quant.refit).
     target = w if p.col_scale is None else w * p.col_scale.astype(np.float32)[None, :]
-    qz = refit(p.quantized, q_hat, target) if qp is not None else p.quantized
+    qz = p.quantized
+    if qp is not None:
+        if centroids:
+            qz = replace(qz, recon=fit_recon(qz, q_hat, target))
+        qz = refit(qz, q_hat, target)
     restored = to_weights(unscale(dequantize(qz, q_hat), p.col_scale), rotation, compand)
     err = relative_error(w if original is None else original, restored)
     if not np.isfinite(err):
@@ -203,11 +222,12 @@ def finish(
         p.col_scale,
         rotation,
         compand,
+        qz.recon,
     )
 
 
 def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
     """CodedTensor -> float32 weights."""
     q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec)
-    qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec, shape=ct.shape)
+    qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec, shape=ct.shape, recon=ct.recon)
     return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)

@@ -59,6 +59,9 @@ class CompressSettings:
     # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
     # profile, whose error is already per weight (benchmarks/ablation, benchmarks/rd/FIXED_QP.md)
     compand: float = 1.0
+    # coefficient domain: restore each decoded level at the mean of the weights that reached it
+    # (quant.Recon), which undoes the codec's rounding toward zero
+    centroids: bool = True
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -112,6 +115,7 @@ class JobSpec:
     shared_scale: bool = False
     rotate: bool = False
     compand: float | None = None
+    centroids: bool = True
 
     def resolve(self) -> tuple[FFmpegCodec, Profile]:
         codec = get_codec(self.codec)
@@ -164,7 +168,9 @@ def finish_job(
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
     coded = _coded_domain(spec, name, w)
     p, codec, profile = _prepare(spec, name, coded, col_scale)
-    return finish(p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand)
+    return finish(
+        p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand, spec.centroids
+    )
 
 
 def step_job(
@@ -365,6 +371,7 @@ def compress_matrices(
         settings.rotate,
         # lossless keeps the quantization bound |w - w_hat| <= scale/2, which companding would not
         None if settings.compand == 1.0 or settings.lossless else settings.compand,
+        settings.centroids,
     )
     names = [m[0] for m in matrices]
     loaders = [m[1] if callable(m[1]) else functools.partial(_identity, m[1]) for m in matrices]

@@ -48,6 +48,30 @@ class QuantSpec:
         return (1 << self.bits) - 1
 
 
+@dataclass(frozen=True)
+class Recon:
+    """Where each decoded quantizer level is restored: level ``k`` (a multiple of ``step`` in the
+    coefficient domain) becomes ``sign(k) (|k| + offsets[|k| - 1]) step``; levels past the table
+    and level 0 stay where the codec put them.
+
+    A codec's rate-distortion quantizer (RDOQ, trellis) rounds toward zero more often than to
+    nearest, so the weights that decode to a level sit on average above it: restoring each level
+    at the mean of the weights that reached it (the centroid, fitted by the encoder, which has
+    both) removes that bias. Measured on SmolLM2 with a dead-zone quantizer: perplexity 304 ->
+    254 at 2.5 bits per weight, against 241 for plain rounding (README, "Where the error goes")."""
+
+    step: float  # float32: the level spacing in coefficient units
+    offsets: tuple[float, ...]  # float16 values, in units of step, for |k| = 1, 2, ...
+
+    @property
+    def bits(self) -> int:
+        return 32 + 16 * len(self.offsets)
+
+
+RECON_LEVELS = 16  # magnitudes with a table entry; past this the bias is negligible
+RECON_MIN_COUNT = 64  # fewer weights at a level than this: no correction (too noisy to estimate)
+
+
 @dataclass
 class Quantized:
     """Integer matrix plus its fp16 side information; ``scale``/``offset`` have shape (rows, groups)."""
@@ -57,6 +81,7 @@ class Quantized:
     offset: np.ndarray  # float16, (rows, groups)
     spec: QuantSpec
     shape: tuple[int, int] | None = None  # the matrix's shape when ``q`` is padded (None: q.shape)
+    recon: Recon | None = None  # decoder-side reconstruction table (coefficient domain; see fit_recon)
 
     @property
     def side_bits(self) -> int:
@@ -243,14 +268,84 @@ def _dequantize_coefficients(qz: Quantized, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def _unit_values(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
-    """Rows ``r:r+k`` of the values that the scale multiplies: ``q`` itself in the sample domain,
-    the blockwise DCT of the centred samples in the coefficient domain (float64, matrix width)."""
-    if qz.spec.block is None:
-        return q[r : r + k].astype(np.float64)
+def _raw_units(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
+    """The blockwise DCT of the centred samples, rows ``r:r+k`` (coefficient domain only)."""
     n, cols = qz.spec.block, (qz.shape or q.shape)[1]
     rows_p = padded_shape(k, cols, n)[0]
     return block_dct(q[r : r + rows_p].astype(np.float64) - (1 << (qz.spec.bits - 1)), n)[:k, :cols]
+
+
+def _unit_values(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
+    """Rows ``r:r+k`` of the values that the scale multiplies: ``q`` itself in the sample domain,
+    the blockwise DCT of the centred samples in the coefficient domain (float64, matrix width),
+    restored through the reconstruction table if there is one."""
+    if qz.spec.block is None:
+        return q[r : r + k].astype(np.float64)
+    u = _raw_units(qz, q, r, k)
+    return u if qz.recon is None else apply_recon(u, qz.recon)
+
+
+def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
+    """Move each decoded level to its table entry (see :class:`Recon`)."""
+    level = np.rint(u / recon.step)
+    mag = np.abs(level).astype(np.int64)
+    table = np.concatenate([[0.0], np.asarray(recon.offsets, dtype=np.float64)])
+    shift = np.where(mag <= len(recon.offsets), table[np.minimum(mag, len(recon.offsets))], 0.0)
+    return np.where(mag > 0, (level + np.sign(level) * shift) * recon.step, u)
+
+
+def _lattice_step(a: np.ndarray) -> float | None:
+    """The spacing of the lattice that decoded coefficient magnitudes ``a`` sit on, or None when they
+    sit on none (a sample-rounding noise of well under 1 is allowed around each point)."""
+    nz = a[a > 2.0]  # the zero level carries a sample-rounding noise of about 0.3
+    if nz.size < RECON_MIN_COUNT:
+        return None
+    guess = float(np.percentile(nz, 2))
+    near = nz[(nz > 0.5 * guess) & (nz < 1.5 * guess)]
+    step = float(np.median(near)) if near.size else guess
+    for _ in range(3):  # least squares on every level once the guess is within half a step
+        k = np.rint(nz / step)
+        ok = k > 0
+        step = float((k[ok] * nz[ok]).sum() / np.square(k[ok]).sum())
+    k = np.rint(nz / step)
+    if step <= 0 or float(np.sqrt(np.mean(np.square(nz / step - k)))) > 0.1:
+        return None
+    return step
+
+
+def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Recon | None:
+    """The reconstruction table that restores ``w`` best from the decoded samples ``q`` (coefficient
+    domain): the step from the decoded values, then each level's mean offset of the true
+    coefficients ``(w - offset) / scale`` in units of the step. None when the decoded values show no
+    lattice (e.g. lossless or a codec that does not quantize coefficients uniformly)."""
+    if qz.spec.block is None:
+        return None
+    rows, cols = w.shape
+    group = qz.spec.group
+    band = _band_rows(w.shape, qz.spec.block)
+    sample = []
+    for r in range(0, rows, band):
+        k = min(band, rows - r)
+        sample.append(np.abs(_raw_units(qz, q, r, k)).ravel()[::7])  # a stride keeps it cheap
+    step = _lattice_step(np.concatenate(sample))
+    if step is None:
+        return None
+    sums, counts = np.zeros(RECON_LEVELS + 1), np.zeros(RECON_LEVELS + 1)
+    for r in range(0, rows, band):
+        k = min(band, rows - r)
+        level = np.rint(_raw_units(qz, q, r, k) / step)
+        target = (w[r : r + k].astype(np.float64) - _expand(qz.offset[r : r + k].astype(np.float64), cols, group)) / (
+            _expand(qz.scale[r : r + k].astype(np.float64), cols, group) * step
+        )
+        mag = np.abs(level).astype(np.int64)
+        use = (mag > 0) & (mag <= RECON_LEVELS)
+        np.add.at(sums, mag[use], (np.sign(level) * target - mag)[use])
+        np.add.at(counts, mag[use], 1)
+    off = np.where(counts[1:] >= RECON_MIN_COUNT, sums[1:] / np.maximum(counts[1:], 1), 0.0)
+    off = np.clip(off, -0.5, 0.5)  # a centroid stays within its level's cell
+    while off.size and off[-1] == 0.0:
+        off = off[:-1]
+    return Recon(step=float(np.float32(step)), offsets=tuple(float(x) for x in off.astype(np.float16)))
 
 
 def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
@@ -281,7 +376,7 @@ def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
             ok = np.isfinite(a16) & np.isfinite(b16)  # fp16 overflow: keep what the quantizer chose
             scale[r : r + k, g] = np.where(ok, a16, scale[r : r + k, g])
             offset[r : r + k, g] = np.where(ok, b16, offset[r : r + k, g])
-    return Quantized(q=qz.q, scale=scale, offset=offset, spec=qz.spec, shape=qz.shape)
+    return Quantized(q=qz.q, scale=scale, offset=offset, spec=qz.spec, shape=qz.shape, recon=qz.recon)
 
 
 def compand(w: np.ndarray, p: float) -> np.ndarray:

@@ -42,6 +42,15 @@ def _vvc_profiles() -> dict[str, Profile]:
     out["ai-faster-coef-sq"] = Profile(
         "ai-faster-coef-sq", preset="faster", intra=True, options=sq + coef, coef_block=32
     )
+    # Coefficient-domain quantizer variants: plain dead-zone quantization (no RDOQ; the
+    # reconstruction table, quant.Recon, undoes its bias), and RDOQ with a smaller Lagrangian
+    # multiplier, which trades rate for rounding closer to nearest.
+    out["ai-faster-coef-nordoq"] = Profile(
+        "ai-faster-coef-nordoq", preset="faster", intra=True, options=sq + coef + (("RDOQ", "0"),), coef_block=32
+    )
+    for lm in ("0.5", "0.25"):
+        name = f"ai-faster-coef-lm{lm}"
+        out[name] = Profile(name, preset="faster", intra=True, options=coef + (("LambdaModifierI", lm),), coef_block=32)
     out["default"] = Profile("default", preset="faster", intra=True, options=coef, coef_block=32)
     return out
 
