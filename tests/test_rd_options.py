@@ -176,3 +176,32 @@ def test_group_rms():
     w = np.array([[1.0, 3.0, 5.0, 5.0], [2.0, 2.0, 2.0, 2.0]])
     np.testing.assert_allclose(group_rms(w, None)[:, 0], [np.sqrt(2.75), 1.0], rtol=1e-3)
     np.testing.assert_allclose(group_rms(w, 2), [[1.0, 1.0], [1.0, 1.0]], rtol=1e-3)
+
+
+def test_balance_weighting_codes_small_columns_finer():
+    """weighting="balance": columns with small weights (which meet large inputs in a trained layer)
+    get multipliers above 1, so their restored error shrinks with them."""
+    from llmcodec.importance import balance_importance
+
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((128, 160)).astype(np.float32)
+    w[:, :8] *= 0.05  # eight columns of small weights
+    imp = balance_importance(w)
+    assert imp[:8].min() > 100 * np.median(imp[8:])
+    st = {"layer.weight": torch.from_numpy(w)}
+    plain = llmcodec.compress_state_dict(st, CompressSettings(qp=34))
+    bal = llmcodec.compress_state_dict(st, CompressSettings(qp=34, weighting="balance"))
+    c = bal.coded["layer.weight"].col_scale.astype(np.float64)
+    assert c[:8].min() > 4 * np.median(c[8:])
+
+    def small_col_err(art):
+        back = llmcodec.decompress_tensor(art.coded["layer.weight"]).numpy()
+        return float(np.sqrt(np.mean((back - w)[:, :8] ** 2)))
+
+    assert small_col_err(bal) < 0.5 * small_col_err(plain)
+    # the multipliers are side information: 16 bits per column
+    def side(art):
+        ct = art.coded["layer.weight"]
+        return ct.side_bits - (0 if ct.recon is None else ct.recon.bits)
+
+    assert side(bal) - side(plain) == 16 * 160

@@ -27,7 +27,7 @@ from .codecs.base import Profile
 from .coder import CodedTensor, decode_tensor
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
-from .importance import column_importance, column_scales
+from .importance import balance_importance, column_importance, column_scales
 from .modelio import ModelSource, build_model, save_folder
 from .modelio import load as load_source
 
@@ -135,7 +135,10 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
 
     out = []
     for n in names:
-        imp = column_importance(n, get, present, src.config)
+        if settings.weighting == "balance":
+            imp = balance_importance(get(n))
+        else:
+            imp = column_importance(n, get, present, src.config)
         out.append(None if imp is None else column_scales(imp, settings.alpha))
     return out
 

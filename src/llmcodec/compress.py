@@ -27,7 +27,7 @@ from .sysinfo import ffmpeg_version
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-WEIGHTINGS = ("none", "data-free")
+WEIGHTINGS = ("none", "data-free", "balance")
 ALLOCATIONS = ("equal-qp", "equal-error", "equal-relative")
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 
@@ -48,7 +48,10 @@ class CompressSettings:
     sample_fraction: float = 0.125  # share of rows used to probe rates
     keep_nonfinite: bool = False  # keep matrices with NaN/Inf uncompressed instead of refusing them
     # Rate-distortion shaping (data-free; see importance.py and the README's "Where the error goes"):
-    weighting: str = "none"  # "none" | "data-free": column multipliers from the model's own weights
+    # column multipliers from the model's own weights: "none" | "data-free" (norm weights and the
+    # Llama dataflow, importance.column_importance) | "balance" (inverse column energy,
+    # importance.balance_importance)
+    weighting: str = "none"
     alpha: float = 1.0  # strength of the weighting (1: weighted reverse water-filling)
     shared_scale: bool = False  # one quantization step per tensor instead of one per row
     # "equal-qp" | "equal-error" | "equal-relative": QP offsets for the same absolute step everywhere, or
