@@ -110,6 +110,8 @@ def test_compand_round_trip_and_error_grows_with_magnitude():
         CompressSettings(compand=0.0)
     with pytest.raises(ValueError, match="do not combine"):
         CompressSettings(rotate=True, weighting="data-free")
+    with pytest.raises(ValueError, match="weighting='none'"):
+        CompressSettings(rotate=True)  # the default balance weighting is per column too
 
 
 @pytest.mark.parametrize(
@@ -119,8 +121,10 @@ def test_value_transforms_are_stored_and_undone(tmp_path, kw):
     rng = np.random.default_rng(4)
     st = {k: torch.from_numpy(v.astype(np.float32)) for k, v in _llama_state(rng, hidden=128, inter=192).items()}
     # the sample-domain profile, whose even transform-domain error companding reshapes
-    plain = llmcodec.compress_state_dict(st, CompressSettings(qp=30, compand=1.0, profile="ai-faster-dq"))
-    art = llmcodec.compress_state_dict(st, CompressSettings(qp=30, profile="ai-faster-dq", **kw))
+    plain = llmcodec.compress_state_dict(
+        st, CompressSettings(qp=30, compand=1.0, profile="ai-faster-dq", weighting="none")
+    )
+    art = llmcodec.compress_state_dict(st, CompressSettings(qp=30, profile="ai-faster-dq", weighting="none", **kw))
     path = tmp_path / "t.llmc"
     llmcodec.save(art, path)
     back = llmcodec.load_state_dict(path)
@@ -189,7 +193,7 @@ def test_balance_weighting_codes_small_columns_finer():
     imp = balance_importance(w)
     assert imp[:8].min() > 100 * np.median(imp[8:])
     st = {"layer.weight": torch.from_numpy(w)}
-    plain = llmcodec.compress_state_dict(st, CompressSettings(qp=34))
+    plain = llmcodec.compress_state_dict(st, CompressSettings(qp=34, weighting="none"))
     bal = llmcodec.compress_state_dict(st, CompressSettings(qp=34, weighting="balance"))
     c = bal.coded["layer.weight"].col_scale.astype(np.float64)
     assert c[:8].min() > 4 * np.median(c[8:])

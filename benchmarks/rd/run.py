@@ -89,6 +89,28 @@ def peer_method(quantizer) -> Method:
     return run
 
 
+def balanced_method(quantizer, alpha: float = 1.0) -> Method:
+    """A peer applied to ``W diag(c)`` with llmcodec's balance column multipliers
+    (``importance.balance_importance``), undone after: the same data-free weighting as llmcodec's
+    default, on a non-video quantizer, with the multipliers' 16 bits per column counted. It tells
+    how much of llmcodec's result comes from the weighting rather than from the codec."""
+
+    def run(model: str, state: State) -> tuple[State, float]:
+        from llmcodec.importance import balance_importance, column_scales
+
+        out, bits = dict(state), 0.0
+        for n in codable_names(state):
+            t = state[n]
+            w = t.detach().to(torch.float32).numpy()
+            c = column_scales(balance_importance(w), alpha).astype(np.float32)
+            w_hat, b = quantizer(w * c[None, :])
+            out[n] = torch.from_numpy(w_hat / c[None, :]).to(t.dtype)
+            bits += b + 16 * c.size
+        return out, bits
+
+    return run
+
+
 def shared_step_method(bpw: float, coder: str = "range", scope: str = "tensor") -> Method:
     """ECSQ with one step for all codable matrices (``baselines.ecsq_shared_step``)."""
 
@@ -145,6 +167,9 @@ def default_methods(budgets: tuple[float, ...], extra: list[str], workers: int =
         register("ecsq-range", f"row bpw={b}", b, peer_method(B.ECSQ(b, coder="range", scope="row")))
     for b in budgets:
         register("llmcodec-vvc", f"default bpw={b}", b, llmcodec_method(codec="vvc", bpw=b, workers=workers))
+    for b in budgets:  # the target includes the 16 bits per column of the multipliers
+        register("ecsq-range", f"row+balance bpw={b}", b, balanced_method(
+            _Shrunk(B.ECSQ, b, coder="range", scope="row")))
     for b in budgets:
         register("ecsq-range", f"shared-step bpw={b}", b, shared_step_method(b))
     for b in budgets:
@@ -157,6 +182,19 @@ def default_methods(budgets: tuple[float, ...], extra: list[str], workers: int =
         for b in budgets:
             register(f"llmcodec-{name}", f"{kv or 'default'} bpw={b}", b, llmcodec_method(**kwargs, bpw=b))
     return entries
+
+
+@dataclass(frozen=True)
+class _Shrunk:
+    """A bpw-targeted peer whose target leaves room for the balance multipliers of one matrix."""
+
+    make: Callable
+    bpw: float
+    coder: str
+    scope: str
+
+    def __call__(self, w: np.ndarray):
+        return self.make(self.bpw - 16 * w.shape[1] / w.size, coder=self.coder, scope=self.scope)(w)
 
 
 def _parse_kv(pair: str) -> tuple[str, object]:

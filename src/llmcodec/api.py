@@ -126,7 +126,7 @@ def compress_source(
 
 def _column_scales(src: ModelSource, names: list[str], settings: CompressSettings) -> list[np.ndarray | None]:
     """Data-free column multipliers for each coded matrix (None where no rule applies)."""
-    if settings.weighting == "none":
+    if settings.weighting == "none" or settings.lossless:  # lossless keeps |w - w_hat| <= scale/2 per weight
         return [None] * len(names)
     present = set(src.names())
 
