@@ -25,24 +25,30 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus one ingredient, the coefficient domain (DEFAULT_PATH). The previous
-# default's path, in the sample domain, follows (base -> dependent quantization -> companding), then
-# alternatives tried on top of either (measured, not kept).
-DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain (the default)")
-OFF = {"compand": 1.0}  # companding off (rows from before it existed ran without it)
+# The default is the base plus three ingredients (DEFAULT_PATH). The previous defaults' path, in the
+# sample domain, follows (base -> dependent quantization -> companding), then alternatives tried on
+# top of either (measured, not kept). Every configuration names all the settings it was measured
+# with that differ from today's library defaults, so each row can be measured again as it was.
+DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
+                "+ column balance (the default)")
+# what the library defaults were before reconstruction tables and balance weighting existed
+OLD = {"compand": 1.0, "weighting": "none", "centroids": False, "tolerance": 0.03}
 CONFIGS: dict[str, dict] = {
-    "base: per-row scales, equal QP": {"profile": "ai-faster", **OFF},
-    "+ coefficient domain (the default)": {"profile": "ai-faster-coef", **OFF},
-    "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OFF},
-    "+ dependent quantization": {"profile": "ai-faster-dq", **OFF},
-    "+ companding p=0.8": {"profile": "ai-faster-dq", "compand": 0.8},
+    "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
+    "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},
+    "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none"},
+    "+ column balance (the default)": {},
+    "default + dependent quantization": {"profile": "ai-faster-coef-dq"},
+    "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
+    "+ dependent quantization": {"profile": "ai-faster-dq", **OLD},
+    "+ companding p=0.8": {"profile": "ai-faster-dq", **OLD, "compand": 0.8},
     "+ shared step, equal-error QPs": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error",
-                                       **OFF},
+                                       **OLD},
     "+ data-free column weighting": {"profile": "ai-faster-dq", "shared_scale": True, "allocation": "equal-error",
-                                     "weighting": "data-free", **OFF},
-    "dq + rotation": {"profile": "ai-faster-dq", "rotate": True, **OFF},
-    "dq + companding p=0.7": {"profile": "ai-faster-dq", "compand": 0.7},
-    "dq + companding p=0.9": {"profile": "ai-faster-dq", "compand": 0.9},
+                                     **OLD, "weighting": "data-free"},
+    "dq + rotation": {"profile": "ai-faster-dq", "rotate": True, **OLD},
+    "dq + companding p=0.7": {"profile": "ai-faster-dq", **OLD, "compand": 0.7},
+    "dq + companding p=0.9": {"profile": "ai-faster-dq", **OLD, "compand": 0.9},
 }
 
 
@@ -82,6 +88,7 @@ def main() -> None:
     write_report(csv, info)
 
 
+# rows of benchmarks/e2e (measured with the defaults of their day, i.e. OLD)
 E2E_PROFILES = {"base: per-row scales, equal QP": "ai-faster", "+ dependent quantization": "ai-faster-dq"}
 
 
@@ -116,14 +123,17 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
              "Regenerate: `.venv/bin/python benchmarks/ablation.py`. Built-in SmolLM2-135M (**its weights were",
              "already 4-bit, GGUF Q4_1**), the 210 decoder linear matrices coded with VVC (libvvenc), rate",
              "control to the target bits per weight (side information counted), PTB test perplexity over the",
-             "tokens listed (512-token windows). The default is the base plus one ingredient:",
+             "tokens listed (512-token windows). The default is reached by",
              f"{' -> '.join(DEFAULT_PATH)}: the weights are placed in the codec's transform-coefficient",
-             "domain (src/llmcodec/coefdomain.py), so its quantizer acts on each weight. The previous default",
-             "was reached in the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8';",
-             "the rows after it are alternatives tried on top of that sample-domain dependent quantization.",
-             "The settings column gives each row's full configuration, and a configuration missing from the",
-             "table was not measured. Rows marked '(benchmarks/e2e)' come from `benchmarks/e2e/results.csv`:",
-             "the same protocol (rate control, same tokens), run there.", "",
+             "domain (src/llmcodec/coefdomain.py), so its quantizer acts on each weight; each decoded level",
+             "is restored at the centroid of the weights that reached it (quant.Recon); every input column",
+             "is coded at the same RMS (importance.balance_importance). An earlier default was reached in",
+             "the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8'; the rows after",
+             "it are alternatives tried on top of that. The settings column gives each row's settings that",
+             "differ from today's defaults (rows measured before a setting existed ran with it off: their",
+             "settings were recorded then, and `CONFIGS` in the script now names them in full). A",
+             "configuration missing from the table was not measured. Rows marked '(benchmarks/e2e)' come from",
+             "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there.", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

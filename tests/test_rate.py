@@ -51,3 +51,25 @@ def test_real_codec_hits_budget():
     bpw = sum(c.bits for c in out) / sum(c.numel for c in out)
     assert 2.5 * 0.97 <= bpw <= 2.5
     assert all(0 < c.rel_error < 0.5 for c in out)
+
+
+def test_equal_rate_gives_every_tensor_about_the_target():
+    from llmcodec.rate import allocate
+
+    numel = [1000] * 6
+
+    def bpw(i, qp):  # tensors 0-2 cost 0.5 bits (3 QP) more than 3-5 at every QP
+        return max(0.05, 8 - qp / 6 + (0.5 if i < 3 else 0.0))
+
+    def full(jobs):
+        return [bpw(i, q) * 1000 for i, q in jobs]
+
+    def sample(jobs):
+        return [bpw(i, q) for i, q in jobs]
+
+    plain = allocate(numel, [0] * 6, 3.0, (0, 63), full, sample)
+    even = allocate(numel, [0] * 6, 3.0, (0, 63), full, sample, equal_rate=True)
+    for a in (plain, even):
+        assert 3.0 * 0.97 <= a.total_bits / 6000 <= 3.0
+    spread = [max(a.bits) / 1000 - min(a.bits) / 1000 for a in (plain, even)]
+    assert spread[0] > 0.4 and spread[1] < 0.2  # equal QPs leave the gap; equal rate closes it

@@ -27,15 +27,22 @@ from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
 
+OLD = "weighting=none,centroids=false"  # rows measured before balance weighting and reconstruction tables
 DEFAULT_CONFIGS = (
-    "profile=ai-faster-dq,qp=37,compand=1.0",
-    "profile=ai-faster-dq,qp=37,compand=1.0,rotate=true",
-    "profile=ai-faster-dq,qp=41,compand=0.5",
-    "profile=ai-faster-dq,qp=40,compand=0.6",
-    "profile=ai-faster-dq,qp=39,compand=0.7",
-    "profile=ai-faster-dq,qp=38,compand=0.8",
-    "profile=ai-faster-coef,qp=31,compand=1.0",
-    "profile=ai-faster-coef,qp=31,compand=0.8",
+    f"profile=ai-faster-dq,qp=37,compand=1.0,{OLD}",
+    f"profile=ai-faster-dq,qp=37,compand=1.0,rotate=true,{OLD}",
+    f"profile=ai-faster-dq,qp=41,compand=0.5,{OLD}",
+    f"profile=ai-faster-dq,qp=40,compand=0.6,{OLD}",
+    f"profile=ai-faster-dq,qp=39,compand=0.7,{OLD}",
+    f"profile=ai-faster-dq,qp=38,compand=0.8,{OLD}",
+    f"profile=ai-faster-coef,qp=30,{OLD}",
+    f"profile=ai-faster-coef-dq,qp=30,{OLD}",
+    # reconstruction tables, then column balance at three strengths, then dependent quantization with it
+    "profile=ai-faster-coef,qp=30,weighting=none",
+    "profile=ai-faster-coef,qp=30,weighting=balance,alpha=0.5",
+    "profile=ai-faster-coef,qp=30,weighting=balance,alpha=1.0",
+    "profile=ai-faster-coef,qp=30,weighting=balance,alpha=1.5",
+    "profile=ai-faster-coef-dq,qp=30,weighting=balance,alpha=1.0",
 )
 
 

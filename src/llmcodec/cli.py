@@ -288,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--shared-scale", action=argparse.BooleanOptionalAction, default=default["shared_scale"],
                     help="one quantization step per tensor instead of per row (default: %(default)s)")
     rd.add_argument("--allocation", choices=ALLOCATIONS, default=default["allocation"],
-                    help="per-tensor QPs: equal QP, offsets for equal absolute error, or for equal error "
-                         "relative to each row's RMS (default: %(default)s)")
+                    help="per-tensor QPs: equal QP, offsets for equal absolute error or for equal error "
+                         "relative to each row's RMS, or equal bits per weight (default: %(default)s)")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=default["rotate"],
                     help="code a random rotation of each matrix, undone on restore (default: %(default)s)")
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction, default=default["centroids"],

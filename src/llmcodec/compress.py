@@ -28,7 +28,7 @@ from .sysinfo import ffmpeg_version
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 WEIGHTINGS = ("none", "data-free", "balance")
-ALLOCATIONS = ("equal-qp", "equal-error", "equal-relative")
+ALLOCATIONS = ("equal-qp", "equal-error", "equal-relative", "equal-rate")
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 
 
@@ -55,8 +55,9 @@ class CompressSettings:
     weighting: str = "balance"
     alpha: float = 1.0  # strength of the weighting (1: weighted reverse water-filling)
     shared_scale: bool = False  # one quantization step per tensor instead of one per row
-    # "equal-qp" | "equal-error" | "equal-relative": QP offsets for the same absolute step everywhere, or
-    # for the same step relative to each row's RMS (what equal-rate peers such as ECSQ get)
+    # "equal-qp" | "equal-error" | "equal-relative" | "equal-rate": QP offsets for the same absolute step
+    # everywhere, or for the same step relative to each row's RMS; or a starting QP per tensor for the
+    # same bits per weight in every tensor (what per-tensor rate-controlled peers such as ECSQ get)
     allocation: str = "equal-qp"
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
@@ -388,7 +389,7 @@ def compress_matrices(
         shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
         run = _Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales)
         n = len(matrices)
-        if settings.allocation == "equal-qp":
+        if settings.allocation in ("equal-qp", "equal-rate"):
             offsets = [0] * n
         else:
             offsets = qp_offsets(run.steps(relative=settings.allocation == "equal-relative"), codec.qp_per_octave)
@@ -446,5 +447,6 @@ def _rate_controlled(
         measure_sample=measure_sample,
         tolerance=settings.tolerance,
         qp_offsets=offsets,
+        equal_rate=settings.allocation == "equal-rate",
     )
     return alloc.qps, [streams[i, q] for i, q in enumerate(alloc.qps)]

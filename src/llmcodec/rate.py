@@ -51,12 +51,18 @@ def allocate(
     tolerance: float = 0.03,
     max_rounds: int = 6,
     qp_offsets: Sequence[int] | None = None,
+    equal_rate: bool = False,
+    probe_span: int = 3,
 ) -> Allocation:
     """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
 
     ``measure_full`` returns bits of the whole tensor (bitstream only); ``measure_sample`` returns
     bits *per weight* of the tensor's row sample. Both take a batch so callers can run it in parallel.
     ``qp_offsets`` fixes each tensor's QP relative to a common base QP, which is what is searched.
+    ``equal_rate``: after the global search, each tensor starts from the QP (within ``probe_span`` of
+    the global one) whose sample rate, side information included, is closest to the target, so every
+    tensor spends about the same bits per weight, as a per-tensor rate-controlled quantizer does;
+    the moves below then fill the budget.
     """
     n = len(numel)
     qp_lo, qp_hi = min(qp_range), max(qp_range)
@@ -96,6 +102,13 @@ def allocate(
             full.update(zip(todo, measure_full(todo), strict=True))
 
     qps = [qp_at(i, base) for i in range(n)]
+    if equal_rate:
+        cands = [[q for q in range(qps[i] - probe_span, qps[i] + probe_span + 1) if qp_lo <= q <= qp_hi]
+                 for i in range(n)]
+        samples([(i, q) for i in range(n) for q in cands[i]])
+        for i in range(n):
+            want = target_bpw - side_bits[i] / numel[i]
+            qps[i] = min(cands[i], key=lambda q, i=i, want=want: (abs(sample_cache[i, q] - want), q))
     measure(list(enumerate(qps)))
 
     def total() -> float:
