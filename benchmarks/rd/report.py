@@ -23,8 +23,14 @@ def _f(r: dict, k: str) -> float:
     return float(v) if v not in ("", None) else float("nan")
 
 
+def _is_reference(r: dict) -> bool:
+    """A peer given llmcodec's own data-free weighting: not one of the issue's peers, shown beside
+    them to tell what the weighting buys on a non-video quantizer."""
+    return "+balance" in r["setting"]
+
+
 def _is_peer(r: dict) -> bool:
-    return not r["method"].startswith("llmcodec") and r["method"] != "uncompressed"
+    return not r["method"].startswith("llmcodec") and r["method"] != "uncompressed" and not _is_reference(r)
 
 
 def best_at(rows: list[dict], budget: float, metric: str, lower: bool = True) -> dict | None:
@@ -58,10 +64,13 @@ def _strongest(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
     beats that peer while using no more bits (the issue's test)."""
     peers = [r for r in rows if _is_peer(r) and r.get("source_grid") != "yes"]
     llmc = [r for r in rows if r["method"] == DEFAULT and r["setting"].startswith("default ")]
-    out = ["| budget | strongest peer (setting, bpw) | value | llmcodec default (bpw) | value | default wins |",
-           "|---|---|---|---|---|---|"]
+    refs = [r for r in rows if _is_reference(r)]
+    out = ["| budget | strongest peer (setting, bpw) | value | llmcodec default (bpw) | value | default wins | "
+           "reference: ECSQ row + balance weighting |", "|---|---|---|---|---|---|---|"]
     for b in BUDGETS:
         p, q = best_at(peers, b, metric, lower), best_at(llmc, b, metric, lower)
+        ref = best_at(refs, b, metric, lower)
+        ref_cell = "—" if ref is None else f"{fmt(_f(ref, metric))} ({_f(ref, 'bpw'):.3f})"
         if p is None or q is None:
             wins = "—"
         else:
@@ -73,7 +82,7 @@ def _strongest(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
                 return "—", "—"
             return f"{r['method']} {r['setting']} ({_f(r, 'bpw'):.3f})", fmt(_f(r, metric))
 
-        out.append(f"| ≤ {b:g} | " + " | ".join([*cell(p), *cell(q), wins]) + " |")
+        out.append(f"| ≤ {b:g} | " + " | ".join([*cell(p), *cell(q), wins, ref_cell]) + " |")
     return out
 
 
