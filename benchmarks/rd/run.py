@@ -206,6 +206,11 @@ def _parse_kv(pair: str) -> tuple[str, object]:
             return k, conv(v)
         except ValueError:
             pass
+    from llmcodec.compress import CompressSettings
+
+    field = CompressSettings.__dataclass_fields__.get(k)
+    if field is not None and isinstance(field.default, str):  # e.g. weighting=none is the string "none"
+        return k, v
     return k, {"none": None, "true": True, "false": False}.get(v.lower(), v)
 
 
