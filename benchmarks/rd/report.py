@@ -123,7 +123,8 @@ def plot(rows: list[dict], out: Path) -> Path:
             x = [_f(r, "bpw") for r in g]
             y = [1 - _f(r, "cos_mean") if metric == "one_minus_cos" else _f(r, metric) for r in g]
             style = "-o" if name.startswith("llmcodec") else "--" + "sv^Dx+<>p*h"[i % 11]
-            ax.plot(x, y, style, label=name, lw=2.2 if name.startswith("llmcodec") else 1.2, ms=4)
+            extra = {"color": "black", "lw": 3.2, "zorder": 5} if name == f"{DEFAULT} default" else {}
+            ax.plot(x, y, style, label=name, **{"lw": 2.2 if name.startswith("llmcodec") else 1.2, "ms": 4, **extra})
             for r, xi, yi in zip(g, x, y, strict=True):
                 if r.get("source_grid") == "yes":
                     ax.annotate("source grid", (xi, yi), fontsize=7)
