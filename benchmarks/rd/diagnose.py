@@ -33,13 +33,10 @@ from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
 from llmcodec.baselines import ECSQ  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
+from llmcodec.quant import relative_error  # noqa: E402
 
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PROBES = [f"model.layers.{i}.self_attn.{k}" for i in (3, 15) for k in ("v_proj", "q_proj")]
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def main() -> None:
@@ -71,8 +68,8 @@ def main() -> None:
     for kind in KINDS:
         names = [n for n in h.names if kind in n]
         mix = {**ecsq, **{n: codec[n] for n in names}}
-        e = np.mean([_rel(ecsq[n], h.state[n]) for n in names])
-        c = np.mean([_rel(codec[n], h.state[n]) for n in names])
+        e = np.mean([relative_error(h.state[n].numpy(), ecsq[n].numpy()) for n in names])
+        c = np.mean([relative_error(h.state[n].numpy(), codec[n].numpy()) for n in names])
         lines.append(f"| {kind} | {e:.3f} / {c:.3f} | {ppl(mix)} |")
         print(lines[-1], flush=True)
     lines.append(f"| all (all codec) | - | {ppl(codec)} |")

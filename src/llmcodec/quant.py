@@ -54,11 +54,12 @@ class Recon:
     coefficient domain) becomes ``sign(k) (|k| + offsets[|k| - 1]) step``; levels past the table
     and level 0 stay where the codec put them.
 
-    A codec's rate-distortion quantizer (RDOQ, trellis) rounds toward zero more often than to
-    nearest, so the weights that decode to a level sit on average above it: restoring each level
-    at the mean of the weights that reached it (the centroid, fitted by the encoder, which has
-    both) removes that bias. Measured on SmolLM2 with a dead-zone quantizer: perplexity 304 ->
-    254 at 2.5 bits per weight, against 241 for plain rounding (README, "Where the error goes")."""
+    A codec's rate-distortion quantizer (RDOQ, trellis) does not round to nearest, so the weights
+    that decode to a level need not sit on it on average: restoring each level at the mean of the
+    weights that reached it (the centroid, fitted by the encoder, which has both) removes that
+    bias, whichever way it goes. Measured on SmolLM2 with VVC at QP 30: perplexity 298 -> 287
+    (benchmarks/rd/FIXED_QP.md); with rate control at 2.5 bits per weight no gain (329 -> 346,
+    benchmarks/ablation)."""
 
     step: float  # float32: the level spacing in coefficient units
     offsets: tuple[float, ...]  # float16 values, in units of step, for |k| = 1, 2, ...
@@ -209,14 +210,20 @@ def group_rms(w: np.ndarray, group: int | None) -> np.ndarray:
     return np.where(rms > 0, rms, 1.0)
 
 
+def _normalized(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, k: int) -> np.ndarray:
+    """``(w - offset) / div`` for rows ``r:r+k`` (float64; ``div`` per row or group)."""
+    cols, group = w.shape[1], qz.spec.group
+    o = _expand(qz.offset[r : r + k].astype(np.float64), cols, group)
+    return (w[r : r + k].astype(np.float64) - o) / _expand(div[r : r + k], cols, group)
+
+
 def _unit_samples(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, band: int) -> np.ndarray:
     """Blockwise inverse transform of ``(w - offset) / div`` for rows ``r:r+band``, zero-padded."""
     rows, cols = w.shape
-    n, group = qz.spec.block, qz.spec.group
+    n = qz.spec.block
     k = min(band, rows - r)
     z = np.zeros(padded_shape(k, cols, n))
-    o = _expand(qz.offset[r : r + k].astype(np.float64), cols, group)
-    z[:k, :cols] = (w[r : r + k].astype(np.float64) - o) / _expand(div[r : r + k], cols, group)
+    z[:k, :cols] = _normalized(w, qz, div, r, k)
     return block_idct(z, n)
 
 
@@ -320,8 +327,7 @@ def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Recon | None:
     lattice (e.g. lossless or a codec that does not quantize coefficients uniformly)."""
     if qz.spec.block is None:
         return None
-    rows, cols = w.shape
-    group = qz.spec.group
+    rows = w.shape[0]
     band = _band_rows(w.shape, qz.spec.block)
     sample = []
     for r in range(0, rows, band):
@@ -334,9 +340,7 @@ def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Recon | None:
     for r in range(0, rows, band):
         k = min(band, rows - r)
         level = np.rint(_raw_units(qz, q, r, k) / step)
-        target = (w[r : r + k].astype(np.float64) - _expand(qz.offset[r : r + k].astype(np.float64), cols, group)) / (
-            _expand(qz.scale[r : r + k].astype(np.float64), cols, group) * step
-        )
+        target = _normalized(w, qz, qz.scale.astype(np.float64), r, k) / step
         mag = np.abs(level).astype(np.int64)
         use = (mag > 0) & (mag <= RECON_LEVELS)
         np.add.at(sums, mag[use], (np.sign(level) * target - mag)[use])
