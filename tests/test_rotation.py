@@ -16,8 +16,10 @@ def test_rotation_is_orthonormal_and_inverted(rows, cols, seed):
     assert r.shape == w.shape
     assert np.linalg.norm(r) == pytest.approx(np.linalg.norm(w), rel=1e-6)
     np.testing.assert_allclose(unrotate(r, seed), w, atol=1e-5)
-    if rows * cols > 1:
-        assert not np.allclose(unrotate(r, seed + 7), w, atol=1e-3)  # the seed matters
+    # the seed matters; tiny power-of-two sides have only a few sign patterns (2x1: 8), which two
+    # seeds can share, so check where collisions are negligible
+    if rows + cols >= 24:
+        assert not np.allclose(unrotate(r, seed + 7), w, atol=1e-3)
 
 
 def test_rotation_spreads_an_outlier_and_handles_large_odd_factors():

@@ -4,6 +4,10 @@ Layout of the safetensors tensors:
   ``<name>::bitstream`` uint8    coded matrix        ``<name>::scale`` / ``::offset`` fp16 side info
   ``<name>::raw``       any      uncompressed tensor ``file::<filename>`` uint8 config/tokenizer files
   ``<name>::colscale``  fp16     optional column multipliers (the coded matrix was W * colscale)
+With compact side information (format 6, ``quant.compact``) ``::scale`` holds uint8 logarithmic
+codes (``sideinfo.py``, the tensor's ``scale_lo`` in the header) and ``::offset`` is there only
+for matrices that keep offsets; column multipliers with a ``col_lo`` in the header are uint8
+codes too.
 The metadata key ``llmcodec`` holds a JSON header (see ``HEADER_KEYS``) with each tensor's shape,
 dtype, QP, frame layout, quantization and the SHA-256 of every stored piece; ``llmcodec.sha256`` is
 the SHA-256 of that JSON text (format version 2 on), so a damaged header is caught too.
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from . import sideinfo
 from .coder import CodedTensor
 from .coefdomain import padded_shape
 from .frames import PACKINGS, FrameLayout, rows_per_frame
@@ -36,8 +41,9 @@ from .quant import RECON_LEVELS, QuantSpec, Recon, group_count
 
 FORMAT_NAME = "llmcodec"
 # 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations and companding;
-# 4: optional coefficient-domain coding (``quant.block``); 5: optional reconstruction tables (``recon``)
-FORMAT_VERSION = 5
+# 4: optional coefficient-domain coding (``quant.block``); 5: optional reconstruction tables (``recon``);
+# 6: optional 8-bit logarithmic side information (``quant.compact``, ``col_lo``)
+FORMAT_VERSION = 6
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
@@ -45,6 +51,8 @@ CODED_DTYPES = ("float32", "float16", "bfloat16", "float64")  # source dtypes a 
 RAW_DTYPES = CODED_DTYPES + ("int8", "int16", "int32", "int64", "uint8", "bool", "float8_e4m3fn", "float8_e5m2")
 MAX_DIM = 2**31  # no real tensor has a side this long; bigger numbers in a header are damage
 MAX_PAD = 4096  # frame padding beyond the tile (alignment, minimum frame size) is far smaller
+# log-code offsets whose values stay normal float32 numbers (2^-120 .. 2^120)
+LO_RANGE = (-120 * sideinfo.CODES_PER_OCTAVE, 120 * sideinfo.CODES_PER_OCTAVE - sideinfo.SPAN)
 STATS_KEYS = ("coded_tensors", "coded_weights", "coded_bits", "side_bits", "bits_per_weight", "raw_tensors")
 
 
@@ -128,8 +136,12 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         if name in art.coded:
             c = art.coded[name]
             tensors[f"{name}::bitstream"] = c.bitstream
-            tensors[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(c.scale))
-            tensors[f"{name}::offset"] = torch.from_numpy(np.ascontiguousarray(c.offset))
+            scale, scale_lo = sideinfo.to_codes(c.scale) if c.spec.compact else (c.scale, None)
+            tensors[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(scale))
+            sums = {"bitstream": _sha(c.bitstream), "scale": _sha(scale)}
+            if not c.spec.compact or np.any(c.offset):  # compact: offsets only where stored (quant.py)
+                tensors[f"{name}::offset"] = torch.from_numpy(np.ascontiguousarray(c.offset))
+                sums["offset"] = _sha(c.offset)
             index[name] = {
                 "kind": "coded",
                 "shape": list(c.shape),
@@ -141,10 +153,11 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                     "group": c.spec.group,
                     "shared_scale": c.spec.shared_scale,
                     **({"block": c.spec.block} if c.spec.block is not None else {}),
+                    **({"compact": True, "scale_lo": scale_lo} if c.spec.compact else {}),
                 },
                 "bits": c.bits,
                 "rel_error": c.rel_error,
-                "sha256": {"bitstream": _sha(c.bitstream), "scale": _sha(c.scale), "offset": _sha(c.offset)},
+                "sha256": sums,
             }
             if c.rotation is not None:
                 index[name]["rotation"] = c.rotation
@@ -153,8 +166,11 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
             if c.recon is not None:
                 index[name]["recon"] = {"step": c.recon.step, "offsets": list(c.recon.offsets)}
             if c.col_scale is not None:
-                tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(c.col_scale))
-                index[name]["sha256"]["col_scale"] = _sha(c.col_scale)
+                cols = c.col_scale
+                if cols.dtype != np.float16:  # log-coded (importance.column_scales)
+                    cols, index[name]["col_lo"] = sideinfo.to_codes(cols)
+                tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(cols))
+                index[name]["sha256"]["col_scale"] = _sha(cols)
         elif name in art.raw:
             r = art.raw[name]
             tensors[f"{name}::raw"] = r
@@ -326,13 +342,21 @@ def _check_entry(name: str, e) -> None:
         _need(block is None or _is_int(block, 2, 1024), "bad transform block size")
         _check_layout(e.get("layout"), shape, block)
         _need(isinstance(qz.get("shared_scale", False), bool), "shared_scale must be true or false")
+        compact = qz.get("compact", False)
+        _need(isinstance(compact, bool), "compact must be true or false")
+        _need(not compact or block is not None, "compact side information outside the coefficient domain")
+        _need(not compact or _is_int(qz.get("scale_lo"), *LO_RANGE), "scale_lo is not an integer")
+        _need(e.get("col_lo") is None or _is_int(e["col_lo"], *LO_RANGE), "col_lo is not an integer")
         _need(_is_int(e.get("bits"), 0, 2**62), "bit count is not a non-negative integer")
         _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
         _need(e.get("rotation") is None or _is_int(e["rotation"], 0, 2**32 - 1), "rotation seed is not 0..2**32-1")
         _need(e.get("compand") is None or (_is_num(e["compand"]) and 0 < e["compand"] <= 1), "compand not in (0, 1]")
         _check_recon(e.get("recon"), block)
         has_cols = isinstance(e.get("sha256"), dict) and "col_scale" in e["sha256"]
-        _check_shas(e, ("bitstream", "scale", "offset", *(("col_scale",) if has_cols else ())))
+        _need(e.get("col_lo") is None or has_cols, "col_lo without column multipliers")
+        has_offsets = not compact or (isinstance(e.get("sha256"), dict) and "offset" in e["sha256"])
+        optional = (("offset",) if has_offsets else ()) + (("col_scale",) if has_cols else ())
+        _check_shas(e, ("bitstream", "scale", *optional))
     elif kind == "raw":
         shape = e.get("shape")
         _need(isinstance(shape, list) and all(_is_int(x, 0) for x in shape), "bad shape")
@@ -478,17 +502,32 @@ def read(path: str | os.PathLike) -> Artifact:
                         group=e["quant"]["group"],
                         shared_scale=e["quant"].get("shared_scale", False),
                         block=e["quant"].get("block"),
+                        compact=e["quant"].get("compact", False),
                     )
                     side = (shape[0], group_count(shape[1], spec.group))
                     bs = get(f"{name}::bitstream", f"tensor {name!r} (bitstream)", sums["bitstream"], "uint8", None)
                     if bs.ndim != 1 or bs.numel() == 0:
                         raise ArtifactError(f"{path}: tensor {name!r} (bitstream) is empty or not 1-D: corrupt file")
-                    scale = get(f"{name}::scale", f"tensor {name!r} (scale)", sums["scale"], "float16", side)
-                    offset = get(f"{name}::offset", f"tensor {name!r} (offset)", sums["offset"], "float16", side)
+                    what = f"tensor {name!r} (scale)"
+                    if spec.compact:
+                        codes = get(f"{name}::scale", what, sums["scale"], "uint8", side).numpy()
+                        scale = sideinfo.from_codes(codes, e["quant"]["scale_lo"])
+                    else:
+                        scale = get(f"{name}::scale", what, sums["scale"], "float16", side).numpy()
+                    what = f"tensor {name!r} (offset)"
+                    if "offset" in sums or not spec.compact:
+                        offset = get(f"{name}::offset", what, sums["offset"], "float16", side).numpy()
+                    else:
+                        offset = np.zeros(side, np.float16)
                     col_scale = None
                     if "col_scale" in sums:
                         what = f"tensor {name!r} (column scales)"
-                        col_scale = get(f"{name}::colscale", what, sums["col_scale"], "float16", (shape[1],)).numpy()
+                        if e.get("col_lo") is not None:
+                            codes = get(f"{name}::colscale", what, sums["col_scale"], "uint8", (shape[1],)).numpy()
+                            col_scale = sideinfo.from_codes(codes, e["col_lo"])
+                        else:
+                            t = get(f"{name}::colscale", what, sums["col_scale"], "float16", (shape[1],))
+                            col_scale = t.numpy()
                         if not (np.isfinite(col_scale).all() and (col_scale > 0).all()):
                             raise ArtifactError(f"{path}: {what} are not all positive and finite: corrupt file")
                     art.coded[name] = CodedTensor(
@@ -499,8 +538,8 @@ def read(path: str | os.PathLike) -> Artifact:
                         FrameLayout(**e["layout"]),
                         spec,
                         bs.numpy().tobytes(),
-                        scale.numpy(),
-                        offset.numpy(),
+                        scale,
+                        offset,
                         e.get("rel_error"),
                         col_scale,
                         e.get("rotation"),

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__
 from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
-from .compress import ALLOCATIONS, WEIGHTINGS, CompressSettings
+from .compress import ALLOCATIONS, SIDES, WEIGHTINGS, CompressSettings
 from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
@@ -97,6 +97,7 @@ def cmd_compress(args) -> int:
         rotate=args.rotate,
         compand=args.compand,
         centroids=args.centroids,
+        side=args.side,
     )
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
@@ -295,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction, default=default["centroids"],
                     help="coefficient domain: restore each decoded level at the mean of the weights that reached "
                          "it (default: %(default)s)")
+    rd.add_argument("--side", choices=SIDES, default=default["side"],
+                    help="side information: 8-bit log scales and multipliers without offsets, or fp16 "
+                         "(default: %(default)s)")
     rd.add_argument("--compand", type=float, default=default["compand"], metavar="P",
                     help="code sign(w)|w|^P so small weights get small errors; 1: off (default: %(default)s)")
     evalopts(c)

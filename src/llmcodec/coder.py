@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import sideinfo
 from .codecs.base import CodecError, FFmpegCodec, Profile
 from .coefdomain import gather, spread
 from .frames import FrameLayout, from_frames, to_frames
@@ -13,6 +14,7 @@ from .quant import (
     Quantized,
     QuantSpec,
     Recon,
+    affine_bits,
     dequantize,
     expand,
     fit_recon,
@@ -64,15 +66,22 @@ class CodedTensor:
 
     @property
     def side_bits(self) -> int:
-        """fp16 scale and offset per row or group, fp16 column multipliers and the reconstruction
-        table if any."""
-        cols = 0 if self.col_scale is None else self.col_scale.size
-        return 16 * (self.scale.size + self.offset.size + cols) + (0 if self.recon is None else self.recon.bits)
+        """Scales (and offsets) per row or group, column multipliers and the reconstruction table
+        if any."""
+        recon = 0 if self.recon is None else self.recon.bits
+        return affine_bits(self.scale, self.offset, self.spec) + column_bits(self.col_scale) + recon
 
     @property
     def bits(self) -> int:
         """Bitstream plus side information."""
         return 8 * len(self.bitstream) + self.side_bits
+
+
+def column_bits(col_scale: np.ndarray | None) -> int:
+    """Bits stored for column multipliers: fp16 ones as fp16, the others as 8-bit log codes."""
+    if col_scale is None:
+        return 0
+    return 16 * col_scale.size if col_scale.dtype == np.float16 else sideinfo.bits(col_scale.size)
 
 
 def prepare(
@@ -83,8 +92,17 @@ def prepare(
     group: int | None,
     shared_scale: bool = False,
     col_scale: np.ndarray | None = None,
+    compact: bool = False,
 ) -> Prepared:
-    spec = QuantSpec(bits=codec.sample_bits(profile), group=group, shared_scale=shared_scale, block=profile.coef_block)
+    """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
+    the coefficient domain; the sample domain keeps fp16 scale and offset."""
+    spec = QuantSpec(
+        bits=codec.sample_bits(profile),
+        group=group,
+        shared_scale=shared_scale,
+        block=profile.coef_block,
+        compact=compact and profile.coef_block is not None,
+    )
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")

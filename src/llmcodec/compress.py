@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .codecs import FFmpegCodec, Profile, get_codec
-from .coder import CodedTensor, encode_prepared, finish, prepare, row_sample
+from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
 from .quant import SIDE_BITS_PER_GROUP, compand, group_count, group_rms
 from .rate import allocate
@@ -28,6 +28,7 @@ from .sysinfo import ffmpeg_version
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 WEIGHTINGS = ("none", "data-free", "balance")
+SIDES = ("log8", "fp16")
 ALLOCATIONS = ("equal-qp", "equal-error", "equal-relative", "equal-rate")
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 
@@ -67,6 +68,9 @@ class CompressSettings:
     # coefficient domain: restore each decoded level at the mean of the weights that reached it
     # (quant.Recon), which undoes the codec's rounding toward zero
     centroids: bool = True
+    # "log8": column multipliers and (coefficient domain) row scales as 8-bit logarithmic codes,
+    # no offsets (sideinfo.py); "fp16": fp16 scale and offset per row, fp16 multipliers
+    side: str = "log8"
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -86,6 +90,8 @@ class CompressSettings:
                 "rotate and column weighting do not combine (the multipliers are per input column): "
                 "pass weighting='none' (--weighting none) with rotate"
             )
+        if self.side not in SIDES:
+            raise ValueError(f"unknown side-information format {self.side!r}; choose one of {', '.join(SIDES)}")
         if not 0 < self.compand <= 1:
             raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
 
@@ -124,6 +130,7 @@ class JobSpec:
     rotate: bool = False
     compand: float | None = None
     centroids: bool = True
+    compact: bool = True
 
     def resolve(self) -> tuple[FFmpegCodec, Profile]:
         codec = get_codec(self.codec)
@@ -146,7 +153,7 @@ def _coded_domain(spec: JobSpec, name: str, w: np.ndarray) -> np.ndarray:
 
 def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None):
     codec, profile = spec.resolve()
-    return prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale), codec, profile
+    return prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact), codec, profile
 
 
 def encode_job(
@@ -195,6 +202,13 @@ def step_job(
     if relative:
         s = s / group_rms(coded, spec.group)
     return float(np.sqrt(np.mean(np.square(s))))
+
+
+def side_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> int:
+    """Side information of a matrix before coding: what rate control counts (compact side
+    information depends on the matrix, see ``quant._worth_centring``)."""
+    p, _, _ = _prepare(spec, name, _coded_domain(spec, name, w), col_scale)
+    return p.quantized.side_bits + column_bits(col_scale)
 
 
 class WorkDir:
@@ -278,7 +292,7 @@ class _Runner:
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
-                          spec.shared_scale, spec.rotate, spec.compand]
+                          spec.shared_scale, spec.rotate, spec.compand, spec.compact]
 
     def _key(self, i: int, qp: int | None, sample: bool) -> str:
         cs = self.col_scales[i]
@@ -333,6 +347,15 @@ class _Runner:
         ]
         return self._map(finish_job, args, self.numel, "verify")
 
+    def side_bits(self) -> list[int]:
+        """Each matrix's side information (reconstruction tables, fitted after coding, aside)."""
+        _, profile = self.spec.resolve()
+        if not (self.spec.compact and profile.coef_block):  # fixed size: no need to read the matrices
+            return [SIDE_BITS_PER_GROUP * r * group_count(c, self.spec.group) + column_bits(cs)
+                    for (r, c), cs in zip(self.shapes, self.col_scales, strict=True)]
+        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i]) for i in range(len(self.names))]
+        return self._map(side_job, args, self.numel, "scan")
+
     def steps(self, relative: bool = False) -> list[float]:
         args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative)
                 for i in range(len(self.names))]
@@ -380,6 +403,7 @@ def compress_matrices(
         # lossless keeps the quantization bound |w - w_hat| <= scale/2, which companding would not
         None if settings.compand == 1.0 or settings.lossless else settings.compand,
         settings.centroids,
+        settings.side == "log8",
     )
     names = [m[0] for m in matrices]
     loaders = [m[1] if callable(m[1]) else functools.partial(_identity, m[1]) for m in matrices]
@@ -437,10 +461,7 @@ def _rate_controlled(
 
     alloc = allocate(
         numel=run.numel,
-        side_bits=[
-            SIDE_BITS_PER_GROUP * r * group_count(c, settings.group) + (0 if cs is None else 16 * cs.size)
-            for (r, c), cs in zip(run.shapes, run.col_scales, strict=True)
-        ],
+        side_bits=run.side_bits(),
         target_bpw=settings.bpw,
         qp_range=codec.qp_range,
         measure_full=measure_full,

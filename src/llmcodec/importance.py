@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import sideinfo
+
 Get = Callable[[str], np.ndarray]  # name -> float array
 
 _LAYER = re.compile(r"^(?P<prefix>.*\.layers\.\d+\.)(?P<block>self_attn|mlp)\.(?P<proj>\w+_proj)\.weight$")
@@ -78,8 +80,9 @@ def balance_importance(w: np.ndarray) -> np.ndarray:
     return 1.0 / np.maximum(ms, 1e-30)
 
 
-def column_scales(importance: np.ndarray, alpha: float = 1.0, clip: float = 16.0) -> np.ndarray:
-    """Per-column multipliers ``c`` (median 1, clipped to [1/clip, clip]) as fp16.
+def column_scales(importance: np.ndarray, alpha: float = 1.0, clip: float = 16.0, log8: bool = True) -> np.ndarray:
+    """Per-column multipliers ``c`` (median 1, clipped to [1/clip, clip]): float32 values on the
+    8-bit logarithmic grid of ``sideinfo`` (stored as a byte each), or with ``log8=False`` fp16.
 
     Normalizing by the median, not the mean, keeps one dead column (importance ~0) from shifting
     every other column into the clip."""
@@ -87,4 +90,4 @@ def column_scales(importance: np.ndarray, alpha: float = 1.0, clip: float = 16.0
     log_c = 0.5 * alpha * np.log2(imp)
     log_c -= np.median(log_c)
     c = np.exp2(np.clip(log_c, -np.log2(clip), np.log2(clip)))
-    return c.astype(np.float16)
+    return sideinfo.snap(c) if log8 else c.astype(np.float16)

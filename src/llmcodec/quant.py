@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import sideinfo
 from .coefdomain import block_dct, block_idct, padded_shape
 
 SIDE_BITS_PER_GROUP = 32  # one fp16 scale + one fp16 offset
@@ -34,6 +35,9 @@ class QuantSpec:
     # ``block`` x ``block`` blocks, of the matrix scaled per row or group, so that a codec
     # transforming those blocks quantizes the weights themselves. None: the samples are the weights.
     block: int | None = None
+    # Coefficient domain only: scales as 8-bit logarithmic codes (sideinfo.py) instead of fp16, and
+    # fp16 offsets only for a matrix whose row means are worth their bits (see ``_worth_centring``).
+    compact: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 16:
@@ -42,6 +46,8 @@ class QuantSpec:
             raise ValueError(f"group size must be positive, got {self.group}")
         if self.block is not None and self.block < 2:
             raise ValueError(f"transform block size must be at least 2, got {self.block}")
+        if self.compact and self.block is None:
+            raise ValueError("compact side information needs the coefficient domain (a transform block size)")
 
     @property
     def levels(self) -> int:
@@ -86,7 +92,15 @@ class Quantized:
 
     @property
     def side_bits(self) -> int:
-        return SIDE_BITS_PER_GROUP * self.scale.size
+        return affine_bits(self.scale, self.offset, self.spec)
+
+
+def affine_bits(scale: np.ndarray, offset: np.ndarray, spec: QuantSpec) -> int:
+    """Bits stored for scales and offsets: fp16 each, or (compact) log-coded scales plus fp16 offsets
+    only if any offset is nonzero."""
+    if not spec.compact:
+        return SIDE_BITS_PER_GROUP * scale.size
+    return sideinfo.bits(scale.size) + (16 * offset.size if np.any(offset) else 0)
 
 
 def group_count(cols: int, group: int | None) -> int:
@@ -227,8 +241,21 @@ def _unit_samples(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, band: i
     return block_idct(z, n)
 
 
+def _worth_centring(mean: np.ndarray, rms: np.ndarray, size: int) -> bool:
+    """Whether fp16 row (group) means pay for themselves: coding a row's weights about zero instead
+    of its mean widens them by ``sqrt(1 + (mean / rms)^2)``, which costs an entropy coder about
+    ``log2`` of that per weight at the same error; a mean costs 16 bits. Weight matrices have
+    means of a few per cent of their RMS and keep none; constant or strongly biased rows do."""
+    m = mean.astype(np.float64)
+    if np.any((rms == 0) & (m != 0)):
+        return True  # constant rows: the mean is all there is
+    widen = 0.5 * np.log2(1.0 + np.square(m / np.where(rms > 0, rms, 1.0)))
+    return float(widen.sum()) * size > 16.0 * mean.size
+
+
 def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
-    """fp16 offset (the mean) and scale per row or group; samples = mid + blockwise inverse
+    """fp16 offset (the mean; compact: zero unless ``_worth_centring``) and scale per row or group
+    (compact: log-coded, sideinfo.py); samples = mid + blockwise inverse
     transform of ``(w - offset) / scale``. The scales are applied to the weights, i.e. in the
     coefficient domain, so rows and groups may differ: one common factor (peak sample at
     ``COEF_HEADROOM`` of the half range) is all the sample range needs."""
@@ -243,16 +270,24 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
         if not np.isfinite(w64).all():
             raise ValueError("matrix contains NaN or Inf")
         offset[r : r + band], rms[r : r + band] = _group_mean_rms(w64, spec.group)
+    if spec.compact and not _worth_centring(offset, rms, spec.group or cols):
+        # the codec codes each weight, mean included: cheaper than an fp16 mean per row
+        rms = np.sqrt(np.square(rms) + np.square(offset.astype(np.float64)))
+        offset[:] = 0
     rms = np.where(rms > 0, rms, 1.0)  # groups equal to their offset: any scale restores them
     if spec.shared_scale:
         rms = np.full_like(rms, rms.max())
     draft = Quantized(q=np.empty((0, 0), np.uint16), scale=rms, offset=offset, spec=spec)
     peak = max(float(np.abs(_unit_samples(w, draft, rms, r, band)).max()) for r in range(0, rows, band))
     per_sample = (peak or 1.0) / (COEF_HEADROOM * mid)
-    scale = _fp16_ceil(rms * per_sample)  # rounding up keeps the peak inside the headroom
-    if not np.isfinite(scale.astype(np.float64)).all():
-        raise ValueError("weights exceed the fp16 range of the side information")
-    scale = np.where(scale > 0, scale, np.float16(2.0**-24)).astype(np.float16)
+    # rounding up keeps the peak inside the headroom
+    if spec.compact:
+        scale = sideinfo.snap(rms * per_sample, up=True)
+    else:
+        scale = _fp16_ceil(rms * per_sample)
+        if not np.isfinite(scale.astype(np.float64)).all():
+            raise ValueError("weights exceed the fp16 range of the side information")
+        scale = np.where(scale > 0, scale, np.float16(2.0**-24)).astype(np.float16)
     q = np.empty(padded_shape(rows, cols, n), np.uint16)
     for r in range(0, rows, band):
         y = _unit_samples(w, draft, scale.astype(np.float64), r, band)
@@ -359,16 +394,25 @@ def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
     The quantizer chose its scale before coding; a lossy codec then moves the integers (and
     zeroes many small ones), and a smaller scale toward the conditional mean restores the matrix
     with less squared error. The encoder has both ``w`` and ``q``, so the refit costs no bits:
-    it replaces side information that is stored anyway."""
+    it replaces side information that is stored anyway. With compact side information
+    (``QuantSpec.compact``) the offset stays zero and the scale, fitted through zero, is snapped to
+    its logarithmic grid."""
     rows, cols = w.shape
     group = qz.spec.group or cols
     scale, offset = qz.scale.copy(), qz.offset.copy()
+    through_zero = qz.spec.compact and not np.any(qz.offset)
     step = _band_rows(w.shape, qz.spec.block) if qz.spec.block else _row_blocks(w.shape).step
     for r in range(0, rows, step):
         k = min(step, rows - r)
         u_all, w_all = _unit_values(qz, q, r, k), w[r : r + k].astype(np.float64)
         for g, c0 in enumerate(range(0, cols, group)):
             u, t = u_all[:, c0 : c0 + group], w_all[:, c0 : c0 + group]
+            if through_zero:  # no offsets stored: the least-squares scale through zero
+                uu = np.square(u).sum(axis=1)
+                a = np.where(uu > 0, (u * t).sum(axis=1) / np.where(uu > 0, uu, 1.0), 1.0)
+                a = np.where(a > 0, a, qz.scale[r : r + k, g])  # a scale must stay positive
+                scale[r : r + k, g] = a
+                continue
             mu, mt = u.mean(axis=1), t.mean(axis=1)
             var = np.square(u - mu[:, None]).mean(axis=1)
             cov = ((u - mu[:, None]) * (t - mt[:, None])).mean(axis=1)
@@ -380,6 +424,8 @@ def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
             ok = np.isfinite(a16) & np.isfinite(b16)  # fp16 overflow: keep what the quantizer chose
             scale[r : r + k, g] = np.where(ok, a16, scale[r : r + k, g])
             offset[r : r + k, g] = np.where(ok, b16, offset[r : r + k, g])
+    if qz.spec.compact:
+        scale = sideinfo.snap(scale)
     return Quantized(q=qz.q, scale=scale, offset=offset, spec=qz.spec, shape=qz.shape, recon=qz.recon)
 
 

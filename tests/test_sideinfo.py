@@ -1,0 +1,127 @@
+"""8-bit logarithmic side information: the grid, the quantizer's compact mode and the artifact."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import llmcodec
+from llmcodec import artifact, sideinfo
+from llmcodec.quant import QuantSpec, dequantize, quantize, refit, relative_error
+
+
+def test_grid_round_trips_exactly_and_moves_values_by_at_most_half_a_step():
+    x = np.random.default_rng(0).lognormal(-3, 0.5, 500)  # spans under 8 octaves
+    g = sideinfo.snap(x)
+    assert g.dtype == np.float32
+    assert np.max(np.abs(np.log2(g / x))) <= 0.5 / sideinfo.CODES_PER_OCTAVE + 1e-6
+    codes, lo = sideinfo.to_codes(g)
+    assert codes.dtype == np.uint8 and np.array_equal(sideinfo.from_codes(codes, lo), g)
+    up = sideinfo.snap(x, up=True)
+    assert np.all(up >= x * (1 - 1e-5)) and np.array_equal(sideinfo.snap(up, up=True), up)
+    assert sideinfo.bits(500) == 8 * 500 + 16
+
+
+def test_grid_spans_255_steps_raising_values_below_the_floor():
+    x = np.array([1.0, 2.0**-9, 2.0**-20])
+    g = sideinfo.snap(x)
+    assert g[0] == 1.0 and g[1] == g[2] == np.float32(2.0 ** (-255 / 32))
+    codes, _ = sideinfo.to_codes(g)
+    assert codes.tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize("bad", [np.array([1.0, 0.0]), np.array([1.0, -2.0]), np.array([np.inf]), np.array([])])
+def test_grid_refuses_non_positive_values(bad):
+    with pytest.raises(ValueError, match="positive and finite"):
+        sideinfo.snap(bad)
+
+
+def test_to_codes_refuses_values_off_the_grid():
+    with pytest.raises(ValueError, match="not on the 8-bit"):
+        sideinfo.to_codes(np.array([1.0, 1.01]))
+
+
+def test_compact_needs_the_coefficient_domain():
+    with pytest.raises(ValueError, match="coefficient domain"):
+        QuantSpec(bits=10, compact=True)
+
+
+def test_compact_quantizer_drops_offsets_of_ordinary_weights_and_keeps_biased_ones():
+    rng = np.random.default_rng(1)
+    spec = QuantSpec(bits=10, block=32, compact=True)
+    w = (rng.standard_normal((64, 96)) * rng.uniform(0.01, 0.1, (64, 1))).astype(np.float32)
+    qz = quantize(w, spec)
+    assert not np.any(qz.offset) and qz.scale.dtype == np.float32
+    assert np.array_equal(sideinfo.snap(qz.scale), qz.scale)  # on the grid
+    assert qz.side_bits == sideinfo.bits(64)
+    # the same weights at each row's mean of 2 RMS: the means pay for themselves (16 bits a row)
+    biased = w + 2 * np.sqrt(np.mean(np.square(w), axis=1, keepdims=True))
+    qb = quantize(biased, spec)
+    assert np.any(qb.offset) and qb.side_bits == sideinfo.bits(64) + 16 * 64
+    for m, x in ((qz, w), (qb, biased)):
+        assert relative_error(x, dequantize(m)) < 1e-2  # exact samples restore the matrix
+    const = quantize(np.full((32, 64), 0.25, np.float32), spec)
+    assert np.allclose(dequantize(const), 0.25)
+
+
+def test_compact_refit_stays_on_the_grid_and_lowers_a_lossy_error():
+    rng = np.random.default_rng(7)
+    spec = QuantSpec(bits=10, block=32, compact=True)
+    w = (rng.laplace(size=(96, 200)) * rng.uniform(0.01, 0.1, (96, 1))).astype(np.float32)
+    qz = quantize(w, spec)
+    noisy = np.rint(qz.q.astype(np.float64) - 512 + rng.normal(0, 25, qz.q.shape))
+    q_hat = np.clip(np.where(np.abs(noisy) < 20, 0, noisy) + 512, 0, 1023).astype(np.uint16)
+    fitted = refit(qz, q_hat, w)
+    assert not np.any(fitted.offset) and np.array_equal(sideinfo.snap(fitted.scale), fitted.scale)
+    assert relative_error(w, dequantize(fitted, q_hat)) < 0.97 * relative_error(w, dequantize(qz, q_hat))
+
+
+def _state(rng):
+    return {
+        "l.0.w": torch.from_numpy((rng.standard_normal((64, 96)) * 0.02).astype(np.float32)),
+        "l.1.w": torch.from_numpy((rng.standard_normal((48, 64)) * 0.02 + 0.05).astype(np.float32)),  # biased rows
+    }
+
+
+@pytest.mark.parametrize("side", ["log8", "fp16"])
+def test_artifact_stores_what_the_side_format_says(tmp_path, side):
+    state = _state(np.random.default_rng(2))
+    art = llmcodec.compress_state_dict(state, llmcodec.CompressSettings(qp=30, side=side))
+    path = tmp_path / "a.llmc"
+    llmcodec.save(art, path)
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        header = json.loads(f.metadata()["llmcodec"])
+        dtypes = {k: f.get_tensor(k).dtype for k in keys}
+    back = artifact.read(path)
+    for name, c in art.coded.items():
+        e = header["tensors"][name]
+        b = back.coded[name]
+        assert np.array_equal(b.scale, c.scale) and np.array_equal(b.offset, c.offset)
+        assert np.array_equal(b.col_scale, c.col_scale) and b.side_bits == c.side_bits
+        if side == "log8":
+            assert e["quant"]["compact"] and dtypes[f"{name}::scale"] == torch.uint8
+            assert dtypes[f"{name}::colscale"] == torch.uint8 and "col_lo" in e
+            assert (f"{name}::offset" in keys) == bool(np.any(c.offset))
+        else:
+            assert "compact" not in e["quant"] and dtypes[f"{name}::scale"] == torch.float16
+            assert dtypes[f"{name}::colscale"] == torch.float16 and f"{name}::offset" in keys
+    if side == "log8":
+        assert not np.any(art.coded["l.0.w"].offset) and np.any(art.coded["l.1.w"].offset)
+    restored = llmcodec.load_state_dict(path)
+    for name, t in state.items():
+        assert (restored[name] - t).norm() / t.norm() < 0.3
+
+
+def test_log8_side_information_is_smaller_and_no_worse():
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((256, 192)) * 0.02).astype(np.float32)
+    res = {}
+    for side in ("log8", "fp16"):
+        ct = llmcodec.compress_tensor(torch.from_numpy(w), llmcodec.CompressSettings(qp=30, side=side))
+        res[side] = (ct.side_bits - (0 if ct.recon is None else ct.recon.bits), ct.rel_error)
+    assert res["log8"][0] == sideinfo.bits(256)  # no columns weighted for a lone tensor, no offsets
+    assert res["fp16"][0] == 32 * 256
+    assert res["log8"][1] < res["fp16"][1] * 1.02
