@@ -25,20 +25,23 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus three ingredients (DEFAULT_PATH). The previous defaults' path, in the
+# The default is the base plus four ingredients (DEFAULT_PATH). The previous defaults' path, in the
 # sample domain, follows (base -> dependent quantization -> companding), then alternatives tried on
 # top of either (measured, not kept). Every configuration names all the settings it was measured
 # with that differ from today's library defaults, so each row can be measured again as it was.
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
-                "+ column balance (the default)")
-# what the library defaults were before reconstruction tables and balance weighting existed
-OLD = {"compand": 1.0, "weighting": "none", "centroids": False, "tolerance": 0.03}
+                "+ column balance", "+ 8-bit side information (the default)")
+# what the library defaults were before reconstruction tables, balance weighting and log-coded side
+# information existed
+OLD = {"compand": 1.0, "weighting": "none", "centroids": False, "tolerance": 0.03, "side": "fp16"}
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
     "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},
-    "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none"},
-    "+ column balance (the default)": {},
+    "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none", "side": "fp16"},
+    "+ column balance": {"side": "fp16"},
+    "+ 8-bit side information (the default)": {},
     "default + dependent quantization": {"profile": "ai-faster-coef-dq"},
+    "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16"},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
     "+ dependent quantization": {"profile": "ai-faster-dq", **OLD},
     "+ companding p=0.8": {"profile": "ai-faster-dq", **OLD, "compand": 0.8},
@@ -127,7 +130,8 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
              f"{' -> '.join(DEFAULT_PATH)}: the weights are placed in the codec's transform-coefficient",
              "domain (src/llmcodec/coefdomain.py), so its quantizer acts on each weight; each decoded level",
              "is restored at the centroid of the weights that reached it (quant.Recon); every input column",
-             "is coded at the same RMS (importance.balance_importance). An earlier default was reached in",
+             "is coded at the same RMS (importance.balance_importance); scales and column multipliers are",
+             "stored as a byte each and offsets only where they pay (sideinfo.py). An earlier default was reached in",
              "the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8'; the rows after",
              "it are alternatives tried on top of that. The settings column gives each row's settings that",
              "differ from today's defaults (rows measured before a setting existed ran with it off: their",

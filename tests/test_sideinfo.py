@@ -125,3 +125,20 @@ def test_log8_side_information_is_smaller_and_no_worse():
     assert res["log8"][0] == sideinfo.bits(256)  # no columns weighted for a lone tensor, no offsets
     assert res["fp16"][0] == 32 * 256
     assert res["log8"][1] < res["fp16"][1] * 1.02
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_refit_of_a_nearly_zeroed_decode_stays_sane(compact):
+    # a coarse QP can zero nearly everything; least squares on one stray level must not give a
+    # scale that (through the log grid's common span) ruins the other rows (seen on MiniLM at QP 45)
+    from llmcodec.quant import REFIT_RANGE
+
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)
+    qz = quantize(w, QuantSpec(bits=10, block=32, compact=compact))
+    q_hat = np.full(qz.q.shape, 512, np.uint16)
+    q_hat[3, 5] = 513  # one stray sample: that row's coefficients are tiny
+    fitted = refit(qz, q_hat, w)
+    ratio = fitted.scale.astype(np.float64) / qz.scale.astype(np.float64)
+    assert ratio.min() >= REFIT_RANGE[0] * 0.98 and ratio.max() <= REFIT_RANGE[1] * 1.02
+    assert relative_error(w, dequantize(fitted, q_hat)) <= 1.0 + 1e-6

@@ -387,6 +387,13 @@ def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Recon | None:
     return Recon(step=float(np.float32(step)), offsets=tuple(float(x) for x in off.astype(np.float16)))
 
 
+# A refitted scale stays within these factors of the quantizer's. A codec at a coarse QP can zero
+# nearly a whole row, and least squares on what is left (a few levels, or float noise of exact
+# zeros) then gives absurd scales: measured, 1e10 x on MiniLM's pooler at QP 45, which through the
+# 8-bit grid's common span coarsened every other row of the matrix too.
+REFIT_RANGE = (1 / 16, 4.0)
+
+
 def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
     """The fp16 scale and offset of each row (group) that best restore ``w`` from the *decoded*
     integers ``q``, by least squares.
@@ -407,17 +414,17 @@ def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
         u_all, w_all = _unit_values(qz, q, r, k), w[r : r + k].astype(np.float64)
         for g, c0 in enumerate(range(0, cols, group)):
             u, t = u_all[:, c0 : c0 + group], w_all[:, c0 : c0 + group]
+            old = qz.scale[r : r + k, g].astype(np.float64)
             if through_zero:  # no offsets stored: the least-squares scale through zero
                 uu = np.square(u).sum(axis=1)
-                a = np.where(uu > 0, (u * t).sum(axis=1) / np.where(uu > 0, uu, 1.0), 1.0)
-                a = np.where(a > 0, a, qz.scale[r : r + k, g])  # a scale must stay positive
-                scale[r : r + k, g] = a
+                a = np.where(uu > 0, (u * t).sum(axis=1) / np.where(uu > 0, uu, 1.0), old)
+                scale[r : r + k, g] = np.clip(a, old * REFIT_RANGE[0], old * REFIT_RANGE[1])
                 continue
             mu, mt = u.mean(axis=1), t.mean(axis=1)
             var = np.square(u - mu[:, None]).mean(axis=1)
             cov = ((u - mu[:, None]) * (t - mt[:, None])).mean(axis=1)
-            old = qz.scale[r : r + k, g].astype(np.float64)
             a = np.where(var > 0, cov / np.where(var > 0, var, 1.0), old)
+            a = np.clip(a, old * REFIT_RANGE[0], old * REFIT_RANGE[1])
             with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
                 a16 = a.astype(np.float16)
                 b16 = (mt - a16.astype(np.float64) * mu).astype(np.float16)
