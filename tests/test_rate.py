@@ -73,3 +73,23 @@ def test_equal_rate_gives_every_tensor_about_the_target():
         assert 3.0 * 0.97 <= a.total_bits / 6000 <= 3.0
     spread = [max(a.bits) / 1000 - min(a.bits) / 1000 for a in (plain, even)]
     assert spread[0] > 0.4 and spread[1] < 0.2  # equal QPs leave the gap; equal rate closes it
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_fill_spends_what_the_budget_leaves(noise):
+    numel = [10_000 * (1 + i % 5) for i in range(40)]
+    got = {}
+    for rounds in (0, 1):
+        full, sample = _synthetic(numel, noise)
+        calls = []
+
+        def counted(jobs, full=full, calls=calls):
+            calls.append(len(jobs))
+            return full(jobs)
+
+        a = allocate(numel, [300] * 40, 2.5, (0, 63), counted, sample, tolerance=0.03, fill_rounds=rounds)
+        got[rounds] = (a.total_bits / sum(numel), sum(calls))
+    assert got[1][0] <= 2.5 and got[1][0] >= got[0][0]
+    # what is left is less than the cheapest move: one QP of the smallest tensor (1/6 bit x 10,000)
+    assert (2.5 - got[1][0]) * sum(numel) < 10_000 / 6 + 1e-6 or got[1][1] == got[0][1]
+    assert got[1][0] > got[0][0] or 2.5 - got[0][0] < 10_000 / 6 / sum(numel)

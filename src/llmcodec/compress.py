@@ -20,7 +20,7 @@ from . import __version__
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
-from .quant import SIDE_BITS_PER_GROUP, compand, group_count, group_rms
+from .quant import RECON_MAX_BITS, SIDE_BITS_PER_GROUP, compand, group_count, group_rms
 from .rate import allocate
 from .rotation import rotate
 from .sysinfo import ffmpeg_version
@@ -348,13 +348,15 @@ class _Runner:
         return self._map(finish_job, args, self.numel, "verify")
 
     def side_bits(self) -> list[int]:
-        """Each matrix's side information (reconstruction tables, fitted after coding, aside)."""
+        """Each matrix's side information, with the largest reconstruction table it may get (the
+        table is fitted after coding), so that the budget holds whatever the table turns out to be."""
         _, profile = self.spec.resolve()
+        table = RECON_MAX_BITS if (self.spec.centroids and profile.coef_block) else 0
         if not (self.spec.compact and profile.coef_block):  # fixed size: no need to read the matrices
-            return [SIDE_BITS_PER_GROUP * r * group_count(c, self.spec.group) + column_bits(cs)
+            return [SIDE_BITS_PER_GROUP * r * group_count(c, self.spec.group) + column_bits(cs) + table
                     for (r, c), cs in zip(self.shapes, self.col_scales, strict=True)]
         args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i]) for i in range(len(self.names))]
-        return self._map(side_job, args, self.numel, "scan")
+        return [b + table for b in self._map(side_job, args, self.numel, "scan")]
 
     def steps(self, relative: bool = False) -> list[float]:
         args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative)

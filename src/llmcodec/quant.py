@@ -76,6 +76,7 @@ class Recon:
 
 
 RECON_LEVELS = 16  # magnitudes with a table entry; past this the bias is negligible
+RECON_MAX_BITS = 32 + 16 * RECON_LEVELS  # the largest table (Recon.bits)
 RECON_MIN_COUNT = 64  # fewer weights at a level than this: no correction (too noisy to estimate)
 
 

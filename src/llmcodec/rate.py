@@ -4,7 +4,9 @@
    tracks the rate of its matrix closely).
 2. Every tensor is encoded at that QP; the measured total is then corrected by moving single
    tensors one QP step up or down, choosing moves from the sample curves and measuring each move.
-3. Finally, from everything measured, the highest-rate mix of measured options that stays within
+3. The budget left is filled: tensors whose next-better QP is estimated to fit in what is left
+   are measured there too (one round; the coarsest tensors first, then the cheapest moves).
+4. Finally, from everything measured, the highest-rate mix of measured options that stays within
    the budget is kept; it has to land within ``tolerance`` below the target.
 
 The functions here only see numbers and callbacks, so they are tested without any codec.
@@ -53,6 +55,7 @@ def allocate(
     qp_offsets: Sequence[int] | None = None,
     equal_rate: bool = False,
     probe_span: int = 3,
+    fill_rounds: int = 1,
 ) -> Allocation:
     """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
 
@@ -62,7 +65,8 @@ def allocate(
     ``equal_rate``: after the global search, each tensor starts from the QP (within ``probe_span`` of
     the global one) whose sample rate, side information included, is closest to the target, so every
     tensor spends about the same bits per weight, as a per-tensor rate-controlled quantizer does;
-    the moves below then fill the budget.
+    the moves below then fill the budget. ``fill_rounds``: rounds of step 3 (each measures the
+    moves it tries at full size).
     """
     n = len(numel)
     qp_lo, qp_hi = min(qp_range), max(qp_range)
@@ -146,7 +150,23 @@ def allocate(
         for i in moves:
             qps[i] += step
 
-    qps = _best_mix(n, full, side, budget)
+    for _ in range(fill_rounds):
+        slack = budget - total()
+        cand = [i for i in range(n) if qps[i] - 1 >= qp_lo and (i, qps[i] - 1) not in full]
+        if slack <= 0 or not cand:
+            break
+        deltas = {i: estimate(i, qps[i] - 1) - full[i, qps[i]] for i in cand}
+        moves, used = [], 0.0
+        for i in sorted(cand, key=lambda i: (-qps[i], deltas[i])):  # coarsest first: QPs stay close
+            if used + deltas[i] <= slack:
+                moves.append(i)
+                used += deltas[i]
+        if not moves:
+            break
+        measure([(i, qps[i] - 1) for i in moves])  # _best_mix keeps those that really fit
+        qps = _best_mix(n, full, side, budget, off) or qps
+
+    qps = _best_mix(n, full, side, budget, off)
     if qps is None:
         best = min(sum(min(b for (j, _), b in full.items() if j == i) for i in range(n)) + side, budget * 10)
         raise BudgetError(
@@ -163,8 +183,13 @@ def allocate(
     return Allocation(qps=qps, bits=bits, total_bits=t)
 
 
-def _best_mix(n: int, full: dict[tuple[int, int], float], side: float, budget: float) -> list[int] | None:
-    """From measured (tensor, QP) options, greedily fill the budget, cheapest first."""
+def _best_mix(
+    n: int, full: dict[tuple[int, int], float], side: float, budget: float, off: Sequence[int] | None = None
+) -> list[int] | None:
+    """From measured (tensor, QP) options, greedily fill the budget: each step upgrades, among the
+    upgrades that still fit, the tensor furthest above its place (QP minus its offset ``off``),
+    the cheapest of those first, so that the tensors stay at about the same quality."""
+    off = off or [0] * n
     options: list[list[tuple[int, float]]] = [
         sorted(((q, b) for (j, q), b in full.items() if j == i), key=lambda x: -x[0]) for i in range(n)
     ]
@@ -175,13 +200,13 @@ def _best_mix(n: int, full: dict[tuple[int, int], float], side: float, budget: f
     improved = True
     while improved:
         improved = False
-        # Upgrade the tensor whose next option costs the least extra bits, if it still fits.
-        best_i, best_d = -1, float("inf")
+        best_i, best_d, best_key = -1, float("inf"), None
         for i in range(n):
             if choice[i] + 1 < len(options[i]):
                 d = options[i][choice[i] + 1][1] - options[i][choice[i]][1]
-                if t + d <= budget and d < best_d:
-                    best_i, best_d = i, d
+                key = (-(options[i][choice[i]][0] - off[i]), d)
+                if t + d <= budget and (best_key is None or key < best_key):
+                    best_i, best_d, best_key = i, d, key
         if best_i >= 0:
             choice[best_i] += 1
             t += best_d
