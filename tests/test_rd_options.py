@@ -209,3 +209,19 @@ def test_balance_weighting_codes_small_columns_finer():
         return ct.side_bits - (0 if ct.recon is None else ct.recon.bits)
 
     assert side(bal) - side(plain) == 8 * 160 + 16
+
+
+def test_default_vvc_profile_follows_the_budget():
+    from llmcodec.codecs import get_codec
+
+    vvc = get_codec("vvc")
+    assert vvc.profile_for(None, 2.5).name == "default"
+    assert vvc.profile_for(None, None).name == "default"  # a fixed QP
+    hi = vvc.profile_for(None, 3.5)
+    assert hi.name == "default-dq" and ("DepQuant", "1") in hi.options and hi.coef_block == 32
+    assert vvc.profile_for("ai-faster-coef", 3.5).name == "ai-faster-coef"  # a profile asked for is kept
+    w = np.random.default_rng(0).standard_normal((96, 128)).astype(np.float32) * 0.02
+    art = llmcodec.compress_state_dict({"m.w": torch.from_numpy(w)}, CompressSettings(bpw=3.5))
+    assert art.codec["profile"]["name"] == "default-dq"
+    back = llmcodec.api.restore_state_dict(art)["m.w"].numpy()
+    assert np.linalg.norm(back - w) / np.linalg.norm(w) < 0.2

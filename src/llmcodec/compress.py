@@ -36,7 +36,7 @@ EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "positio
 @dataclass(frozen=True)
 class CompressSettings:
     codec: str = "vvc"
-    profile: str | None = None  # None: the codec's default profile
+    profile: str | None = None  # None: the codec's default profile for the budget (codecs/base.py profile_for)
     bpw: float | None = 2.5  # target bits per weight over coded tensors, side information counted
     qp: int | None = None  # a fixed QP instead of a bit budget
     lossless: bool = False  # exact integers (codecs with a lossless mode)
@@ -387,7 +387,7 @@ def compress_matrices(
     """
     codec = get_codec(settings.codec)
     codec.check_available()
-    profile = codec.profile(settings.profile)
+    profile = codec.profile_for(settings.profile, settings.bpw)
     if settings.lossless and profile.coef_block:
         raise ValueError(
             f"{settings.codec} profile {profile.name!r} codes in the transform-coefficient domain, which rounds "

@@ -200,6 +200,8 @@ class FFmpegCodec:
     qp_meaning: ClassVar[str] = "the encoder's quantization parameter"
     profiles: ClassVar[dict[str, Profile]]
     default_profile: ClassVar[str] = "default"
+    # (profile, bits per weight): the default profile from that budget up (None: one default)
+    high_rate_profile: ClassVar[tuple[str, float] | None] = None
     # Seconds allowed per million samples before an encoder is considered hung (plus a floor).
     seconds_per_msample: ClassVar[float] = 60.0
     # QP steps per doubling of the quantizer step (6 in H.264/HEVC/VVC); equal-error allocation uses it.
@@ -221,6 +223,12 @@ class FFmpegCodec:
                 f"codec {self.name!r} has no profile {name!r}; choose one of {', '.join(sorted(self.profiles))}"
             )
         return self.profiles[name]
+
+    def profile_for(self, name: str | None, bpw: float | None) -> Profile:
+        """The profile named, or with none the default for a budget of ``bpw`` bits per weight."""
+        if name is None and bpw is not None and self.high_rate_profile and bpw >= self.high_rate_profile[1]:
+            name = self.high_rate_profile[0]
+        return self.profile(name)
 
     def pix_fmt(self, profile: Profile) -> str:
         return profile.pix_fmt or self.pix_fmts[0]

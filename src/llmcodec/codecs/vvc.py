@@ -52,6 +52,8 @@ def _vvc_profiles() -> dict[str, Profile]:
         name = f"ai-faster-coef-lm{lm}"
         out[name] = Profile(name, preset="faster", intra=True, options=coef + (("LambdaModifierI", lm),), coef_block=32)
     out["default"] = Profile("default", preset="faster", intra=True, options=coef, coef_block=32)
+    # from 3.25 bits per weight up the default adds dependent quantization (high_rate_profile)
+    out["default-dq"] = Profile("default-dq", preset="faster", intra=True, options=dq + coef, coef_block=32)
     return out
 
 
@@ -67,6 +69,11 @@ class VVC(FFmpegCodec):
     max_w = 8192
     max_h = 4352
     profiles = _vvc_profiles()
+    # Dependent quantization's lower error wins from here up; below, plain RDOQ's rounding of small
+    # weights matters more. Measured on SmolLM2-135M (benchmarks/rd/RESULTS.md, 8 windows): 85.2
+    # against 98.5 at 3.5 bits per weight; at QP 30 (about 2.5) 266 against 226
+    # (benchmarks/rd/FIXED_QP.md). On MiniLM it had the lower error and higher similarity at 2.5-4.
+    high_rate_profile = ("default-dq", 3.25)
     seconds_per_msample = 120.0
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
