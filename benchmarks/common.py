@@ -45,6 +45,16 @@ class ResultsCSV:
         print(row, flush=True)
 
 
+def write_markdown(path: Path, lines: list[str], info: dict[str, str]) -> None:
+    """Write a report with the machine, versions and command it was measured with, atomically."""
+    from llmcodec import sysinfo
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join([*lines, "", "Measured on:", "", sysinfo.markdown(info), ""]))
+    tmp.replace(path)
+    print("wrote", path)
+
+
 def global_rel_error(src: dict[str, torch.Tensor], out: dict[str, torch.Tensor], names: list[str]) -> float:
     """||W - Ŵ||_F / ||W||_F over all listed matrices together."""
     num = sum(float((out[n].double() - src[n].double()).pow(2).sum()) for n in names)

@@ -26,6 +26,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from common import write_markdown  # noqa: E402
+
 import llmcodec  # noqa: E402
 from llmcodec import baselines as B  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
@@ -83,14 +85,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
         *[f"| {n} | `{p}` | {q} | {r:.3f} | {e:.4f} | {er:.3f} | {ee:.4f} | {x:+.3f} |"
           for n, p, q, r, e, er, ee, x in rows],
-        "",
-        "Measured on:",
-        "",
-        sysinfo.markdown(info),
-        "",
     ]
-    (HERE / "EFFICIENCY.md").write_text("\n".join(lines))
-    print("wrote", HERE / "EFFICIENCY.md")
+    write_markdown(HERE / "EFFICIENCY.md", lines, info)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE.parent))
 
 sys.path.insert(0, str(HERE))
 
-from common import Harness  # noqa: E402
+from common import Harness, write_markdown  # noqa: E402
 from run import _parse_kv  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
@@ -84,14 +84,8 @@ def main() -> None:
         "|---|---|---|---|",
         *[f"| `{r['config']}` | {r['bpw']:.3f} | {r['rel_error']:.4f} | {r['perplexity']:,.1f} |"
           for r in sorted(rows.values(), key=lambda r: r["bpw"])],
-        "",
-        "Measured on:",
-        "",
-        sysinfo.markdown(info),
-        "",
     ]
-    (HERE / "FIXED_QP.md").write_text("\n".join(lines))
-    print("wrote", HERE / "FIXED_QP.md")
+    write_markdown(HERE / "FIXED_QP.md", lines, info)
 
 
 if __name__ == "__main__":
