@@ -27,7 +27,8 @@ def _vvc_profiles() -> dict[str, Profile]:
     # the codec's forward transform of a frame made by our blockwise inverse transform is the
     # weights. Dependent quantization lowers the weight error there too (5% at 2.5 bits per weight)
     # but spreads it evenly over small and large weights, which cost perplexity on SmolLM2-135M
-    # at 2.5 and 3 bits per weight (benchmarks/rd/FIXED_QP.md): plain RDOQ is the default.
+    # at 2.5 bits per weight (benchmarks/rd/FIXED_QP.md): plain RDOQ is the default there, and
+    # dependent quantization from 3.25 bits per weight up (VVC.high_rate_profile).
     coef = (
         ("CTUSize", "32"), ("MinQTLumaISlice", "32"), ("MaxMTTDepth", "0"), ("MaxMTTDepthI", "0"),
         ("MTS", "0"), ("LFNST", "0"), ("ISP", "0"),
