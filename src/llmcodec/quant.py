@@ -427,10 +427,12 @@ def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
             a = np.where(var > 0, cov / np.where(var > 0, var, 1.0), old)
             a = np.clip(a, old * REFIT_RANGE[0], old * REFIT_RANGE[1])
             with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
-                a16 = a.astype(np.float16)
-                b16 = (mt - a16.astype(np.float64) * mu).astype(np.float16)
-            ok = np.isfinite(a16) & np.isfinite(b16)  # fp16 overflow: keep what the quantizer chose
-            scale[r : r + k, g] = np.where(ok, a16, scale[r : r + k, g])
+                # compact scales are snapped to their grid below, not rounded to fp16 (which
+                # would flush the tiny scales of small weights toward zero)
+                a_s = a.astype(scale.dtype)
+                b16 = (mt - a_s.astype(np.float64) * mu).astype(np.float16)
+            ok = np.isfinite(a_s) & np.isfinite(b16) & (a_s > 0)  # fp16 overflow: keep the quantizer's
+            scale[r : r + k, g] = np.where(ok, a_s, scale[r : r + k, g])
             offset[r : r + k, g] = np.where(ok, b16, offset[r : r + k, g])
     if qz.spec.compact:
         scale = sideinfo.snap(scale)
