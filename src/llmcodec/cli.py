@@ -266,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help=f"Hugging Face folder, .gguf file, or built-in name ({DEFAULT_MODEL})")
     c.add_argument("out", help="artifact file to write (.llmc)")
     c.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
-    c.add_argument("--profile", default=None, help="encoder profile (see the README); default: the codec's")
+    c.add_argument("--profile", default=None,
+                   help="encoder profile (see the README); default: the codec's for the budget "
+                        "(vvc: dependent quantization from 3.25 bits per weight)")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--bpw", type=float, default=2.5, help="target bits per weight, side info counted")
     rate.add_argument("--qp", type=int, default=None, help="fixed QP for every tensor instead of --bpw")
