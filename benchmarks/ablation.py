@@ -137,7 +137,9 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
              "differ from today's defaults (rows measured before a setting existed ran with it off: their",
              "settings were recorded then, and `CONFIGS` in the script now names them in full). A",
              "configuration missing from the table was not measured. Rows marked '(benchmarks/e2e)' come from",
-             "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there.", "",
+             "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there. Rows",
+             "measured before rate control's fill round (src/llmcodec/rate.py, step 3) existed land further",
+             "below the target: compare their bits/weight (at 2.5, '+ column balance' is one of them).", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
