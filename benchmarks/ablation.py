@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Harness, ResultsCSV  # noqa: E402
+from common import Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
@@ -145,8 +145,7 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
     for r in rows:
         lines.append(f"| {r['target_bpw']} | {r['config']} | `{r['settings']}` | {r['bpw']} | {r['rel_error']} | "
                      f"{float(r['perplexity']):,.2f} | {r['seconds']} |")
-    lines += ["", "Measured on:", "", sysinfo.markdown(info), ""]
-    (OUT / "RESULTS.md").write_text("\n".join(lines))
+    write_markdown(OUT / "RESULTS.md", lines, info)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ def write_markdown(path: Path, lines: list[str], info: dict[str, str]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join([*lines, "", "Measured on:", "", sysinfo.markdown(info), ""]))
     tmp.replace(path)
-    print("wrote", path)
 
 
 def global_rel_error(src: dict[str, torch.Tensor], out: dict[str, torch.Tensor], names: list[str]) -> float:

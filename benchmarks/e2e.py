@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Harness, ResultsCSV  # noqa: E402
+from common import Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
@@ -123,8 +123,7 @@ def write_report(path: Path, rows: list[dict], info: dict, n_tensors: int | None
         ppl = float(r["perplexity"])
         lines.append(f"| {r['method']} | {r['setting']} | {r['bpw']} | {r['rel_error']} | {ppl:,.2f} "
                      f"| {r['tokens']} | {r['seconds']} |")
-    lines += ["", "Measured on:", "", sysinfo.markdown(info), ""]
-    path.write_text("\n".join(lines))
+    write_markdown(path, lines, info)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import Harness  # noqa: E402
+from common import Harness, write_markdown  # noqa: E402
 from run import _parse_kv  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
@@ -106,11 +106,8 @@ def main() -> None:
         big = ", ".join(f"{v:,.0f}" for v in x2[top] / np.median(x2))
         cols = ", ".join(f"{v:.2f}" for v in col[top] / np.median(col))
         lines.append(f"| {t.replace('model.layers.', 'layer ')} | {big} | {cols} | {' / '.join(shares)} |")
-    lines += ["", "Measured on:", "", sysinfo.markdown(info), ""]
     out = HERE / "DIAGNOSE.md"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out)
+    write_markdown(out, lines, info)
     print("wrote", out)
 
 

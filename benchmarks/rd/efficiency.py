@@ -87,6 +87,7 @@ def main() -> None:
           for n, p, q, r, e, er, ee, x in rows],
     ]
     write_markdown(HERE / "EFFICIENCY.md", lines, info)
+    print("wrote", HERE / "EFFICIENCY.md")
 
 
 if __name__ == "__main__":

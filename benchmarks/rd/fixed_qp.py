@@ -86,6 +86,7 @@ def main() -> None:
           for r in sorted(rows.values(), key=lambda r: r["bpw"])],
     ]
     write_markdown(HERE / "FIXED_QP.md", lines, info)
+    print("wrote", HERE / "FIXED_QP.md")
 
 
 if __name__ == "__main__":

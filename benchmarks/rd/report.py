@@ -153,7 +153,7 @@ def write_report(path: Path, rows: list[dict], info: dict, here: Path, windows: 
     if there are none (e.g. a MiniLM-only run with the default), the window count most rows have."""
     from collections import Counter
 
-    from llmcodec import sysinfo
+    from common import write_markdown  # benchmarks/ is on the path of run.py, which imports this
 
     counts = Counter(r.get("windows") for r in rows if r["model"] == SMOL)
     if counts and str(windows) not in counts:
@@ -252,7 +252,5 @@ def write_report(path: Path, rows: list[dict], info: dict, here: Path, windows: 
     if png:
         lines += [f"![rate–distortion]({png.name})", ""]
     lines += ["Gaussian bound: a memoryless Gaussian source at R bits has relative RMS error ≥ 2^-R (plotted on the",
-              "error panels).", "", "Measured on:", "", sysinfo.markdown(info), ""]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+              "error panels)."]
+    write_markdown(path, lines, info)
