@@ -167,7 +167,7 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                 index[name]["recon"] = {"step": c.recon.step, "offsets": list(c.recon.offsets)}
             if c.col_scale is not None:
                 cols = c.col_scale
-                if cols.dtype != np.float16:  # log-coded (importance.column_scales)
+                if sideinfo.log_coded(cols):
                     cols, index[name]["col_lo"] = sideinfo.to_codes(cols)
                 tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(cols))
                 index[name]["sha256"]["col_scale"] = _sha(cols)

@@ -81,7 +81,7 @@ def column_bits(col_scale: np.ndarray | None) -> int:
     """Bits stored for column multipliers: fp16 ones as fp16, the others as 8-bit log codes."""
     if col_scale is None:
         return 0
-    return 16 * col_scale.size if col_scale.dtype == np.float16 else sideinfo.bits(col_scale.size)
+    return sideinfo.bits(col_scale.size) if sideinfo.log_coded(col_scale) else 16 * col_scale.size
 
 
 def prepare(

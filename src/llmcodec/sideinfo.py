@@ -57,3 +57,9 @@ def from_codes(codes: np.ndarray, lo: int) -> np.ndarray:
 def bits(count: int) -> int:
     """Bits stored for ``count`` log-coded values: a byte each plus ``lo``."""
     return 8 * count + LO_BITS
+
+
+def log_coded(values: np.ndarray) -> bool:
+    """Whether multipliers are stored as log codes: fp16 ones are kept as fp16 (``--side fp16``),
+    all others lie on the grid (``importance.column_scales(..., log8=True)``)."""
+    return values.dtype != np.float16
