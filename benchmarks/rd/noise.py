@@ -1,0 +1,139 @@
+"""Realization noise: how far SmolLM2 perplexity moves between quantizations of nearly equal rate.
+
+The built-in model's weights were already quantized to 4 bits (GGUF Q4_1, blocks of 32). Near 3.5
+to 4 bits per weight a quantizer's step is about the size of that source grid's step, and which
+source values land on which side of a rounding boundary changes with the smallest change of step.
+This script measures the size of that effect: each method is run at a few targets a few
+thousandths of a bit apart, all at or below the budget (steps differ by well under 1%, weight
+errors by under 1.5%), and the spread of their perplexities is the noise floor of any single
+point in RESULTS.md at that budget. ECSQ row + balance is also run with one relative step shared
+by all matrices instead of a rate per matrix: the same rates per matrix to within 0.02 bits.
+
+Points at the budget itself are taken from results.csv (the same settings); the others land in
+noise.csv. Writes benchmarks/rd/NOISE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import run as R  # noqa: E402
+from common import write_markdown  # noqa: E402
+
+from llmcodec import baselines as B  # noqa: E402
+from llmcodec import sysinfo  # noqa: E402
+
+
+def balanced_shared_relative(bpw: float) -> R.Method:
+    """ECSQ row + balance with one relative step (step / row RMS) shared by every matrix, chosen so
+    the model meets ``bpw`` with the multipliers' 16 bits per column counted: equal relative error
+    everywhere, as llmcodec's equal-QP allocation gives, instead of equal rate per matrix."""
+
+    def run(model: str, state: R.State) -> tuple[R.State, float]:
+        from llmcodec.importance import balance_importance, column_scales
+
+        names = R.codable_names(state)
+        ws, cs = [], []
+        for n in names:
+            w = state[n].detach().to(torch.float32).numpy()
+            c = column_scales(balance_importance(w)).astype(np.float32)
+            ws.append(w * c[None, :])
+            cs.append(c)
+        col_bits = 16 * sum(c.size for c in cs)
+        res = B.ecsq_shared_step(ws, bpw - col_bits / sum(w.size for w in ws), "range", "row")
+        out = dict(state)
+        for n, c, (w_hat, _) in zip(names, cs, res, strict=True):
+            out[n] = torch.from_numpy(w_hat / c[None, :]).to(state[n].dtype)
+        return out, float(sum(b for _, b in res)) + col_bits
+
+    return run
+
+
+def entries(targets: list[float], with_llmcodec: bool, workers: int) -> list[tuple[str, R.Entry]]:
+    """(group, entry): the group names the method whose draws are pooled."""
+    out = []
+    for b in targets:
+        out.append(("ecsq-range row", R.Entry("ecsq-range", f"row bpw={b}", b,
+                                              R.peer_method(B.ECSQ(b, coder="range", scope="row")))))
+        out.append(("ecsq-range row+balance", R.Entry("ecsq-range", f"row+balance bpw={b}", b, R.balanced_method(
+            R._Shrunk(B.ECSQ, b, coder="range", scope="row")))))
+        if with_llmcodec:
+            out.append(("llmcodec-vvc default", R.Entry("llmcodec-vvc", f"default bpw={b}", b,
+                                                        R.llmcodec_method(codec="vvc", bpw=b, workers=workers))))
+    b = max(targets)
+    out.append(("ecsq-range row+balance", R.Entry("ecsq-range", f"row+balance shared-relative bpw={b}", b,
+                                                  balanced_shared_relative(b))))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=3.5)
+    ap.add_argument("--offsets", default="0,0.005,0.01", help="targets = budget minus each offset")
+    ap.add_argument("--windows", type=int, default=8, help="PTB windows, as in the RESULTS.md run")
+    ap.add_argument("--llmcodec", action="store_true", help="also llmcodec's default (about 10 min a point)")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    info = sysinfo.describe()
+    targets = [round(args.budget - float(o), 4) for o in args.offsets.split(",")]
+    plan = entries(targets, args.llmcodec, args.workers)
+    noise_csv, main_csv = HERE / "noise.csv", HERE / "results.csv"
+    win = str(args.windows)
+
+    def known() -> dict[tuple, dict]:
+        return {R.row_key(r): r for r in R.read_rows(main_csv) + R.read_rows(noise_csv)}
+
+    if not args.report_only:
+        model = None
+        for _, e in plan:
+            if (R.SMOL, e.method, e.setting, win) in known():
+                continue
+            model = model or R.Smol(args.windows)
+            R.log(f"{e.method} {e.setting} ...")
+            row = R.run_point(model, e)
+            R.record(noise_csv, row)
+            R.log(str(row))
+    rows = known()
+    lines = [
+        "# Realization noise of SmolLM2 perplexity near one budget",
+        "",
+        f"Regenerate: `{info['command']}`.",
+        "",
+        " ".join(__doc__.split("\n\n")[1].split()),
+        "",
+        f"Budget {args.budget} bits per weight, targets {', '.join(map(str, targets))}; PTB test, "
+        f"{args.windows} windows of 512 tokens (the RESULTS.md protocol).",
+        "",
+        "| method | setting | bpw | rel. error | perplexity |",
+        "|---|---|---|---|---|",
+    ]
+    pooled: dict[str, list[float]] = {}
+    for group, e in plan:
+        r = rows.get((R.SMOL, e.method, e.setting, win))
+        if r is None:
+            continue
+        pooled.setdefault(group, []).append(float(r["perplexity"]))
+        lines.append(f"| {e.method} | {e.setting} | {float(r['bpw']):.4f} | {float(r['rel_error']):.4f} | "
+                     f"{float(r['perplexity']):.2f} |")
+    lines += ["", "| method | draws | perplexity min | mean | max | spread (max/min - 1) |",
+              "|---|---|---|---|---|---|"]
+    for group, v in pooled.items():
+        lines.append(f"| {group} | {len(v)} | {min(v):.2f} | {statistics.mean(v):.2f} | {max(v):.2f} | "
+                     f"{max(v) / min(v) - 1:.1%} |")
+    write_markdown(HERE / "NOISE.md", lines, info)
+    print("wrote", HERE / "NOISE.md")
+
+
+if __name__ == "__main__":
+    main()
