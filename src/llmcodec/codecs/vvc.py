@@ -39,6 +39,12 @@ def _vvc_profiles() -> dict[str, Profile]:
         out[f"ai-{preset}-coef"] = Profile(f"ai-{preset}-coef", preset=preset, intra=True, options=coef, coef_block=32)
         name = f"ai-{preset}-coef-dq"
         out[name] = Profile(name, preset=preset, intra=True, options=dq + coef, coef_block=32)
+    # libvvenc's medium preset turns dependent quantization on by itself (ai-medium-coef has it):
+    # this is medium's search with faster's quantizer (RDOQ, sign-bit hiding)
+    out["ai-medium-coef-rdoq"] = Profile(
+        "ai-medium-coef-rdoq", preset="medium", intra=True,
+        options=(("DepQuant", "0"), ("SignHideFlag", "1")) + coef, coef_block=32,
+    )
     # without sign-bit hiding either: every coefficient is rounded on its own (RDOQ only)
     out["ai-faster-coef-sq"] = Profile(
         "ai-faster-coef-sq", preset="faster", intra=True, options=sq + coef, coef_block=32
