@@ -21,9 +21,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
@@ -35,31 +32,6 @@ from llmcodec import baselines as B  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
 
 
-def balanced_shared_relative(bpw: float) -> R.Method:
-    """ECSQ row + balance with one relative step (step / row RMS) shared by every matrix, chosen so
-    the model meets ``bpw`` with the multipliers' 16 bits per column counted: equal relative error
-    everywhere, as llmcodec's equal-QP allocation gives, instead of equal rate per matrix."""
-
-    def run(model: str, state: R.State) -> tuple[R.State, float]:
-        from llmcodec.importance import balance_importance, column_scales
-
-        names = R.codable_names(state)
-        ws, cs = [], []
-        for n in names:
-            w = state[n].detach().to(torch.float32).numpy()
-            c = column_scales(balance_importance(w)).astype(np.float32)
-            ws.append(w * c[None, :])
-            cs.append(c)
-        col_bits = 16 * sum(c.size for c in cs)
-        res = B.ecsq_shared_step(ws, bpw - col_bits / sum(w.size for w in ws), "range", "row")
-        out = dict(state)
-        for n, c, (w_hat, _) in zip(names, cs, res, strict=True):
-            out[n] = torch.from_numpy(w_hat / c[None, :]).to(state[n].dtype)
-        return out, float(sum(b for _, b in res)) + col_bits
-
-    return run
-
-
 def entries(targets: list[float], with_llmcodec: bool, workers: int) -> list[tuple[str, R.Entry]]:
     """(group, entry): the group names the method whose draws are pooled."""
     out = []
@@ -69,7 +41,8 @@ def entries(targets: list[float], with_llmcodec: bool, workers: int) -> list[tup
         out.append(("ecsq-range row+balance", R.Entry("ecsq-range", f"row+balance bpw={b}", b, R.balanced_method(
             R._Shrunk(B.ECSQ, b, coder="range", scope="row")))))
         out.append(("ecsq-range row+balance, shared relative step", R.Entry(
-            "ecsq-range", f"row+balance shared-relative bpw={b}", b, balanced_shared_relative(b))))
+            "ecsq-range", f"row+balance shared-relative bpw={b}", b,
+            R.shared_step_method(b, scope="row", balance=True))))
         if with_llmcodec:
             out.append(("llmcodec-vvc default", R.Entry("llmcodec-vvc", f"default bpw={b}", b,
                                                         R.llmcodec_method(codec="vvc", bpw=b, workers=workers))))

@@ -89,6 +89,13 @@ def peer_method(quantizer) -> Method:
     return run
 
 
+def balance_multipliers(w: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """llmcodec's balance column multipliers of ``w`` (``importance.balance_importance``)."""
+    from llmcodec.importance import balance_importance, column_scales
+
+    return column_scales(balance_importance(w), alpha).astype(np.float32)
+
+
 def balanced_method(quantizer, alpha: float = 1.0) -> Method:
     """A peer applied to ``W diag(c)`` with llmcodec's balance column multipliers
     (``importance.balance_importance``), undone after: the same data-free weighting as llmcodec's
@@ -96,13 +103,11 @@ def balanced_method(quantizer, alpha: float = 1.0) -> Method:
     how much of llmcodec's result comes from the weighting rather than from the codec."""
 
     def run(model: str, state: State) -> tuple[State, float]:
-        from llmcodec.importance import balance_importance, column_scales
-
         out, bits = dict(state), 0.0
         for n in codable_names(state):
             t = state[n]
             w = t.detach().to(torch.float32).numpy()
-            c = column_scales(balance_importance(w), alpha).astype(np.float32)
+            c = balance_multipliers(w, alpha)
             w_hat, b = quantizer(w * c[None, :])
             out[n] = torch.from_numpy(w_hat / c[None, :]).to(t.dtype)
             bits += b + 16 * c.size
@@ -111,18 +116,25 @@ def balanced_method(quantizer, alpha: float = 1.0) -> Method:
     return run
 
 
-def shared_step_method(bpw: float, coder: str = "range", scope: str = "tensor") -> Method:
-    """ECSQ with one step for all codable matrices (``baselines.ecsq_shared_step``)."""
+def shared_step_method(bpw: float, coder: str = "range", scope: str = "tensor", balance: bool = False) -> Method:
+    """ECSQ with one step for all codable matrices (``baselines.ecsq_shared_step``). ``balance``: on
+    ``W diag(c)`` as ``balanced_method``, the multipliers' 16 bits per column counted in ``bpw``."""
 
     def run(model: str, state: State) -> tuple[State, float]:
         from llmcodec.baselines import ecsq_shared_step
 
         names = codable_names(state)
-        res = ecsq_shared_step([state[n].detach().to(torch.float32).numpy() for n in names], bpw, coder, scope)
+        ws = [state[n].detach().to(torch.float32).numpy() for n in names]
+        numel, cs, col_bits = sum(w.size for w in ws), None, 0
+        if balance:
+            cs = [balance_multipliers(w) for w in ws]
+            ws = [w * c[None, :] for w, c in zip(ws, cs, strict=True)]
+            col_bits = 16 * sum(c.size for c in cs)
+        res = ecsq_shared_step(ws, bpw - col_bits / numel, coder, scope)
         out = dict(state)
-        for n, (w_hat, _) in zip(names, res, strict=True):
-            out[n] = torch.from_numpy(w_hat).to(state[n].dtype)
-        return out, float(sum(b for _, b in res))
+        for i, (n, (w_hat, _)) in enumerate(zip(names, res, strict=True)):
+            out[n] = torch.from_numpy(w_hat if cs is None else w_hat / cs[i][None, :]).to(state[n].dtype)
+        return out, float(sum(b for _, b in res)) + col_bits
 
     return run
 
