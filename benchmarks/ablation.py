@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Harness, ResultsCSV, write_markdown  # noqa: E402
+from common import OLD_DEFAULTS, Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
@@ -25,21 +25,21 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus four ingredients (DEFAULT_PATH). The previous defaults' path, in the
-# sample domain, follows (base -> dependent quantization -> companding), then alternatives tried on
-# top of either (measured, not kept). Every configuration names all the settings it was measured
-# with that differ from today's library defaults, so each row can be measured again as it was.
+# The default is the base plus four ingredients, and a fifth from 3.25 bits per weight (DEFAULT_PATH).
+# The previous defaults' path, in the sample domain, follows (base -> dependent quantization ->
+# companding), then alternatives tried on top of either (measured, not kept). Every configuration
+# names all the settings it was measured with that differ from today's library defaults, so each
+# row can be measured again as it was.
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
-                "+ column balance", "+ 8-bit side information (the default)")
-# what the library defaults were before reconstruction tables, balance weighting and log-coded side
-# information existed
-OLD = {"compand": 1.0, "weighting": "none", "centroids": False, "tolerance": 0.03, "side": "fp16"}
+                "+ column balance", "+ 8-bit side information (the default below 3.25 bpw)",
+                "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
+OLD = OLD_DEFAULTS
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
     "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},
     "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none", "side": "fp16"},
     "+ column balance": {"side": "fp16"},
-    "+ 8-bit side information (the default)": {},
+    "+ 8-bit side information (the default below 3.25 bpw)": {"profile": "ai-faster-coef"},
     "default + dependent quantization": {"profile": "ai-faster-coef-dq"},
     "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16"},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
@@ -52,9 +52,9 @@ CONFIGS: dict[str, dict] = {
     "dq + rotation": {"profile": "ai-faster-dq", "rotate": True, **OLD},
     "dq + companding p=0.7": {"profile": "ai-faster-dq", **OLD, "compand": 0.7},
     "dq + companding p=0.9": {"profile": "ai-faster-dq", **OLD, "compand": 0.9},
-    # from 3.25 bits per weight the default adds dependent quantization on the medium preset; this
-    # row takes it away ("default + dependent quantization" above is it on the faster preset)
-    "default, plain RDOQ at every budget": {"profile": "default"},
+    # from 3.25 bits per weight the default profile is default-dq: dependent quantization with
+    # libvvenc's medium preset ("default + dependent quantization" above is that on the faster preset)
+    "+ dependent quantization on the medium preset (the default from 3.25 bpw)": {},
 }
 
 
@@ -134,7 +134,9 @@ def write_report(csv: ResultsCSV, info: dict) -> None:
              "domain (src/llmcodec/coefdomain.py), so its quantizer acts on each weight; each decoded level",
              "is restored at the centroid of the weights that reached it (quant.Recon); every input column",
              "is coded at the same RMS (importance.balance_importance); scales and column multipliers are",
-             "stored as a byte each and offsets only where they pay (sideinfo.py). An earlier default was reached in",
+             "stored as a byte each and offsets only where they pay (sideinfo.py); from 3.25 bits per weight",
+             "the codec quantizes with dependent (trellis) quantization and libvvenc's medium preset instead",
+             "of RDOQ and the faster preset (src/llmcodec/codecs/vvc.py). An earlier default was reached in",
              "the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8'; the rows after",
              "it are alternatives tried on top of that. The settings column gives each row's settings that",
              "differ from today's defaults (rows measured before a setting existed ran with it off: their",

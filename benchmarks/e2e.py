@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Harness, ResultsCSV, write_markdown  # noqa: E402
+from common import OLD_DEFAULTS, Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
@@ -75,8 +75,8 @@ def main() -> None:
     for profile in args.profiles.split(","):
         for b in (float(x) for x in args.vvc_bpw.split(",") if x):
             def vvc(b=b, profile=profile):
-                # compand=1.0: these rows predate companding; the default (p=0.8) is in the ablation
-                art = compress_source(h.src, CompressSettings(codec="vvc", profile=profile, bpw=b, compand=1.0))
+                # the library defaults of the day these rows were measured; today's default is in the ablation
+                art = compress_source(h.src, CompressSettings(codec="vvc", profile=profile, bpw=b, **OLD_DEFAULTS))
                 return restore_state_dict(art), art.stats()["bits_per_weight"]
             run("vvc", f"bpw={b},profile={profile}", b, vvc)
 
@@ -109,9 +109,11 @@ def write_report(path: Path, rows: list[dict], info: dict, n_tensors: int | None
         "198 windows, which keeps a whole run within the machine's budget; `--windows 0` scores all).",
         "VVC rows: libvvenc all-intra, `-qpa 0`, 10-bit samples, per-row scales, one QP for all tensors,",
         "rate control to the target (`llmcodec compress --bpw B --profile P`); `ai-faster` is preset faster,",
-        "`ai-faster-dq` adds dependent (trellis) quantization and is the default profile. These rows do",
-        "not compand; the default configuration also compands (p=0.8), and its numbers under this same",
-        "protocol are in `benchmarks/ablation/RESULTS.md`.",
+        "`ai-faster-dq` adds dependent (trellis) quantization; both code the weights as samples (no",
+        "companding, no column balance, no reconstruction tables: `OLD_DEFAULTS` in benchmarks/common.py).",
+        "They are the first steps of the ablation. Today's default (coefficient domain, reconstruction",
+        "tables, column balance, 8-bit side information, libvvenc's medium preset) under this same",
+        "protocol is in `benchmarks/ablation/RESULTS.md`.",
         "A target the session could not reach before it ended is missing: rerun the command to add it.",
         "Against stronger calibration-free peers (uniform quantization + entropy coding), see",
         "`benchmarks/rd/RESULTS.md`.",

@@ -215,7 +215,9 @@ def test_default_vvc_profile_follows_the_budget():
     from llmcodec.codecs import get_codec
 
     vvc = get_codec("vvc")
-    assert vvc.profile_for(None, 2.5).name == "default"
+    lo = vvc.profile_for(None, 2.5)
+    assert lo.name == "default" and lo.preset == "faster" and ("DepQuant", "1") not in lo.options
+    assert lo.coef_block == 32
     assert vvc.profile_for(None, None).name == "default"  # a fixed QP
     hi = vvc.profile_for(None, 3.5)
     assert hi.name == "default-dq" and ("DepQuant", "1") in hi.options and hi.coef_block == 32

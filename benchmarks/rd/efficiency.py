@@ -1,6 +1,6 @@
 """How efficient is VVC as a quantizer + entropy coder of weights? Matrix by matrix, at equal rate.
 
-    .venv/bin/python benchmarks/rd/efficiency.py [--qps 22,26,30,34] [--profiles ai-faster-coef,ai-faster-coef-dq]
+    .venv/bin/python benchmarks/rd/efficiency.py [--qps 22,26,30,34] [--profiles ai-faster-coef,ai-medium-coef-dq,...]
 
 For a few SmolLM2-135M matrices (its weights were already 4-bit, GGUF Q4_1), each coded as the
 default codes it (column balance applied first, W * c), VVC in the coefficient domain at fixed
@@ -51,10 +51,20 @@ def ecsq_at(w: np.ndarray, bits: float) -> tuple[float, float]:
     return coder.estimate_bits(sym.q) / w.size, relative_error(w, restored.astype(np.float32))
 
 
+def _by_profile_qp(rows: list[tuple]) -> dict[tuple[str, int], list[tuple]]:
+    out: dict[tuple[str, int], list[tuple]] = {}
+    for r in rows:
+        out.setdefault((r[1], r[2]), []).append(r)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qps", default="22,26,30,34")
-    ap.add_argument("--profiles", default="ai-faster-coef,ai-faster-coef-dq")
+    ap.add_argument(
+        "--profiles",
+        default="ai-faster-coef,ai-faster-coef-sq,ai-faster-coef-dq,ai-medium-coef-rdoq,ai-medium-coef-dq",
+    )
     args = ap.parse_args()
     info = sysinfo.describe()
     src = load("smollm2-135m")
@@ -80,6 +90,13 @@ def main() -> None:
         "`bits` = bitstream bits per weight (VVC) and entropy + model table (ECSQ row, at VVC's rate);",
         "`VVC excess` = how many bits per weight VVC spends beyond what ECSQ needs for VVC's error, at",
         "the high-rate slope of 6.02 dB per bit (negative: VVC is better).",
+        "",
+        "Mean over the matrices, by profile and QP:",
+        "",
+        "| VVC profile | QP | bits | VVC excess (bits) |",
+        "|---|---|---|---|",
+        *[f"| `{p}` | {q} | {np.mean([r[3] for r in g]):.3f} | {np.mean([r[7] for r in g]):+.3f} |"
+          for (p, q), g in _by_profile_qp(rows).items()],
         "",
         "| matrix | VVC profile | QP | bits | VVC rel. error | ECSQ bits | ECSQ rel. error | VVC excess (bits) |",
         "|---|---|---|---|---|---|---|---|",

@@ -32,7 +32,7 @@ from llmcodec import baselines as B  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
 
 
-def entries(targets: list[float], with_llmcodec: bool, workers: int) -> list[tuple[str, R.Entry]]:
+def entries(targets: list[float], with_llmcodec: bool, extra: list[str], workers: int) -> list[tuple[str, R.Entry]]:
     """(group, entry): the group names the method whose draws are pooled."""
     out = []
     for b in targets:
@@ -46,64 +46,77 @@ def entries(targets: list[float], with_llmcodec: bool, workers: int) -> list[tup
         if with_llmcodec:
             out.append(("llmcodec-vvc default", R.Entry("llmcodec-vvc", f"default bpw={b}", b,
                                                         R.llmcodec_method(codec="vvc", bpw=b, workers=workers))))
+        for e in R.extra_entries(extra, (b,), workers):
+            out.append((f"{e.method} {e.setting.rpartition(' bpw=')[0]}", e))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=float, default=3.5)
+    ap.add_argument("--budgets", default="3.5", help="comma-separated; a section of NOISE.md each")
     ap.add_argument("--offsets", default="0,0.005,0.01", help="targets = budget minus each offset")
     ap.add_argument("--windows", type=int, default=8, help="PTB windows, as in the RESULTS.md run")
     ap.add_argument("--llmcodec", action="store_true", help="also llmcodec's default (about 10 min a point)")
+    ap.add_argument("--extra", action="append", default=[], help="llmcodec config 'name:key=value,...' (run.py's)")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     info = sysinfo.describe()
-    targets = [round(args.budget - float(o), 4) for o in args.offsets.split(",")]
-    plan = entries(targets, args.llmcodec, args.workers)
+    budgets = [float(b) for b in args.budgets.split(",")]
     noise_csv, main_csv = HERE / "noise.csv", HERE / "results.csv"
     win = str(args.windows)
 
     def known() -> dict[tuple, dict]:
         return {R.row_key(r): r for r in R.read_rows(main_csv) + R.read_rows(noise_csv)}
 
+    plans = {}
+    for budget in budgets:
+        targets = [round(budget - float(o), 4) for o in args.offsets.split(",")]
+        plans[budget] = (targets, entries(targets, args.llmcodec, args.extra, args.workers))
     if not args.report_only:
         model = None
-        for _, e in plan:
-            if (R.SMOL, e.method, e.setting, win) in known():
-                continue
-            model = model or R.Smol(args.windows)
-            R.log(f"{e.method} {e.setting} ...")
-            row = R.run_point(model, e)
-            R.record(noise_csv, row)
-            R.log(str(row))
+        for _, plan in plans.values():
+            for _, e in plan:
+                if (R.SMOL, e.method, e.setting, win) in known():
+                    continue
+                model = model or R.Smol(args.windows)
+                R.log(f"{e.method} {e.setting} ...")
+                row = R.run_point(model, e)
+                R.record(noise_csv, row)
+                R.log(str(row))
     rows = known()
     lines = [
-        "# Realization noise of SmolLM2 perplexity near one budget",
+        "# Realization noise of SmolLM2 perplexity near a budget",
         "",
         f"Regenerate: `{info['command']}`.",
         "",
         " ".join(__doc__.split("\n\n")[1].split()),
         "",
-        f"Budget {args.budget} bits per weight, targets {', '.join(map(str, targets))}; PTB test, "
-        f"{args.windows} windows of 512 tokens (the RESULTS.md protocol).",
-        "",
-        "| method | setting | bpw | rel. error | perplexity |",
-        "|---|---|---|---|---|",
     ]
-    pooled: dict[str, list[float]] = {}
-    for group, e in plan:
-        r = rows.get((R.SMOL, e.method, e.setting, win))
-        if r is None:
-            continue
-        pooled.setdefault(group, []).append(float(r["perplexity"]))
-        lines.append(f"| {e.method} | {e.setting} | {float(r['bpw']):.4f} | {float(r['rel_error']):.4f} | "
-                     f"{float(r['perplexity']):.2f} |")
-    lines += ["", "| method | draws | perplexity min | mean | max | spread (max/min - 1) |",
-              "|---|---|---|---|---|---|"]
-    for group, v in pooled.items():
-        lines.append(f"| {group} | {len(v)} | {min(v):.2f} | {statistics.mean(v):.2f} | {max(v):.2f} | "
-                     f"{max(v) / min(v) - 1:.1%} |")
+    for budget, (targets, plan) in plans.items():
+        lines += [
+            f"## Budget {budget} bits per weight",
+            "",
+            f"Targets {', '.join(map(str, targets))}; PTB test, {args.windows} windows of 512 tokens (the",
+            "RESULTS.md protocol).",
+            "",
+            "| method | setting | bpw | rel. error | perplexity |",
+            "|---|---|---|---|---|",
+        ]
+        pooled: dict[str, list[float]] = {}
+        for group, e in plan:
+            r = rows.get((R.SMOL, e.method, e.setting, win))
+            if r is None:
+                continue
+            pooled.setdefault(group, []).append(float(r["perplexity"]))
+            lines.append(f"| {e.method} | {e.setting} | {float(r['bpw']):.4f} | {float(r['rel_error']):.4f} | "
+                         f"{float(r['perplexity']):.2f} |")
+        lines += ["", "| method | draws | perplexity min | mean | max | spread (max/min - 1) |",
+                  "|---|---|---|---|---|---|"]
+        for group, v in pooled.items():
+            lines.append(f"| {group} | {len(v)} | {min(v):.2f} | {statistics.mean(v):.2f} | {max(v):.2f} | "
+                         f"{max(v) / min(v) - 1:.1%} |")
+        lines.append("")
     write_markdown(HERE / "NOISE.md", lines, info)
     print("wrote", HERE / "NOISE.md")
 

@@ -188,12 +188,18 @@ def default_methods(budgets: tuple[float, ...], extra: list[str], workers: int =
         register("ecsq-zstd", f"tensor bpw={b}", b, peer_method(B.ECSQ(b, coder="zstd", scope="tensor")))
     add_rtn(None)
     add_rtn(32)
-    for spec in extra:  # "name:key=value,key=value"
+    return entries + extra_entries(extra, budgets, workers)
+
+
+def extra_entries(extra: list[str], budgets: tuple[float, ...], workers: int = 0) -> list[Entry]:
+    """llmcodec configurations given as 'name:key=value,key=value', one point per budget."""
+    out = []
+    for spec in extra:
         name, _, kv = spec.partition(":")
         kwargs = {"workers": workers, **dict(_parse_kv(p) for p in kv.split(",") if p)}
         for b in budgets:
-            register(f"llmcodec-{name}", f"{kv or 'default'} bpw={b}", b, llmcodec_method(**kwargs, bpw=b))
-    return entries
+            out.append(Entry(f"llmcodec-{name}", f"{kv or 'default'} bpw={b}", b, llmcodec_method(**kwargs, bpw=b)))
+    return out
 
 
 @dataclass(frozen=True)
