@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OLD_DEFAULTS, Harness, ResultsCSV, write_markdown  # noqa: E402
+from common import OLD_DEFAULTS as OLD  # noqa: E402
+from common import Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
@@ -33,7 +34,6 @@ FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "s
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
                 "+ column balance", "+ 8-bit side information (the default below 3.25 bpw)",
                 "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
-OLD = OLD_DEFAULTS
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
     "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},

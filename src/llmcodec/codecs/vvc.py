@@ -60,8 +60,8 @@ def _vvc_profiles() -> dict[str, Profile]:
     for lm in ("0.5", "0.25"):
         name = f"ai-faster-coef-lm{lm}"
         out[name] = Profile(name, preset="faster", intra=True, options=coef + (("LambdaModifierI", lm),), coef_block=32)
-    # the defaults are named copies, so a default's point and its profile's point are one encoding
-    # Below 3.25 bits per weight the faster preset. ai-medium-coef-rdoq codes 0.02 bits per weight
+    # The defaults are named copies, so a default's point and its profile's point are one encoding.
+    # Below 3.25 bits per weight the faster preset: ai-medium-coef-rdoq codes 0.02 bits per weight
     # closer to ideal scalar coding at QP 30 and lowered SmolLM2-135M's weight error at 2-3 bits per
     # weight, but not its perplexity (benchmarks/rd/NOISE.md: 3.0 bits per weight, three draws).
     out["default"] = replace(out["ai-faster-coef"], name="default")
