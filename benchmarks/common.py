@@ -50,12 +50,21 @@ class ResultsCSV:
         print(row, flush=True)
 
 
-def write_markdown(path: Path, lines: list[str], info: dict[str, str]) -> None:
-    """Write a report with the machine, versions and command it was measured with, atomically."""
+def write_markdown(path: Path, lines: list[str], info: dict[str, str], measured: bool = True) -> None:
+    """Write a report with the machine, versions and command it was measured with, atomically.
+
+    A report redrawn from stored results (``measured=False``) keeps the block of the run that
+    measured them, so redrawing on another machine does not claim that machine measured them."""
     from llmcodec import sysinfo
 
+    marker = "\nMeasured on:\n\n"
+    old = path.read_text() if path.is_file() else ""
+    if not measured and marker in old:
+        footer = old[old.index(marker) + len(marker):].rstrip("\n")
+    else:
+        footer = sysinfo.markdown(info)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join([*lines, "", "Measured on:", "", sysinfo.markdown(info), ""]))
+    tmp.write_text("\n".join([*lines, "", "Measured on:", "", footer, ""]))
     tmp.replace(path)
 
 

@@ -46,8 +46,7 @@ def main() -> None:
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     csv = ResultsCSV(args.csv, FIELDS, ("method", "setting"), args.fresh)
     if args.report_only:
-        info["command"] += " (rewrote the report from the CSV, whose points `python benchmarks/e2e.py` measured)"
-        write_report(args.report, list(csv.rows.values()), info, None, None)
+        write_report(args.report, list(csv.rows.values()), info, None, None, measured=False)
         return
     h = Harness(args.model, args.windows)
 
@@ -83,7 +82,9 @@ def main() -> None:
     write_report(args.report, list(csv.rows.values()), info, len(h.names), h.coded_weights)
 
 
-def write_report(path: Path, rows: list[dict], info: dict, n_tensors: int | None, n_weights: int | None) -> None:
+def write_report(
+    path: Path, rows: list[dict], info: dict, n_tensors: int | None, n_weights: int | None, measured: bool = True
+) -> None:
     def key(r):
         return (r["method"] != "uncompressed", float(r["bpw"]))
 
@@ -125,7 +126,7 @@ def write_report(path: Path, rows: list[dict], info: dict, n_tensors: int | None
         ppl = float(r["perplexity"])
         lines.append(f"| {r['method']} | {r['setting']} | {r['bpw']} | {r['rel_error']} | {ppl:,.2f} "
                      f"| {r['tokens']} | {r['seconds']} |")
-    write_markdown(path, lines, info)
+    write_markdown(path, lines, info, measured)
 
 
 if __name__ == "__main__":

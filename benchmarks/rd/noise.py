@@ -88,7 +88,7 @@ def main() -> None:
     lines = [
         "# Realization noise of SmolLM2 perplexity near a budget",
         "",
-        f"Regenerate: `{info['command']}`.",
+        f"Regenerate: `{info['command'].replace(' --report-only', '')}` (`--report-only` redraws this file).",
         "",
         " ".join(__doc__.split("\n\n")[1].split()),
         "",
@@ -117,7 +117,7 @@ def main() -> None:
             lines.append(f"| {group} | {len(v)} | {min(v):.2f} | {statistics.mean(v):.2f} | {max(v):.2f} | "
                          f"{max(v) / min(v) - 1:.1%} |")
         lines.append("")
-    write_markdown(HERE / "NOISE.md", lines, info)
+    write_markdown(HERE / "NOISE.md", lines, info, measured=not args.report_only)
     print("wrote", HERE / "NOISE.md")
 
 

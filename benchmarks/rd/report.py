@@ -148,7 +148,7 @@ def plot(rows: list[dict], out: Path) -> Path:
     return out
 
 
-def write_report(path: Path, rows: list[dict], info: dict, here: Path, windows: int) -> None:
+def write_report(path: Path, rows: list[dict], info: dict, here: Path, windows: int, measured: bool = True) -> None:
     """Report the SmolLM2 rows measured with ``windows`` PTB windows (other runs stay in the CSV);
     if there are none (e.g. a MiniLM-only run with the default), the window count most rows have."""
     from collections import Counter
@@ -262,4 +262,4 @@ def write_report(path: Path, rows: list[dict], info: dict, here: Path, windows: 
         lines += [f"![rate–distortion]({png.name})", ""]
     lines += ["Gaussian bound: a memoryless Gaussian source at R bits has relative RMS error ≥ 2^-R (plotted on the",
               "error panels)."]
-    write_markdown(path, lines, info)
+    write_markdown(path, lines, info, measured)

@@ -58,8 +58,7 @@ def decompress_tensor(ct: CodedTensor, codec: str = "vvc", profile: str | None =
 
 
 def _codec_record(settings: CompressSettings) -> dict:
-    c = get_codec(settings.codec)
-    p = c.profile_for(settings.profile, settings.bpw)
+    c, p = settings.codec_profile()
     return {
         "name": c.name,
         "encoder": c.encoder,

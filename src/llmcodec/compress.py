@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,22 @@ class CompressSettings:
 
     def resolved_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
+
+    def codec_profile(self) -> tuple[FFmpegCodec, Profile]:
+        """The codec and the profile these settings code with: the one named, or the codec's default
+        for the budget (``FFmpegCodec.profile_for``)."""
+        codec = get_codec(self.codec)
+        return codec, codec.profile_for(self.profile, self.bpw)
+
+    def same_encoding(self, other: CompressSettings) -> bool:
+        """Whether ``other`` codes every matrix exactly as these settings do: the same settings once
+        each profile is resolved, whatever the profiles are called (a default profile is a named copy
+        of another) and however many workers run."""
+        def key(s: CompressSettings) -> tuple:
+            _, p = s.codec_profile()
+            return replace(s, profile=None, workers=0), replace(p, name="")
+
+        return key(self) == key(other)
 
     def to_dict(self) -> dict:
         # workers only decides how fast, not what is written: leave it out so artifacts made with
@@ -385,9 +401,8 @@ def compress_matrices(
     are in memory at once. ``executor`` defaults to a local pool of ``settings.workers`` threads;
     ``work`` keeps finished encodes on disk for resuming.
     """
-    codec = get_codec(settings.codec)
+    codec, profile = settings.codec_profile()
     codec.check_available()
-    profile = codec.profile_for(settings.profile, settings.bpw)
     if settings.lossless and profile.coef_block:
         raise ValueError(
             f"{settings.codec} profile {profile.name!r} codes in the transform-coefficient domain, which rounds "
