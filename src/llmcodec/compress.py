@@ -204,27 +204,24 @@ def finish_job(
     )
 
 
-def step_job(
-    spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
-) -> float:
-    """RMS quantization step of a matrix in weight units (what equal-error allocation equalizes), or
-    with ``relative`` the RMS over rows (groups) of the step divided by that row's RMS about its mean
-    (what equal-relative allocation equalizes)."""
+def scan_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> tuple[int, float, float]:
+    """What rate control needs from a matrix before coding, from one quantization. Runs on a worker.
+
+    Returns its side information (compact side information depends on the matrix, see
+    ``quant._worth_centring``), the RMS quantization step in weight units (what equal-error
+    allocation equalizes) and the RMS over rows (groups) of the step divided by that row's RMS about
+    its mean (what equal-relative allocation equalizes).
+    """
     coded = _coded_domain(spec, name, w)
     p, _, _ = _prepare(spec, name, coded, col_scale)
     s = p.quantized.scale.astype(np.float64)
     if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
         s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))
-    if relative:
-        s = s / group_rms(coded, spec.group)
-    return float(np.sqrt(np.mean(np.square(s))))
 
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.square(x))))
 
-def side_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> int:
-    """Side information of a matrix before coding: what rate control counts (compact side
-    information depends on the matrix, see ``quant._worth_centring``)."""
-    p, _, _ = _prepare(spec, name, _coded_domain(spec, name, w), col_scale)
-    return p.quantized.side_bits + column_bits(col_scale)
+    return p.quantized.side_bits + column_bits(col_scale), rms(s), rms(s / group_rms(coded, spec.group))
 
 
 class WorkDir:
@@ -305,6 +302,7 @@ class _Runner:
         self.numel = [r * c for r, c in shapes]
         self.digests = digests
         self.encodes = 0  # encoder runs in this process's jobs (cache hits excluded)
+        self._scanned: list[tuple[int, float, float]] | None = None
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
@@ -371,13 +369,18 @@ class _Runner:
         if not (self.spec.compact and profile.coef_block):  # fixed size: no need to read the matrices
             return [SIDE_BITS_PER_GROUP * r * group_count(c, self.spec.group) + column_bits(cs) + table
                     for (r, c), cs in zip(self.shapes, self.col_scales, strict=True)]
-        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i]) for i in range(len(self.names))]
-        return [b + table for b in self._map(side_job, args, self.numel, "scan")]
+        return [side + table for side, _, _ in self.scan()]
 
     def steps(self, relative: bool = False) -> list[float]:
-        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative)
-                for i in range(len(self.names))]
-        return self._map(step_job, args, self.numel, "scan")
+        return [rel if relative else step for _, step, rel in self.scan()]
+
+    def scan(self) -> list[tuple[int, float, float]]:
+        """``scan_job`` of every matrix, run once however many of its results are asked for."""
+        if self._scanned is None:
+            args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i])
+                    for i in range(len(self.names))]
+            self._scanned = self._map(scan_job, args, self.numel, "scan")
+        return self._scanned
 
 
 def _identity(x):
