@@ -24,14 +24,15 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from common import write_markdown  # noqa: E402
+from run import balance_multipliers  # noqa: E402
 
 import llmcodec  # noqa: E402
 from llmcodec import baselines as B  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.importance import balance_importance, column_scales  # noqa: E402
 from llmcodec.modelio import load  # noqa: E402
 from llmcodec.quant import relative_error  # noqa: E402
 
@@ -71,7 +72,7 @@ def main() -> None:
     rows = []
     for name in NAMES:
         w = src.get(name).float().numpy()
-        wb = (w * column_scales(balance_importance(w)).astype(np.float32)[None, :]).astype(np.float32)
+        wb = (w * balance_multipliers(w)[None, :]).astype(np.float32)
         for profile in args.profiles.split(","):
             for qp in map(int, args.qps.split(",")):
                 s = llmcodec.CompressSettings(qp=qp, profile=profile, weighting="none")
