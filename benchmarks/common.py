@@ -50,6 +50,11 @@ class ResultsCSV:
         print(row, flush=True)
 
 
+def measuring_command(info: dict[str, str]) -> str:
+    """The command that measures a report, from the command that ran (which may only redraw it)."""
+    return info["command"].replace(" --report-only", "")
+
+
 def write_markdown(path: Path, lines: list[str], info: dict[str, str], measured: bool = True) -> None:
     """Write a report with the machine, versions and command it was measured with, atomically.
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import run as R  # noqa: E402
-from common import write_markdown  # noqa: E402
+from common import measuring_command, write_markdown  # noqa: E402
 
 from llmcodec import baselines as B  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
@@ -88,7 +88,7 @@ def main() -> None:
     lines = [
         "# Realization noise of SmolLM2 perplexity near a budget",
         "",
-        f"Regenerate: `{info['command'].replace(' --report-only', '')}` (`--report-only` redraws this file).",
+        f"Regenerate: `{measuring_command(info)}` (`--report-only` redraws this file).",
         "",
         " ".join(__doc__.split("\n\n")[1].split()),
         "",

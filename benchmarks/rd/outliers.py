@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import run as R  # noqa: E402
-from common import ResultsCSV, write_markdown  # noqa: E402
+from common import ResultsCSV, measuring_command, write_markdown  # noqa: E402
 
 from llmcodec import baselines as B  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
             csv.add({"target_bpw": b, "fraction": f, "bpw": row["bpw"], "rel_error": row["rel_error"],
                      "perplexity": row["perplexity"], "tokens": row["tokens"], "seconds": row["seconds"]})
     lines = ["# Keeping the largest weights exact (ECSQ row + balance, SmolLM2-135M)", "",
-             f"Regenerate: `{info['command'].replace(' --report-only', '')}`.", "",
+             f"Regenerate: `{measuring_command(info)}`.", "",
              " ".join(__doc__.split("\n\n")[2].split()), "",
              "| target bpw | kept fraction | bits/weight | rel. weight error | perplexity | change |",
              "|---|---|---|---|---|---|"]

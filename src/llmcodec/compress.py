@@ -107,10 +107,10 @@ class CompressSettings:
     def same_encoding(self, other: CompressSettings) -> bool:
         """Whether ``other`` codes every matrix exactly as these settings do: the same settings once
         each profile is resolved, whatever the profiles are called (a default profile is a named copy
-        of another) and however many workers run."""
+        of another) and however many workers run (``to_dict`` leaves them out)."""
         def key(s: CompressSettings) -> tuple:
             _, p = s.codec_profile()
-            return replace(s, profile=None, workers=0), replace(p, name="")
+            return {**s.to_dict(), "profile": None}, replace(p, name="")
 
         return key(self) == key(other)
 
@@ -204,13 +204,16 @@ def finish_job(
     )
 
 
-def scan_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None) -> tuple[int, float, float]:
+def scan_job(
+    spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
+) -> tuple[int, float, float | None]:
     """What rate control needs from a matrix before coding, from one quantization. Runs on a worker.
 
     Returns its side information (compact side information depends on the matrix, see
     ``quant._worth_centring``), the RMS quantization step in weight units (what equal-error
-    allocation equalizes) and the RMS over rows (groups) of the step divided by that row's RMS about
-    its mean (what equal-relative allocation equalizes).
+    allocation equalizes) and, with ``relative``, the RMS over rows (groups) of the step divided by
+    that row's RMS about its mean (what equal-relative allocation equalizes; None without: it costs
+    another pass over the matrix that the default allocation does not need).
     """
     coded = _coded_domain(spec, name, w)
     p, _, _ = _prepare(spec, name, coded, col_scale)
@@ -221,7 +224,8 @@ def scan_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | No
     def rms(x: np.ndarray) -> float:
         return float(np.sqrt(np.mean(np.square(x))))
 
-    return p.quantized.side_bits + column_bits(col_scale), rms(s), rms(s / group_rms(coded, spec.group))
+    rel = rms(s / group_rms(coded, spec.group)) if relative else None
+    return p.quantized.side_bits + column_bits(col_scale), rms(s), rel
 
 
 class WorkDir:
@@ -302,7 +306,7 @@ class _Runner:
         self.numel = [r * c for r, c in shapes]
         self.digests = digests
         self.encodes = 0  # encoder runs in this process's jobs (cache hits excluded)
-        self._scanned: list[tuple[int, float, float]] | None = None
+        self._scanned: list[tuple[int, float, float | None]] | None = None
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
@@ -372,12 +376,13 @@ class _Runner:
         return [side + table for side, _, _ in self.scan()]
 
     def steps(self, relative: bool = False) -> list[float]:
-        return [rel if relative else step for _, step, rel in self.scan()]
+        return [rel if relative else step for _, step, rel in self.scan(relative)]  # type: ignore[misc]
 
-    def scan(self) -> list[tuple[int, float, float]]:
-        """``scan_job`` of every matrix, run once however many of its results are asked for."""
-        if self._scanned is None:
-            args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i])
+    def scan(self, relative: bool = False) -> list[tuple[int, float, float | None]]:
+        """``scan_job`` of every matrix, run once however many of its results are asked for (again
+        only if relative steps are asked for after a scan without them)."""
+        if self._scanned is None or (relative and any(r[2] is None for r in self._scanned)):
+            args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative)
                     for i in range(len(self.names))]
             self._scanned = self._map(scan_job, args, self.numel, "scan")
         return self._scanned
