@@ -42,8 +42,9 @@ from .quant import RECON_LEVELS, QuantSpec, Recon, group_count
 FORMAT_NAME = "llmcodec"
 # 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations and companding;
 # 4: optional coefficient-domain coding (``quant.block``); 5: optional reconstruction tables (``recon``);
-# 6: optional 8-bit logarithmic side information (``quant.compact``, ``col_lo``)
-FORMAT_VERSION = 6
+# 6: optional 8-bit logarithmic side information (``quant.compact``, ``col_lo``); 7: optional partly
+# filled transform blocks (``quant.block_cols``), which an older reader would decode wrongly
+FORMAT_VERSION = 7
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
@@ -153,6 +154,7 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                     "group": c.spec.group,
                     "shared_scale": c.spec.shared_scale,
                     **({"block": c.spec.block} if c.spec.block is not None else {}),
+                    **({"block_cols": c.spec.block_cols} if c.spec.block_cols is not None else {}),
                     **({"compact": True, "scale_lo": scale_lo} if c.spec.compact else {}),
                 },
                 "bits": c.bits,
@@ -292,7 +294,7 @@ def _check_shas(e: dict, keys: tuple[str, ...]) -> None:
     _need(isinstance(s, dict) and all(_is_sha(s.get(k)) for k in keys), "bad or missing checksums")
 
 
-def _check_layout(d, shape: list[int], block: int | None = None) -> FrameLayout:
+def _check_layout(d, shape: list[int], block: int | None = None, block_cols: int | None = None) -> FrameLayout:
     fields = FrameLayout.__dataclass_fields__
     _need(isinstance(d, dict) and set(d) == set(fields), "layout has the wrong fields")
     ints = {k: v for k, v in d.items() if k != "packing"}
@@ -300,7 +302,7 @@ def _check_layout(d, shape: list[int], block: int | None = None) -> FrameLayout:
     _need(d["packing"] in PACKINGS, f"unknown plane packing {d['packing']!r}")
     lay = FrameLayout(**d)
     # coefficient domain: blocks padded whole, then spread on a checkerboard (coefdomain.spread)
-    want = [2 * x for x in padded_shape(shape[0], shape[1], block)] if block else shape
+    want = [2 * x for x in padded_shape(shape[0], shape[1], block, block_cols)] if block else shape
     _need([lay.rows, lay.cols] == want, "layout does not match the shape")
     if block:
         _need(lay.packing == "luma" and lay.tile_h % (2 * block) == 0 and lay.tile_w % (2 * block) == 0,
@@ -340,7 +342,10 @@ def _check_entry(name: str, e) -> None:
         _need(qz.get("group") is None or _is_int(qz["group"], 1), "quantization group must be positive or null")
         block = qz.get("block")
         _need(block is None or _is_int(block, 2, 1024), "bad transform block size")
-        _check_layout(e.get("layout"), shape, block)
+        block_cols = qz.get("block_cols")
+        _need(block_cols is None or (block is not None and _is_int(block_cols, 1, block)),
+              "block_cols must be an integer in 1..block, with a block")
+        _check_layout(e.get("layout"), shape, block, block_cols)
         _need(isinstance(qz.get("shared_scale", False), bool), "shared_scale must be true or false")
         compact = qz.get("compact", False)
         _need(isinstance(compact, bool), "compact must be true or false")
@@ -502,6 +507,7 @@ def read(path: str | os.PathLike) -> Artifact:
                         group=e["quant"]["group"],
                         shared_scale=e["quant"].get("shared_scale", False),
                         block=e["quant"].get("block"),
+                        block_cols=e["quant"].get("block_cols"),
                         compact=e["quant"].get("compact", False),
                     )
                     side = (shape[0], group_count(shape[1], spec.group))

@@ -102,6 +102,7 @@ def prepare(
         shared_scale=shared_scale,
         block=profile.coef_block,
         compact=compact and profile.coef_block is not None,
+        block_cols=profile.coef_cols if profile.coef_block else None,
     )
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):

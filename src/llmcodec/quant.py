@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import sideinfo
-from .coefdomain import block_dct, block_idct, padded_shape
+from .coefdomain import block_dct, block_idct, padded_shape, place, take
 
 SIDE_BITS_PER_GROUP = 32  # one fp16 scale + one fp16 offset
 
@@ -35,9 +35,11 @@ class QuantSpec:
     # ``block`` x ``block`` blocks, of the matrix scaled per row or group, so that a codec
     # transforming those blocks quantizes the weights themselves. None: the samples are the weights.
     block: int | None = None
-    # Coefficient domain only: scales as 8-bit logarithmic codes (sideinfo.py) instead of fp16, and
+    # Coefficient domain only: how many of each block's coefficient columns carry weights (None: all;
+    # coefdomain.place), and scales as 8-bit logarithmic codes (sideinfo.py) instead of fp16, and
     # fp16 offsets only for a matrix whose row means are worth their bits (see ``_worth_centring``).
     compact: bool = False
+    block_cols: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 16:
@@ -46,6 +48,8 @@ class QuantSpec:
             raise ValueError(f"group size must be positive, got {self.group}")
         if self.block is not None and self.block < 2:
             raise ValueError(f"transform block size must be at least 2, got {self.block}")
+        if self.block_cols is not None and not (self.block is not None and 1 <= self.block_cols <= self.block):
+            raise ValueError(f"block_cols must be in 1..block ({self.block}), got {self.block_cols}")
         if self.compact and self.block is None:
             raise ValueError("compact side information needs the coefficient domain (a transform block size)")
 
@@ -233,13 +237,10 @@ def _normalized(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, k: int) -
 
 
 def _unit_samples(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, band: int) -> np.ndarray:
-    """Blockwise inverse transform of ``(w - offset) / div`` for rows ``r:r+band``, zero-padded."""
-    rows, cols = w.shape
-    n = qz.spec.block
-    k = min(band, rows - r)
-    z = np.zeros(padded_shape(k, cols, n))
-    z[:k, :cols] = _normalized(w, qz, div, r, k)
-    return block_idct(z, n)
+    """Blockwise inverse transform of ``(w - offset) / div`` for rows ``r:r+band``, zero-padded (the
+    blocks' unused columns too)."""
+    n, k = qz.spec.block, min(band, w.shape[0] - r)
+    return block_idct(place(_normalized(w, qz, div, r, k), n, qz.spec.block_cols), n)
 
 
 def _worth_centring(mean: np.ndarray, rms: np.ndarray, size: int) -> bool:
@@ -289,7 +290,7 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
         if not np.isfinite(scale.astype(np.float64)).all():
             raise ValueError("weights exceed the fp16 range of the side information")
         scale = np.where(scale > 0, scale, np.float16(2.0**-24)).astype(np.float16)
-    q = np.empty(padded_shape(rows, cols, n), np.uint16)
+    q = np.empty(padded_shape(rows, cols, n, spec.block_cols), np.uint16)
     for r in range(0, rows, band):
         y = _unit_samples(w, draft, scale.astype(np.float64), r, band)
         q[r : r + y.shape[0]] = np.clip(np.rint(y) + mid, 0, spec.levels)
@@ -299,7 +300,7 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
 def _dequantize_coefficients(qz: Quantized, q: np.ndarray) -> np.ndarray:
     n, group = qz.spec.block, qz.spec.group
     rows, cols = qz.shape or (qz.scale.shape[0], q.shape[1])
-    if q.shape != padded_shape(rows, cols, n):
+    if q.shape != padded_shape(rows, cols, n, qz.spec.block_cols):
         raise ValueError(f"{q.shape} samples for a {rows}x{cols} matrix in {n}x{n} blocks")
     out = np.empty((rows, cols), np.float32)
     band = _band_rows((rows, cols), n)
@@ -314,8 +315,9 @@ def _dequantize_coefficients(qz: Quantized, q: np.ndarray) -> np.ndarray:
 def _raw_units(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
     """The blockwise DCT of the centred samples, rows ``r:r+k`` (coefficient domain only)."""
     n, cols = qz.spec.block, (qz.shape or q.shape)[1]
-    rows_p = padded_shape(k, cols, n)[0]
-    return block_dct(q[r : r + rows_p].astype(np.float64) - (1 << (qz.spec.bits - 1)), n)[:k, :cols]
+    used = qz.spec.block_cols
+    rows_p = padded_shape(k, cols, n, used)[0]
+    return take(block_dct(q[r : r + rows_p].astype(np.float64) - (1 << (qz.spec.bits - 1)), n), n, used, k, cols)
 
 
 def _unit_values(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:

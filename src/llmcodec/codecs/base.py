@@ -51,6 +51,9 @@ class Profile:
     # The options force one transform of this size on a block grid aligned with the frame: the
     # matrix is then coded in the codec's coefficient domain (coefdomain.py). None: sample domain.
     coef_block: int | None = None
+    # Coefficient domain: how many of each block's coefficient columns carry weights; the rest are
+    # zero (coefdomain.place). None: all of them.
+    coef_cols: int | None = None
 
 
 # pixel format -> (bit depth, chroma subsampling or None for grey)

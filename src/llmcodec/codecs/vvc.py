@@ -60,6 +60,10 @@ def _vvc_profiles() -> dict[str, Profile]:
     for lm in ("0.5", "0.25"):
         name = f"ai-faster-coef-lm{lm}"
         out[name] = Profile(name, preset="faster", intra=True, options=coef + (("LambdaModifierI", lm),), coef_block=32)
+    # Half-filled blocks (coefdomain.place): weights in the left 16 coefficient columns of each 32x32
+    # transform, zeros in the right 16, which doubles the context-coded bin budget per weight.
+    for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq"):
+        out[f"{base}-half"] = replace(out[base], name=f"{base}-half", coef_cols=16)
     # The defaults are named copies, so a default's point and its profile's point are one encoding.
     # Below 3.25 bits per weight the faster preset: ai-medium-coef-rdoq codes 0.02 bits per weight
     # closer to ideal scalar coding at QP 30 and lowered SmolLM2-135M's weight error at 2-3 bits per
