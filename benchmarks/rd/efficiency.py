@@ -64,7 +64,8 @@ def main() -> None:
     ap.add_argument("--qps", default="22,26,30,34")
     ap.add_argument(
         "--profiles",
-        default="ai-faster-coef,ai-faster-coef-sq,ai-faster-coef-dq,ai-medium-coef-rdoq,ai-medium-coef-dq",
+        default="ai-faster-coef,ai-faster-coef-sq,ai-faster-coef-dq,ai-medium-coef-rdoq,ai-medium-coef-dq,"
+        "ai-faster-coef-half,ai-medium-coef-dq-half",
     )
     args = ap.parse_args()
     info = sysinfo.describe()
