@@ -137,6 +137,13 @@ def test_half_filled_blocks_place_weights_in_the_left_columns_only():
     # rounding of the samples to integers (RMS about 0.3)
     u = block_dct(qz.q.astype(np.float64) - 512, 32).reshape(96, 4, 32)
     assert np.sqrt(np.mean(np.square(u[:, :, 16:]))) < 0.5 and np.abs(u[:, :, :16]).max() > 100
+    # the same step as full blocks (the allocation between matrices must not depend on the layout),
+    # with the peak inside the wider headroom
+    for compact in (False, True):
+        full = quantize(w, QuantSpec(bits=10, block=32, compact=compact))
+        half = quantize(w, QuantSpec(bits=10, block=32, compact=compact, block_cols=16))
+        assert np.array_equal(full.scale, half.scale)
+        assert np.abs(half.q.astype(np.int64) - 512).max() <= 0.9 * 512 + 1
     for bad in (dict(block=32, block_cols=33), dict(block_cols=16), dict(block=32, block_cols=0)):
         with pytest.raises(ValueError, match="block_cols"):
             QuantSpec(bits=10, **bad)

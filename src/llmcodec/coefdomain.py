@@ -89,8 +89,8 @@ def place(x: np.ndarray, n: int, used: int | None = None) -> np.ndarray:
     not fit goes through bypass (Golomb-Rice) bins, which are a poor fit for dense weights: at 3-4
     bits per weight that is most of them. Zero columns cost a few bits per 4x4 group, so with half
     of each block empty every weight gets twice the context-coded budget. Measured on SmolLM2
-    matrices with dependent quantization: 0.05-0.08 bits per weight less for the same error at 2.7-4
-    bits per weight, none at 2 (benchmarks/rd/EFFICIENCY.md), for twice the frame area."""
+    matrices with dependent quantization: 0.04-0.09 bits per weight less for the same error at 2.6-4
+    bits per weight, none at 2 (benchmarks/rd/LAYOUTS.md), for twice the frame area."""
     used = used or n
     rows, cols = x.shape
     out = np.zeros(padded_shape(rows, cols, n, used), dtype=np.result_type(x, np.float64))
