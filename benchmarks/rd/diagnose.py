@@ -1,9 +1,11 @@
 """Which matrices' error costs perplexity, and why (issue 4): a diagnosis, not a method.
 
     .venv/bin/python benchmarks/rd/diagnose.py [--config "profile=ai-faster-coef-dq,qp=30,weighting=none"]
+                                               [--base "profile=...,qp=..."] [--out DIAGNOSE.md]
 
 1. Codes the built-in model's 210 decoder matrices twice: with entropy-coded round-to-nearest
-   (``baselines.ECSQ``, row scope, 2.5 bits per weight) and with one llmcodec configuration.
+   (``baselines.ECSQ``, row scope, 2.5 bits per weight), or with the llmcodec configuration
+   ``--base``, and with one llmcodec configuration.
 2. Swaps one kind of matrix (q, k, v, o, gate, up, down) at a time from the first to the second and
    measures PTB-test perplexity (8 windows): which kinds carry the cost.
 3. For v_proj and q_proj of layers 3 and 15, records their inputs on PTB *train* text (2 windows; this
@@ -43,21 +45,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="profile=ai-faster-coef-dq,qp=30,weighting=none,centroids=false")
     ap.add_argument("--bpw", type=float, default=2.5, help="ECSQ's budget")
+    ap.add_argument("--base", default=None, help="an llmcodec configuration as the base instead of ECSQ")
+    ap.add_argument("--out", default="DIAGNOSE.md", help="report name in benchmarks/rd")
     args = ap.parse_args()
     info = sysinfo.describe()
-    info["command"] = f'.venv/bin/python benchmarks/rd/diagnose.py --config "{args.config}" --bpw {args.bpw}'
+    info["command"] = (f'.venv/bin/python benchmarks/rd/diagnose.py --config "{args.config}" --bpw {args.bpw}'
+                       + (f' --base "{args.base}"' if args.base else "")
+                       + (f" --out {args.out}" if args.out != "DIAGNOSE.md" else ""))
     h = Harness("smollm2-135m", 8)
-    ecsq = dict(h.state)
-    q = ECSQ(args.bpw, coder="range", scope="row")
-    for n in h.names:
-        ecsq[n] = torch.from_numpy(q(h.state[n].float().numpy())[0])
-    art = compress_source(h.src, CompressSettings(**dict(_parse_kv(p) for p in args.config.split(",") if p)))
-    codec = restore_state_dict(art)
+
+    def llmcodec_state(config: str):
+        art = compress_source(h.src, CompressSettings(**dict(_parse_kv(p) for p in config.split(",") if p)))
+        return restore_state_dict(art), art.stats()["bits_per_weight"]
+
+    if args.base:
+        ecsq, base_bpw = llmcodec_state(args.base)
+        base_text = f"llmcodec with `{args.base}` ({base_bpw:.3f} bits per weight)"
+    else:
+        ecsq = dict(h.state)
+        q = ECSQ(args.bpw, coder="range", scope="row")
+        for n in h.names:
+            ecsq[n] = torch.from_numpy(q(h.state[n].float().numpy())[0])
+        base_text = (f"uniform rounding with a step proportional to each row's RMS, range coded at {args.bpw} "
+                     "bits per weight")
+    codec, codec_bpw = llmcodec_state(args.config)
     lines = ["# Which matrices' error costs perplexity (diagnosis)", "",
              f"Regenerate: `{info['command']}`. SmolLM2-135M (**weights already 4-bit, GGUF Q4_1**), PTB test,",
-             "8 windows of 512 tokens. 'ECSQ' = uniform rounding with a step proportional to each row's RMS,",
-             f"range coded at {args.bpw} bits per weight; 'codec' = llmcodec with `{args.config}`",
-             f"({art.stats()['bits_per_weight']:.3f} bits per weight).", "",
+             f"8 windows of 512 tokens. 'ECSQ' (the base) = {base_text}; 'codec' = llmcodec with",
+             f"`{args.config}` ({codec_bpw:.3f} bits per weight).", "",
              "| matrices from the codec, the rest from ECSQ | rel. error of those (ECSQ / codec) | perplexity |",
              "|---|---|---|"]
 
@@ -106,7 +121,7 @@ def main() -> None:
         big = ", ".join(f"{v:,.0f}" for v in x2[top] / np.median(x2))
         cols = ", ".join(f"{v:.2f}" for v in col[top] / np.median(col))
         lines.append(f"| {t.replace('model.layers.', 'layer ')} | {big} | {cols} | {' / '.join(shares)} |")
-    out = HERE / "DIAGNOSE.md"
+    out = HERE / args.out
     write_markdown(out, lines, info)
     print("wrote", out)
 
