@@ -59,14 +59,19 @@ def positions(layout: str) -> list[tuple[int, int]]:
     raise ValueError(f"unknown layout {layout!r}")
 
 
+def _indices(layout: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """Weight columns per block, and the block rows and columns of the layout's positions."""
+    pos = positions(layout)
+    ys, xs = map(np.array, zip(*pos, strict=True))
+    return len(pos) // N, ys, xs
+
+
 def arrange(w: np.ndarray, layout: str) -> np.ndarray:
     """Each band of 32 rows, taken len(positions) // 32 columns at a time, into one block's positions."""
-    pos = positions(layout)
-    per = len(pos) // N  # weight columns per block
+    per, ys, xs = _indices(layout)
     rows, cols = -(-w.shape[0] // N) * N, -(-w.shape[1] // per) * per
     wp = np.zeros((rows, cols), np.float32)
     wp[: w.shape[0], : w.shape[1]] = w
-    ys, xs = map(np.array, zip(*pos, strict=True))
     out = np.zeros((rows, cols // per * N), np.float32)
     for i in range(0, rows, N):
         for b in range(cols // per):
@@ -75,9 +80,7 @@ def arrange(w: np.ndarray, layout: str) -> np.ndarray:
 
 
 def restore(x: np.ndarray, layout: str, shape: tuple[int, int]) -> np.ndarray:
-    pos = positions(layout)
-    per = len(pos) // N
-    ys, xs = map(np.array, zip(*pos, strict=True))
+    per, ys, xs = _indices(layout)
     blocks = x.shape[1] // N
     wp = np.zeros((x.shape[0], blocks * per), np.float32)
     for i in range(0, x.shape[0], N):
