@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import llmcodec
-from llmcodec.compress import CompressSettings, qp_offsets
+from llmcodec.compress import CompressSettings, capped_steps, qp_offsets
 from llmcodec.importance import column_importance, column_scales
 from llmcodec.rate import allocate
 
@@ -57,6 +57,32 @@ def test_column_scales_are_normalized_and_clipped():
 
 def test_qp_offsets_equalize_absolute_error():
     assert qp_offsets([1.0, 2.0, 0.5, 1.0]) == [0, -6, 6, 0]
+
+
+def test_capped_steps_only_touch_tensors_far_below_the_median():
+    # median RMS 1.0; with cap 2 only the tensor below half of it gets a finer step, in proportion
+    out = capped_steps([1.0, 2.0, 1.0, 1.0, 1.0], [1.0, 1.2, 1.0, 0.6, 0.125], cap=2.0)
+    np.testing.assert_allclose(out, [1.0, 2.0, 1.0, 1.0, 4.0])
+    assert qp_offsets(out) == [0, -6, 0, 0, -12]  # the small tensor: 2 octaves finer than equal error
+    # its relative step is then cap times the median tensor's
+    assert (1.0 / 4.0) * 1.0 / 0.125 == pytest.approx(2.0 * (1.0 / 1.0))
+    with pytest.raises(ValueError, match="relative error cap"):
+        CompressSettings(error_cap=0)
+
+
+def test_capped_error_gives_a_small_tensor_a_finer_qp():
+    rng = np.random.default_rng(3)
+    st = {f"m{i}.weight": torch.from_numpy(rng.standard_normal((64, 64)).astype(np.float32)) for i in range(3)}
+    st["small.weight"] = st["m0.weight"] * 0.05
+    qps, errs = {}, {}
+    for alloc in ("equal-error", "capped-error"):
+        art = llmcodec.compress_state_dict(st, CompressSettings(qp=30, allocation=alloc, weighting="none"))
+        qps[alloc] = {n: c.qp for n, c in art.coded.items()}
+        back = llmcodec.decompress_tensor(art.coded["small.weight"]).numpy()
+        errs[alloc] = float(np.sqrt(np.mean((back - st["small.weight"].numpy()) ** 2)))
+    assert qps["capped-error"]["small.weight"] <= qps["equal-error"]["small.weight"] - 12
+    assert qps["capped-error"]["m1.weight"] == qps["equal-error"]["m1.weight"]
+    assert errs["capped-error"] < 0.5 * errs["equal-error"]
 
 
 def test_allocation_respects_offsets():

@@ -94,6 +94,7 @@ def cmd_compress(args) -> int:
         alpha=args.alpha,
         shared_scale=args.shared_scale,
         allocation=args.allocation,
+        error_cap=args.error_cap,
         rotate=args.rotate,
         compand=args.compand,
         centroids=args.centroids,
@@ -291,8 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--shared-scale", action=argparse.BooleanOptionalAction, default=default["shared_scale"],
                     help="one quantization step per tensor instead of per row (default: %(default)s)")
     rd.add_argument("--allocation", choices=ALLOCATIONS, default=default["allocation"],
-                    help="per-tensor QPs: equal QP, offsets for equal absolute error or for equal error "
+                    help="per-tensor QPs: equal QP, offsets for equal absolute error (capped-error: with a cap on each "
+                         "tensor's relative error, --error-cap) or for equal error "
                          "relative to each row's RMS, or equal bits per weight (default: %(default)s)")
+    rd.add_argument("--error-cap", type=float, default=default["error_cap"],
+                    help="capped-error allocation: no tensor's error relative to its RMS above this many times "
+                         "the median tensor's (default: %(default)s)")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=default["rotate"],
                     help="code a random rotation of each matrix, undone on restore (default: %(default)s)")
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction, default=default["centroids"],

@@ -29,7 +29,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 WEIGHTINGS = ("none", "data-free", "balance")
 SIDES = ("log8", "fp16")
-ALLOCATIONS = ("equal-qp", "equal-error", "equal-relative", "equal-rate")
+ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equal-rate")
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 
 
@@ -60,6 +60,9 @@ class CompressSettings:
     # everywhere, or for the same step relative to each row's RMS; or a starting QP per tensor for the
     # same bits per weight in every tensor (what per-tensor rate-controlled peers such as ECSQ get)
     allocation: str = "equal-qp"
+    # capped-error: equal absolute error, except that no tensor's error relative to its RMS goes above
+    # error_cap times the median tensor's (capped_steps)
+    error_cap: float = 1.5
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
     # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
@@ -92,6 +95,8 @@ class CompressSettings:
             )
         if self.side not in SIDES:
             raise ValueError(f"unknown side-information format {self.side!r}; choose one of {', '.join(SIDES)}")
+        if not self.error_cap > 0:
+            raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
             raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
 
@@ -206,14 +211,15 @@ def finish_job(
 
 def scan_job(
     spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
-) -> tuple[int, float, float | None]:
+) -> tuple[int, float, float | None, float]:
     """What rate control needs from a matrix before coding, from one quantization. Runs on a worker.
 
     Returns its side information (compact side information depends on the matrix, see
     ``quant._worth_centring``), the RMS quantization step in weight units (what equal-error
     allocation equalizes) and, with ``relative``, the RMS over rows (groups) of the step divided by
     that row's RMS about its mean (what equal-relative allocation equalizes; None without: it costs
-    another pass over the matrix that the default allocation does not need).
+    another pass over the matrix that the default allocation does not need), and the matrix's RMS
+    (what capped-error allocation compares its step with).
     """
     coded = _coded_domain(spec, name, w)
     p, _, _ = _prepare(spec, name, coded, col_scale)
@@ -225,7 +231,7 @@ def scan_job(
         return float(np.sqrt(np.mean(np.square(x))))
 
     rel = rms(s / group_rms(coded, spec.group)) if relative else None
-    return p.quantized.side_bits + column_bits(col_scale), rms(s), rel
+    return p.quantized.side_bits + column_bits(col_scale), rms(s), rel, rms(coded.astype(np.float64))
 
 
 class WorkDir:
@@ -373,12 +379,19 @@ class _Runner:
         if not (self.spec.compact and profile.coef_block):  # fixed size: no need to read the matrices
             return [SIDE_BITS_PER_GROUP * r * group_count(c, self.spec.group) + column_bits(cs) + table
                     for (r, c), cs in zip(self.shapes, self.col_scales, strict=True)]
-        return [side + table for side, _, _ in self.scan()]
+        return [side + table for side, *_ in self.scan()]
 
-    def steps(self, relative: bool = False) -> list[float]:
-        return [rel if relative else step for _, step, rel in self.scan(relative)]  # type: ignore[misc]
+    def steps(self, allocation: str, cap: float = 1.5) -> list[float]:
+        """What ``qp_offsets`` equalizes for an allocation that sets QP offsets."""
+        scanned = self.scan(relative=allocation == "equal-relative")
+        if allocation == "equal-relative":
+            return [rel for _, _, rel, _ in scanned]  # type: ignore[misc]
+        steps = [step for _, step, _, _ in scanned]
+        if allocation == "capped-error":
+            return capped_steps(steps, [r for *_, r in scanned], cap)
+        return steps
 
-    def scan(self, relative: bool = False) -> list[tuple[int, float, float | None]]:
+    def scan(self, relative: bool = False) -> list[tuple[int, float, float | None, float]]:
         """``scan_job`` of every matrix, run once however many of its results are asked for (again
         only if relative steps are asked for after a scan without them)."""
         if self._scanned is None or (relative and any(r[2] is None for r in self._scanned)):
@@ -441,7 +454,7 @@ def compress_matrices(
         if settings.allocation in ("equal-qp", "equal-rate"):
             offsets = [0] * n
         else:
-            offsets = qp_offsets(run.steps(relative=settings.allocation == "equal-relative"), codec.qp_per_octave)
+            offsets = qp_offsets(run.steps(settings.allocation, settings.error_cap), codec.qp_per_octave)
         if settings.lossless:
             qps: list[int | None] = [None] * n
             streams = run.encode([(i, None) for i in range(n)], sample=False)
@@ -455,6 +468,20 @@ def compress_matrices(
     finally:
         if executor is None:
             ex.close()
+
+
+def capped_steps(steps: Sequence[float], rms: Sequence[float], cap: float) -> list[float]:
+    """Steps for ``qp_offsets`` that give every tensor the same absolute error, except that no
+    tensor's error relative to its own RMS exceeds ``cap`` times that of the median-RMS tensor.
+
+    Equal absolute error minimizes the total squared weight error, but it leaves a tensor much
+    smaller than the rest mostly noise: on SmolLM2-135M the layer-0 v_proj and o_proj (RMS 0.047
+    and 0.065 against a median of 0.19) carry most of the perplexity that equal error loses
+    (benchmarks/rd/ALLOCATION.md). A tensor below ``1/cap`` of the median RMS gets its step scaled
+    down with its RMS, so it keeps the relative error of one at that bound."""
+    r = np.maximum(np.asarray(rms, dtype=np.float64), 1e-30)
+    shrink = np.minimum(1.0, cap * r / float(np.median(r)))
+    return list(np.asarray(steps, dtype=np.float64) / shrink)
 
 
 def qp_offsets(steps: Sequence[float], qp_per_octave: float = 6.0) -> list[int]:
