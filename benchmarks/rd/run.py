@@ -382,7 +382,7 @@ def main() -> None:
     if args.report_only:
         from report import write_report
 
-        write_report(args.report, read_rows(args.csv), info, HERE, args.windows, measured=False)
+        write_report(args.report, read_rows(args.csv), info, args.windows, measured=False)
         return
     log(" | ".join(f"{k}: {v}" for k, v in info.items()))
     budgets = tuple(float(b) for b in args.budgets.split(","))
@@ -417,7 +417,7 @@ def main() -> None:
             log(f"{key}: {row}")
     from report import write_report
 
-    write_report(args.report, read_rows(args.csv), info, HERE, args.windows)
+    write_report(args.report, read_rows(args.csv), info, args.windows)
     log(f"wrote {args.csv}, {args.report}")
 
 
