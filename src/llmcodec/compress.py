@@ -477,7 +477,7 @@ def capped_steps(steps: Sequence[float], rms: Sequence[float], cap: float) -> li
     Equal absolute error minimizes the total squared weight error, but it leaves a tensor much
     smaller than the rest mostly noise: on SmolLM2-135M the layer-0 v_proj and o_proj (RMS 0.047
     and 0.065 against a median of 0.19) carry most of the perplexity that equal error loses
-    (benchmarks/rd/ALLOCATION.md). A tensor below ``1/cap`` of the median RMS gets its step scaled
+    (benchmarks/rd/RESULTS.md, llmcodec-vvc-capr). A tensor below ``1/cap`` of the median RMS gets its step scaled
     down with its RMS, so it keeps the relative error of one at that bound."""
     r = np.maximum(np.asarray(rms, dtype=np.float64), 1e-30)
     shrink = np.minimum(1.0, cap * r / float(np.median(r)))
