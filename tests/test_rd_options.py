@@ -61,11 +61,14 @@ def test_qp_offsets_equalize_absolute_error():
 
 def test_capped_steps_only_touch_tensors_far_below_the_median():
     # median RMS 1.0; with cap 2 only the tensor below half of it gets a finer step, in proportion
-    out = capped_steps([1.0, 2.0, 1.0, 1.0, 1.0], [1.0, 1.2, 1.0, 0.6, 0.125], cap=2.0)
+    steps, rms = [1.0, 2.0, 1.0, 1.0, 1.0], [1.0, 1.2, 1.0, 0.6, 0.125]
+    out = capped_steps(steps, rms, cap=2.0)
     np.testing.assert_allclose(out, [1.0, 2.0, 1.0, 1.0, 4.0])
     assert qp_offsets(out) == [0, -6, 0, 0, -12]  # the small tensor: 2 octaves finer than equal error
-    # its relative step is then cap times the median tensor's
-    assert (1.0 / 4.0) * 1.0 / 0.125 == pytest.approx(2.0 * (1.0 / 1.0))
+    # equalizing ``out`` leaves tensor i a weight step of steps[i] / out[i]: relative to its RMS, the
+    # small tensor's is then cap times the median tensor's
+    rel = np.asarray(steps) / np.asarray(out) / np.asarray(rms)
+    assert rel[4] == pytest.approx(2.0 * rel[0])
     with pytest.raises(ValueError, match="relative error cap"):
         CompressSettings(error_cap=0)
 

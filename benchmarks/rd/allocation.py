@@ -38,16 +38,10 @@ from common import write_markdown  # noqa: E402
 from run import MINILM, SMOL, MiniLM, Smol, balance_multipliers, codable_names  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
+from llmcodec.baselines import empirical_entropy_bits  # noqa: E402
 from llmcodec.compress import capped_steps  # noqa: E402
 
 LAYER0_VO = re.compile(r"layers\.0\.self_attn\.(v|o)_proj\.weight$")
-
-
-def entropy_bits(q: np.ndarray) -> float:
-    """Order-0 entropy of an integer array, in bits (total)."""
-    counts = np.bincount((q - q.min()).ravel())
-    counts = counts[counts > 0].astype(np.float64)
-    return float(-(counts * np.log2(counts / counts.sum())).sum())
 
 
 def tensor_steps(rule: str, ws: dict[str, np.ndarray], cs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,7 +74,7 @@ def simulate(ws: dict[str, np.ndarray], cs: dict[str, np.ndarray], rule: str, bp
         for n, w in ws.items():
             step = base[n] * 2.0**log_d
             q = np.round(w * cs[n][None, :] / step)
-            bits += entropy_bits(q.astype(np.int64))
+            bits += empirical_entropy_bits(q.astype(np.int64))
             if keep:
                 out[n] = (q * step / cs[n][None, :]).astype(np.float32)
         return bits / total, out

@@ -59,10 +59,15 @@ def _budget_table(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
 DEFAULT = "llmcodec-vvc"  # the method name of llmcodec's default configuration in results.csv
 
 
+def _peers(rows: list[dict]) -> list[dict]:
+    """The issue's peers, without the points that exploit the source's 4-bit grid."""
+    return [r for r in rows if _is_peer(r) and r.get("source_grid") != "yes"]
+
+
 def _strongest(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
     """Per budget: the strongest peer, llmcodec's default configuration, and whether the default
     beats that peer while using no more bits (the issue's test)."""
-    peers = [r for r in rows if _is_peer(r) and r.get("source_grid") != "yes"]
+    peers = _peers(rows)
     llmc = [r for r in rows if r["method"] == DEFAULT and r["setting"].startswith("default ")]
     refs = [r for r in rows if _is_reference(r)]
     out = ["| budget | strongest peer (setting, bpw) | value | llmcodec default (bpw) | value | default wins | "
@@ -71,7 +76,7 @@ def _strongest(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
         p, q = best_at(peers, b, metric, lower), best_at(llmc, b, metric, lower)
         ref = best_at(refs, b, metric, lower)
         ref_cell = "—" if ref is None else f"{fmt(_f(ref, metric))} ({_f(ref, 'bpw'):.3f})"
-        wins = {None: "—", True: "yes", False: "**no**"}[_beats(q, p, metric, lower)]
+        wins = VERDICT[_beats(q, p, metric, lower)]
 
         def cell(r):
             if r is None:
@@ -91,6 +96,7 @@ def _beats(q: dict | None, p: dict | None, metric: str, lower: bool) -> bool | N
     return better and _f(q, "bpw") <= _f(p, "bpw") + SLACK
 
 
+VERDICT = {None: "—", True: "yes", False: "**no**"}  # table cell for each answer of _beats
 MEASURES = ((SMOL, "perplexity", True, "SmolLM2 ppl"), (MINILM, "cos_mean", False, "MiniLM cos"),
             (MINILM, "rel_error", True, "MiniLM error"))
 
@@ -98,7 +104,7 @@ MEASURES = ((SMOL, "perplexity", True, "SmolLM2 ppl"), (MINILM, "cos_mean", Fals
 def _scoreboard(rows: list[dict], budgets=BUDGETS[1:]) -> list[str]:
     """Every llmcodec configuration against the strongest peer of each measure at each budget of
     the issue's test: yes, **no**, or — (no point of that configuration at or below the budget)."""
-    peers = [r for r in rows if _is_peer(r) and r.get("source_grid") != "yes"]
+    peers = _peers(rows)
     series: dict[str, list[dict]] = {}
     for r in rows:
         if r["method"].startswith("llmcodec"):
@@ -112,7 +118,7 @@ def _scoreboard(rows: list[dict], budgets=BUDGETS[1:]) -> list[str]:
             theirs = [r for r in peers if r["model"] == model]
             for b in budgets:
                 ok = _beats(best_at(mine, b, metric, lower), best_at(theirs, b, metric, lower), metric, lower)
-                cells.append({None: "—", True: "yes", False: "**no**"}[ok])
+                cells.append(VERDICT[ok])
                 wins += ok is True
         if any(c != "—" for c in cells):
             out.append(f"| {name} | " + " | ".join(cells) + f" | {wins}/{len(cells)} |")

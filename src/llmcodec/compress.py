@@ -381,7 +381,7 @@ class _Runner:
                     for (r, c), cs in zip(self.shapes, self.col_scales, strict=True)]
         return [side + table for side, *_ in self.scan()]
 
-    def steps(self, allocation: str, cap: float = 1.5) -> list[float]:
+    def steps(self, allocation: str, cap: float) -> list[float]:
         """What ``qp_offsets`` equalizes for an allocation that sets QP offsets."""
         scanned = self.scan(relative=allocation == "equal-relative")
         if allocation == "equal-relative":
