@@ -58,6 +58,7 @@ def main() -> None:
         art = compress_source(h.src, CompressSettings(**dict(_parse_kv(p) for p in config.split(",") if p)))
         return restore_state_dict(art), art.stats()["bits_per_weight"]
 
+    label = "base" if args.base else "ECSQ"  # what the tables call the matrices not from the codec
     if args.base:
         ecsq, base_bpw = llmcodec_state(args.base)
         base_text = f"llmcodec with `{args.base}` ({base_bpw:.3f} bits per weight)"
@@ -71,15 +72,15 @@ def main() -> None:
     codec, codec_bpw = llmcodec_state(args.config)
     lines = ["# Which matrices' error costs perplexity (diagnosis)", "",
              f"Regenerate: `{info['command']}`. SmolLM2-135M (**weights already 4-bit, GGUF Q4_1**), PTB test,",
-             f"8 windows of 512 tokens. 'ECSQ' (the base) = {base_text}; 'codec' = llmcodec with",
+             f"8 windows of 512 tokens. '{label}' (the base) = {base_text}; 'codec' = llmcodec with",
              f"`{args.config}` ({codec_bpw:.3f} bits per weight).", "",
-             "| matrices from the codec, the rest from ECSQ | rel. error of those (ECSQ / codec) | perplexity |",
+             f"| matrices from the codec, the rest from {label} | rel. error of those ({label} / codec) | perplexity |",
              "|---|---|---|"]
 
     def ppl(state) -> str:
         return f"{h.evaluate(state).perplexity:,.1f}"
 
-    lines.append(f"| none (all ECSQ) | - | {ppl(ecsq)} |")
+    lines.append(f"| none (all {label}) | - | {ppl(ecsq)} |")
     for kind in KINDS:
         names = [n for n in h.names if kind in n]
         mix = {**ecsq, **{n: codec[n] for n in names}}
@@ -107,7 +108,7 @@ def main() -> None:
               "inputs with the largest mean square: that mean square and the RMS of their weight columns,",
               "each over its median, and the share of the layer's output error `||dW x||^2` they carry.", "",
               "| matrix | inputs' mean square / median | their columns' RMS / median | share of output error "
-              "(ECSQ / codec) |", "|---|---|---|---|"]
+              f"({label} / codec) |", "|---|---|---|---|"]
     for t in PROBES:
         n = t + ".weight"
         x2 = torch.cat(acts[t]).pow(2).mean(0).numpy()
