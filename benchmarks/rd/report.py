@@ -192,7 +192,7 @@ def write_report(path: Path, rows: list[dict], info: dict, windows: int, measure
     if there are none (e.g. a MiniLM-only run with the default), the window count most rows have."""
     from collections import Counter
 
-    from common import write_markdown  # benchmarks/ is on the path of run.py, which imports this
+    from common import measuring_command, write_markdown  # benchmarks/ is on run.py's path, which imports this
 
     counts = Counter(r.get("windows") for r in rows if r["model"] == SMOL)
     if counts and str(windows) not in counts:
@@ -208,8 +208,12 @@ def write_report(path: Path, rows: list[dict], info: dict, windows: int, measure
     lines = [
         "# Rate–distortion: llmcodec against calibration-free peers (issue 4)",
         "",
-        "Regenerate: `nohup .venv/bin/python benchmarks/rd/run.py > benchmarks/rd/run.log 2>&1 &` (resumable: points",
-        "already in `results.csv` are kept; `--report-only` redraws this file and `rd.png`).",
+        *(["Regenerate: `nohup .venv/bin/python benchmarks/rd/run.py > benchmarks/rd/run.log 2>&1 &` "
+           "(resumable: points",
+           "already in `results.csv` are kept; `--report-only` redraws this file and `rd.png`)."]
+          if path.resolve() == (Path(__file__).resolve().parent / "RESULTS.md")
+          else [f"Regenerate: `{measuring_command(info)}` (resumable; `--report-only` redraws this file and the "
+                "`rd.png` beside it)."]),
         "",
         "**The built-in SmolLM2-135M-Instruct comes from a GGUF file whose weights were already quantized to",
         "4 bits (Q4_1: min/max affine, blocks of 32, fp16 scale and minimum).** A method whose grid is aligned",
