@@ -20,8 +20,11 @@ Step shapes (weight ``(r, j)`` of a matrix ``W``, ``c`` the balance column multi
 * `tensor RMS`: a step proportional to each matrix's RMS (about ECSQ `tensor`, equal rate per matrix);
 * `row RMS`: proportional to each row's RMS (ECSQ `row`);
 * `row RMS of W c / c`: the same on ``W c``, undone (ECSQ `row+balance`);
-* `row peak of W c / c`: each row's peak on ``W c`` (llmcodec's per-row scale at one QP: the default);
+* `llmcodec scales / c, one QP`: the default's own per-row scales on ``W c`` (``coder.prepare``:
+  each row's RMS times one factor per matrix that puts its peak sample at ``quant.COEF_HEADROOM``),
+  undone; at one QP every matrix's codec step is the same, so this is the default's step shape;
 * `... equal error`: the same, each matrix rescaled to one RMS step (``compress.qp_offsets``);
+* `... equal relative`: the same without the per-matrix peak factor (``--allocation equal-relative``);
 * `1 / c^alpha, equal error`: one step per matrix on ``W c`` (shared scale), equal error.
 """
 
@@ -64,15 +67,32 @@ def _balanced(step_of_wc: Callable[[np.ndarray], np.ndarray], alpha: float = 1.0
     return shape
 
 
-# (label, step shape, the results.csv method/setting prefix it models; None: no measured row)
+def _llmcodec_scales(x: np.ndarray) -> np.ndarray:
+    """The default profile's per-row scales of ``x`` (one group per row), shape (rows, 1)."""
+    from llmcodec.coder import prepare
+    from llmcodec.compress import CompressSettings
+
+    codec, profile = CompressSettings().codec_profile()
+    return prepare("", x.astype(np.float32), codec, profile, None, compact=True).quantized.scale.astype(np.float64)
+
+
+def _relative(x: np.ndarray) -> np.ndarray:
+    """The default's scales with the per-matrix factor divided out: steps relative to each row's RMS."""
+    from llmcodec.quant import group_rms
+
+    scale = _llmcodec_scales(x)
+    return scale / float(np.sqrt(np.mean(np.square(scale / group_rms(x, None)))))
+
+
+# (label, step shape, the results.csv method/setting prefixes it models)
 SHAPES: list[tuple[str, Shape, list[str]]] = [
     ("shared", lambda w: np.ones((1, 1)), ["ecsq-range shared-step", "llmcodec-vvc-mse-half-v1"]),
     ("tensor RMS", lambda w: np.full((1, 1), float(np.sqrt(np.mean(np.square(w))))), ["ecsq-range tensor"]),
     ("row RMS", _row_rms, ["ecsq-range row "]),
     ("row RMS of W c / c", _balanced(_row_rms), ["ecsq-range row+balance"]),
-    ("row peak of W c / c", _balanced(lambda x: np.abs(x).max(axis=1, keepdims=True)), ["llmcodec-vvc default"]),
-    ("row peak of W c / c, equal error", _balanced(lambda x: np.abs(x).max(axis=1, keepdims=True), equal=True),
-     ["llmcodec-vvc-bal-eqerr"]),
+    ("llmcodec scales / c, one QP", _balanced(_llmcodec_scales), ["llmcodec-vvc default"]),
+    ("llmcodec scales / c, equal error", _balanced(_llmcodec_scales, equal=True), ["llmcodec-vvc-bal-eqerr"]),
+    ("llmcodec scales / c, equal relative", _balanced(_relative), ["llmcodec-vvc-eqrel"]),
     ("1 / c^0.3, equal error", _balanced(lambda x: np.ones((1, 1)), 0.3, equal=True), ["llmcodec-vvc-ha3"]),
 ]
 
