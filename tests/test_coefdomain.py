@@ -172,3 +172,38 @@ def test_half_filled_blocks_code_weights_in_fewer_bits_at_high_rate(tmp_path):
     back = llmcodec.load_state_dict(tmp_path / "m.llmc")["w"].numpy()
     ct = art.coded["w"]
     assert ct.spec.block_cols == 16 and np.isclose(relative_error(w, back), ct.rel_error, rtol=1e-4)
+
+
+def _off_lattice_blocks(profile_name: str) -> float:
+    """Share of 32x32 blocks whose decoded coefficients are not on the quantizer's lattice, for a
+    Gaussian matrix at QP 26 (libvvenc's intra block copy predicted 4.7% of its blocks from other
+    blocks with the medium preset, which moves their coefficients off the lattice)."""
+    from llmcodec.codecs.registry import get_codec
+    from llmcodec.coder import decode_matrix, encode_prepared, prepare
+    from llmcodec.quant import _lattice_step, _raw_units
+
+    codec = get_codec("vvc")
+    profile = codec.profile(profile_name)
+    w = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    p = prepare("w", w, codec, profile, None, compact=True)
+    q = decode_matrix(encode_prepared(p, codec, profile, 26), p.layout, codec, profile, p.quantized.spec.block)
+    u = _raw_units(p.quantized, q, 0, w.shape[0])
+    step = _lattice_step(np.abs(u).ravel())
+    assert step is not None
+    frac = u / step - np.rint(u / step)
+    per_block = np.sqrt(np.square(frac).reshape(8, 32, 8, 32).mean(axis=(1, 3)))
+    return float((per_block > 0.1).mean())
+
+
+@pytest.mark.parametrize("profile", ["default", "ai-faster-coef-dq", "ai-medium-coef-dq-noibc", "ai-medium-coef-rdoq-noibc"])
+def test_profiles_without_block_copy_keep_every_block_on_the_lattice(profile):
+    """The coefficient domain's premise: every block's decoded coefficients are the weights' own
+    quantized levels (sample rounding aside), so each weight's error is its own rounding error."""
+    assert _off_lattice_blocks(profile) == 0.0
+
+
+def test_intra_block_copy_breaks_the_lattice():
+    """Why the -noibc profiles exist: with libvvenc's medium preset as is, some blocks are predicted
+    from other blocks of weights. If a libvvenc update stops doing this, the -noibc variants are
+    no longer needed."""
+    assert _off_lattice_blocks("ai-medium-coef-dq") > 0.0

@@ -60,6 +60,12 @@ def _vvc_profiles() -> dict[str, Profile]:
     for lm in ("0.5", "0.25"):
         name = f"ai-faster-coef-lm{lm}"
         out[name] = Profile(name, preset="faster", intra=True, options=coef + (("LambdaModifierI", lm),), coef_block=32)
+    # The same without intra block copy, which libvvenc's medium preset turns on: it predicts a block
+    # from another block of weights, so that block's decoded coefficients are no longer the weights'
+    # own quantized values (measured: 1-2.5% of blocks off the quantizer's lattice at QP 26). Not the
+    # default: on SmolLM2-135M it did not lower perplexity (README, "Intra block copy")
+    for base in ("ai-medium-coef-rdoq", "ai-medium-coef-dq"):
+        out[f"{base}-noibc"] = replace(out[base], name=f"{base}-noibc", options=out[base].options + (("IBC", "0"),))
     # Half-filled blocks (coefdomain.place): weights in the left 16 coefficient columns of each 32x32
     # transform, zeros in the right 16, which doubles the context-coded bin budget per weight.
     for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq"):
