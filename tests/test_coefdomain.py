@@ -195,7 +195,9 @@ def _off_lattice_blocks(profile_name: str) -> float:
     return float((per_block > 0.1).mean())
 
 
-@pytest.mark.parametrize("profile", ["default", "ai-faster-coef-dq", "ai-medium-coef-dq-noibc", "ai-medium-coef-rdoq-noibc"])
+@pytest.mark.parametrize(
+    "profile", ["default", "ai-faster-coef-dq", "ai-medium-coef-dq-noibc", "ai-medium-coef-rdoq-noibc"]
+)
 def test_profiles_without_block_copy_keep_every_block_on_the_lattice(profile):
     """The coefficient domain's premise: every block's decoded coefficients are the weights' own
     quantized levels (sample rounding aside), so each weight's error is its own rounding error."""
