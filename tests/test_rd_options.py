@@ -246,16 +246,17 @@ def test_default_vvc_profile_follows_the_budget():
     vvc = get_codec("vvc")
     lo = vvc.profile_for(None, 2.5)
     assert lo.name == "default" and lo.preset == "faster" and ("DepQuant", "1") not in lo.options
-    assert lo.coef_block == 32
+    assert lo.coef_block == 32 and lo.coef_cols == 16  # half-filled blocks below 3.25
     assert vvc.profile_for(None, None).name == "default"  # a fixed QP
     hi = vvc.profile_for(None, 3.5)
     assert hi.name == "default-dq" and ("DepQuant", "1") in hi.options and hi.coef_block == 32
     assert vvc.profile_for("ai-faster-coef", 3.5).name == "ai-faster-coef"  # a profile asked for is kept
     # a default profile is a named copy: asking for its original codes the same, at its budget only
-    assert CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile="ai-faster-coef", workers=1))
+    half = "ai-faster-coef-half"
+    assert CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile=half, workers=1))
     assert not CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-faster-coef"))
     assert CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-medium-coef-dq"))
-    assert not CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile="ai-faster-coef", group=64))
+    assert not CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile=half, group=64))
     w = np.random.default_rng(0).standard_normal((96, 128)).astype(np.float32) * 0.02
     art = llmcodec.compress_state_dict({"m.w": torch.from_numpy(w)}, CompressSettings(bpw=3.5))
     assert art.codec["profile"]["name"] == "default-dq"

@@ -71,10 +71,12 @@ def _vvc_profiles() -> dict[str, Profile]:
     for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq"):
         out[f"{base}-half"] = replace(out[base], name=f"{base}-half", coef_cols=16)
     # The defaults are named copies, so a default's point and its profile's point are one encoding.
-    # Below 3.25 bits per weight the faster preset: ai-medium-coef-rdoq codes 0.02 bits per weight
-    # closer to ideal scalar coding at QP 30 and lowered SmolLM2-135M's weight error at 2-3 bits per
-    # weight, but not its perplexity (benchmarks/rd/NOISE.md: 3.0 bits per weight, three draws).
-    out["default"] = replace(out["ai-faster-coef"], name="default")
+    # Below 3.25 bits per weight the faster preset with RDOQ, in half-filled blocks: on SmolLM2-135M
+    # at 20,440 tokens 99.3 against full blocks' 107.0 at 3.0 bits per weight and 200.3 against 200.0
+    # at 2.5 (benchmarks/rd/w40), for about 1.5x the encode time. ai-medium-coef-rdoq codes 0.02 bits
+    # per weight closer to ideal scalar coding at QP 30 and lowered SmolLM2-135M's weight error at 2-3
+    # bits per weight, but not its perplexity (benchmarks/rd/NOISE.md: 3.0 bits per weight, three draws).
+    out["default"] = replace(out["ai-faster-coef-half"], name="default")
     # From 3.25 bits per weight up the default adds dependent quantization (high_rate_profile), with
     # the medium preset's search: on SmolLM2-135M at 3.5 bits per weight 0.9% less weight error
     # than the faster preset (84.2 against 85.2 perplexity), for about 1.2-1.7x the encode time.
