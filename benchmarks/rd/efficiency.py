@@ -40,16 +40,32 @@ NAMES = ("model.layers.3.self_attn.v_proj.weight", "model.layers.10.mlp.gate_pro
          "model.layers.20.mlp.down_proj.weight")
 
 
-def ecsq_at(w: np.ndarray, bits: float) -> tuple[float, float]:
-    """(bits per weight, relative error with centroid restoration) of ECSQ row at ``bits`` in all."""
+def ecsq_row(w: np.ndarray, bits: float) -> tuple[float, np.ndarray]:
+    """(bits per weight, restored matrix) of ECSQ row at ``bits`` in all, each level restored at
+    its centroid."""
     coder = B.RangeCoder()
     step = B.step_for_bits(w, bits, "row", coder.estimate_bits)
     sym = B.uniform_symbols(w, step, "row")
     units = w.astype(np.float64) / sym.step
-    levels, inverse = np.unique(sym.q, return_inverse=True)
+    _, inverse = np.unique(sym.q, return_inverse=True)
     centroids = np.bincount(inverse.ravel(), units.ravel()) / np.bincount(inverse.ravel())
-    restored = centroids[inverse].reshape(w.shape) * sym.step
-    return coder.estimate_bits(sym.q) / w.size, relative_error(w, restored.astype(np.float32))
+    return coder.estimate_bits(sym.q) / w.size, (centroids[inverse].reshape(w.shape) * sym.step).astype(np.float32)
+
+
+def ecsq_at(w: np.ndarray, bits: float) -> tuple[float, float]:
+    """(bits per weight, relative error with centroid restoration) of ECSQ row at ``bits`` in all."""
+    rate, restored = ecsq_row(w, bits)
+    return rate, relative_error(w, restored)
+
+
+def balanced_matrices() -> list[tuple[str, np.ndarray]]:
+    """``NAMES`` of SmolLM2-135M, each times its balance column multipliers (as the default codes it)."""
+    src = load("smollm2-135m")
+    out = []
+    for name in NAMES:
+        w = src.get(name).float().numpy()
+        out.append((name, (w * balance_multipliers(w)[None, :]).astype(np.float32)))
+    return out
 
 
 def _by_profile_qp(rows: list[tuple]) -> dict[tuple[str, int], list[tuple]]:
@@ -69,11 +85,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     info = sysinfo.describe()
-    src = load("smollm2-135m")
     rows = []
-    for name in NAMES:
-        w = src.get(name).float().numpy()
-        wb = (w * balance_multipliers(w)[None, :]).astype(np.float32)
+    for name, wb in balanced_matrices():
         for profile in args.profiles.split(","):
             for qp in map(int, args.qps.split(",")):
                 s = llmcodec.CompressSettings(qp=qp, profile=profile, weighting="none")
