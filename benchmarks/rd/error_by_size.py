@@ -5,7 +5,7 @@
 For a few SmolLM2-135M matrices (its weights were already 4-bit, GGUF Q4_1), each coded as the
 default codes it (column balance applied first, W * c), VVC in the coefficient domain at one QP,
 and ECSQ row (round to nearest, step per row proportional to the row's RMS, centroid restoration)
-at the default profile's rate. Weights are put in bins by their size relative to their row's RMS;
+at the first profile's rate (the default's, with half-filled blocks below 3.25 bits per weight). Weights are put in bins by their size relative to their row's RMS;
 each cell is the RMS error of the weights in that bin, also relative to their row's RMS. Dependent
 quantization has the lower error overall, but a trellis spreads its error evenly over weights of
 every size, while rounding (and RDOQ) leaves weights near zero near zero; a language model minds
@@ -50,7 +50,7 @@ def error_by_size(w: np.ndarray, w_hat: np.ndarray) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qp", type=int, default=26)
-    ap.add_argument("--profiles", default="ai-faster-coef,ai-faster-coef-dq,ai-medium-coef-dq")
+    ap.add_argument("--profiles", default="default,ai-faster-coef,ai-faster-coef-dq,ai-medium-coef-dq")
     args = ap.parse_args()
     info = sysinfo.describe()
     rows = []
