@@ -135,3 +135,12 @@ def test_reconstruction_table_needs_a_lattice():
     noisy = np.clip(qz.q.astype(np.int64) + rng.integers(-40, 41, qz.q.shape), 0, 1023).astype(np.uint16)
     assert fit_recon(qz, noisy, w) is None  # no lattice: no table
     assert fit_recon(quantize(w, QuantSpec(bits=10)), qz.q[:64, :64], w) is None  # sample domain: none
+
+
+def test_reconstruction_table_survives_a_step_far_below_the_values():
+    """A corrupt file's tiny step makes levels past int64; they must stay past the table, not wrap."""
+    from llmcodec.quant import Recon, apply_recon
+
+    u = np.array([[1e3, -2e4, 0.0]])
+    out = apply_recon(u, Recon(step=1e-22, offsets=(0.25, -0.25)))
+    np.testing.assert_allclose(out, u)

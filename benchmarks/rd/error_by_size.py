@@ -5,8 +5,9 @@
 For a few SmolLM2-135M matrices (its weights were already 4-bit, GGUF Q4_1), each coded as the
 default codes it (column balance applied first, W * c), VVC in the coefficient domain at one QP,
 and ECSQ row (round to nearest, step per row proportional to the row's RMS, centroid restoration)
-at the first profile's rate (the default's, with half-filled blocks below 3.25 bits per weight). Weights are put in bins by their size relative to their row's RMS;
-each cell is the RMS error of the weights in that bin, also relative to their row's RMS. Dependent
+at the first profile's rate (the default's: half-filled blocks below 3.25 bits per weight). Weights
+are put in bins by their size relative to their row's RMS; each cell is the RMS error of the
+weights in that bin, also relative to their row's RMS. Dependent
 quantization has the lower error overall, but a trellis spreads its error evenly over weights of
 every size, while rounding (and RDOQ) leaves weights near zero near zero; a language model minds
 the error on small weights (README, "Where the error goes"). Writes benchmarks/rd/ERROR_BY_SIZE.md.

@@ -323,7 +323,8 @@ def _check_recon(rc, block) -> None:
         return
     _need(block is not None, "a reconstruction table outside the coefficient domain")
     _need(isinstance(rc, dict) and set(rc) == {"step", "offsets"}, "reconstruction table is not {step, offsets}")
-    _need(_is_num(rc["step"]) and 0 < rc["step"] < 2**20, "reconstruction step is not a positive number")
+    # a real step is a few sample units or more (quant.fit_recon); far smaller ones only come from a bad file
+    _need(_is_num(rc["step"]) and 2**-10 <= rc["step"] < 2**20, "reconstruction step is not a number in [2^-10, 2^20)")
     offs = rc["offsets"]
     _need(isinstance(offs, list) and len(offs) <= RECON_LEVELS, f"reconstruction offsets: at most {RECON_LEVELS}")
     _need(all(_is_num(x) and abs(x) <= 0.5 for x in offs), "reconstruction offsets must be numbers in [-0.5, 0.5]")

@@ -346,9 +346,11 @@ def _unit_values(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
 def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
     """Move each decoded level to its table entry (see :class:`Recon`)."""
     level = np.rint(u / recon.step)
-    mag = np.abs(level).astype(np.int64)
+    mag = np.abs(level)
     table = np.concatenate([[0.0], np.asarray(recon.offsets, dtype=np.float64)])
-    shift = np.where(mag <= len(recon.offsets), table[np.minimum(mag, len(recon.offsets))], 0.0)
+    # clip before the integer cast: a tiny step (a corrupt file) would overflow int64 into an index
+    idx = np.minimum(mag, len(recon.offsets)).astype(np.int64)
+    shift = np.where(mag <= len(recon.offsets), table[idx], 0.0)
     return np.where(mag > 0, (level + np.sign(level) * shift) * recon.step, u)
 
 
