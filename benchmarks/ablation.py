@@ -26,20 +26,23 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus four ingredients, and a fifth from 3.25 bits per weight (DEFAULT_PATH).
+# The default is the base plus five ingredients below 3.25 bits per weight; from 3.25 up, dependent
+# quantization on the medium preset in full blocks instead of half-filled blocks (DEFAULT_PATH).
 # The previous defaults' path, in the sample domain, follows (base -> dependent quantization ->
 # companding), then alternatives tried on top of either (measured, not kept). Every configuration
 # names all the settings it was measured with that differ from today's library defaults, so each
 # row can be measured again as it was.
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
-                "+ column balance", "+ 8-bit side information (the default below 3.25 bpw)",
+                "+ column balance", "+ 8-bit side information", "+ half-filled blocks (the default below 3.25 bpw)",
                 "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
     "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},
     "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none", "side": "fp16"},
     "+ column balance": {"side": "fp16"},
-    "+ 8-bit side information (the default below 3.25 bpw)": {"profile": "ai-faster-coef"},
+    "+ 8-bit side information": {"profile": "ai-faster-coef"},
+    # the default below 3.25 bits per weight since 2026-12-03 (codecs/vvc.py; before, the row above)
+    "+ half-filled blocks (the default below 3.25 bpw)": {"profile": "ai-faster-coef-half"},
     "default + dependent quantization": {"profile": "ai-faster-coef-dq"},
     "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16"},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
@@ -140,15 +143,17 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "domain (src/llmcodec/coefdomain.py), so its quantizer acts on each weight; each decoded level",
              "is restored at the centroid of the weights that reached it (quant.Recon); every input column",
              "is coded at the same RMS (importance.balance_importance); scales and column multipliers are",
-             "stored as a byte each and offsets only where they pay (sideinfo.py); from 3.25 bits per weight",
-             "the codec quantizes with dependent (trellis) quantization and libvvenc's medium preset instead",
-             "of RDOQ and the faster preset (src/llmcodec/codecs/vvc.py). An earlier default was reached in",
+             "stored as a byte each and offsets only where they pay (sideinfo.py); below 3.25 bits per weight",
+             "the weights fill only the left 16 coefficient columns of each 32x32 block (coefdomain.place);",
+             "from 3.25 bits per weight the codec instead quantizes full blocks with dependent (trellis)",
+             "quantization and libvvenc's medium preset, not RDOQ and the faster preset (the last step",
+             "follows the 8-bit step there; src/llmcodec/codecs/vvc.py). An earlier default was reached in",
              "the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8'; the rows after",
              "it are alternatives tried on top of that. The settings column gives each row's settings that",
              "differ from today's defaults (rows measured before a setting existed ran with it off: their",
              "settings were recorded then, and `CONFIGS` in the script now names them in full). A",
              "configuration missing from the table was not measured (below 3.25 bpw the last step of the",
-             "default path codes exactly as the 8-bit step, so it is not measured twice). Rows marked",
+             "default path codes exactly as the half-filled step, so it is not measured twice). Rows marked",
              "'(benchmarks/e2e)' come from",
              "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there. Rows",
              "measured before rate control's fill round (src/llmcodec/rate.py, step 3) existed land further",
