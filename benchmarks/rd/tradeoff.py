@@ -171,6 +171,7 @@ def _reading(by: dict) -> list[str]:
         return []
     ppl = {s: float(by[("smollm2", key[s])]["perplexity"]) for s in both}
     err = {s: by[("minilm", key[s])]["error"] for s in both}
+    cos = {s: float(by[("minilm", key[s])]["cos_mean"]) for s in both}
     low = min((s for s in both if s.side), key=lambda s: err[s])
     better = [s for s in both if s != default and err[s] < err[default] and ppl[s] <= ppl[default]]
     return ["", f"Reading: the default's shape {default.label} has MiniLM error {err[default]:.4f}, "
@@ -180,7 +181,10 @@ def _reading(by: dict) -> list[str]:
             f"perplexity {ppl[low]:.1f} against {ppl[default]:.1f} ({ppl[low] / ppl[default] - 1:+.0%}). "
             + (f"Shapes with lower MiniLM error and no higher SmolLM2 perplexity than the default's: "
                f"{', '.join(s.label for s in better)}." if better else
-               "No other shape has lower MiniLM error without higher SmolLM2 perplexity.")]
+               "No other shape has lower MiniLM error without higher SmolLM2 perplexity.")
+            + (f" On MiniLM itself the default's shape has the highest cosine similarity of all ({cos[default]:.4f}), "
+               "so there too a lower weight error comes with a lower similarity."
+               if max(both, key=lambda s: cos[s]) == default else "")]
 
 
 if __name__ == "__main__":
