@@ -183,6 +183,11 @@ def run_child(task: dict) -> dict:
     return out
 
 
+def make_cache() -> None:
+    CACHE.mkdir(exist_ok=True)
+    (CACHE / ".gitignore").write_text("*\n")  # exported models and artifacts: never committed
+
+
 def export_builtin(folder: Path) -> Path:
     """The built-in GGUF model as a float32 safetensors folder (what a Hugging Face user would have)."""
     if (folder / "config.json").is_file():
@@ -477,7 +482,9 @@ def qps_from_rows(rows: list[dict]) -> dict:
 
 def speedup(args) -> None:
     """The acceptance check alone: compress the built-in model (safetensors export) on 1, then 2 workers."""
+    make_cache()
     folder = export_builtin(CACHE / "smollm2-135m-f32")
+    args.out.mkdir(parents=True, exist_ok=True)
     rows, info = rows_from_log(Path(args.from_log)) if args.from_log and args.append else ([], {})
     if not info:
         from llmcodec import sysinfo
@@ -510,7 +517,7 @@ def speedup(args) -> None:
         r["mw_per_s"] = r["mweights"] / r["seconds"]
         rows.append(r)
         print(json.dumps(r), flush=True)
-    write_results(rows, info, HERE / "results.csv", HERE / "RESULTS.md", qps_from_rows(rows))
+    write_results(rows, info, args.out / "results.csv", args.out / "RESULTS.md", qps_from_rows(rows))
 
 
 def main() -> None:
@@ -523,6 +530,7 @@ def main() -> None:
     ap.add_argument("--speedup", metavar="CODEC", help="only compress the built-in model with 1 and 2 workers")
     ap.add_argument("--from-log", metavar="LOG", help="rebuild the table from the JSON lines an earlier run printed")
     ap.add_argument("--append", action="store_true", help="keep the rows of --from-log and add the new ones")
+    ap.add_argument("--out", type=Path, default=HERE, help="folder for results.csv and RESULTS.md (default: here)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -531,21 +539,21 @@ def main() -> None:
         return speedup(args)
     if args.from_log:
         rows, info = rows_from_log(Path(args.from_log))
-        write_results(rows, info, HERE / "results.csv", HERE / "RESULTS.md", qps_from_rows(rows))
+        write_results(rows, info, args.out / "results.csv", args.out / "RESULTS.md", qps_from_rows(rows))
         return
 
     from llmcodec import sysinfo
     from llmcodec.codecs import CODECS
 
-    CACHE.mkdir(exist_ok=True)
-    (CACHE / ".gitignore").write_text("*\n")  # exported models and artifacts: never committed
+    make_cache()
     codecs = [c for c in args.codecs.split(",") if c in CODECS]
     missing = [c for c in args.codecs.split(",") if c not in CODECS]
     info = sysinfo.describe()
     info["codecs not available in this tree"] = ", ".join(missing) or "none"
     rows: list[dict] = []
     qps: dict[str, dict[str, int]] = {}
-    csv_path, md_path = HERE / "results.csv", HERE / "RESULTS.md"
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = args.out / "results.csv", args.out / "RESULTS.md"
 
     def add(model: str, task: str, res: dict, **kw) -> None:
         r = {"model": model, "task": task, **kw, **res}
