@@ -5,10 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rd"))
 
-from tradeoff import Shape, quantize, relative_error, row_steps  # noqa: E402
+from common import global_rel_error  # noqa: E402
+from tradeoff import Shape, quantize, row_steps  # noqa: E402
 
 
 def _matrices():
@@ -32,7 +35,10 @@ def test_quantize_meets_the_budget_and_one_step_has_the_least_error():
     for shape in (Shape(0, 1, 1, side=False), Shape(0, 0, 0, side=False), Shape(0, 0, 1, side=False)):
         restored, bpw = quantize(ws, shape, 3.0)
         assert 2.99 <= bpw <= 3.0
-        errors[shape.label] = relative_error(ws, restored)
+        names = [str(i) for i in range(len(ws))]
+        errors[shape.label] = global_rel_error(
+            {n: torch.from_numpy(w) for n, w in zip(names, ws, strict=True)},
+            {n: torch.from_numpy(r) for n, r in zip(names, restored, strict=True)}, names)
     # one step for every weight minimizes squared error at a given entropy (high-rate theory)
     assert errors["(0, 0, 0), no side info"] < min(errors["(0, 1, 1), no side info"], errors["(0, 0, 1), no side info"])
     # side information is paid from the same budget

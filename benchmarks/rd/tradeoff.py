@@ -1,6 +1,6 @@
 """Where weight error and perplexity pull apart: one family of step shapes, scored on both models.
 
-    .venv/bin/python benchmarks/rd/tradeoff.py      # writes benchmarks/rd/TRADEOFF.md (resumable)
+    .venv/bin/python benchmarks/rd/tradeoff.py [--bpw 2.5,3.0,4.0]   # writes benchmarks/rd/TRADEOFF.md (resumable)
 
 Issue 4 asks one default to give SmolLM2 the lowest perplexity and MiniLM the lowest weight error
 and the highest embedding similarity. This script asks whether any one way of spreading the
@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import write_markdown  # noqa: E402
+from common import global_rel_error, write_markdown  # noqa: E402
 from run import MiniLM, Smol, balance_multipliers, codable_names  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
@@ -52,6 +52,11 @@ class Shape:
     beta: float  # exponent of the row's RMS relative to the matrix's
     gamma: float  # exponent of the matrix's RMS
     side: bool = True  # count 8 bits per row and column (False: one shared step, nothing stored)
+
+    @property
+    def key(self) -> tuple:
+        """How ``tradeoff.jsonl`` rows name the shape: the values of their ``shape`` field."""
+        return tuple(asdict(self).values())
 
     @property
     def label(self) -> str:
@@ -88,11 +93,6 @@ def quantize(ws: Sequence[np.ndarray], shape: Shape, bpw: float) -> tuple[list[n
     return out, bits(hi) / n
 
 
-def relative_error(ws: Sequence[np.ndarray], restored: Sequence[np.ndarray]) -> float:
-    num = sum(float(np.sum(np.square(w.astype(np.float64) - r))) for w, r in zip(ws, restored, strict=True))
-    return float(np.sqrt(num / sum(float(np.sum(np.square(w.astype(np.float64)))) for w in ws)))
-
-
 SHAPES = [
     Shape(1, 1, 1), Shape(1, 0.5, 1), Shape(1, 0, 1), Shape(1, 1, 0.5), Shape(1, 0.5, 0.5), Shape(1, 1, 0),
     Shape(0.5, 0.5, 0.5), Shape(0.3, 0, 0), Shape(0, 1, 1), Shape(0, 0, 0), Shape(0, 0, 0, side=False),
@@ -108,27 +108,29 @@ def measure(model, shape: Shape, bpw: float) -> dict:
     state = dict(model.state)
     for k, r in zip(names, restored, strict=True):
         state[k] = torch.from_numpy(r.astype(np.float32)).to(model.state[k].dtype)
-    return {"bpw": round(reached, 4), "error": round(relative_error(ws, restored), 5), **model.evaluate(state)}
+    return {"bpw": round(reached, 4), "error": round(global_rel_error(model.state, state, names), 5),
+            **model.evaluate(state)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bpw", type=float, default=3.0)
+    ap.add_argument("--bpw", default="2.5,3.0,4.0", help="budgets, comma-separated")
     ap.add_argument("--out", type=Path, default=HERE / "tradeoff.jsonl")
     ap.add_argument("--models", default="minilm,smollm2")
     args = ap.parse_args()
     info = sysinfo.describe()
     done = [json.loads(s) for s in args.out.read_text().splitlines()] if args.out.is_file() else []
     have = {(r["model"], r["budget"], tuple(r["shape"].values())) for r in done}
+    budgets = [float(b) for b in args.bpw.split(",")]
     for key, make in (("minilm", lambda: MiniLM(300)), ("smollm2", lambda: Smol(8))):
         if key not in args.models.split(","):
             continue
-        todo = [s for s in SHAPES if (key, args.bpw, tuple(asdict(s).values())) not in have]
+        todo = [(b, s) for b in budgets for s in SHAPES if (key, b, s.key) not in have]
         if not todo:
             continue
-        model = make()
-        for s in todo:
-            row = {"model": key, "budget": args.bpw, "shape": asdict(s), **measure(model, s, args.bpw)}
+        model = make()  # loaded once for all budgets
+        for b, s in todo:
+            row = {"model": key, "budget": b, "shape": asdict(s), **measure(model, s, b)}
             print(json.dumps(row), flush=True)
             done.append(row)
             with args.out.open("a") as f:
@@ -153,8 +155,7 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
                   "| (alpha, beta, gamma) | SmolLM2 perplexity | SmolLM2 error | MiniLM error | MiniLM cosine |",
                   "|---|---|---|---|---|"]
         for s in SHAPES:
-            k = tuple(asdict(s).values())
-            sm, mi = by.get(("smollm2", k)), by.get(("minilm", k))
+            sm, mi = by.get(("smollm2", s.key)), by.get(("minilm", s.key))
             cells = [f"{float(sm['perplexity']):.1f}" if sm else "—", f"{sm['error']:.4f}" if sm else "—",
                      f"{mi['error']:.4f}" if mi else "—", f"{float(mi['cos_mean']):.4f}" if mi else "—"]
             lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
@@ -164,14 +165,13 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
 
 def _reading(by: dict) -> list[str]:
     """The numbers the table's question turns on, taken from it."""
-    key = {s: tuple(asdict(s).values()) for s in SHAPES}
-    both = [s for s in SHAPES if ("smollm2", key[s]) in by and ("minilm", key[s]) in by]
+    both = [s for s in SHAPES if ("smollm2", s.key) in by and ("minilm", s.key) in by]
     default, shared = Shape(1, 1, 1), Shape(0, 0, 0, side=False)
     if default not in both or shared not in both:
         return []
-    ppl = {s: float(by[("smollm2", key[s])]["perplexity"]) for s in both}
-    err = {s: by[("minilm", key[s])]["error"] for s in both}
-    cos = {s: float(by[("minilm", key[s])]["cos_mean"]) for s in both}
+    ppl = {s: float(by[("smollm2", s.key)]["perplexity"]) for s in both}
+    err = {s: by[("minilm", s.key)]["error"] for s in both}
+    cos = {s: float(by[("minilm", s.key)]["cos_mean"]) for s in both}
     low = min((s for s in both if s.side), key=lambda s: err[s])
     better = [s for s in both if s != default and err[s] < err[default] and ppl[s] <= ppl[default]]
     return ["", f"Reading: the default's shape {default.label} has MiniLM error {err[default]:.4f}, "
