@@ -262,3 +262,49 @@ def test_default_vvc_profile_follows_the_budget():
     assert art.codec["profile"]["name"] == "default-dq"
     back = llmcodec.api.restore_state_dict(art)["m.w"].numpy()
     assert np.linalg.norm(back - w) / np.linalg.norm(w) < 0.2
+
+
+def test_objectives_name_their_settings_and_explicit_ones_win():
+    from llmcodec.compress import OBJECTIVES
+
+    assert CompressSettings.for_objective("model", bpw=3.0) == CompressSettings(bpw=3.0)
+    w = CompressSettings.for_objective("weights", bpw=3.0)
+    assert (w.allocation, w.shared_scale, w.alpha, w.profile) == ("equal-error", True, 0.3, "ai-medium-coef-dq-half")
+    assert w.weighting == "balance" and set(OBJECTIVES["weights"]) == {"allocation", "shared_scale", "alpha"}
+    assert CompressSettings.for_objective("weights", alpha=0.5).alpha == 0.5
+    assert CompressSettings.for_objective("weights", codec="x265").profile is None  # its profile is VVC's
+    assert CompressSettings.for_objective("weights", codec="vvc", profile="ai-faster-dq").profile == "ai-faster-dq"
+    with pytest.raises(ValueError, match="unknown objective 'mse'; choose one of model, weights"):
+        CompressSettings.for_objective("mse")
+
+
+def test_cli_objective_fills_only_the_options_left_unset():
+    from llmcodec.cli import build_parser, settings_from_args
+
+    def settings(*argv):
+        return settings_from_args(build_parser().parse_args(["compress", "m", "o.llmc", *argv]))
+
+    assert settings() == CompressSettings(bpw=2.5)
+    assert settings("--objective", "weights", "--bpw", "3") == CompressSettings.for_objective("weights", bpw=3.0)
+    s = settings("--objective", "weights", "--alpha", "0.5", "--no-shared-scale", "--profile", "ai-faster-coef")
+    assert (s.alpha, s.shared_scale, s.allocation, s.profile) == (0.5, False, "equal-error", "ai-faster-coef")
+    assert settings("--alpha", "0.5").allocation == "equal-qp"
+
+
+def test_weights_objective_has_less_weight_error_at_the_same_budget():
+    """Matrices whose rows and tensors differ in scale: the model objective gives every row the
+    same relative error, the weights objective one absolute step (least squared error at a rate)."""
+    rng = np.random.default_rng(11)
+    st = {}
+    for i, scale in enumerate((0.3, 1.0, 3.0)):
+        rows = np.exp(rng.uniform(-1.5, 1.5, (64, 1)))  # row RMS over a 20x range
+        st[f"m{i}.weight"] = torch.from_numpy((scale * rows * rng.standard_normal((64, 128))).astype(np.float32))
+    err, bpw = {}, {}
+    for objective in ("model", "weights"):
+        art = llmcodec.compress_state_dict(st, CompressSettings.for_objective(objective, bpw=3.0))
+        bpw[objective] = art.stats()["bits_per_weight"]
+        back = {n: llmcodec.decompress_tensor(c) for n, c in art.coded.items()}
+        err[objective] = float(np.sqrt(sum(float(((back[n] - st[n]) ** 2).sum()) for n in st)
+                                       / sum(float((st[n] ** 2).sum()) for n in st)))
+    assert all(3.0 * 0.97 <= b <= 3.0 for b in bpw.values())
+    assert err["weights"] < 0.85 * err["model"]

@@ -11,11 +11,14 @@ from pathlib import Path
 from . import __version__
 from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
-from .compress import ALLOCATIONS, SIDES, WEIGHTINGS, CompressSettings
+from .compress import ALLOCATIONS, OBJECTIVE_PROFILES, OBJECTIVES, SIDES, WEIGHTINGS, CompressSettings
 from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
 from .rate import BudgetError
+
+# The compress options that shape where the error goes (CompressSettings fields of the same names).
+SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "rotate", "centroids", "side", "compand")
 
 PRETRAINED_NOTE = (
     "note: the built-in smollm2-135m was already quantized to 4 bits (GGUF Q4_1, blocks of 32), "
@@ -72,16 +75,13 @@ def _print_eval(label: str, res) -> None:
     )
 
 
-def cmd_compress(args) -> int:
-    from .api import compress_source, save
-    from .compress import WorkDir
-    from .evaluate import perplexity
-    from .modelio import build_model
-    from .modelio import load as load_source
-
-    settings = CompressSettings(
+def settings_from_args(args) -> CompressSettings:
+    """The compress command's settings. Shaping options left unset (None) take the objective's
+    value, so ``--objective weights --alpha 0.5`` changes only the strength."""
+    given = {k: getattr(args, k) for k in ("profile", *SHAPING) if getattr(args, k) is not None}
+    return CompressSettings.for_objective(
+        args.objective,
         codec=args.codec,
-        profile=args.profile,
         bpw=None if (args.qp is not None or args.lossless) else args.bpw,
         qp=args.qp,
         lossless=args.lossless,
@@ -90,16 +90,18 @@ def cmd_compress(args) -> int:
         workers=args.workers,
         only=args.only,
         keep_nonfinite=args.keep_nonfinite,
-        weighting=args.weighting,
-        alpha=args.alpha,
-        shared_scale=args.shared_scale,
-        allocation=args.allocation,
-        error_cap=args.error_cap,
-        rotate=args.rotate,
-        compand=args.compand,
-        centroids=args.centroids,
-        side=args.side,
+        **given,
     )
+
+
+def cmd_compress(args) -> int:
+    from .api import compress_source, save
+    from .compress import WorkDir
+    from .evaluate import perplexity
+    from .modelio import build_model
+    from .modelio import load as load_source
+
+    settings = settings_from_args(args)
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
     src = load_source(args.model)
@@ -269,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
     c.add_argument("--profile", default=None,
                    help="encoder profile (see the README); default: the codec's for the budget "
-                        "(vvc: dependent quantization from 3.25 bits per weight)")
+                        "(vvc: dependent quantization from 3.25 bits per weight; with --objective weights: "
+                        f"{OBJECTIVE_PROFILES['weights', 'vvc']})")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--bpw", type=float, default=2.5, help="target bits per weight, side info counted")
     rate.add_argument("--qp", type=int, default=None, help="fixed QP for every tensor instead of --bpw")
@@ -284,30 +287,38 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--keep-nonfinite", action="store_true", help="keep matrices with NaN/Inf uncompressed instead of refusing"
     )
-    rd = c.add_argument_group("where the error goes (data-free; defaults are the measured best, see the README)")
+    rd = c.add_argument_group(
+        "where the error goes (data-free; unset options take the objective's values, see the README)")
+    rd.add_argument("--objective", choices=tuple(OBJECTIVES), default="model",
+                    help="model: error where the model's output minds it least (the measured best perplexity and "
+                         "embedding similarity); weights: least squared weight error (default: %(default)s)")
     default = {k: f.default for k, f in CompressSettings.__dataclass_fields__.items()}
-    rd.add_argument("--weighting", choices=WEIGHTINGS, default=default["weighting"],
-                    help="column weighting from the model's own weights (default: %(default)s)")
-    rd.add_argument("--alpha", type=float, default=default["alpha"], help="weighting strength (default: %(default)s)")
-    rd.add_argument("--shared-scale", action=argparse.BooleanOptionalAction, default=default["shared_scale"],
-                    help="one quantization step per tensor instead of per row (default: %(default)s)")
-    rd.add_argument("--allocation", choices=ALLOCATIONS, default=default["allocation"],
+
+    def dflt(key: str) -> str:
+        w = OBJECTIVES["weights"].get(key)
+        return f"(default: {default[key]}" + ("" if w is None else f"; with --objective weights: {w}") + ")"
+
+    rd.add_argument("--weighting", choices=WEIGHTINGS,
+                    help=f"column weighting from the model's own weights {dflt('weighting')}")
+    rd.add_argument("--alpha", type=float, help=f"weighting strength {dflt('alpha')}")
+    rd.add_argument("--shared-scale", action=argparse.BooleanOptionalAction,
+                    help=f"one quantization step per tensor instead of per row {dflt('shared_scale')}")
+    rd.add_argument("--allocation", choices=ALLOCATIONS,
                     help="per-tensor QPs: equal QP, offsets for equal absolute error (capped-error: with a cap on each "
                          "tensor's relative error, --error-cap) or for equal error "
-                         "relative to each row's RMS, or equal bits per weight (default: %(default)s)")
-    rd.add_argument("--error-cap", type=float, default=default["error_cap"],
+                         f"relative to each row's RMS, or equal bits per weight {dflt('allocation')}")
+    rd.add_argument("--error-cap", type=float,
                     help="capped-error allocation: no tensor's error relative to its RMS above this many times "
-                         "the median tensor's (default: %(default)s)")
-    rd.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=default["rotate"],
-                    help="code a random rotation of each matrix, undone on restore (default: %(default)s)")
-    rd.add_argument("--centroids", action=argparse.BooleanOptionalAction, default=default["centroids"],
+                         f"the median tensor's {dflt('error_cap')}")
+    rd.add_argument("--rotate", action=argparse.BooleanOptionalAction,
+                    help=f"code a random rotation of each matrix, undone on restore {dflt('rotate')}")
+    rd.add_argument("--centroids", action=argparse.BooleanOptionalAction,
                     help="coefficient domain: restore each decoded level at the mean of the weights that reached "
-                         "it (default: %(default)s)")
-    rd.add_argument("--side", choices=SIDES, default=default["side"],
-                    help="side information: 8-bit log scales and multipliers without offsets, or fp16 "
-                         "(default: %(default)s)")
-    rd.add_argument("--compand", type=float, default=default["compand"], metavar="P",
-                    help="code sign(w)|w|^P so small weights get small errors; 1: off (default: %(default)s)")
+                         f"it {dflt('centroids')}")
+    rd.add_argument("--side", choices=SIDES,
+                    help=f"side information: 8-bit log scales and multipliers without offsets, or fp16 {dflt('side')}")
+    rd.add_argument("--compand", type=float, metavar="P",
+                    help=f"code sign(w)|w|^P so small weights get small errors; 1: off {dflt('compand')}")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

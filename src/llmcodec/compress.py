@@ -30,6 +30,18 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHTINGS = ("none", "data-free", "balance")
 SIDES = ("log8", "fp16")
 ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equal-rate")
+# Named starting points for the shaping options (CompressSettings.for_objective, ``--objective``).
+# "model" is the defaults: error goes where the model's output minds it least (per-row steps, full
+# column balance, one QP), which measured best in perplexity and embedding similarity. "weights"
+# minimizes squared weight error instead: one absolute step everywhere, light balance. Measured in
+# benchmarks/rd (llmcodec-vvc-ha3): lower MiniLM weight error than ECSQ with one shared step at
+# 2.5-4 bits per weight, but SmolLM2 perplexity 167.9 against the default's 120.1 at 3.0.
+OBJECTIVES: dict[str, dict[str, object]] = {
+    "model": {},
+    "weights": {"allocation": "equal-error", "shared_scale": True, "alpha": 0.3},
+}
+# The profile each objective codes with where it differs from the codec's default, by codec.
+OBJECTIVE_PROFILES: dict[tuple[str, str], str] = {("weights", "vvc"): "ai-medium-coef-dq-half"}
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 
 
@@ -99,6 +111,17 @@ class CompressSettings:
             raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
             raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
+
+    @classmethod
+    def for_objective(cls, objective: str = "model", **explicit) -> CompressSettings:
+        """Settings for a named objective (``OBJECTIVES``); settings given in ``explicit`` win."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        base: dict[str, object] = dict(OBJECTIVES[objective])
+        profile = OBJECTIVE_PROFILES.get((objective, explicit.get("codec", cls.codec)))
+        if profile and not explicit.get("lossless"):  # its profiles code coefficients: never lossless
+            base["profile"] = profile
+        return cls(**{**base, **explicit})
 
     def resolved_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
