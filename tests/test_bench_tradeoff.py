@@ -44,3 +44,29 @@ def test_quantize_meets_the_budget_and_one_step_has_the_least_error():
     # side information is paid from the same budget
     _, bpw = quantize(ws, Shape(1, 1, 1), 3.0)
     assert bpw <= 3.0
+
+
+def test_step_multipliers_move_error_between_matrices_at_the_same_rate():
+    ws = _matrices()
+
+    def errors(mults):
+        restored, bpw = quantize(ws, Shape(0, 1, 1, side=False), 3.0, mults)
+        assert 2.99 <= bpw <= 3.0
+        return [float(np.linalg.norm(r - w) / np.linalg.norm(w)) for w, r in zip(ws, restored, strict=True)]
+
+    plain, finer = errors(None), errors([1.0, 0.5])  # the small matrix one octave finer; the large one pays
+    assert finer[1] < 0.7 * plain[1] and finer[0] > plain[0]
+
+
+def test_edges_variants_and_report():
+    from edges import BY_NAME, report
+
+    names = [f"model.layers.{i}.self_attn.{k}_proj.weight" for i in range(4) for k in "qv"]
+    assert BY_NAME["edge6"].octaves(names) == [1.0, 1.0, 0, 0, 0, 0, 1.0, 1.0]
+    assert BY_NAME["vd3"].octaves(names) == [0, 0.5] * 4
+    assert BY_NAME["base"].octaves(names) == [0] * 8
+    rows = [{"bpw": 3.0, "variant": "base", "reached": 2.9996, "error": 0.15, "valid": 90.0, "test": 92.0},
+            {"bpw": 3.0, "variant": "edge6", "reached": 2.9999, "error": 0.156, "valid": 84.6, "test": 85.1}]
+    text = "\n".join(report(rows, {"command": "python benchmarks/rd/edges.py"}))
+    assert ("| edge6 | first and last block 1 octave finer (the default) | 3.000 | 0.1560 | 84.6 (-6.0%) | "
+            "85.1 (-7.5%) |") in text

@@ -270,7 +270,8 @@ def test_objectives_name_their_settings_and_explicit_ones_win():
     assert CompressSettings.for_objective("model", bpw=3.0) == CompressSettings(bpw=3.0)
     w = CompressSettings.for_objective("weights", bpw=3.0)
     assert (w.allocation, w.shared_scale, w.alpha, w.profile) == ("equal-error", True, 0.3, "ai-medium-coef-dq-half")
-    assert w.weighting == "balance" and set(OBJECTIVES["weights"]) == {"allocation", "shared_scale", "alpha"}
+    assert w.weighting == "balance" and w.edge_layers == 0
+    assert set(OBJECTIVES["weights"]) == {"allocation", "shared_scale", "alpha", "edge_layers"}
     assert CompressSettings.for_objective("weights", alpha=0.5).alpha == 0.5
     assert CompressSettings.for_objective("weights", codec="x265").profile is None  # its profile is VVC's
     assert CompressSettings.for_objective("weights", codec="vvc", profile="ai-faster-dq").profile == "ai-faster-dq"
@@ -308,3 +309,32 @@ def test_weights_objective_has_less_weight_error_at_the_same_budget():
                                        / sum(float((st[n] ** 2).sum()) for n in st)))
     assert all(3.0 * 0.97 <= b <= 3.0 for b in bpw.values())
     assert err["weights"] < 0.85 * err["model"]
+
+
+def test_edge_offsets_code_the_ends_of_the_stack_finer():
+    from llmcodec.compress import edge_offsets, layer_index
+
+    names = ("model.layers.12.mlp.up_proj.weight", "encoder.layer.0.attention.self.query.weight",
+             "transformer.h.3.attn.c_attn.weight", "lm_head.weight", "players.1.weight")
+    assert [layer_index(n) for n in names] == [12, 0, 3, None, None]
+    names = [f"model.layers.{i}.self_attn.{k}_proj.weight" for i in range(6) for k in "qv"] + ["x.weight"]
+    off = edge_offsets(names, layers=1, octaves=0.5)
+    assert off == [-3, -3] + [0] * 8 + [-3, -3] + [0]  # half an octave: 3 QP at 6 QP per doubling of the step
+    assert edge_offsets(names, layers=2, octaves=1.0)[:6] == [-6, -6, -6, -6, 0, 0]
+    assert edge_offsets(names, layers=0, octaves=0.5) == [0] * len(names)
+    assert edge_offsets(["a.weight", "b.weight"], layers=1, octaves=0.5) == [0, 0]  # no stack: nothing to do
+    with pytest.raises(ValueError, match="edge layers and octaves"):
+        CompressSettings(edge_layers=-1)
+
+
+def test_edge_layers_get_a_finer_qp_and_less_error():
+    rng = np.random.default_rng(4)
+    st = {f"model.layers.{i}.mlp.up_proj.weight": torch.from_numpy(rng.standard_normal((64, 64)).astype(np.float32))
+          for i in range(4)}
+    art = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none", edge_layers=1))
+    qp = [art.coded[f"model.layers.{i}.mlp.up_proj.weight"].qp for i in range(4)]
+    err = [art.coded[f"model.layers.{i}.mlp.up_proj.weight"].rel_error for i in range(4)]
+    assert qp == [26, 32, 32, 26]  # one octave finer: 6 QP
+    assert max(err[0], err[3]) < 0.85 * min(err[1], err[2])
+    off = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none"))  # off by default
+    assert {c.qp for c in off.coded.values()} == {32}

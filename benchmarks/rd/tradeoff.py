@@ -71,13 +71,15 @@ def row_steps(x: np.ndarray, beta: float, gamma: float) -> np.ndarray:
     return t**gamma * (np.maximum(rows, 1e-30) / t) ** beta
 
 
-def quantize(ws: Sequence[np.ndarray], shape: Shape, bpw: float) -> tuple[list[np.ndarray], float]:
+def quantize(ws: Sequence[np.ndarray], shape: Shape, bpw: float,
+             mults: Sequence[float] | None = None) -> tuple[list[np.ndarray], float]:
     """Every matrix of ``ws`` quantized with ``shape``'s steps at ``bpw`` for the whole set:
-    (restored matrices, bits per weight reached, side information included)."""
+    (restored matrices, bits per weight reached, side information included). ``mults`` scales
+    each matrix's step (``edges.py``: finer steps for some matrices, the rest pay for them)."""
     cs = [balance_multipliers(w.astype(np.float32), shape.alpha).astype(np.float64)[None, :] if shape.alpha
           else np.ones((1, w.shape[1])) for w in ws]
     xs = [w.astype(np.float64) * c for w, c in zip(ws, cs, strict=True)]
-    steps = [row_steps(x, shape.beta, shape.gamma) for x in xs]
+    steps = [row_steps(x, shape.beta, shape.gamma) * m for x, m in zip(xs, mults or [1.0] * len(xs), strict=True)]
     n = sum(w.size for w in ws)
     side = sum(SIDE_BITS * sum(w.shape) for w in ws) if shape.side else 0
 

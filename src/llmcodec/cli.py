@@ -18,7 +18,8 @@ from .modelio import DEFAULT_MODEL, ModelError
 from .rate import BudgetError
 
 # The compress options that shape where the error goes (CompressSettings fields of the same names).
-SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "rotate", "centroids", "side", "compand")
+SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "edge_layers", "edge_octaves", "rotate",
+           "centroids", "side", "compand")
 
 PRETRAINED_NOTE = (
     "note: the built-in smollm2-135m was already quantized to 4 bits (GGUF Q4_1, blocks of 32), "
@@ -310,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--error-cap", type=float,
                     help="capped-error allocation: no tensor's error relative to its RMS above this many times "
                          f"the median tensor's {dflt('error_cap')}")
+    rd.add_argument("--edge-layers", type=int, metavar="N",
+                    help=f"code the first and last N blocks of the stack finer; 0: off {dflt('edge_layers')}")
+    rd.add_argument("--edge-octaves", type=float, metavar="X",
+                    help=f"their step is 2^-X times the others' {dflt('edge_octaves')}")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction,
                     help=f"code a random rotation of each matrix, undone on restore {dflt('rotate')}")
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction,

@@ -38,7 +38,7 @@ ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equ
 # 2.5-4 bits per weight, but SmolLM2 perplexity 167.9 against the default's 120.1 at 3.0.
 OBJECTIVES: dict[str, dict[str, object]] = {
     "model": {},
-    "weights": {"allocation": "equal-error", "shared_scale": True, "alpha": 0.3},
+    "weights": {"allocation": "equal-error", "shared_scale": True, "alpha": 0.3, "edge_layers": 0},
 }
 # The profile each objective codes with where it differs from the codec's default, by codec.
 OBJECTIVE_PROFILES: dict[tuple[str, str], str] = {("weights", "vvc"): "ai-medium-coef-dq-half"}
@@ -75,6 +75,11 @@ class CompressSettings:
     # capped-error: equal absolute error, except that no tensor's error relative to its RMS goes above
     # error_cap times the median tensor's (capped_steps)
     error_cap: float = 1.5
+    # the first and last ``edge_layers`` blocks of the stack get a step ``2^-edge_octaves`` times the
+    # rest's (QP offsets; edge_offsets): the ends of a network are the most sensitive to their error
+    # (measured on SmolLM2, benchmarks/rd/EDGES.md); 0 layers or 0 octaves: off
+    edge_layers: int = 0
+    edge_octaves: float = 1.0
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
     # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
@@ -107,6 +112,8 @@ class CompressSettings:
             )
         if self.side not in SIDES:
             raise ValueError(f"unknown side-information format {self.side!r}; choose one of {', '.join(SIDES)}")
+        if self.edge_layers < 0 or self.edge_octaves < 0:
+            raise ValueError(f"edge layers and octaves must be >= 0, got {self.edge_layers} and {self.edge_octaves}")
         if not self.error_cap > 0:
             raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
@@ -478,6 +485,8 @@ def compress_matrices(
             offsets = [0] * n
         else:
             offsets = qp_offsets(run.steps(settings.allocation, settings.error_cap), codec.qp_per_octave)
+        edge = edge_offsets(names, settings.edge_layers, settings.edge_octaves, codec.qp_per_octave)
+        offsets = [o + e for o, e in zip(offsets, edge, strict=True)]
         if settings.lossless:
             qps: list[int | None] = [None] * n
             streams = run.encode([(i, None) for i in range(n)], sample=False)
@@ -505,6 +514,30 @@ def capped_steps(steps: Sequence[float], rms: Sequence[float], cap: float) -> li
     r = np.maximum(np.asarray(rms, dtype=np.float64), 1e-30)
     shrink = np.minimum(1.0, cap * r / float(np.median(r)))
     return list(np.asarray(steps, dtype=np.float64) / shrink)
+
+
+_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+
+
+def layer_index(name: str) -> int | None:
+    """The block a tensor belongs to, from its name (``model.layers.3.mlp...``, BERT's
+    ``encoder.layer.3...``, GPT-2's ``h.3...``); None outside the stack."""
+    m = _LAYER.search(name)
+    return int(m.group(1)) if m else None
+
+
+def edge_offsets(names: Sequence[str], layers: int, octaves: float, qp_per_octave: float = 6.0) -> list[int]:
+    """QP offsets that code the first and last ``layers`` blocks among ``names`` with a step
+    ``2^-octaves`` times the others'. The first block reads the embeddings and the last feeds the
+    output head; their errors reach the output with the least correction by the layers between,
+    and their error cost SmolLM2 the most perplexity per bit (benchmarks/rd/EDGES.md)."""
+    idx = [layer_index(n) for n in names]
+    known = [i for i in idx if i is not None]
+    if not known or layers <= 0 or octaves <= 0:
+        return [0] * len(names)
+    lo, hi = min(known), max(known)
+    fine = -int(round(octaves * qp_per_octave))
+    return [fine if i is not None and (i < lo + layers or i > hi - layers) else 0 for i in idx]
 
 
 def qp_offsets(steps: Sequence[float], qp_per_octave: float = 6.0) -> list[int]:

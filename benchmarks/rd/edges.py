@@ -1,0 +1,141 @@
+"""Which matrices deserve a finer step? Per-tensor step offsets at equal rate, on SmolLM2.
+
+    .venv/bin/python benchmarks/rd/edges.py [--bpw 3.0] [--variants base,edge6]   # writes EDGES.md (resumable)
+
+Issue 4 asks for rate allocation across tensors with a data-free sensitivity proxy. Two priors
+from practice are tested here, each as one number per matrix from its name alone: the kinds that
+llama.cpp's k-quant mixes give more bits (``v_proj``, ``down_proj``), and the ends of the stack
+(the first block reads the embeddings, the last feeds the output head; ``compress.edge_offsets``,
+what ``--edge-layers`` / ``--edge-octaves`` do). A variant codes its chosen matrices with a step
+``2^-octaves`` times the rest's, and the whole model still meets the budget: the others pay.
+
+The quantizer is ECSQ with the default's step shape (``tradeoff.py``'s ``(1, 1, 1)``: column
+balance, a step proportional to each row's RMS, 8 bits per row and column of side information;
+rate = each matrix's empirical entropy), so a variant's effect is the allocation's alone.
+Perplexity is scored on the first 40 windows of PTB *valid* (the split the choice is made on) and of
+PTB *test* (the issue's protocol, 20,440 tokens), so a variant picked on one is checked on the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from common import global_rel_error, write_markdown  # noqa: E402
+from run import Smol, codable_names  # noqa: E402
+from tradeoff import Shape, quantize  # noqa: E402
+
+from llmcodec import sysinfo  # noqa: E402
+from llmcodec.compress import edge_offsets  # noqa: E402
+from llmcodec.evaluate import EvalSettings  # noqa: E402
+
+WINDOWS = 40
+QP_PER_OCTAVE = 6.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    kinds: tuple[tuple[str, float], ...] = ()  # (substring of the name, octaves finer)
+    edge_layers: int = 0
+    edge_octaves: float = 0.0
+
+    def octaves(self, names: list[str]) -> list[float]:
+        """How many octaves finer each matrix's step is than the rest's."""
+        edge = edge_offsets(names, self.edge_layers, self.edge_octaves, QP_PER_OCTAVE)
+        return [sum(o for k, o in self.kinds if k in n) - e / QP_PER_OCTAVE for n, e in zip(names, edge, strict=True)]
+
+
+VARIANTS = [
+    Variant("base", "every matrix at one relative step (the default before edges)"),
+    Variant("vd3", "v_proj, down_proj 0.5 octave finer", (("v_proj", 0.5), ("down_proj", 0.5))),
+    Variant("vd6", "v_proj, down_proj 1 octave finer", (("v_proj", 1.0), ("down_proj", 1.0))),
+    Variant("v3", "v_proj 0.5 octave finer", (("v_proj", 0.5),)),
+    Variant("d3", "down_proj 0.5 octave finer", (("down_proj", 0.5),)),
+    Variant("l0_3", "first block 0.5 octave finer", (("layers.0.", 0.5),)),
+    Variant("l29_3", "last block 0.5 octave finer", (("layers.29.", 0.5),)),
+    Variant("edge3", "first and last block 0.5 octave finer", edge_layers=1, edge_octaves=0.5),
+    Variant("edge6", "first and last block 1 octave finer (the default)", edge_layers=1, edge_octaves=1.0),
+    Variant("edge2_3", "first two and last two blocks 0.5 octave finer", edge_layers=2, edge_octaves=0.5),
+]
+BY_NAME = {v.name: v for v in VARIANTS}
+
+
+def measure(model: Smol, variant: Variant, bpw: float) -> dict:
+    import torch
+
+    names = codable_names(model.state)
+    ws = [model.state[k].float().numpy() for k in names]
+    restored, reached = quantize(ws, Shape(1, 1, 1), bpw, [2.0 ** -o for o in variant.octaves(names)])
+    state = dict(model.state)
+    for k, r in zip(names, restored, strict=True):
+        state[k] = torch.from_numpy(r.astype(np.float32)).to(model.state[k].dtype)
+    row = {"bpw": bpw, "variant": variant.name, "reached": round(reached, 4),
+           "error": round(global_rel_error(model.state, state, names), 5)}
+    for split in ("valid", "test"):
+        model.ev = EvalSettings(split=split, max_windows=WINDOWS)
+        row[split] = round(float(model.evaluate(state)["perplexity"]), 3)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bpw", default="3.0", help="budgets, comma-separated")
+    ap.add_argument("--variants", default=",".join(BY_NAME), help="comma-separated, of: " + ", ".join(BY_NAME))
+    ap.add_argument("--out", type=Path, default=HERE / "edges.jsonl")
+    args = ap.parse_args()
+    info = sysinfo.describe()
+    done = [json.loads(s) for s in args.out.read_text().splitlines()] if args.out.is_file() else []
+    have = {(r["bpw"], r["variant"]) for r in done}
+    todo = [(float(b), BY_NAME[v]) for b in args.bpw.split(",") for v in args.variants.split(",")
+            if (float(b), v) not in have]
+    if todo:
+        model = Smol(WINDOWS)
+        for b, v in todo:
+            row = measure(model, v, b)
+            print(json.dumps(row), flush=True)
+            done.append(row)
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    write_markdown(HERE / "EDGES.md", report(done, info), info)
+    print("wrote", HERE / "EDGES.md")
+
+
+def report(rows: list[dict], info: dict[str, str]) -> list[str]:
+    lines = [
+        "# Which matrices deserve a finer step? (SmolLM2, equal rate)",
+        "",
+        f"Regenerate: `{info['command']}` (rows already in `edges.jsonl` are kept). "
+        + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[1:4]),
+        "",
+        "SmolLM2's weights were already 4-bit (Q4_1); no variant here uses that grid.",
+    ]
+    for b in sorted({r["bpw"] for r in rows}):
+        at = {r["variant"]: r for r in rows if r["bpw"] == b}
+        base = at.get("base")
+        lines += ["", f"## {b:g} bits per weight", "",
+                  "| variant | what is finer | bpw | weight error | valid perplexity | test perplexity |",
+                  "|---|---|---|---|---|---|"]
+        for v in VARIANTS:
+            r = at.get(v.name)
+            if r is None:
+                continue
+
+            rel = {s: "" if base is None or r is base else f" ({r[s] / base[s] - 1:+.1%})" for s in ("valid", "test")}
+            lines.append(f"| {v.name} | {v.label} | {r['reached']:.3f} | {r['error']:.4f} | "
+                         f"{r['valid']:.1f}{rel['valid']} | {r['test']:.1f}{rel['test']} |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
