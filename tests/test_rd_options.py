@@ -325,16 +325,20 @@ def test_edge_offsets_code_the_ends_of_the_stack_finer():
     assert edge_offsets(["a.weight", "b.weight"], layers=1, octaves=0.5) == [0, 0]  # no stack: nothing to do
     with pytest.raises(ValueError, match="edge layers and octaves"):
         CompressSettings(edge_layers=-1)
+    # the default: one octave below 3.25 bits per weight, none from there or without a budget
+    assert [CompressSettings(bpw=b).resolved_edge_octaves() for b in (2.0, 3.0, 3.25, 4.0)] == [1.0, 1.0, 0.0, 0.0]
+    assert CompressSettings(qp=30).resolved_edge_octaves() == 0.0
+    assert CompressSettings(bpw=4.0, edge_octaves=0.5).resolved_edge_octaves() == 0.5
 
 
 def test_edge_layers_get_a_finer_qp_and_less_error():
     rng = np.random.default_rng(4)
     st = {f"model.layers.{i}.mlp.up_proj.weight": torch.from_numpy(rng.standard_normal((64, 64)).astype(np.float32))
           for i in range(4)}
-    art = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none", edge_layers=1))
+    art = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none", edge_octaves=1.0))
     qp = [art.coded[f"model.layers.{i}.mlp.up_proj.weight"].qp for i in range(4)]
     err = [art.coded[f"model.layers.{i}.mlp.up_proj.weight"].rel_error for i in range(4)]
     assert qp == [26, 32, 32, 26]  # one octave finer: 6 QP
     assert max(err[0], err[3]) < 0.85 * min(err[1], err[2])
-    off = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none"))  # off by default
+    off = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none"))  # off with a fixed QP
     assert {c.qp for c in off.coded.values()} == {32}

@@ -11,7 +11,16 @@ from pathlib import Path
 from . import __version__
 from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
-from .compress import ALLOCATIONS, OBJECTIVE_PROFILES, OBJECTIVES, SIDES, WEIGHTINGS, CompressSettings
+from .compress import (
+    ALLOCATIONS,
+    EDGE_MAX_BPW,
+    EDGE_OCTAVES,
+    OBJECTIVE_PROFILES,
+    OBJECTIVES,
+    SIDES,
+    WEIGHTINGS,
+    CompressSettings,
+)
 from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
@@ -314,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--edge-layers", type=int, metavar="N",
                     help=f"code the first and last N blocks of the stack finer; 0: off {dflt('edge_layers')}")
     rd.add_argument("--edge-octaves", type=float, metavar="X",
-                    help=f"their step is 2^-X times the others' {dflt('edge_octaves')}")
+                    help=f"their step is 2^-X times the others' (default: {EDGE_OCTAVES:g} below {EDGE_MAX_BPW} bits "
+                         "per weight, 0 from there and with --qp)")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction,
                     help=f"code a random rotation of each matrix, undone on restore {dflt('rotate')}")
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction,

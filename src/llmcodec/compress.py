@@ -30,6 +30,9 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHTINGS = ("none", "data-free", "balance")
 SIDES = ("log8", "fp16")
 ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equal-rate")
+# The default edge layers' step (CompressSettings.edge_octaves None): one octave finer below 3.25 bits
+# per weight, where it measured a gain on SmolLM2 with both ECSQ and VVC (benchmarks/rd/EDGES.md).
+EDGE_OCTAVES, EDGE_MAX_BPW = 1.0, 3.25
 # Named starting points for the shaping options (CompressSettings.for_objective, ``--objective``).
 # "model" is the defaults: error goes where the model's output minds it least (per-row steps, full
 # column balance, one QP), which measured best in perplexity and embedding similarity. "weights"
@@ -76,10 +79,12 @@ class CompressSettings:
     # error_cap times the median tensor's (capped_steps)
     error_cap: float = 1.5
     # the first and last ``edge_layers`` blocks of the stack get a step ``2^-edge_octaves`` times the
-    # rest's (QP offsets; edge_offsets): the ends of a network are the most sensitive to their error
-    # (measured on SmolLM2, benchmarks/rd/EDGES.md); 0 layers or 0 octaves: off
-    edge_layers: int = 0
-    edge_octaves: float = 1.0
+    # rest's (QP offsets; edge_offsets): the ends of a network are the most sensitive to their error.
+    # None: EDGE_OCTAVES below EDGE_MAX_BPW bits per weight, off from there and with --qp/--lossless.
+    # Measured on SmolLM2 (benchmarks/rd/EDGES.md, chosen on PTB valid): at equal rate ECSQ's test
+    # perplexity -21% / -8% / -2% / +1% at 2.5 / 3.0 / 3.5 / 4.0; VVC -7.5% / 0% / +4% / -3%.
+    edge_layers: int = 1
+    edge_octaves: float | None = None
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
     # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
@@ -112,12 +117,18 @@ class CompressSettings:
             )
         if self.side not in SIDES:
             raise ValueError(f"unknown side-information format {self.side!r}; choose one of {', '.join(SIDES)}")
-        if self.edge_layers < 0 or self.edge_octaves < 0:
+        if self.edge_layers < 0 or (self.edge_octaves is not None and self.edge_octaves < 0):
             raise ValueError(f"edge layers and octaves must be >= 0, got {self.edge_layers} and {self.edge_octaves}")
         if not self.error_cap > 0:
             raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
             raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
+
+    def resolved_edge_octaves(self) -> float:
+        """``edge_octaves``, or for None the default for the budget (EDGE_OCTAVES below EDGE_MAX_BPW)."""
+        if self.edge_octaves is not None:
+            return self.edge_octaves
+        return EDGE_OCTAVES if self.bpw is not None and self.bpw < EDGE_MAX_BPW else 0.0
 
     @classmethod
     def for_objective(cls, objective: str = "model", **explicit) -> CompressSettings:
@@ -485,7 +496,7 @@ def compress_matrices(
             offsets = [0] * n
         else:
             offsets = qp_offsets(run.steps(settings.allocation, settings.error_cap), codec.qp_per_octave)
-        edge = edge_offsets(names, settings.edge_layers, settings.edge_octaves, codec.qp_per_octave)
+        edge = edge_offsets(names, settings.edge_layers, settings.resolved_edge_octaves(), codec.qp_per_octave)
         offsets = [o + e for o, e in zip(offsets, edge, strict=True)]
         if settings.lossless:
             qps: list[int | None] = [None] * n
