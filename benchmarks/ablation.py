@@ -26,25 +26,31 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus five ingredients below 3.25 bits per weight; from 3.25 up, dependent
-# quantization on the medium preset in full blocks instead of half-filled blocks (DEFAULT_PATH).
+# The default is the base plus six ingredients below 3.25 bits per weight; from 3.25 up, dependent
+# quantization on the medium preset in full blocks instead of half-filled blocks and edge layers
+# (DEFAULT_PATH). Every row before edge layers became a default (2026-12-03) was measured without
+# them: NOEDGE says so, so that each row can still be measured again as it was.
 # The previous defaults' path, in the sample domain, follows (base -> dependent quantization ->
 # companding), then alternatives tried on top of either (measured, not kept). Every configuration
 # names all the settings it was measured with that differ from today's library defaults, so each
 # row can be measured again as it was.
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
-                "+ column balance", "+ 8-bit side information", "+ half-filled blocks (the default below 3.25 bpw)",
+                "+ column balance", "+ 8-bit side information", "+ half-filled blocks",
+                "+ edge layers (the default below 3.25 bpw)",
                 "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
+NOEDGE = {"edge_octaves": 0.0}
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
     "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},
-    "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none", "side": "fp16"},
-    "+ column balance": {"side": "fp16"},
-    "+ 8-bit side information": {"profile": "ai-faster-coef"},
-    # the default below 3.25 bits per weight since 2026-12-03 (codecs/vvc.py; before, the row above)
-    "+ half-filled blocks (the default below 3.25 bpw)": {"profile": "ai-faster-coef-half"},
-    "default + dependent quantization": {"profile": "ai-faster-coef-dq"},
-    "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16"},
+    "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none", "side": "fp16", **NOEDGE},
+    "+ column balance": {"side": "fp16", "profile": "ai-faster-coef", **NOEDGE},
+    "+ 8-bit side information": {"profile": "ai-faster-coef", **NOEDGE},
+    # the default profile below 3.25 bits per weight since 2026-12-03 (codecs/vvc.py)
+    "+ half-filled blocks": {"profile": "ai-faster-coef-half", **NOEDGE},
+    # the default below 3.25 bits per weight since 2026-12-03 (compress.EDGE_MAX_BPW)
+    "+ edge layers (the default below 3.25 bpw)": {},
+    "default + dependent quantization": {"profile": "ai-faster-coef-dq", **NOEDGE},
+    "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16", **NOEDGE},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
     "+ dependent quantization": {"profile": "ai-faster-dq", **OLD},
     "+ companding p=0.8": {"profile": "ai-faster-dq", **OLD, "compand": 0.8},
@@ -57,7 +63,7 @@ CONFIGS: dict[str, dict] = {
     "dq + companding p=0.9": {"profile": "ai-faster-dq", **OLD, "compand": 0.9},
     # from 3.25 bits per weight the default profile is default-dq: dependent quantization with
     # libvvenc's medium preset ("default + dependent quantization" above is that on the faster preset)
-    "+ dependent quantization on the medium preset (the default from 3.25 bpw)": {},
+    "+ dependent quantization on the medium preset (the default from 3.25 bpw)": {"profile": "default-dq", **NOEDGE},
 }
 
 
@@ -144,16 +150,17 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "is restored at the centroid of the weights that reached it (quant.Recon); every input column",
              "is coded at the same RMS (importance.balance_importance); scales and column multipliers are",
              "stored as a byte each and offsets only where they pay (sideinfo.py); below 3.25 bits per weight",
-             "the weights fill only the left 16 coefficient columns of each 32x32 block (coefdomain.place);",
-             "from 3.25 bits per weight the codec instead quantizes full blocks with dependent (trellis)",
-             "quantization and libvvenc's medium preset, not RDOQ and the faster preset (the last step",
-             "follows the 8-bit step there; src/llmcodec/codecs/vvc.py). An earlier default was reached in",
+             "the weights fill only the left 16 coefficient columns of each 32x32 block (coefdomain.place),",
+             "and the first and last block of the stack get a step one octave finer than the rest's",
+             "(compress.edge_offsets; benchmarks/rd/EDGES.md); from 3.25 bits per weight the codec instead",
+             "quantizes full blocks with dependent (trellis) quantization and libvvenc's medium preset, not",
+             "RDOQ and the faster preset, without edge layers (the last step follows the 8-bit step there;",
+             "src/llmcodec/codecs/vvc.py). An earlier default was reached in",
              "the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8'; the rows after",
              "it are alternatives tried on top of that. The settings column gives each row's settings that",
              "differ from today's defaults (rows measured before a setting existed ran with it off: their",
              "settings were recorded then, and `CONFIGS` in the script now names them in full). A",
-             "configuration missing from the table was not measured (below 3.25 bpw the last step of the",
-             "default path codes exactly as the half-filled step, so it is not measured twice). Rows marked",
+             "configuration missing from the table was not measured. Rows marked",
              "'(benchmarks/e2e)' come from",
              "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there. Rows",
              "measured before rate control's fill round (src/llmcodec/rate.py, step 3) existed land further",

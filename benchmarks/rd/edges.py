@@ -65,7 +65,8 @@ VARIANTS = [
     Variant("l0_3", "first block 0.5 octave finer", (("layers.0.", 0.5),)),
     Variant("l29_3", "last block 0.5 octave finer", (("layers.29.", 0.5),)),
     Variant("edge3", "first and last block 0.5 octave finer", edge_layers=1, edge_octaves=0.5),
-    Variant("edge6", "first and last block 1 octave finer (the default)", edge_layers=1, edge_octaves=1.0),
+    Variant("edge6", "first and last block 1 octave finer (the default below 3.25 bpw)", edge_layers=1,
+            edge_octaves=1.0),
     Variant("edge2_3", "first two and last two blocks 0.5 octave finer", edge_layers=2, edge_octaves=0.5),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
@@ -115,8 +116,12 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
     lines = [
         "# Which matrices deserve a finer step? (SmolLM2, equal rate)",
         "",
-        f"Regenerate: `{info['command']}` (rows already in `edges.jsonl` are kept). "
-        + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[1:4]),
+        "Regenerate: `python benchmarks/rd/edges.py` (3.0 bits per weight, every variant) and "
+        "`python benchmarks/rd/edges.py --bpw 2.5,3.5,4.0 --variants base,edge6` (rows already in `edges.jsonl` "
+        "are kept). " + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:4]),
+        "",
+        "The same choice with VVC, the default below and above 3.25 bits per weight (`w40/RESULTS.md`, "
+        "`llmcodec-vvc-edge` against `llmcodec-vvc-noedge` and the default): see the README's results.",
         "",
         "SmolLM2's weights were already 4-bit (Q4_1); no variant here uses that grid.",
     ]

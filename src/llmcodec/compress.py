@@ -156,7 +156,7 @@ class CompressSettings:
         of another) and however many workers run (``to_dict`` leaves them out)."""
         def key(s: CompressSettings) -> tuple:
             _, p = s.codec_profile()
-            return {**s.to_dict(), "profile": None}, replace(p, name="")
+            return {**s.to_dict(), "profile": None, "edge_octaves": s.resolved_edge_octaves()}, replace(p, name="")
 
         return key(self) == key(other)
 
