@@ -19,7 +19,6 @@ PTB *test* (the issue's protocol, 20,440 tokens), so a variant picked on one is 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from common import global_rel_error, write_markdown  # noqa: E402
 from run import Smol, codable_names  # noqa: E402
-from tradeoff import Shape, quantize  # noqa: E402
+from tradeoff import Shape, keep, quantize, read_rows  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.compress import edge_offsets  # noqa: E402
@@ -96,18 +95,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "edges.jsonl")
     args = ap.parse_args()
     info = sysinfo.describe()
-    done = [json.loads(s) for s in args.out.read_text().splitlines()] if args.out.is_file() else []
+    done = read_rows(args.out)
     have = {(r["bpw"], r["variant"]) for r in done}
     todo = [(float(b), BY_NAME[v]) for b in args.bpw.split(",") for v in args.variants.split(",")
             if (float(b), v) not in have]
     if todo:
         model = Smol(WINDOWS)
         for b, v in todo:
-            row = measure(model, v, b)
-            print(json.dumps(row), flush=True)
-            done.append(row)
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            keep(args.out, done, measure(model, v, b))
     write_markdown(HERE / "EDGES.md", report(done, info), info)
     print("wrote", HERE / "EDGES.md")
 

@@ -114,6 +114,19 @@ def measure(model, shape: Shape, bpw: float) -> dict:
             **model.evaluate(state)}
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows a resumable run has kept so far (one JSON object a line)."""
+    return [json.loads(s) for s in path.read_text().splitlines()] if path.is_file() else []
+
+
+def keep(path: Path, done: list[dict], row: dict) -> None:
+    """Print a measured row and keep it, in ``done`` and at once on disk (so a stop loses nothing)."""
+    print(json.dumps(row), flush=True)
+    done.append(row)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bpw", default="2.5,3.0,4.0", help="budgets, comma-separated")
@@ -121,7 +134,7 @@ def main() -> None:
     ap.add_argument("--models", default="minilm,smollm2")
     args = ap.parse_args()
     info = sysinfo.describe()
-    done = [json.loads(s) for s in args.out.read_text().splitlines()] if args.out.is_file() else []
+    done = read_rows(args.out)
     have = {(r["model"], r["budget"], tuple(r["shape"].values())) for r in done}
     budgets = [float(b) for b in args.bpw.split(",")]
     for key, make in (("minilm", lambda: MiniLM(300)), ("smollm2", lambda: Smol(8))):
@@ -132,11 +145,7 @@ def main() -> None:
             continue
         model = make()  # loaded once for all budgets
         for b, s in todo:
-            row = {"model": key, "budget": b, "shape": asdict(s), **measure(model, s, b)}
-            print(json.dumps(row), flush=True)
-            done.append(row)
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            keep(args.out, done, {"model": key, "budget": b, "shape": asdict(s), **measure(model, s, b)})
     write_markdown(HERE / "TRADEOFF.md", report(done, info), info)
     print("wrote", HERE / "TRADEOFF.md")
 
