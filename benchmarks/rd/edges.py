@@ -34,11 +34,12 @@ from run import Smol, codable_names  # noqa: E402
 from tradeoff import Shape, keep, quantize, read_rows  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
+from llmcodec.codecs import FFmpegCodec  # noqa: E402
 from llmcodec.compress import edge_offsets  # noqa: E402
 from llmcodec.evaluate import EvalSettings  # noqa: E402
 
 WINDOWS = 40
-QP_PER_OCTAVE = 6.0
+QP_PER_OCTAVE = FFmpegCodec.qp_per_octave  # what edge_offsets' QPs mean in octaves
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,6 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
             r = at.get(v.name)
             if r is None:
                 continue
-
             rel = {s: "" if base is None or r is base else f" ({r[s] / base[s] - 1:+.1%})" for s in ("valid", "test")}
             lines.append(f"| {v.name} | {v.label} | {r['reached']:.3f} | {r['error']:.4f} | "
                          f"{r['valid']:.1f}{rel['valid']} | {r['test']:.1f}{rel['test']} |")
