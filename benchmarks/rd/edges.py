@@ -14,11 +14,16 @@ balance, a step proportional to each row's RMS, 8 bits per row and column of sid
 rate = each matrix's empirical entropy), so a variant's effect is the allocation's alone.
 Perplexity is scored on the first 40 windows of PTB *valid* (the split the choice is made on) and of
 PTB *test* (the issue's protocol, 20,440 tokens), so a variant picked on one is checked on the other.
+
+The ``calib`` variants are not data-free: they take each matrix's offset from the optional
+data-aware mode (``llmcodec.calibration``: squared loss gradients on 2,048 tokens of PTB *train*),
+times 0.5, 1 or 1.5. They show how far the data-free priors are from what text says.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +54,24 @@ class Variant:
     kinds: tuple[tuple[str, float], ...] = ()  # (substring of the name, octaves finer)
     edge_layers: int = 0
     edge_octaves: float = 0.0
+    calib: float = 0.0  # times the data-aware offsets (calibration.py, PTB train; 0: none)
 
     def octaves(self, names: list[str]) -> list[float]:
         """How many octaves finer each matrix's step is than the rest's."""
         edge = edge_offsets(names, self.edge_layers, self.edge_octaves, QP_PER_OCTAVE)
-        return [sum(o for k, o in self.kinds if k in n) - e / QP_PER_OCTAVE for n, e in zip(names, edge, strict=True)]
+        calib = calibrated_offsets() if self.calib else {}
+        return [sum(o for k, o in self.kinds if k in n) - (e + self.calib * calib.get(n, 0)) / QP_PER_OCTAVE
+                for n, e in zip(names, edge, strict=True)]
+
+
+@functools.cache
+def calibrated_offsets() -> dict[str, int]:
+    """The optional data-aware mode's QP offsets for SmolLM2 (2,048 tokens of PTB train)."""
+    from calibration import offsets
+
+    from llmcodec.compress import CompressSettings
+
+    return offsets("smollm2-135m", CompressSettings(bpw=3.0, calibration="ptb-train"))
 
 
 VARIANTS = [
@@ -68,6 +86,9 @@ VARIANTS = [
     Variant("edge6", "first and last block 1 octave finer (the default below 3.25 bpw)", edge_layers=1,
             edge_octaves=1.0),
     Variant("edge2_3", "first two and last two blocks 0.5 octave finer", edge_layers=2, edge_octaves=0.5),
+    Variant("calib", "data-aware: each matrix's calibrated offset (PTB train; not data-free)", calib=1.0),
+    Variant("calib05", "data-aware: half of each calibrated offset", calib=0.5),
+    Variant("calib15", "data-aware: 1.5 times each calibrated offset", calib=1.5),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -114,7 +135,7 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
         "",
         "Regenerate: `python benchmarks/rd/edges.py` (3.0 bits per weight, every variant) and "
         "`python benchmarks/rd/edges.py --bpw 2.5,3.5,4.0 --variants base,edge6` (rows already in `edges.jsonl` "
-        "are kept). " + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:4]),
+        "are kept). " + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:5]),
         "",
         "The same choice with VVC, the default below and above 3.25 bits per weight (`w40/RESULTS.md`, "
         "`llmcodec-vvc-edge` against `llmcodec-vvc-noedge` and the default): see the README's results.",

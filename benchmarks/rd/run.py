@@ -145,8 +145,11 @@ def llmcodec_method(**settings) -> Method:
     def run(model: str, state: State) -> tuple[State, float]:
         from llmcodec.api import compress_state_dict, restore_state_dict
         from llmcodec.compress import CompressSettings
+        from llmcodec.modelio import load
 
-        art = compress_state_dict(state, CompressSettings(**settings))
+        cs = CompressSettings(**settings)
+        src = load(model) if cs.calibration else None  # a data-aware run needs the model's config and tokenizer
+        art = compress_state_dict(state, cs, *((src.config, src.files) if src else ()))
         return restore_state_dict(art), float(sum(ct.bits for ct in art.coded.values()))
 
     return run

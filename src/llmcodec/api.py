@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, artifact
+from . import __version__, artifact, calibration
 from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
@@ -118,7 +118,8 @@ def compress_source(
             art.raw[name] = t.detach().cpu().contiguous()
         del t
     col_scales = _column_scales(src, [n for n, _, _ in todo], settings)
-    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales):
+    fisher = _squared_gradients(src, [n for n, _, _ in todo], settings, progress)
+    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, fisher):
         art.coded[ct.name] = ct
     return art
 
@@ -140,6 +141,22 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
             imp = column_importance(n, get, present, src.config)
         out.append(None if imp is None else column_scales(imp, settings.alpha, log8=settings.side == "log8"))
     return out
+
+
+def _squared_gradients(
+    src: ModelSource, names: list[str], settings: CompressSettings, progress: Progress | None
+) -> list[np.ndarray] | None:
+    """With a calibration text (optional, data-aware): each coded matrix's squared loss gradients
+    on it (calibration.py); None without one."""
+    if settings.calibration is None or not names:
+        return None
+    if src.config is None:
+        raise ValueError("calibration runs the model on text: the source needs a model config (config.json)")
+    text = calibration.calibration_text(settings.calibration)
+    windows = calibration.calibration_windows(load_tokenizer(src.config, src.files), text, settings.calibration_tokens)
+    model = build_model(dict(src.items()), src.config)
+    fisher = calibration.squared_gradients(model, windows, names, progress)
+    return [fisher[n] for n in names]
 
 
 def compress_state_dict(

@@ -100,6 +100,8 @@ def settings_from_args(args) -> CompressSettings:
         workers=args.workers,
         only=args.only,
         keep_nonfinite=args.keep_nonfinite,
+        calibration=args.calibration,
+        calibration_tokens=args.calibration_tokens,
         **given,
     )
 
@@ -334,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"side information: 8-bit log scales and multipliers without offsets, or fp16 {dflt('side')}")
     rd.add_argument("--compand", type=float, metavar="P",
                     help=f"code sign(w)|w|^P so small weights get small errors; 1: off {dflt('compand')}")
+    da = c.add_argument_group("optional and data-aware (off unless a text is given)")
+    da.add_argument("--calibration", metavar="TEXT", default=None,
+                    help="set each matrix's QP from its loss gradients on this text (ptb-train, ptb-valid, "
+                         "ptb-test or a UTF-8 file) instead of one QP for all and finer edge layers")
+    da.add_argument("--calibration-tokens", type=int, metavar="N", default=default["calibration_tokens"],
+                    help="tokens of the calibration text to use (default: %(default)s)")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

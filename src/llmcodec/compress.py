@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .calibration import loss_weight, sensitivity_offsets
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
@@ -96,6 +97,11 @@ class CompressSettings:
     # "log8": column multipliers and (coefficient domain) row scales as 8-bit logarithmic codes,
     # no offsets (sideinfo.py); "fp16": fp16 scale and offset per row, fp16 multipliers
     side: str = "log8"
+    # Optional and data-aware (calibration.py): a text ("ptb-train", "ptb-valid", "ptb-test" or a file)
+    # whose first ``calibration_tokens`` tokens estimate each matrix's loss per unit of error; its QP
+    # offsets replace the one-QP-for-all allocation and the default edge layers. None: data-free.
+    calibration: str | None = None
+    calibration_tokens: int = 2048
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -123,11 +129,23 @@ class CompressSettings:
             raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
             raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
+        if self.calibration is not None:
+            if self.calibration_tokens < 1:
+                raise ValueError(f"calibration tokens must be positive, got {self.calibration_tokens}")
+            # its error model is the unrotated, uncompanded matrix's, with one QP per matrix of its own
+            clash = [f for f, on in (("lossless", self.lossless), ("rotate", self.rotate),
+                                     ("compand", self.compand != 1.0),
+                                     (f"allocation {self.allocation}", self.allocation != "equal-qp")) if on]
+            if clash:
+                raise ValueError(f"calibration sets each matrix's QP itself; it does not combine with {clash[0]}")
 
     def resolved_edge_octaves(self) -> float:
-        """``edge_octaves``, or for None the default for the budget (EDGE_OCTAVES below EDGE_MAX_BPW)."""
+        """``edge_octaves``, or for None the default for the budget (EDGE_OCTAVES below EDGE_MAX_BPW;
+        none with a calibration text, whose measured sensitivities replace that prior)."""
         if self.edge_octaves is not None:
             return self.edge_octaves
+        if self.calibration is not None:  # measured sensitivities take the edge layers' place
+            return 0.0
         return EDGE_OCTAVES if self.bpw is not None and self.bpw < EDGE_MAX_BPW else 0.0
 
     @classmethod
@@ -273,6 +291,15 @@ def scan_job(
 
     rel = rms(s / group_rms(coded, spec.group)) if relative else None
     return p.quantized.side_bits + column_bits(col_scale), rms(s), rel, rms(coded.astype(np.float64))
+
+
+def loss_weight_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, fisher: np.ndarray) -> float:
+    """``calibration.loss_weight`` of a matrix under the steps its quantization gives. Runs on a worker."""
+    p, _, _ = _prepare(spec, name, w, col_scale)
+    scale = p.quantized.scale.astype(np.float64)  # (rows, groups), in W * c units
+    cols = w.shape[1]
+    step = np.repeat(scale, spec.group or cols, axis=1)[:, :cols]
+    return loss_weight(fisher, step, col_scale)
 
 
 class WorkDir:
@@ -432,6 +459,11 @@ class _Runner:
             return capped_steps(steps, [r for *_, r in scanned], cap)
         return steps
 
+    def loss_weights(self, fisher: Sequence[np.ndarray]) -> list[float]:
+        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], fisher[i])
+                for i in range(len(self.names))]
+        return self._map(loss_weight_job, args, self.numel, "scan")
+
     def scan(self, relative: bool = False) -> list[tuple[int, float, float | None, float]]:
         """``scan_job`` of every matrix, run once however many of its results are asked for (again
         only if relative steps are asked for after a scan without them)."""
@@ -453,6 +485,7 @@ def compress_matrices(
     executor: Executor | None = None,
     work: WorkDir | None = None,
     col_scales: Sequence[np.ndarray | None] | None = None,
+    fisher: Sequence[np.ndarray] | None = None,
 ) -> list[CodedTensor]:
     """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
 
@@ -461,7 +494,8 @@ def compress_matrices(
 
     Matrices given as functions are read when a job needs them, so only about ``workers`` of them
     are in memory at once. ``executor`` defaults to a local pool of ``settings.workers`` threads;
-    ``work`` keeps finished encodes on disk for resuming.
+    ``work`` keeps finished encodes on disk for resuming. ``fisher`` (one squared-gradient array per
+    matrix, calibration.py; needed with ``settings.calibration``) sets each matrix's QP offset.
     """
     codec, profile = settings.codec_profile()
     codec.check_available()
@@ -472,6 +506,8 @@ def compress_matrices(
         )
     if not matrices:
         return []
+    if (fisher is None) != (settings.calibration is None):
+        raise ValueError("squared gradients (fisher) go with a calibration text in the settings, and only with one")
     spec = JobSpec(
         settings.codec,
         profile.name,
@@ -492,7 +528,9 @@ def compress_matrices(
         shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
         run = _Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales)
         n = len(matrices)
-        if settings.allocation in ("equal-qp", "equal-rate"):
+        if fisher is not None:
+            offsets = sensitivity_offsets(run.loss_weights(fisher), run.numel, codec.qp_per_octave)
+        elif settings.allocation in ("equal-qp", "equal-rate"):
             offsets = [0] * n
         else:
             offsets = qp_offsets(run.steps(settings.allocation, settings.error_cap), codec.qp_per_octave)
