@@ -71,3 +71,18 @@ def test_edges_variants_and_report():
     assert ("| edge6 | first and last block 1 octave finer (the default below 3.25 bpw) | 3.000 | 0.1560 | "
             "84.6 (-6.0%) | 85.1 (-7.5%) |") in text
     assert "Issue 4 asks for rate allocation" in text and "writes EDGES.md" not in text
+
+
+def test_calibration_report_pairs_the_default_with_the_data_aware_rows(tmp_path):
+    from calibration import ppl_rows
+
+    head = "model,method,setting,target_bpw,bpw,rel_error,perplexity\n"
+    (tmp_path / "r.csv").write_text(head + "\n".join([
+        "smollm2-135m,llmcodec-vvc,default bpw=2.5,2.5,2.4990,0.23,185.40",
+        "smollm2-135m,llmcodec-vvc,edge_layers=0 bpw=2.5,2.5,2.4990,0.23,200.0",
+        "smollm2-135m,llmcodec-vvc-calib,calibration=ptb-train bpw=2.5,2.5,2.4992,0.25,179.25",
+        "smollm2-135m,llmcodec-vvc,default bpw=3.0,3.0,2.9990,0.17,99.6",  # no data-aware row: left out
+    ]) + "\n")
+    rows = ppl_rows(tmp_path / "r.csv")
+    assert rows[2:] == ["| 2.5 | 2.499, 185.4 | 2.499, 179.2 | -3.3% |"]
+    assert ppl_rows(tmp_path / "missing.csv") == []

@@ -10,10 +10,11 @@ from llmcodec.compress import CompressSettings
 
 
 def test_sensitivity_offsets_follow_the_loss_per_weight():
-    # twice the loss per weight: a step 2^-1/2 times as large, i.e. 3 QP finer at 6 QP per octave
-    assert C.sensitivity_offsets([1.0, 2.0, 4.0], [100, 100, 100]) == [3, 0, -3]
-    # the same loss weight spread over 4x the weights: 6 QP coarser per weight... of the smaller one
-    assert C.sensitivity_offsets([1.0, 1.0, 1.0], [25, 100, 400]) == [-6, 0, 6]
+    # full strength: twice the loss per weight gives a step 2^-1/2 times as large, 3 QP finer
+    assert C.sensitivity_offsets([1.0, 2.0, 4.0], [100, 100, 100], strength=1.0) == [3, 0, -3]
+    # the same loss spread over 4x the weights: each weight matters 1/4 as much, 6 QP coarser
+    assert C.sensitivity_offsets([1.0, 1.0, 1.0], [25, 100, 400], strength=1.0) == [-6, 0, 6]
+    assert C.sensitivity_offsets([1.0, 1.0, 1.0], [25, 100, 400]) == [-3, 0, 3]  # the default: half
     # clipped to MAX_OCTAVES around the median; a dead matrix gets the coarsest step allowed
     assert C.sensitivity_offsets([1.0, 1.0, 1e-12, 1e12], [1, 1, 1, 1], max_octaves=1.0) == [0, 0, 6, -6]
     assert C.sensitivity_offsets([0.0, 1.0, 1.0], [1, 1, 1]) == [12, 0, 0]
@@ -22,12 +23,19 @@ def test_sensitivity_offsets_follow_the_loss_per_weight():
         C.sensitivity_offsets([1.0, float("nan")], [1, 1])
 
 
-def test_loss_weight_is_the_fisher_weighted_error_pattern():
+def test_error_pattern_and_the_fisher_loss_weight():
+    w = np.array([[3.0, 4.0], [0.6, 0.8]])  # row RMS 3.54 and 0.707
+    p = C.error_pattern(w)
+    np.testing.assert_allclose(p, [[np.sqrt(12.5)] * 2, [np.sqrt(0.5)] * 2])
+    np.testing.assert_allclose(C.error_pattern(w, shared_scale=True), np.sqrt(12.5))
+    c = np.array([1.0, 2.0], np.float32)  # column 1 coded at twice the size: half the error there
+    pc = C.error_pattern(w, c)
+    rms = np.sqrt(np.mean(np.square(w * c), axis=1))
+    np.testing.assert_allclose(pc, rms[:, None] / c[None, :])
+    np.testing.assert_allclose(C.error_pattern(np.arange(8.0).reshape(2, 4), group=2)[:, ::2],
+                               [[np.sqrt(0.5), np.sqrt(6.5)], [np.sqrt(20.5), np.sqrt(42.5)]])
     f = np.array([[1.0, 2.0], [3.0, 4.0]])
-    # rows with steps 1 and 2, columns multiplied by 1 and 2 (error 1/2 as large there)
-    assert C.loss_weight(f, np.array([1.0, 2.0]), np.array([1.0, 2.0], np.float32)) == pytest.approx(
-        1 * 1 + 2 * 1 / 4 + 3 * 4 + 4 * 4 / 4)
-    assert C.loss_weight(f, np.array([1.0, 1.0]), None) == pytest.approx(10.0)
+    assert C.fisher_loss_weight(f, np.array([[1.0, 0.5], [2.0, 1.0]])) == pytest.approx(1 + 0.5 + 12 + 4)
 
 
 def test_calibration_text_and_windows(tmp_path):
@@ -64,35 +72,54 @@ def test_settings_refuse_what_calibration_does_not_model():
         llmcodec.compress_state_dict({"a.weight": torch.ones(32, 32)}, CompressSettings(calibration="ptb-train"))
 
 
-def test_squared_gradients_set_the_offsets_of_a_real_model(tiny_llama):
-    from llmcodec.api import _squared_gradients, compress_source
+def test_calibrated_compression_records_itself_and_sets_qps(tiny_llama):
+    from llmcodec.api import compress_source
     from llmcodec.modelio import load
 
-    src = load(tiny_llama)
-    names = [n for n in src.names() if n.endswith("_proj.weight")]
-    s = CompressSettings(calibration="ptb-train", calibration_tokens=512, qp=30, weighting="none")
-    fisher = _squared_gradients(src, names, s, None)
-    assert [f.shape for f in fisher] == [tuple(src.get(n).shape) for n in names]
-    assert all(np.isfinite(f).all() and f.sum() > 0 for f in fisher)
-
-    art = compress_source(src, s)
+    names = [n for n in load(tiny_llama).names() if n.endswith("_proj.weight")]
+    art = compress_source(load(tiny_llama), CompressSettings(calibration="ptb-train", calibration_tokens=512, qp=30))
     assert len({art.coded[n].qp for n in names}) > 1  # not one QP for all
     assert art.settings["calibration"] == "ptb-train"  # the artifact says it was data-aware
-    plain = compress_source(load(tiny_llama), CompressSettings(qp=30, weighting="none"))
+    plain = compress_source(load(tiny_llama), CompressSettings(qp=30))
     assert {c.qp for c in plain.coded.values()} == {30}
 
 
-def test_a_matrix_with_larger_gradients_gets_a_finer_qp_and_less_error():
+def test_a_matrix_with_a_larger_loss_weight_gets_a_finer_qp_and_less_error():
     from llmcodec.compress import compress_matrices
 
     rng = np.random.default_rng(5)
     mats = [(f"m{i}.weight", rng.standard_normal((64, 64)).astype(np.float32), "float32") for i in range(3)]
-    fisher = [np.ones((64, 64), np.float32), np.full((64, 64), 8.0, np.float32), np.ones((64, 64), np.float32)]
     s = CompressSettings(qp=30, weighting="none", calibration="given")
-    coded = compress_matrices(mats, s, fisher=fisher)
-    assert [c.qp for c in coded] == [30, 30 - 9, 30]  # 8x the loss per weight: 1.5 octaves finer
+    coded = compress_matrices(mats, s, loss_weights=[1.0, 16.0, 1.0])
+    assert [c.qp for c in coded] == [30, 30 - 6, 30]  # 16x the loss per weight: one octave finer at half strength
     assert coded[1].rel_error < 0.6 * min(coded[0].rel_error, coded[2].rel_error)
     with pytest.raises(ValueError, match="go with a calibration text"):
-        compress_matrices(mats, CompressSettings(qp=30), fisher=fisher)
+        compress_matrices(mats, CompressSettings(qp=30), loss_weights=[1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="go with a calibration text"):
         compress_matrices(mats, s)
+
+
+def test_per_position_fisher_is_the_window_gradient_when_one_position_is_scored(tiny_llama):
+    """With two-token windows only position 0 is scored, and causal attention keeps position 1 out
+    of its loss: the weight gradient is that one position's ``g x^T``, so both estimators agree.
+    Longer windows give a different (per-position) estimate."""
+    from llmcodec.api import load_tokenizer
+    from llmcodec.modelio import build_model, load
+
+    src = load(tiny_llama)
+    model = build_model(dict(src.items()), src.config)
+    names = [n for n in src.names() if n.endswith("_proj.weight")]
+    tok = load_tokenizer(src.config, src.files)
+    text = C.calibration_text("ptb-train")
+    short = C.calibration_windows(tok, text, tokens=16, window=2)
+    pos = C.squared_gradients(model, short, names, per="position")
+    win = C.squared_gradients(model, short, names)
+    for n in names:
+        np.testing.assert_allclose(pos[n], win[n], rtol=1e-4, atol=1e-12 * float(win[n].max()))
+    long = C.calibration_windows(tok, text, tokens=256, window=64)
+    pos, win = C.squared_gradients(model, long, names, per="position"), C.squared_gradients(model, long, names)
+    assert not np.allclose(pos[names[0]], win[names[0]], rtol=0.1)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        C.squared_gradients(model, long, names, per="token")
+    with pytest.raises(ValueError, match="no parameter"):
+        C.squared_gradients(model, long, ["nope.weight"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,26 +26,95 @@ sys.path.insert(0, str(HERE.parent))
 from common import write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.api import _column_scales, _squared_gradients  # noqa: E402
-from llmcodec.calibration import sensitivity_offsets  # noqa: E402
-from llmcodec.compress import CompressSettings, JobSpec, is_codable, layer_index, loss_weight_job  # noqa: E402
-from llmcodec.modelio import load  # noqa: E402
+from llmcodec.api import _column_scales, load_tokenizer  # noqa: E402
+from llmcodec.calibration import (  # noqa: E402
+    STRENGTH,
+    calibration_text,
+    calibration_windows,
+    error_pattern,
+    fisher_loss_weight,
+    sensitivity_offsets,
+    squared_gradients,
+)
+from llmcodec.compress import CompressSettings, is_codable, layer_index  # noqa: E402
+from llmcodec.modelio import build_model, load  # noqa: E402
 
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def offsets(model: str, settings: CompressSettings) -> dict[str, int]:
+def offsets(model: str, settings: CompressSettings, per: str = "window", strength: float = STRENGTH) -> dict[str, int]:
+    """Each coded matrix's QP offset from ``settings.calibration`` (``per``: ``probe``, or the
+    Fisher estimator of ``calibration.squared_gradients``; the library's: ``window``)."""
     src = load(model)
     tied = src.tied()
     names = [n for n in src.names() if n not in tied and is_codable(n, tuple(src.get(n).shape), settings)]
-    fisher = _squared_gradients(src, names, settings, None)
+    windows = calibration_windows(load_tokenizer(src.config, src.files), calibration_text(settings.calibration),
+                                  settings.calibration_tokens)
+    net = build_model(dict(src.items()), src.config)
     cols = _column_scales(src, names, settings)
-    codec, profile = settings.codec_profile()
-    spec = JobSpec(settings.codec, profile.name, settings.group, settings.sample_fraction)
-    weights = [loss_weight_job(spec, n, src.get(n).float().numpy(), c, f)
-               for n, c, f in zip(names, cols, fisher, strict=True)]
+    pats = [error_pattern(src.get(n).float().numpy(), c, settings.group, settings.shared_scale)
+            for n, c in zip(names, cols, strict=True)]
+    if per == "probe":
+        weights = probed_loss_weights(net, windows, names, pats)
+    else:
+        grads = squared_gradients(net, windows, names, per=per)
+        weights = [fisher_loss_weight(grads[n], p) for n, p in zip(names, pats, strict=True)]
     numel = [int(np.prod(src.get(n).shape)) for n in names]
-    return dict(zip(names, sensitivity_offsets(weights, numel, codec.qp_per_octave), strict=True))
+    codec, _ = settings.codec_profile()
+    return dict(zip(names, sensitivity_offsets(weights, numel, codec.qp_per_octave, strength), strict=True))
+
+
+def mean_loss(model, windows) -> float:
+    """The language-model loss (nats per predicted token) over ``windows``."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=windows, labels=windows)
+    if getattr(out, "loss", None) is None:
+        raise ValueError("data-aware calibration needs a causal language model (one that returns a loss)")
+    return float(out.loss)
+
+
+def probed_loss_weights(
+    model,
+    windows,
+    names: Sequence[str],
+    patterns: Sequence[np.ndarray],
+    rel: float = 0.15,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[float]:
+    """``S = (L(W + k p z) - L(W)) / k^2`` for each matrix on its own: the loss on ``windows``
+    with Gaussian noise ``z`` of the shape ``p`` (``error_pattern``) added to that matrix, ``k``
+    giving it relative error ``rel``, against the clean loss. Measured at the size of error a
+    budget of about 3 bits per weight gives, so it sees what the second-order model misses.
+    A matrix whose noise does not raise the loss gets 0 (the coarsest step allowed)."""
+    import torch
+
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"the model has no parameter {missing[0]!r} to calibrate ({len(missing)} missing)")
+    model.eval()
+    base = mean_loss(model, windows)
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, (n, pat) in enumerate(zip(names, patterns, strict=True)):
+        prm = params[n]
+        w = prm.detach().clone()
+        noise = pat * rng.standard_normal(pat.shape)
+        scale = rel * float(torch.linalg.vector_norm(w.double())) / max(float(np.linalg.norm(noise)), 1e-300)
+        with torch.no_grad():
+            prm.add_(torch.from_numpy(scale * noise).to(prm.dtype))
+        try:
+            rise = mean_loss(model, windows) - base
+        finally:
+            with torch.no_grad():
+                prm.copy_(w)
+        out.append(max(rise, 0.0) / scale**2)
+        if progress:
+            progress("calibrate", k + 1, len(names))
+    return out
 
 
 def ppl_rows(path: Path) -> list[str]:

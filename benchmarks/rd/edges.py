@@ -16,8 +16,11 @@ Perplexity is scored on the first 40 windows of PTB *valid* (the split the choic
 PTB *test* (the issue's protocol, 20,440 tokens), so a variant picked on one is checked on the other.
 
 The ``calib`` variants are not data-free: they take each matrix's offset from the optional
-data-aware mode (``llmcodec.calibration``: squared loss gradients on 2,048 tokens of PTB *train*),
-times 0.5, 1 or 1.5. They show how far the data-free priors are from what text says.
+data-aware mode (``llmcodec.calibration``, 2,048 tokens of PTB *train*), with the loss weights of
+``calibw`` from each 128-token window's squared gradient (what ``--calibration`` uses), ``calibf``
+from the per-position empirical Fisher (both to second order) and ``calibp`` from the loss rise
+when noise of the default's shape (relative error 0.15) is added to one matrix at a time, times
+0.5, 1 or 1.5. They show how far the data-free priors are from what text says.
 """
 
 from __future__ import annotations
@@ -55,23 +58,27 @@ class Variant:
     edge_layers: int = 0
     edge_octaves: float = 0.0
     calib: float = 0.0  # times the data-aware offsets (calibration.py, PTB train; 0: none)
+    tokens: int = 2048  # of PTB train, for those offsets
+    per: str = "window"  # the loss weights: probe, or calibration.squared_gradients' estimator
 
     def octaves(self, names: list[str]) -> list[float]:
         """How many octaves finer each matrix's step is than the rest's."""
         edge = edge_offsets(names, self.edge_layers, self.edge_octaves, QP_PER_OCTAVE)
-        calib = calibrated_offsets() if self.calib else {}
+        calib = calibrated_offsets(self.tokens, self.per) if self.calib else {}
         return [sum(o for k, o in self.kinds if k in n) - (e + self.calib * calib.get(n, 0)) / QP_PER_OCTAVE
                 for n, e in zip(names, edge, strict=True)]
 
 
 @functools.cache
-def calibrated_offsets() -> dict[str, int]:
-    """The optional data-aware mode's QP offsets for SmolLM2 (2,048 tokens of PTB train)."""
+def calibrated_offsets(tokens: int, per: str) -> dict[str, int]:
+    """The optional data-aware mode's QP offsets for SmolLM2 from ``tokens`` tokens of PTB train, at
+    full strength (the variants scale them)."""
     from calibration import offsets
 
     from llmcodec.compress import CompressSettings
 
-    return offsets("smollm2-135m", CompressSettings(bpw=3.0, calibration="ptb-train"))
+    return offsets("smollm2-135m", CompressSettings(bpw=3.0, calibration="ptb-train", calibration_tokens=tokens),
+                   per, strength=1.0)
 
 
 VARIANTS = [
@@ -86,9 +93,14 @@ VARIANTS = [
     Variant("edge6", "first and last block 1 octave finer (the default below 3.25 bpw)", edge_layers=1,
             edge_octaves=1.0),
     Variant("edge2_3", "first two and last two blocks 0.5 octave finer", edge_layers=2, edge_octaves=0.5),
-    Variant("calib", "data-aware: each matrix's calibrated offset (PTB train; not data-free)", calib=1.0),
-    Variant("calib05", "data-aware: half of each calibrated offset", calib=0.5),
-    Variant("calib15", "data-aware: 1.5 times each calibrated offset", calib=1.5),
+    Variant("calibw", "data-aware, squared window gradients: each matrix's full offset", calib=1.0, per="window"),
+    Variant("calibw05", "data-aware, squared window gradients: half of each offset (the library's --calibration)",
+            calib=0.5, per="window"),
+    Variant("calibw15", "data-aware, squared window gradients: 1.5 times each offset", calib=1.5, per="window"),
+    Variant("calibf", "data-aware, per-position Fisher: each matrix's full offset", calib=1.0, per="position"),
+    Variant("calibf05", "data-aware, per-position Fisher: half of each offset", calib=0.5, per="position"),
+    Variant("calibp", "data-aware, probed loss rise: each matrix's full offset", calib=1.0, per="probe"),
+    Variant("calibp05", "data-aware, probed loss rise: half of each offset", calib=0.5, per="probe"),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
 

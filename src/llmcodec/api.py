@@ -118,8 +118,8 @@ def compress_source(
             art.raw[name] = t.detach().cpu().contiguous()
         del t
     col_scales = _column_scales(src, [n for n, _, _ in todo], settings)
-    fisher = _squared_gradients(src, [n for n, _, _ in todo], settings, progress)
-    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, fisher):
+    weights = _loss_weights(src, [n for n, _, _ in todo], settings, col_scales, progress)
+    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights):
         art.coded[ct.name] = ct
     return art
 
@@ -143,20 +143,25 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
     return out
 
 
-def _squared_gradients(
-    src: ModelSource, names: list[str], settings: CompressSettings, progress: Progress | None
-) -> list[np.ndarray] | None:
-    """With a calibration text (optional, data-aware): each coded matrix's squared loss gradients
-    on it (calibration.py); None without one."""
+def _loss_weights(
+    src: ModelSource,
+    names: list[str],
+    settings: CompressSettings,
+    col_scales: list[np.ndarray | None],
+    progress: Progress | None,
+) -> list[float] | None:
+    """With a calibration text (optional, data-aware): how much each coded matrix's codec error
+    costs the model's loss on it (calibration.py); None without one."""
     if settings.calibration is None or not names:
         return None
     if src.config is None:
         raise ValueError("calibration runs the model on text: the source needs a model config (config.json)")
     text = calibration.calibration_text(settings.calibration)
     windows = calibration.calibration_windows(load_tokenizer(src.config, src.files), text, settings.calibration_tokens)
-    model = build_model(dict(src.items()), src.config)
-    fisher = calibration.squared_gradients(model, windows, names, progress)
-    return [fisher[n] for n in names]
+    fisher = calibration.squared_gradients(build_model(dict(src.items()), src.config), windows, names, progress)
+    return [calibration.fisher_loss_weight(
+        fisher.pop(n), calibration.error_pattern(_to_numpy(src.get(n)), c, settings.group, settings.shared_scale))
+        for n, c in zip(names, col_scales, strict=True)]
 
 
 def compress_state_dict(

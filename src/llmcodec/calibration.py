@@ -12,7 +12,9 @@ matrix's codec error has variance ``k^2 p_ij``, ``p_ij`` the squared step of row
 squared multiplier of column ``j`` (what the default's shaping gives), ``k`` doubling every
 ``qp_per_octave`` QP. So a QP offset ``o`` costs ``2^(2 o / q) S`` loss with ``S = sum_ij F_ij p_ij``
 and saves about ``n o / q`` bits (``n`` weights). Equal slopes (the Lagrangian optimum) give
-``o = (q / 2) log2(n / S)`` plus one constant, which rate control sets.
+``o = (q / 2) log2(n / S)`` plus one constant, which rate control sets; llmcodec uses half of
+that spread (``STRENGTH``). Measured on SmolLM2 (benchmarks/rd/EDGES.md, CALIBRATION.md), this
+matched the data-free default's finer edge layers but did not beat them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import numpy as np
 
 WINDOW = 128  # tokens per calibration window; more, shorter windows give more gradient samples
 MAX_OCTAVES = 2.0  # no matrix's step moves more than this many octaves from the median's
+# Half the equal-slope offsets: the full ones over-spread the step (measured on SmolLM2 at 3.0 bits
+# per weight, ECSQ, PTB valid: 92.0 at 1, 83.7 at 0.5, 94.3 at 1.5; one QP for all 89.9;
+# benchmarks/rd/EDGES.md), as noisy estimates of a log-ratio do.
+STRENGTH = 0.5
 
 
 def calibration_text(spec: str) -> str:
@@ -50,14 +56,30 @@ def calibration_windows(tokenizer, text: str, tokens: int, window: int = WINDOW)
     return ids[: n * window].view(n, window)
 
 
+ESTIMATORS = ("window", "position")
+
+
 def squared_gradients(
-    model, windows, names: Sequence[str], progress: Callable[[str, int, int], None] | None = None
+    model,
+    windows,
+    names: Sequence[str],
+    progress: Callable[[str, int, int], None] | None = None,
+    per: str = "window",
 ) -> dict[str, np.ndarray]:
-    """Mean over ``windows`` of the squared gradient of the language-model loss with respect to
-    each parameter in ``names``: the empirical Fisher diagonal, up to one factor for all."""
+    """The diagonal of the empirical Fisher of the language-model loss for each matrix in ``names``
+    (up to one factor for all), averaged over ``windows``.
+
+    ``per="window"``: the squared gradient of each window's mean loss. ``per="position"``:
+    ``sum_t g_ti^2 x_tj^2`` over the positions ``t`` of each window, with ``x_t`` a linear layer's
+    input and ``g_t`` the loss gradient at its output there (the per-position terms of the weight
+    gradient ``sum_t g_t x_t^T``, squared one by one). The per-window one allocated better on
+    SmolLM2 (benchmarks/rd/EDGES.md: PTB valid 83.7 against 87.5 at half strength)."""
     import torch
 
+    if per not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {per!r}; choose one of {', '.join(ESTIMATORS)}")
     params = dict(model.named_parameters())
+    modules = dict(model.named_modules())
     missing = [n for n in names if n not in params]
     if missing:
         raise ValueError(f"the model has no parameter {missing[0]!r} to calibrate ({len(missing)} missing)")
@@ -65,38 +87,80 @@ def squared_gradients(
     for n, p in params.items():
         p.requires_grad_(n in wanted)
     acc = {n: torch.zeros(params[n].shape, dtype=torch.float32) for n in names}
-    model.eval()
-    for k, x in enumerate(windows):
-        model.zero_grad(set_to_none=True)
-        out = model(input_ids=x[None], labels=x[None])
-        if getattr(out, "loss", None) is None:
-            raise ValueError("data-aware calibration needs a causal language model (one that returns a loss)")
-        out.loss.backward()
+    hooks = []
+    if per == "position":
         for n in names:
-            acc[n] += params[n].grad.detach().float().square()
-        if progress:
-            progress("calibrate", k + 1, len(windows))
-    model.zero_grad(set_to_none=True)
+            mod = modules.get(n.removesuffix(".weight"))
+            if not isinstance(mod, torch.nn.Linear) or mod.weight is not params[n]:
+                raise ValueError(f"{n!r} is not the weight of a linear layer: use per='window' for it")
+            hooks.append(mod.register_forward_hook(_position_hook(acc[n])))
+    model.eval()
+    try:
+        for k, x in enumerate(windows):
+            model.zero_grad(set_to_none=True)
+            out = model(input_ids=x[None], labels=x[None])
+            if getattr(out, "loss", None) is None:
+                raise ValueError("data-aware calibration needs a causal language model (one that returns a loss)")
+            out.loss.backward()
+            if per == "window":
+                for n in names:
+                    acc[n] += params[n].grad.detach().float().square()
+            if progress:
+                progress("calibrate", k + 1, len(windows))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
     return {n: (a / len(windows)).numpy() for n, a in acc.items()}
 
 
-def loss_weight(fisher: np.ndarray, row_step: np.ndarray, col_scale: np.ndarray | None) -> float:
-    """``S = sum_ij F_ij p_ij``: the loss a matrix's codec error costs at unit step, with
-    ``p_ij = (row_step_i / c_j)^2`` (``row_step``: (rows,) or (rows, cols), ``c``: column multipliers)."""
-    p = np.square(np.asarray(row_step, dtype=np.float64))
-    if p.ndim == 1:
-        p = p[:, None]
+def _position_hook(acc):
+    """A forward hook that adds ``(g^2)^T (x^2)`` to ``acc`` once the output's gradient ``g`` arrives."""
+
+    def hook(module, inputs, output):
+        x2 = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1]).square()
+
+        def on_grad(g):
+            acc.add_(g.detach().float().reshape(-1, g.shape[-1]).square().T @ x2)
+
+        output.register_hook(on_grad)
+
+    return hook
+
+
+def error_pattern(
+    w: np.ndarray, col_scale: np.ndarray | None = None, group: int | None = None, shared_scale: bool = False
+) -> np.ndarray:
+    """The standard deviation, up to one factor, of a matrix's codec error at one QP under
+    llmcodec's shaping: the step of each row (group), proportional to the RMS of ``w * c`` there
+    (one step for all with ``shared_scale``), over each column's multiplier ``c``."""
+    x = np.asarray(w, dtype=np.float64)
     if col_scale is not None:
-        p = p / np.square(col_scale.astype(np.float64))[None, :]
-    return float(np.sum(fisher.astype(np.float64) * p))
+        x = x * col_scale.astype(np.float64)[None, :]
+    rows, cols = x.shape
+    size = group or cols
+    rms = np.stack([np.sqrt(np.mean(np.square(x[:, c : c + size]), axis=1)) for c in range(0, cols, size)], axis=1)
+    if shared_scale:
+        rms = np.full_like(rms, rms.max())
+    p = np.repeat(rms, size, axis=1)[:, :cols]
+    return p if col_scale is None else p / col_scale.astype(np.float64)[None, :]
+
+
+def fisher_loss_weight(fisher: np.ndarray, pattern: np.ndarray) -> float:
+    """``S = sum_ij F_ij p_ij^2``: the loss a matrix's codec error costs at unit step, to second order."""
+    return float(np.sum(fisher.astype(np.float64) * np.square(pattern)))
 
 
 def sensitivity_offsets(
-    weights: Sequence[float], numel: Sequence[int], qp_per_octave: float = 6.0, max_octaves: float = MAX_OCTAVES
+    weights: Sequence[float],
+    numel: Sequence[int],
+    qp_per_octave: float = 6.0,
+    strength: float = STRENGTH,
+    max_octaves: float = MAX_OCTAVES,
 ) -> list[int]:
-    """QP offsets ``(q / 2) log2(n / S)`` for loss weights ``S`` (``loss_weight``) of matrices of
-    ``n`` weights, relative to the median matrix and within ``max_octaves`` of it. A matrix whose
-    gradients vanish (S = 0) gets the coarsest step allowed."""
+    """QP offsets ``strength (q / 2) log2(n / S)`` for loss weights ``S`` (``fisher_loss_weight``)
+    of matrices of ``n`` weights, relative to the median matrix and within ``max_octaves`` of it.
+    A matrix whose gradients vanish (S = 0) gets the coarsest step allowed."""
     s = np.asarray(weights, dtype=np.float64)
     if s.size == 0:
         return []
@@ -104,6 +168,6 @@ def sensitivity_offsets(
         raise ValueError("loss weights must be finite and non-negative")
     n = np.asarray(numel, dtype=np.float64)
     logs = np.log2(n / np.maximum(s, 1e-300))
-    o = 0.5 * qp_per_octave * (logs - float(np.median(logs)))
+    o = strength * 0.5 * qp_per_octave * (logs - float(np.median(logs)))
     lim = qp_per_octave * max_octaves
     return [int(round(v)) for v in np.clip(o, -lim, lim)]

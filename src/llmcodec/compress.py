@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .calibration import loss_weight, sensitivity_offsets
+from .calibration import sensitivity_offsets
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
@@ -293,15 +293,6 @@ def scan_job(
     return p.quantized.side_bits + column_bits(col_scale), rms(s), rel, rms(coded.astype(np.float64))
 
 
-def loss_weight_job(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, fisher: np.ndarray) -> float:
-    """``calibration.loss_weight`` of a matrix under the steps its quantization gives. Runs on a worker."""
-    p, _, _ = _prepare(spec, name, w, col_scale)
-    scale = p.quantized.scale.astype(np.float64)  # (rows, groups), in W * c units
-    cols = w.shape[1]
-    step = np.repeat(scale, spec.group or cols, axis=1)[:, :cols]
-    return loss_weight(fisher, step, col_scale)
-
-
 class WorkDir:
     """Finished encodes on disk next to the output, so an interrupted run can resume.
 
@@ -459,11 +450,6 @@ class _Runner:
             return capped_steps(steps, [r for *_, r in scanned], cap)
         return steps
 
-    def loss_weights(self, fisher: Sequence[np.ndarray]) -> list[float]:
-        args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], fisher[i])
-                for i in range(len(self.names))]
-        return self._map(loss_weight_job, args, self.numel, "scan")
-
     def scan(self, relative: bool = False) -> list[tuple[int, float, float | None, float]]:
         """``scan_job`` of every matrix, run once however many of its results are asked for (again
         only if relative steps are asked for after a scan without them)."""
@@ -485,7 +471,7 @@ def compress_matrices(
     executor: Executor | None = None,
     work: WorkDir | None = None,
     col_scales: Sequence[np.ndarray | None] | None = None,
-    fisher: Sequence[np.ndarray] | None = None,
+    loss_weights: Sequence[float] | None = None,
 ) -> list[CodedTensor]:
     """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
 
@@ -494,8 +480,8 @@ def compress_matrices(
 
     Matrices given as functions are read when a job needs them, so only about ``workers`` of them
     are in memory at once. ``executor`` defaults to a local pool of ``settings.workers`` threads;
-    ``work`` keeps finished encodes on disk for resuming. ``fisher`` (one squared-gradient array per
-    matrix, calibration.py; needed with ``settings.calibration``) sets each matrix's QP offset.
+    ``work`` keeps finished encodes on disk for resuming. ``loss_weights`` (one per matrix,
+    calibration.py; needed with ``settings.calibration``) set each matrix's QP offset.
     """
     codec, profile = settings.codec_profile()
     codec.check_available()
@@ -506,8 +492,8 @@ def compress_matrices(
         )
     if not matrices:
         return []
-    if (fisher is None) != (settings.calibration is None):
-        raise ValueError("squared gradients (fisher) go with a calibration text in the settings, and only with one")
+    if (loss_weights is None) != (settings.calibration is None):
+        raise ValueError("loss weights go with a calibration text in the settings, and only with one")
     spec = JobSpec(
         settings.codec,
         profile.name,
@@ -528,8 +514,8 @@ def compress_matrices(
         shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
         run = _Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales)
         n = len(matrices)
-        if fisher is not None:
-            offsets = sensitivity_offsets(run.loss_weights(fisher), run.numel, codec.qp_per_octave)
+        if loss_weights is not None:
+            offsets = sensitivity_offsets(loss_weights, run.numel, codec.qp_per_octave)
         elif settings.allocation in ("equal-qp", "equal-rate"):
             offsets = [0] * n
         else:
