@@ -84,5 +84,5 @@ def test_calibration_report_pairs_the_default_with_the_data_aware_rows(tmp_path)
         "smollm2-135m,llmcodec-vvc,default bpw=3.0,3.0,2.9990,0.17,99.6",  # no data-aware row: left out
     ]) + "\n")
     rows = ppl_rows(tmp_path / "r.csv")
-    assert rows[2:] == ["| 2.5 | 2.499, 185.4 | 2.499, 179.2 | -3.3% |"]
+    assert rows[2:] == ["| 2.5 | 2.499, 185.4 | 2.499, 179.2 | -3.3% | — |"]
     assert ppl_rows(tmp_path / "missing.csv") == []

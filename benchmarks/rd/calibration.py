@@ -118,21 +118,26 @@ def probed_loss_weights(
 
 
 def ppl_rows(path: Path) -> list[str]:
+    """The default's and the data-aware rows of run.py's CSV, paired by budget."""
     if not path.is_file():
         return []
-    rows = {}
+    methods = ("llmcodec-vvc", "llmcodec-vvc-calib", "llmcodec-vvc-calib-full")
+    rows: dict[str, dict[str, tuple[float, float]]] = {}
     for r in csv.DictReader(path.open()):
-        if r["model"] == "smollm2-135m" and r["method"] in ("llmcodec-vvc", "llmcodec-vvc-calib"):
-            if r["method"] == "llmcodec-vvc" and not r["setting"].startswith("default bpw="):
-                continue
-            b = r["setting"].rsplit("bpw=", 1)[1]
-            rows.setdefault(b, {})[r["method"]] = (float(r["bpw"]), float(r["perplexity"]))
-    out = ["| target bpw | data-free default: bpw, perplexity | data-aware (PTB train): bpw, perplexity | change |",
-           "|---|---|---|---|"]
+        if r["model"] != "smollm2-135m" or r["method"] not in methods:
+            continue
+        if r["method"] == "llmcodec-vvc" and not r["setting"].startswith("default bpw="):
+            continue
+        b = r["setting"].rsplit("bpw=", 1)[1]
+        rows.setdefault(b, {})[r["method"]] = (float(r["bpw"]), float(r["perplexity"]))
+    out = ["| target bpw | data-free default: bpw, perplexity | data-aware (`--calibration ptb-train`): bpw, "
+           "perplexity | change | full-strength offsets: perplexity |", "|---|---|---|---|---|"]
     for b in sorted(rows, key=float):
-        d, c = rows[b].get("llmcodec-vvc"), rows[b].get("llmcodec-vvc-calib")
+        d, c, f = (rows[b].get(m) for m in methods)
         if d and c:
-            out.append(f"| {b} | {d[0]:.3f}, {d[1]:.1f} | {c[0]:.3f}, {c[1]:.1f} | {100 * (c[1] / d[1] - 1):+.1f}% |")
+            full = f"{f[1]:.1f} ({100 * (f[1] / d[1] - 1):+.1f}%)" if f else "—"
+            out.append(f"| {b} | {d[0]:.3f}, {d[1]:.1f} | {c[0]:.3f}, {c[1]:.1f} | {100 * (c[1] / d[1] - 1):+.1f}% | "
+                       f"{full} |")
     return out if len(out) > 2 else []
 
 
@@ -169,7 +174,10 @@ def main() -> None:
     lines.append("| mean | " + " | ".join(f"{mean[k]:+.1f}" for k in KINDS) + " |")
     ppl = ppl_rows(HERE / "w40" / "results.csv")
     if ppl:
-        lines += ["", "## Perplexity at equal rate (run.py, 40 PTB test windows, 20,440 tokens)", "", *ppl]
+        lines += ["", "## Perplexity at equal rate (run.py, 40 PTB test windows, 20,440 tokens)", "",
+                  "`llmcodec-vvc-calib` in `w40/results.csv`; `llmcodec-vvc-calib-full` is the same with the "
+                  "full equal-slope spread and the quantizer's own row steps as the error pattern (measured first).",
+                  "", *ppl]
     write_markdown(HERE / "CALIBRATION.md", lines, info)
 
 
