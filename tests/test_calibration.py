@@ -123,3 +123,18 @@ def test_per_position_fisher_is_the_window_gradient_when_one_position_is_scored(
         C.squared_gradients(model, long, names, per="token")
     with pytest.raises(ValueError, match="no parameter"):
         C.squared_gradients(model, long, ["nope.weight"])
+
+
+def test_cli_calibration_options_and_a_missing_text(tiny_llama, tmp_path, capsys):
+    from llmcodec.cli import build_parser, main, settings_from_args
+
+    args = build_parser().parse_args(["compress", "m", "o.llmc", "--calibration", "ptb-valid",
+                                      "--calibration-tokens", "512"])
+    s = settings_from_args(args)
+    assert (s.calibration, s.calibration_tokens, s.resolved_edge_octaves()) == ("ptb-valid", 512, 0.0)
+    assert settings_from_args(build_parser().parse_args(["compress", "m", "o.llmc"])).calibration is None
+    out = tmp_path / "o.llmc"
+    rc = main(["compress", str(tiny_llama), str(out), "--qp", "30", "--quiet",
+               "--calibration", str(tmp_path / "nope.txt")])
+    assert rc == 2 and "no such file" in capsys.readouterr().err
+    assert not out.exists()
