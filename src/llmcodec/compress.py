@@ -492,8 +492,11 @@ def compress_matrices(
         )
     if not matrices:
         return []
-    if (loss_weights is None) != (settings.calibration is None):
-        raise ValueError("loss weights go with a calibration text in the settings, and only with one")
+    if loss_weights is None and settings.calibration is not None:
+        raise ValueError("calibration needs the whole model to run on its text: use compress_model or "
+                         "compress_source (a single tensor or a state dict without a config cannot be calibrated)")
+    if loss_weights is not None and settings.calibration is None:
+        raise ValueError("loss weights set QPs only with a calibration text in the settings")
     spec = JobSpec(
         settings.codec,
         profile.name,
