@@ -114,6 +114,10 @@ def cmd_compress(args) -> int:
     from .modelio import load as load_source
 
     settings = settings_from_args(args)
+    if settings.calibration is not None:
+        from .calibration import calibration_text
+
+        calibration_text(settings.calibration)  # a missing text fails now, not after loading the model
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
     src = load_source(args.model)
