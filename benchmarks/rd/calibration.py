@@ -26,18 +26,10 @@ sys.path.insert(0, str(HERE.parent))
 from common import write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.api import _column_scales, load_tokenizer  # noqa: E402
-from llmcodec.calibration import (  # noqa: E402
-    STRENGTH,
-    calibration_text,
-    calibration_windows,
-    error_pattern,
-    fisher_loss_weight,
-    sensitivity_offsets,
-    squared_gradients,
-)
+from llmcodec.api import _calibration_model, _column_scales, _loss_weights  # noqa: E402
+from llmcodec.calibration import STRENGTH, error_pattern, sensitivity_offsets  # noqa: E402
 from llmcodec.compress import CompressSettings, is_codable, layer_index  # noqa: E402
-from llmcodec.modelio import build_model, load  # noqa: E402
+from llmcodec.modelio import load  # noqa: E402
 
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -48,17 +40,14 @@ def offsets(model: str, settings: CompressSettings, per: str = "window", strengt
     src = load(model)
     tied = src.tied()
     names = [n for n in src.names() if n not in tied and is_codable(n, tuple(src.get(n).shape), settings)]
-    windows = calibration_windows(load_tokenizer(src.config, src.files), calibration_text(settings.calibration),
-                                  settings.calibration_tokens)
-    net = build_model(dict(src.items()), src.config)
     cols = _column_scales(src, names, settings)
-    pats = [error_pattern(src.get(n).float().numpy(), c, settings.group, settings.shared_scale)
-            for n, c in zip(names, cols, strict=True)]
     if per == "probe":
+        net, windows = _calibration_model(src, settings)
+        pats = [error_pattern(src.get(n).float().numpy(), c, settings.group, settings.shared_scale)
+                for n, c in zip(names, cols, strict=True)]
         weights = probed_loss_weights(net, windows, names, pats)
     else:
-        grads = squared_gradients(net, windows, names, per=per)
-        weights = [fisher_loss_weight(grads[n], p) for n, p in zip(names, pats, strict=True)]
+        weights = _loss_weights(src, names, settings, cols, None, per)
     numel = [int(np.prod(src.get(n).shape)) for n in names]
     codec, _ = settings.codec_profile()
     return dict(zip(names, sensitivity_offsets(weights, numel, codec.qp_per_octave, strength), strict=True))

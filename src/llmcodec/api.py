@@ -143,22 +143,29 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
     return out
 
 
+def _calibration_model(src: ModelSource, settings: CompressSettings):
+    """The source's model (float weights as stored) and the calibration text's token windows."""
+    if src.config is None:
+        raise ValueError("calibration runs the model on text: the source needs a model config (config.json)")
+    text = calibration.calibration_text(settings.calibration)
+    windows = calibration.calibration_windows(load_tokenizer(src.config, src.files), text, settings.calibration_tokens)
+    return build_model(dict(src.items()), src.config), windows
+
+
 def _loss_weights(
     src: ModelSource,
     names: list[str],
     settings: CompressSettings,
     col_scales: list[np.ndarray | None],
     progress: Progress | None,
+    per: str = "window",
 ) -> list[float] | None:
     """With a calibration text (optional, data-aware): how much each coded matrix's codec error
-    costs the model's loss on it (calibration.py); None without one."""
+    costs the model's loss on it (calibration.py; ``per``: its Fisher estimator); None without one."""
     if settings.calibration is None or not names:
         return None
-    if src.config is None:
-        raise ValueError("calibration runs the model on text: the source needs a model config (config.json)")
-    text = calibration.calibration_text(settings.calibration)
-    windows = calibration.calibration_windows(load_tokenizer(src.config, src.files), text, settings.calibration_tokens)
-    fisher = calibration.squared_gradients(build_model(dict(src.items()), src.config), windows, names, progress)
+    model, windows = _calibration_model(src, settings)
+    fisher = calibration.squared_gradients(model, windows, names, progress, per)
     return [calibration.fisher_loss_weight(
         fisher.pop(n), calibration.error_pattern(_to_numpy(src.get(n)), c, settings.group, settings.shared_scale))
         for n, c in zip(names, col_scales, strict=True)]
