@@ -26,19 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus six ingredients below 3.25 bits per weight; from 3.25 up, dependent
+# The default is the base plus seven ingredients below 3.25 bits per weight; from 3.25 up, dependent
 # quantization on the medium preset in full blocks instead of half-filled blocks and edge layers
-# (DEFAULT_PATH). Every row before edge layers became a default (2026-12-03) was measured without
-# them: NOEDGE says so, so that each row can still be measured again as it was.
+# (DEFAULT_PATH), and below 3.25 the key/value sharing prior too. Every row before edge layers
+# became a default (2026-12-03) was measured without them, and every row before the key/value prior
+# without it: NOEDGE and NOKV say so, so that each row can still be measured again as it was.
 # The previous defaults' path, in the sample domain, follows (base -> dependent quantization ->
 # companding), then alternatives tried on top of either (measured, not kept). Every configuration
 # names all the settings it was measured with that differ from today's library defaults, so each
 # row can be measured again as it was.
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
                 "+ column balance", "+ 8-bit side information", "+ half-filled blocks",
-                "+ edge layers (the default below 3.25 bpw)",
+                "+ edge layers (the default below 3.25 bpw)", "+ key/value sharing (the default below 3.25 bpw)",
                 "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
-NOEDGE = {"edge_octaves": 0.0}
+NOKV = {"kv_sharing": 0.0}
+NOEDGE = {"edge_octaves": 0.0, **NOKV}
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
     "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},
@@ -48,7 +50,7 @@ CONFIGS: dict[str, dict] = {
     # the default profile below 3.25 bits per weight since 2026-12-03 (codecs/vvc.py)
     "+ half-filled blocks": {"profile": "ai-faster-coef-half", **NOEDGE},
     # the default below 3.25 bits per weight since 2026-12-03 (compress.EDGE_MAX_BPW)
-    "+ edge layers (the default below 3.25 bpw)": {},
+    "+ edge layers (the default below 3.25 bpw)": NOKV,
     "default + dependent quantization": {"profile": "ai-faster-coef-dq", **NOEDGE},
     "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16", **NOEDGE},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
@@ -64,6 +66,8 @@ CONFIGS: dict[str, dict] = {
     # from 3.25 bits per weight the default profile is default-dq: dependent quantization with
     # libvvenc's medium preset ("default + dependent quantization" above is that on the faster preset)
     "+ dependent quantization on the medium preset (the default from 3.25 bpw)": {"profile": "default-dq", **NOEDGE},
+    # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets), the default below 3.25 bpw
+    "+ key/value sharing (the default below 3.25 bpw)": {},
 }
 
 
@@ -154,12 +158,14 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "and the first and last block of the stack get a step one octave finer than the rest's",
              "(compress.edge_offsets; benchmarks/rd/EDGES.md); from 3.25 bits per weight the codec instead",
              "quantizes full blocks with dependent (trellis) quantization and libvvenc's medium preset, not",
-             "RDOQ and the faster preset, without edge layers (the last step follows the 8-bit step there;",
-             "src/llmcodec/codecs/vvc.py). An earlier default was reached in",
-             "the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8'; the rows after",
-             "it are alternatives tried on top of that. The settings column gives each row's settings that",
-             "differ from today's defaults (rows measured before a setting existed ran with it off: their",
-             "settings were recorded then, and `CONFIGS` in the script now names them in full). A",
+             "RDOQ and the faster preset, without edge layers (that step follows the 8-bit step there;",
+             "src/llmcodec/codecs/vvc.py); below 3.25 k_proj and v_proj, whose heads each serve 3 query",
+             "heads in SmolLM2, get a step 3^-1/2 times the rest's (compress.kv_offsets). An earlier default",
+             "was reached in the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8';",
+             "the rows after it are alternatives tried on top of that. The settings column gives each",
+             "row's settings that differ from today's defaults (rows measured before a setting existed ran",
+             "with it off: their settings were recorded then, and `CONFIGS` in the script now names them in",
+             "full). A",
              "configuration missing from the table was not measured. Rows marked",
              "'(benchmarks/e2e)' come from",
              "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there. Rows",

@@ -271,7 +271,7 @@ def test_objectives_name_their_settings_and_explicit_ones_win():
     w = CompressSettings.for_objective("weights", bpw=3.0)
     assert (w.allocation, w.shared_scale, w.alpha, w.profile) == ("equal-error", True, 0.3, "ai-medium-coef-dq-half")
     assert w.weighting == "balance" and w.edge_layers == 0
-    assert set(OBJECTIVES["weights"]) == {"allocation", "shared_scale", "alpha", "edge_layers"}
+    assert set(OBJECTIVES["weights"]) == {"allocation", "shared_scale", "alpha", "edge_layers", "kv_sharing"}
     assert CompressSettings.for_objective("weights", alpha=0.5).alpha == 0.5
     assert CompressSettings.for_objective("weights", codec="x265").profile is None  # its profile is VVC's
     assert CompressSettings.for_objective("weights", codec="vvc", profile="ai-faster-dq").profile == "ai-faster-dq"
@@ -340,5 +340,46 @@ def test_edge_layers_get_a_finer_qp_and_less_error():
     err = [art.coded[f"model.layers.{i}.mlp.up_proj.weight"].rel_error for i in range(4)]
     assert qp == [26, 32, 32, 26]  # one octave finer: 6 QP
     assert max(err[0], err[3]) < 0.85 * min(err[1], err[2])
+    off = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none"))  # off with a fixed QP
+    assert {c.qp for c in off.coded.values()} == {32}
+
+
+def test_kv_offsets_follow_the_grouped_query_sharing():
+    from llmcodec.compress import kv_offsets
+
+    pre = "model.layers.0.self_attn."
+    names = [pre + k + "_proj.weight" for k in "qkvo"] + ["model.layers.0.mlp.up_proj.weight"]
+    gqa = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576)]  # SmolLM2: 9 heads, 3 kv heads
+    assert kv_offsets(names, gqa, 1.0) == [0, -5, -5, 0, 0]  # 6 * log2(3) / 2 = 4.75
+    assert kv_offsets(names, gqa, 0.5) == [0, -2, -2, 0, 0]
+    assert kv_offsets(names, gqa, 0.0) == [0] * 5
+    mha = [(576, 576)] * 4 + [(1536, 576)]
+    assert kv_offsets(names, mha, 1.0) == [0] * 5  # no sharing, nothing to do
+    # without q_proj the heads' width comes from o_proj's columns; with neither, nothing
+    assert kv_offsets(names[1:], gqa[1:], 1.0) == [-5, -5, 0, 0]
+    assert kv_offsets(names[1:3], gqa[1:3], 1.0) == [0, 0]
+    bert = ["encoder.layer.0.attention.self.key.weight", "encoder.layer.0.attention.self.query.weight"]
+    assert kv_offsets(bert, [(384, 384), (384, 384)], 1.0) == [0, 0]
+    with pytest.raises(ValueError, match="sharing strength"):
+        CompressSettings(kv_sharing=-1.0)
+    assert [CompressSettings(bpw=b).resolved_kv_sharing() for b in (2.0, 3.0, 3.25, 4.0)] == [1.0, 1.0, 0.0, 0.0]
+    assert CompressSettings(bpw=4.0, kv_sharing=1.0).resolved_kv_sharing() == 1.0
+    assert CompressSettings(qp=30).resolved_kv_sharing() == 0.0
+    assert CompressSettings(bpw=3.0, calibration="ptb-train").resolved_kv_sharing() == 0.0
+    assert CompressSettings(qp=30, kv_sharing=0.5).resolved_kv_sharing() == 0.5
+    assert CompressSettings.for_objective("weights").resolved_kv_sharing() == 0.0
+
+
+def test_kv_sharing_gives_shared_heads_a_finer_qp_and_less_error():
+    rng = np.random.default_rng(5)
+    pre = "model.layers.0.self_attn."
+    shapes = {"q": (64, 64), "k": (16, 64), "v": (16, 64), "o": (64, 64)}  # 4 query heads per kv head
+    st = {f"{pre}{k}_proj.weight": torch.from_numpy(rng.standard_normal(s).astype(np.float32))
+          for k, s in shapes.items()}
+    art = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none", kv_sharing=1.0))
+    qp = {k: art.coded[f"{pre}{k}_proj.weight"].qp for k in shapes}
+    err = {k: art.coded[f"{pre}{k}_proj.weight"].rel_error for k in shapes}
+    assert qp == {"q": 32, "k": 26, "v": 26, "o": 32}  # step 4^-1/2: one octave
+    assert max(err["k"], err["v"]) < 0.85 * min(err["q"], err["o"])
     off = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none"))  # off with a fixed QP
     assert {c.qp for c in off.coded.values()} == {32}

@@ -2,12 +2,16 @@
 
     .venv/bin/python benchmarks/rd/edges.py [--bpw 3.0] [--variants base,edge6]   # writes EDGES.md (resumable)
 
-Issue 4 asks for rate allocation across tensors with a data-free sensitivity proxy. Two priors
-from practice are tested here, each as one number per matrix from its name alone: the kinds that
-llama.cpp's k-quant mixes give more bits (``v_proj``, ``down_proj``), and the ends of the stack
-(the first block reads the embeddings, the last feeds the output head; ``compress.edge_offsets``,
-what ``--edge-layers`` / ``--edge-octaves`` do). A variant codes its chosen matrices with a step
-``2^-octaves`` times the rest's, and the whole model still meets the budget: the others pay.
+Issue 4 asks for rate allocation across tensors with a data-free sensitivity proxy. Three priors
+are tested here, each as one number per matrix from its name and shape alone: the kinds that
+llama.cpp's k-quant mixes give more bits (``v_proj``, ``down_proj``); the ends of the stack (the
+first block reads the embeddings, the last feeds the output head; ``compress.edge_offsets``, what
+``--edge-layers`` / ``--edge-octaves`` do); and grouped-query attention (``kv`` variants): each
+key/value head of SmolLM2 serves n_rep = 3 query heads, so an error in k_proj or v_proj reaches
+three heads' outputs, and equal slopes give those matrices a step n_rep^-1/2 times the rest's,
+log2(3)/2 = 0.79 octave finer (``compress.kv_offsets``, what ``--kv-sharing`` scales). A variant
+codes its chosen matrices with a step ``2^-octaves`` times the rest's, and the whole model still
+meets the budget: the others pay.
 
 The quantizer is ECSQ with the default's step shape (``tradeoff.py``'s ``(1, 1, 1)``: column
 balance, a step proportional to each row's RMS, 8 bits per row and column of side information;
@@ -48,6 +52,7 @@ from llmcodec.evaluate import EvalSettings  # noqa: E402
 
 WINDOWS = 40
 QP_PER_OCTAVE = FFmpegCodec.qp_per_octave  # what edge_offsets' QPs mean in octaves
+GQA_OCT = 0.5 * np.log2(3.0)  # SmolLM2: 9 query heads, 3 key/value heads
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,18 @@ VARIANTS = [
     Variant("edge6", "first and last block 1 octave finer (the default below 3.25 bpw)", edge_layers=1,
             edge_octaves=1.0),
     Variant("edge2_3", "first two and last two blocks 0.5 octave finer", edge_layers=2, edge_octaves=0.5),
+    # GQA: a key/value head serves n_rep = heads / kv heads query heads (3 in SmolLM2), so its error
+    # reaches n_rep heads' outputs; equal slopes give it a step n_rep^-1/2 times the rest's.
+    Variant("kv_gqa", "k_proj, v_proj log2(3)/2 = 0.79 octave finer (GQA sharing)",
+            (("k_proj", GQA_OCT), ("v_proj", GQA_OCT))),
+    Variant("kv_gqa05", "k_proj, v_proj 0.40 octave finer (half the GQA sharing)",
+            (("k_proj", GQA_OCT / 2), ("v_proj", GQA_OCT / 2))),
+    Variant("kv_gqa15", "k_proj, v_proj 1.19 octave finer (1.5 times the GQA sharing)",
+            (("k_proj", 1.5 * GQA_OCT), ("v_proj", 1.5 * GQA_OCT))),
+    Variant("k_gqa", "k_proj 0.79 octave finer", (("k_proj", GQA_OCT),)),
+    Variant("v_gqa", "v_proj 0.79 octave finer", (("v_proj", GQA_OCT),)),
+    Variant("kv_gqa_edge6", "k_proj, v_proj 0.79 octave finer, and edge6", (("k_proj", GQA_OCT), ("v_proj", GQA_OCT)),
+            edge_layers=1, edge_octaves=1.0),
     Variant("calibw", "data-aware, squared window gradients: each matrix's full offset", calib=1.0, per="window"),
     Variant("calibw05", "data-aware, squared window gradients: half of each offset (the library's --calibration)",
             calib=0.5, per="window"),
@@ -146,11 +163,13 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
         "# Which matrices deserve a finer step? (SmolLM2, equal rate)",
         "",
         "Regenerate: `python benchmarks/rd/edges.py` (3.0 bits per weight, every variant) and "
-        "`python benchmarks/rd/edges.py --bpw 2.5,3.5,4.0 --variants base,edge6` (rows already in `edges.jsonl` "
+        "`python benchmarks/rd/edges.py --bpw 2.5,3.5,4.0 --variants base,edge6,kv_gqa,kv_gqa_edge6` (rows already in "
+        "`edges.jsonl` "
         "are kept). " + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:5]),
         "",
         "The same choice with VVC, the default below and above 3.25 bits per weight (`w40/RESULTS.md`, "
-        "`llmcodec-vvc-edge` against `llmcodec-vvc-noedge` and the default): see the README's results.",
+        "`llmcodec-vvc-edge` against `llmcodec-vvc-noedge`, and the default against `llmcodec-vvc-nokv` for "
+        "the key/value prior): see the README's results.",
         "",
         "SmolLM2's weights were already 4-bit (Q4_1); no variant here uses that grid.",
     ]

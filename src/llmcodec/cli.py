@@ -15,6 +15,8 @@ from .compress import (
     ALLOCATIONS,
     EDGE_MAX_BPW,
     EDGE_OCTAVES,
+    KV_MAX_BPW,
+    KV_SHARING,
     OBJECTIVE_PROFILES,
     OBJECTIVES,
     SIDES,
@@ -27,8 +29,8 @@ from .modelio import DEFAULT_MODEL, ModelError
 from .rate import BudgetError
 
 # The compress options that shape where the error goes (CompressSettings fields of the same names).
-SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "edge_layers", "edge_octaves", "rotate",
-           "centroids", "side", "compand")
+SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "edge_layers", "edge_octaves",
+           "kv_sharing", "rotate", "centroids", "side", "compand")
 
 PRETRAINED_NOTE = (
     "note: the built-in smollm2-135m was already quantized to 4 bits (GGUF Q4_1, blocks of 32), "
@@ -331,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--edge-octaves", type=float, metavar="X",
                     help=f"their step is 2^-X times the others' (default: {EDGE_OCTAVES:g} below {EDGE_MAX_BPW} bits "
                          "per weight, 0 from there and with --qp)")
+    rd.add_argument("--kv-sharing", type=float, metavar="S",
+                    help="grouped-query attention: k_proj and v_proj, each of whose heads serves n_rep query heads, "
+                         f"get a step n_rep^(-S/2) times the rest's; 0: off (default: {KV_SHARING:g} below "
+                         f"{KV_MAX_BPW} bits per weight, 0 from there and with --qp; with --objective weights: 0)")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction,
                     help=f"code a random rotation of each matrix, undone on restore {dflt('rotate')}")
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction,

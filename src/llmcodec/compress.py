@@ -34,6 +34,11 @@ ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equ
 # The default edge layers' step (CompressSettings.edge_octaves None): one octave finer below 3.25 bits
 # per weight, where it measured a gain on SmolLM2 with both ECSQ and VVC (benchmarks/rd/EDGES.md).
 EDGE_OCTAVES, EDGE_MAX_BPW = 1.0, 3.25
+# The default strength of the grouped-query attention prior (CompressSettings.kv_sharing None, kv_offsets):
+# the equal-slope step, below KV_MAX_BPW bits per weight. On SmolLM2 at equal rate (benchmarks/rd/EDGES.md,
+# w40/RESULTS.md) it lowered perplexity at 2.5 and 3.0 with ECSQ and VVC (-5% to -13%; strength 0.5
+# worse, 1.5 no better), was neutral at 3.5 and raised it 2-4% at 4.0 with both: off from there.
+KV_SHARING, KV_MAX_BPW = 1.0, 3.25
 # Named starting points for the shaping options (CompressSettings.for_objective, ``--objective``).
 # "model" is the defaults: error goes where the model's output minds it least (per-row steps, full
 # column balance, one QP), which measured best in perplexity and embedding similarity. "weights"
@@ -42,7 +47,7 @@ EDGE_OCTAVES, EDGE_MAX_BPW = 1.0, 3.25
 # 2.5-4 bits per weight, but SmolLM2 perplexity 167.9 against the default's 116.6 at 3.0 (8 windows).
 OBJECTIVES: dict[str, dict[str, object]] = {
     "model": {},
-    "weights": {"allocation": "equal-error", "shared_scale": True, "alpha": 0.3, "edge_layers": 0},
+    "weights": {"allocation": "equal-error", "shared_scale": True, "alpha": 0.3, "edge_layers": 0, "kv_sharing": 0.0},
 }
 # The profile each objective codes with where it differs from the codec's default, by codec.
 OBJECTIVE_PROFILES: dict[tuple[str, str], str] = {("weights", "vvc"): "ai-medium-coef-dq-half"}
@@ -86,6 +91,11 @@ class CompressSettings:
     # perplexity -21% / -8% / -2% / +1% at 2.5 / 3.0 / 3.5 / 4.0; VVC -7.5% / 0% / +4% / -3%.
     edge_layers: int = 1
     edge_octaves: float | None = None
+    # grouped-query attention: k_proj and v_proj, whose heads each serve n_rep query heads, get a step
+    # n_rep^(-kv_sharing/2) times the rest's (kv_offsets; read from the matrices' shapes, nothing for
+    # models without GQA). None: KV_SHARING below KV_MAX_BPW bits per weight, off from there and with
+    # --qp/--lossless/calibration.
+    kv_sharing: float | None = None
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
     # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
@@ -125,6 +135,8 @@ class CompressSettings:
             raise ValueError(f"unknown side-information format {self.side!r}; choose one of {', '.join(SIDES)}")
         if self.edge_layers < 0 or (self.edge_octaves is not None and self.edge_octaves < 0):
             raise ValueError(f"edge layers and octaves must be >= 0, got {self.edge_layers} and {self.edge_octaves}")
+        if self.kv_sharing is not None and self.kv_sharing < 0:
+            raise ValueError(f"the key/value sharing strength must be >= 0, got {self.kv_sharing}")
         if not self.error_cap > 0:
             raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
@@ -147,6 +159,14 @@ class CompressSettings:
         if self.calibration is not None:  # measured sensitivities take the edge layers' place
             return 0.0
         return EDGE_OCTAVES if self.bpw is not None and self.bpw < EDGE_MAX_BPW else 0.0
+
+    def resolved_kv_sharing(self) -> float:
+        """``kv_sharing``, or for None KV_SHARING below KV_MAX_BPW bits per weight (none from there, with
+        a fixed QP or lossless, and with a calibration text, whose measured sensitivities replace it)."""
+        if self.kv_sharing is not None:
+            return self.kv_sharing
+        on = self.bpw is not None and self.bpw < KV_MAX_BPW and self.calibration is None
+        return KV_SHARING if on else 0.0
 
     @classmethod
     def for_objective(cls, objective: str = "model", **explicit) -> CompressSettings:
@@ -174,7 +194,8 @@ class CompressSettings:
         of another) and however many workers run (``to_dict`` leaves them out)."""
         def key(s: CompressSettings) -> tuple:
             _, p = s.codec_profile()
-            return {**s.to_dict(), "profile": None, "edge_octaves": s.resolved_edge_octaves()}, replace(p, name="")
+            return ({**s.to_dict(), "profile": None, "edge_octaves": s.resolved_edge_octaves(),
+                     "kv_sharing": s.resolved_kv_sharing()}, replace(p, name=""))
 
         return key(self) == key(other)
 
@@ -524,7 +545,8 @@ def compress_matrices(
         else:
             offsets = qp_offsets(run.steps(settings.allocation, settings.error_cap), codec.qp_per_octave)
         edge = edge_offsets(names, settings.edge_layers, settings.resolved_edge_octaves(), codec.qp_per_octave)
-        offsets = [o + e for o, e in zip(offsets, edge, strict=True)]
+        kv = kv_offsets(names, run.shapes, settings.resolved_kv_sharing(), codec.qp_per_octave)
+        offsets = [o + e + k for o, e, k in zip(offsets, edge, kv, strict=True)]
         if settings.lossless:
             qps: list[int | None] = [None] * n
             streams = run.encode([(i, None) for i in range(n)], sample=False)
@@ -576,6 +598,36 @@ def edge_offsets(names: Sequence[str], layers: int, octaves: float, qp_per_octav
     lo, hi = min(known), max(known)
     fine = -int(round(octaves * qp_per_octave))
     return [fine if i is not None and (i < lo + layers or i > hi - layers) else 0 for i in idx]
+
+
+_KV = re.compile(r"^(.*[._])(k_proj|v_proj)(\.weight)?$")
+
+
+def kv_offsets(names: Sequence[str], shapes: Sequence[Sequence[int]], strength: float,
+               qp_per_octave: float = 6.0) -> list[int]:
+    """QP offsets for grouped-query attention, read from the matrices' names and shapes alone.
+
+    One key/value head serves ``n_rep`` query heads (``n_rep`` = the rows of the block's q_proj, or
+    the columns of its o_proj, over the rows of its k_proj); an error in its keys or values reaches
+    the outputs of all ``n_rep`` heads, so a weight of k_proj or v_proj costs about ``n_rep`` times
+    the loss of one elsewhere. Equal slopes then give those matrices a step ``n_rep^(-1/2)`` times the
+    rest's (``strength`` 1). Models without GQA (``n_rep`` 1, e.g. BERT) and names without the Llama
+    projections get nothing. Measured on SmolLM2 (``n_rep`` 3): benchmarks/rd/EDGES.md."""
+    if strength <= 0:
+        return [0] * len(names)
+    shape = dict(zip(names, shapes, strict=True))
+    out = []
+    for n in names:
+        m = _KV.match(n)
+        rep = 1.0
+        if m:
+            pre, suf = m.group(1), m.group(3) or ""
+            q, o = shape.get(f"{pre}q_proj{suf}"), shape.get(f"{pre}o_proj{suf}")
+            heads_dim = q[0] if q is not None else (o[1] if o is not None else None)
+            if heads_dim is not None and heads_dim > shape[n][0]:
+                rep = heads_dim / shape[n][0]
+        out.append(-int(round(strength * 0.5 * np.log2(rep) * qp_per_octave)))
+    return out
 
 
 def qp_offsets(steps: Sequence[float], qp_per_octave: float = 6.0) -> list[int]:
