@@ -81,8 +81,9 @@ def test_calibration_report_pairs_the_default_with_the_data_aware_rows(tmp_path)
         "smollm2-135m,llmcodec-vvc,default bpw=2.5,2.5,2.4990,0.23,185.40",
         "smollm2-135m,llmcodec-vvc,edge_layers=0 bpw=2.5,2.5,2.4990,0.23,200.0",
         "smollm2-135m,llmcodec-vvc-calib,calibration=ptb-train bpw=2.5,2.5,2.4992,0.25,179.25",
+        "smollm2-135m,llmcodec-vvc-nokv,kv_sharing=0.0 bpw=2.5,2.5,2.4990,0.23,203.94",
         "smollm2-135m,llmcodec-vvc,default bpw=3.0,3.0,2.9990,0.17,99.6",  # no data-aware row: left out
     ]) + "\n")
     rows = ppl_rows(tmp_path / "r.csv")
-    assert rows[2:] == ["| 2.5 | 2.499, 185.4 | 2.499, 179.2 | -3.3% | — |"]
+    assert rows[2:] == ["| 2.5 | 2.499, 185.4 | 2.499, 179.2 | -3.3% | — | 203.9 (+10.0%) |"]
     assert ppl_rows(tmp_path / "missing.csv") == []

@@ -1,6 +1,6 @@
 """Where the optional data-aware mode puts the bits: each SmolLM2 matrix's QP offset from its loss
-gradients on PTB *train*, against the data-free default's (one QP, the first and last block 6 QP
-finer below 3.25 bits per weight).
+gradients on PTB *train*, against the data-free default's (one QP; below 3.25 bits per weight the
+first and last block 6 QP finer and grouped-query attention's k_proj and v_proj finer).
 
     .venv/bin/python benchmarks/rd/calibration.py [--tokens 2048]
 
@@ -110,7 +110,7 @@ def ppl_rows(path: Path) -> list[str]:
     """The default's and the data-aware rows of run.py's CSV, paired by budget."""
     if not path.is_file():
         return []
-    methods = ("llmcodec-vvc", "llmcodec-vvc-calib", "llmcodec-vvc-calib-full")
+    methods = ("llmcodec-vvc", "llmcodec-vvc-calib", "llmcodec-vvc-calib-full", "llmcodec-vvc-nokv")
     rows: dict[str, dict[str, tuple[float, float]]] = {}
     for r in csv.DictReader(path.open()):
         if r["model"] != "smollm2-135m" or r["method"] not in methods:
@@ -120,13 +120,17 @@ def ppl_rows(path: Path) -> list[str]:
         b = r["setting"].rsplit("bpw=", 1)[1]
         rows.setdefault(b, {})[r["method"]] = (float(r["bpw"]), float(r["perplexity"]))
     out = ["| target bpw | data-free default: bpw, perplexity | data-aware (`--calibration ptb-train`): bpw, "
-           "perplexity | change | full-strength offsets: perplexity |", "|---|---|---|---|---|"]
+           "perplexity | change | full-strength offsets: perplexity | the default before the key/value prior "
+           "(`llmcodec-vvc-nokv`): perplexity |", "|---|---|---|---|---|---|"]
+
+    def vs(x: tuple[float, float] | None, d: tuple[float, float]) -> str:
+        return f"{x[1]:.1f} ({100 * (x[1] / d[1] - 1):+.1f}%)" if x else "—"
+
     for b in sorted(rows, key=float):
-        d, c, f = (rows[b].get(m) for m in methods)
+        d, c, f, n = (rows[b].get(m) for m in methods)
         if d and c:
-            full = f"{f[1]:.1f} ({100 * (f[1] / d[1] - 1):+.1f}%)" if f else "—"
             out.append(f"| {b} | {d[0]:.3f}, {d[1]:.1f} | {c[0]:.3f}, {c[1]:.1f} | {100 * (c[1] / d[1] - 1):+.1f}% | "
-                       f"{full} |")
+                       f"{vs(f, d)} | {vs(n, d)} |")
     return out if len(out) > 2 else []
 
 
@@ -147,7 +151,8 @@ def main() -> None:
         "QP offset `3 log2(n / S)` (`llmcodec.calibration`: `S` its Fisher-weighted error pattern at one QP, "
         "`n` its weights; relative to the median matrix, within 2 octaves = 12 QP). Negative: finer than "
         "the median matrix. The data-free default instead codes every matrix at one QP, with the first and "
-        "last block 6 QP finer below 3.25 bits per weight. The built-in model's weights were already 4-bit "
+        "last block 6 QP finer and grouped-query attention's k_proj and v_proj 5 QP finer (`compress.kv_offsets`) "
+        "below 3.25 bits per weight. The built-in model's weights were already 4-bit "
         "(GGUF Q4_1); nothing here uses that grid.",
         "",
         "## Offsets by block and kind",
@@ -165,7 +170,8 @@ def main() -> None:
     if ppl:
         lines += ["", "## Perplexity at equal rate (run.py, 40 PTB test windows, 20,440 tokens)", "",
                   "`llmcodec-vvc-calib` in `w40/results.csv`; `llmcodec-vvc-calib-full` is the same with the "
-                  "full equal-slope spread and the quantizer's own row steps as the error pattern (measured first).",
+                  "full equal-slope spread and the quantizer's own row steps as the error pattern (measured first). "
+                  "Changes are against today's data-free default; calibration replaces its priors between matrices.",
                   "", *ppl]
     write_markdown(HERE / "CALIBRATION.md", lines, info)
 

@@ -15,7 +15,9 @@ and saves about ``n o / q`` bits (``n`` weights). Equal slopes (the Lagrangian o
 ``o = (q / 2) log2(n / S)`` plus one constant, which rate control sets; llmcodec uses half of
 that spread (``STRENGTH``). Measured on SmolLM2: with an ideal entropy coder at 3.0 bits per
 weight it matched the data-free edge layers (benchmarks/rd/EDGES.md); with VVC it lowered
-perplexity by 8% / 3% / 6% / 5% at 2.5 / 3.0 / 3.5 / 4.0 (benchmarks/rd/CALIBRATION.md).
+perplexity by 8% / 3% / 6% / 5% at 2.5 / 3.0 / 3.5 / 4.0 against the data-free default before its
+key/value prior, which has since made the data-free default 3% better than this at 2.5 and 3.0
+(benchmarks/rd/CALIBRATION.md).
 """
 
 from __future__ import annotations

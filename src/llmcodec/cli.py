@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     da = c.add_argument_group("optional and data-aware (off unless a text is given)")
     da.add_argument("--calibration", metavar="TEXT", default=None,
                     help="set each matrix's QP from its loss gradients on this text (ptb-train, ptb-valid, "
-                         "ptb-test or a UTF-8 file) instead of one QP for all and finer edge layers")
+                         "ptb-test or a UTF-8 file) instead of one QP for all, finer edge layers and the "
+                         "key/value prior")
     da.add_argument("--calibration-tokens", type=int, metavar="N", default=default["calibration_tokens"],
                     help="tokens of the calibration text to use (default: %(default)s)")
     evalopts(c)
