@@ -163,9 +163,9 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
         "# Which matrices deserve a finer step? (SmolLM2, equal rate)",
         "",
         "Regenerate: `python benchmarks/rd/edges.py` (3.0 bits per weight, every variant) and "
-        "`python benchmarks/rd/edges.py --bpw 2.5,3.5,4.0 --variants base,edge6,kv_gqa,kv_gqa_edge6` (rows already in "
-        "`edges.jsonl` "
-        "are kept). " + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:5]),
+        "`python benchmarks/rd/edges.py --bpw 2.0,2.5,3.5,4.0 --variants base,edge6,kv_gqa,kv_gqa_edge6` "
+        "(rows already in `edges.jsonl` are kept). "
+        + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:5]),
         "",
         "The same choice with VVC, the default below and above 3.25 bits per weight (`w40/RESULTS.md`, "
         "`llmcodec-vvc-edge` against `llmcodec-vvc-noedge`, and the default against `llmcodec-vvc-nokv` for "
