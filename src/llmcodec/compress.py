@@ -151,22 +151,22 @@ class CompressSettings:
             if clash:
                 raise ValueError(f"calibration sets each matrix's QP itself; it does not combine with {clash[0]}")
 
+    def _prior(self, given: float | None, default: float, max_bpw: float) -> float:
+        """A data-free prior's strength: ``given``, or for None ``default`` below ``max_bpw`` bits per
+        weight; none from there, with a fixed QP or lossless (no budget), and with a calibration text,
+        whose measured sensitivities replace the priors between matrices."""
+        if given is not None:
+            return given
+        on = self.bpw is not None and self.bpw < max_bpw and self.calibration is None
+        return default if on else 0.0
+
     def resolved_edge_octaves(self) -> float:
-        """``edge_octaves``, or for None the default for the budget (EDGE_OCTAVES below EDGE_MAX_BPW;
-        none with a calibration text, whose measured sensitivities replace that prior)."""
-        if self.edge_octaves is not None:
-            return self.edge_octaves
-        if self.calibration is not None:  # measured sensitivities take the edge layers' place
-            return 0.0
-        return EDGE_OCTAVES if self.bpw is not None and self.bpw < EDGE_MAX_BPW else 0.0
+        """``edge_octaves``, or for None EDGE_OCTAVES below EDGE_MAX_BPW (``_prior``)."""
+        return self._prior(self.edge_octaves, EDGE_OCTAVES, EDGE_MAX_BPW)
 
     def resolved_kv_sharing(self) -> float:
-        """``kv_sharing``, or for None KV_SHARING below KV_MAX_BPW bits per weight (none from there, with
-        a fixed QP or lossless, and with a calibration text, whose measured sensitivities replace it)."""
-        if self.kv_sharing is not None:
-            return self.kv_sharing
-        on = self.bpw is not None and self.bpw < KV_MAX_BPW and self.calibration is None
-        return KV_SHARING if on else 0.0
+        """``kv_sharing``, or for None KV_SHARING below KV_MAX_BPW (``_prior``)."""
+        return self._prior(self.kv_sharing, KV_SHARING, KV_MAX_BPW)
 
     @classmethod
     def for_objective(cls, objective: str = "model", **explicit) -> CompressSettings:
