@@ -20,6 +20,7 @@ from common import Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
+from llmcodec.codecs.vvc import VVC  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,17 @@ DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ rec
                 "+ edge layers (the default below 3.25 bpw)", "+ key/value sharing (the default below 3.25 bpw)",
                 "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
 NOKV = {"kv_sharing": 0.0}
+
+
+def path_at(bpw: float) -> tuple[str, ...]:
+    """DEFAULT_PATH's steps at a budget: below the high-rate profile's threshold all but the last;
+    from there the first five and the last (half-filled blocks, edge layers and the key/value
+    prior are off there)."""
+    if bpw < VVC.high_rate_profile[1]:
+        return DEFAULT_PATH[:-1]
+    return DEFAULT_PATH[:5] + DEFAULT_PATH[-1:]
+
+
 NOEDGE = {"edge_octaves": 0.0, **NOKV}
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
@@ -176,7 +188,41 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
     for r in rows:
         lines.append(f"| {r['target_bpw']} | {r['config']} | `{r['settings']}` | {r['bpw']} | {r['rel_error']} | "
                      f"{float(r['perplexity']):,.2f} | {r['seconds']} |")
+    lines += path_summary(rows)
     write_markdown(OUT / "RESULTS.md", lines, info, measured)
+
+
+def path_summary(rows: list[dict]) -> list[str]:
+    """The default's path as one table: each step's perplexity at each budget and its change
+    against the step before it that was measured on that budget's path."""
+    got = {(r["config"], float(r["target_bpw"])): r for r in rows}
+    budgets = sorted({b for _, b in got if b >= 2.5})
+    lines = ["", "## What each step of the default's path buys", "",
+             "Perplexity at each budget, from the rows above, with its bits per weight and the change",
+             "against the step before it on that budget's path. n/a: the step is not part of the default",
+             "at that budget; —: not measured. The last step at each budget is checked to code exactly",
+             "as `llmcodec compress --bpw B` does today (`CompressSettings.same_encoding`).", "",
+             "| step | " + " | ".join(f"{b:g} bpw" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    prev: dict[float, float] = {}
+    for step in DEFAULT_PATH:
+        cells = []
+        for b in budgets:
+            r = got.get((step, b))
+            if step not in path_at(b):
+                cells.append("n/a")
+            elif r is None:
+                cells.append("—")
+            else:
+                ppl = float(r["perplexity"])
+                change = f"; {100 * (ppl / prev[b] - 1):+.1f}%" if b in prev else ""
+                cells.append(f"{ppl:,.1f} ({float(r['bpw']):.2f} bpw{change})")
+                prev[b] = ppl
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    today = [f"{b:g}" for b in budgets if CompressSettings(bpw=b, **CONFIGS[path_at(b)[-1]])
+             .same_encoding(CompressSettings(bpw=b))]
+    lines += ["", f"The last step is today's default encoding at {', '.join(today) or 'no budget'} bits per weight."]
+    return lines
 
 
 if __name__ == "__main__":
