@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 
@@ -41,7 +42,8 @@ def describe() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "numpy": numpy.__version__,
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        # quoted as a shell would need it, so that an empty or spaced argument can be pasted back
+        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
     }
 
 
