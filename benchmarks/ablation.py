@@ -201,7 +201,9 @@ def path_summary(rows: list[dict]) -> list[str]:
              "Perplexity at each budget, from the rows above, with its bits per weight and the change",
              "against the step before it on that budget's path. n/a: the step is not part of the default",
              "at that budget; —: not measured. The last step at each budget is checked to code exactly",
-             "as `llmcodec compress --bpw B` does today (`CompressSettings.same_encoding`).", "",
+             "as `llmcodec compress --bpw B` does today (`CompressSettings.same_encoding`). Near 3.5-4 bits",
+             "per weight a change of a few per cent is inside one point's realization noise on this",
+             "4-bit-sourced model (benchmarks/rd/NOISE.md, w40/noise): read those as ties.", "",
              "| step | " + " | ".join(f"{b:g} bpw" for b in budgets) + " |",
              "|---|" + "---|" * len(budgets)]
     prev: dict[float, float] = {}
