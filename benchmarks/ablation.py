@@ -19,7 +19,6 @@ from common import OLD_DEFAULTS as OLD  # noqa: E402
 from common import Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
 from llmcodec.codecs.vvc import VVC  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
 
@@ -41,17 +40,6 @@ DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ rec
                 "+ edge layers (the default below 3.25 bpw)", "+ key/value sharing (the default below 3.25 bpw)",
                 "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
 NOKV = {"kv_sharing": 0.0}
-
-
-def path_at(bpw: float) -> tuple[str, ...]:
-    """DEFAULT_PATH's steps at a budget: below the high-rate profile's threshold all but the last;
-    from there the first five and the last (half-filled blocks, edge layers and the key/value
-    prior are off there)."""
-    if bpw < VVC.high_rate_profile[1]:
-        return DEFAULT_PATH[:-1]
-    return DEFAULT_PATH[:5] + DEFAULT_PATH[-1:]
-
-
 NOEDGE = {"edge_octaves": 0.0, **NOKV}
 CONFIGS: dict[str, dict] = {
     "base: per-row scales, equal QP": {"profile": "ai-faster", **OLD},
@@ -81,6 +69,15 @@ CONFIGS: dict[str, dict] = {
     # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets), the default below 3.25 bpw
     "+ key/value sharing (the default below 3.25 bpw)": {},
 }
+
+
+def path_at(bpw: float) -> tuple[str, ...]:
+    """DEFAULT_PATH's steps at a budget: below the high-rate profile's threshold all but the last;
+    from there the first five and the last (half-filled blocks, edge layers and the key/value
+    prior are off there)."""
+    if bpw < VVC.high_rate_profile[1]:
+        return DEFAULT_PATH[:-1]
+    return DEFAULT_PATH[:5] + DEFAULT_PATH[-1:]
 
 
 def main() -> None:
@@ -113,11 +110,7 @@ def main() -> None:
                 print(f"skipping {name!r} at {bpw} bpw: the same encoding as {same[0]!r}", flush=True)
                 continue
 
-            def make(settings=settings):
-                art = compress_source(h.src, settings)
-                return restore_state_dict(art), art.stats()["bits_per_weight"]
-
-            out, got, secs = h.timed(make)
+            out, got, secs = h.timed(lambda s=settings: h.compress(s))
             res = h.evaluate(out)
             csv.add({"config": name, "target_bpw": bpw, "bpw": f"{got:.4f}", "rel_error": f"{h.rel_error(out):.4f}",
                      "perplexity": f"{res.perplexity:.3f}", "tokens": res.tokens, "seconds": f"{secs:.0f}",

@@ -97,6 +97,13 @@ class Harness:
     def evaluate(self, state: dict[str, torch.Tensor]) -> EvalResult:
         return perplexity(build_model(state, self.src.config), self.tok, self.eval_settings)
 
+    def compress(self, settings: CompressSettings) -> tuple[dict[str, torch.Tensor], float]:
+        """The model coded with ``settings`` and restored: its state and bits per weight."""
+        from llmcodec.api import compress_source, restore_state_dict
+
+        art = compress_source(self.src, settings)
+        return restore_state_dict(art), art.stats()["bits_per_weight"]
+
     def rel_error(self, state: dict[str, torch.Tensor]) -> float:
         return global_rel_error(self.state, state, self.names)
 

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OLD_DEFAULTS, Harness, ResultsCSV, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
 from llmcodec.quant import rtn  # noqa: E402
 
@@ -76,17 +75,12 @@ def main() -> None:
 
     for profile in (p for p in args.profiles.split(",") if p):
         for b in (float(x) for x in args.vvc_bpw.split(",") if x):
-            def vvc(b=b, profile=profile):
-                # the library defaults of the day these rows were measured; today's default is in the ablation
-                art = compress_source(h.src, CompressSettings(codec="vvc", profile=profile, bpw=b, **OLD_DEFAULTS))
-                return restore_state_dict(art), art.stats()["bits_per_weight"]
-            run("vvc", f"bpw={b},profile={profile}", b, vvc)
+            # the library defaults of the day these rows were measured
+            old = CompressSettings(codec="vvc", profile=profile, bpw=b, **OLD_DEFAULTS)
+            run("vvc", f"bpw={b},profile={profile}", b, lambda s=old: h.compress(s))
 
     for b in (float(x) for x in args.default_bpw.split(",") if x):
-        def default(b=b):
-            art = compress_source(h.src, CompressSettings(bpw=b))
-            return restore_state_dict(art), art.stats()["bits_per_weight"]
-        run("llmcodec default", f"bpw={b}", b, default)
+        run("llmcodec default", f"bpw={b}", b, lambda s=CompressSettings(bpw=b): h.compress(s))
 
     write_report(args.report, list(csv.rows.values()), info, len(h.names), h.coded_weights)
 

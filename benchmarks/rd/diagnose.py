@@ -32,7 +32,6 @@ from common import Harness, write_markdown  # noqa: E402
 from run import _parse_kv  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.api import compress_source, restore_state_dict  # noqa: E402
 from llmcodec.baselines import ECSQ  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
 from llmcodec.quant import relative_error  # noqa: E402
@@ -55,8 +54,7 @@ def main() -> None:
     h = Harness("smollm2-135m", 8)
 
     def llmcodec_state(config: str):
-        art = compress_source(h.src, CompressSettings(**dict(_parse_kv(p) for p in config.split(",") if p)))
-        return restore_state_dict(art), art.stats()["bits_per_weight"]
+        return h.compress(CompressSettings(**dict(_parse_kv(p) for p in config.split(",") if p)))
 
     label = "base" if args.base else "ECSQ"  # what the tables call the matrices not from the codec
     if args.base:
