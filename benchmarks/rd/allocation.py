@@ -8,7 +8,9 @@ entropy of those integers (no codec, no side information): only how the step is 
 tensors differs between rows. One scale `D`, found by bisection, meets the budget; each tensor's
 step in weight units is then
 
-* `equal-qp`: `D` times each row's peak, as the coefficient domain's per-row scale gives at one QP;
+* `equal-qp`: `D` times each row's scale as llmcodec's coefficient domain sets it (`quant.quantize`
+  with the default's 8-bit log scales: the row's RMS times one factor per matrix from its peak
+  sample), i.e. the step every row gets at one QP;
 * `equal-error`: `D`, the same everywhere (minimum total squared weight error);
 * `capped-error k`: `D` times `compress.capped_steps`' shrink, i.e. equal error except that no
   tensor's error relative to its RMS exceeds k times the median tensor's;
@@ -40,6 +42,7 @@ from run import MINILM, SMOL, MiniLM, Smol, balance_multipliers, codable_names  
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.baselines import empirical_entropy_bits  # noqa: E402
 from llmcodec.compress import capped_steps  # noqa: E402
+from llmcodec.quant import QuantSpec, quantize  # noqa: E402
 
 LAYER0_VO = re.compile(r"layers\.0\.self_attn\.(v|o)_proj\.weight$")
 
@@ -51,7 +54,9 @@ def tensor_steps(rule: str, ws: dict[str, np.ndarray], cs: dict[str, np.ndarray]
     unit = {n: 1.0 / float(np.sqrt(np.mean(1.0 / np.square(cs[n])))) for n in names}
     rms = [float(np.sqrt(np.mean(np.square(ws[n])))) for n in names]
     if rule == "equal-qp":
-        return {n: np.abs(ws[n] * cs[n][None, :]).max(axis=1, keepdims=True) / 16.0 for n in names}
+        spec = QuantSpec(bits=10, block=32, compact=True)  # VVC's 10-bit samples, the default's blocks
+        return {n: quantize((ws[n] * cs[n][None, :]).astype(np.float32), spec).scale.astype(np.float64)
+                for n in names}
     if rule == "equal-error":
         shrink = [1.0] * len(names)
     elif rule.startswith("capped-error"):
