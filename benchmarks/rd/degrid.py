@@ -1,6 +1,7 @@
 """The built-in model without its 4-bit grid: does the default's ranking survive a grid-free source?
 
     .venv/bin/python benchmarks/rd/degrid.py [--budgets 3.5,4.0] [--windows 40] [--only REGEX]
+                                             [--extra 'NAME:key=value,...']
     .venv/bin/python benchmarks/rd/degrid.py --report-only
 
 SmolLM2-135M's weights come from a Q4_1 GGUF: in every block of 32 weights along a row they sit
@@ -34,9 +35,11 @@ sys.path.insert(0, str(HERE.parent))
 from common import write_markdown  # noqa: E402
 from report import _all_points, _budget_table, _ppl, _strongest  # noqa: E402
 from run import (  # noqa: E402
+    SMOL,
     Smol,
     codable_names,
     default_methods,
+    extra_entries,
     log,
     read_rows,
     record,
@@ -48,6 +51,7 @@ from run import (  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
 
 KEY = "smollm2-135m-degrid"
+GRIDDED = HERE / "w40" / "results.csv"  # the built-in model at the issue's 40 windows
 BLOCK, LEVELS = 32, 15  # Q4_1: blocks of 32 along each row, levels 0..15
 DEFAULT_ONLY = (r"^(llmcodec-vvc default|ecsq-range (row|row\+balance|shared-step|tensor) |hqq b=[34]"
                 r"|rtn b=[34] g=(32|64|128)$)")
@@ -88,8 +92,22 @@ class DegridSmol(Smol):
             self.state[n] = torch.from_numpy(moved).to(self.state[n].dtype)
 
 
+def _beside_gridded(rows: list[dict], gridded: list[dict]) -> list[str]:
+    """Each de-gridded point next to the same method and setting on the built-in model."""
+    by_key = {(r["method"], r["setting"]): r for r in gridded if r["model"] == SMOL}
+    out = ["| method | setting | built-in: bpw | perplexity | de-gridded: bpw | perplexity |",
+           "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["method"] != "uncompressed", r["target_bpw"] or "9", r["method"])):
+        g = by_key.get((r["method"], r["setting"]))
+        gcells = ["—", "—"] if g is None else [f"{float(g['bpw']):.3f}", _ppl(float(g["perplexity"]))]
+        out.append(f"| {r['method']} | {r['setting']} | " + " | ".join(
+            [*gcells, f"{float(r['bpw']):.3f}", _ppl(float(r["perplexity"]))]) + " |")
+    return out
+
+
 def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, measured: bool = True) -> None:
     rows = [r for r in rows if r["model"] == KEY and r.get("windows") == str(windows)]
+    gridded = [r for r in read_rows(GRIDDED) if r.get("windows") == str(windows)]
     ref = next((r for r in rows if r["method"] == "uncompressed"), None)
     ref_txt = f"{float(ref['perplexity']):.2f}" if ref else "not measured"
     lines = [
@@ -112,6 +130,13 @@ def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, me
         "",
         *_strongest(rows, "perplexity", True, _ppl),
         "",
+        f"## Beside the built-in model (`{GRIDDED.relative_to(HERE)}`, the same tokens)",
+        "",
+        "The same method and setting on the built-in SmolLM2 (on its Q4_1 grid) and on the de-gridded one; "
+        "—: not measured on the built-in model at these tokens.",
+        "",
+        *_beside_gridded(rows, gridded),
+        "",
         "## All points",
         "",
         *_all_points(rows, [("rel. error", "rel_error", lambda x: f"{x:.4f}"), ("perplexity", "perplexity", _ppl)]),
@@ -124,7 +149,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budgets", default="3.5,4.0,3.0,2.5")
-    ap.add_argument("--only", default=DEFAULT_ONLY, help="regular expression on 'method setting'")
+    ap.add_argument("--only", default=DEFAULT_ONLY, help="regular expression on 'method setting' of the peers")
+    ap.add_argument("--extra", action="append", default=[], help="llmcodec config 'name:key=value,...' (run.py's)")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--csv", type=Path, default=HERE / "degrid" / "results.csv")
     ap.add_argument("--report", type=Path, default=HERE / "DEGRID.md")
@@ -137,6 +163,7 @@ def main() -> None:
     log(" | ".join(f"{k}: {v}" for k, v in info.items()))
     budgets = tuple(float(b) for b in args.budgets.split(","))
     entries = [e for e in default_methods(budgets, [], args.workers) if re.search(args.only, f"{e.method} {e.setting}")]
+    entries += extra_entries(args.extra, budgets, args.workers)
     # the budgets in the order given: the first ones are measured first
     entries.sort(key=lambda e: budgets.index(e.target_bpw) if e.target_bpw in budgets else len(budgets))
     win = str(args.windows)
