@@ -51,6 +51,13 @@ from run import (  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
 
 KEY = "smollm2-135m-degrid"
+
+
+def model_key(seed: int) -> str:
+    """The model column of the CSV: each seed is another de-gridded model."""
+    return KEY if seed == 0 else f"{KEY}-seed{seed}"
+
+
 GRIDDED = HERE / "w40" / "results.csv"  # the built-in model at the issue's 40 windows
 BLOCK, LEVELS = 32, 15  # Q4_1: blocks of 32 along each row, levels 0..15
 DEFAULT_ONLY = (r"^(llmcodec-vvc default|ecsq-range (row|row\+balance|shared-step|tensor) |hqq b=[34]"
@@ -82,10 +89,9 @@ def degrid(w: np.ndarray, rng: np.random.Generator, name: str = "matrix") -> np.
 class DegridSmol(Smol):
     """SmolLM2-135M with every coded matrix moved off its Q4_1 grid (``degrid``), seeded."""
 
-    key = KEY
-
     def __init__(self, windows: int, seed: int) -> None:
         super().__init__(windows)
+        self.key = model_key(seed)
         for i, n in enumerate(codable_names(self.state)):
             w = self.state[n].float().numpy()
             moved = degrid(w, np.random.default_rng([seed, i]), n)
@@ -106,7 +112,7 @@ def _beside_gridded(rows: list[dict], gridded: list[dict]) -> list[str]:
 
 
 def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, measured: bool = True) -> None:
-    rows = [r for r in rows if r["model"] == KEY and r.get("windows") == str(windows)]
+    rows = [r for r in rows if r["model"] == model_key(seed) and r.get("windows") == str(windows)]
     gridded = [r for r in read_rows(GRIDDED) if r.get("windows") == str(windows)]
     ref = next((r for r in rows if r["method"] == "uncompressed"), None)
     ref_txt = f"{float(ref['perplexity']):.2f}" if ref else "not measured"
@@ -153,10 +159,12 @@ def main() -> None:
     ap.add_argument("--extra", action="append", default=[], help="llmcodec config 'name:key=value,...' (run.py's)")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--csv", type=Path, default=HERE / "degrid" / "results.csv")
-    ap.add_argument("--report", type=Path, default=HERE / "DEGRID.md")
+    ap.add_argument("--report", type=Path, default=None, help="default: DEGRID.md (seed 0), DEGRID-seedN.md")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     info = sysinfo.describe()
+    if args.report is None:
+        args.report = HERE / ("DEGRID.md" if args.seed == 0 else f"DEGRID-seed{args.seed}.md")
     if args.report_only:
         report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured=False)
         return
@@ -168,18 +176,19 @@ def main() -> None:
     entries.sort(key=lambda e: budgets.index(e.target_bpw) if e.target_bpw in budgets else len(budgets))
     win = str(args.windows)
     done = {row_key(r) for r in read_rows(args.csv)}
-    todo = [e for e in entries if (KEY, e.method, e.setting, win) not in done]
-    log(f"{KEY}: {len(entries)} points, {len(todo)} to measure")
+    key = model_key(args.seed)
+    todo = [e for e in entries if (key, e.method, e.setting, win) not in done]
+    log(f"{key}: {len(entries)} points, {len(todo)} to measure")
     model = DegridSmol(args.windows, args.seed)
-    if (KEY, "uncompressed", "-", win) not in done:
+    if (key, "uncompressed", "-", win) not in done:
         ref, n_t, n_w = reference_row(model)
-        log(f"{KEY}: {n_t} coded matrices, {n_w:,} weights; uncompressed {ref}")
+        log(f"{key}: {n_t} coded matrices, {n_w:,} weights; uncompressed {ref}")
         record(args.csv, ref)
     for e in todo:
-        log(f"{KEY}: {e.method} {e.setting} ...")
+        log(f"{key}: {e.method} {e.setting} ...")
         row = run_point(model, e)
         record(args.csv, row)
-        log(f"{KEY}: {row}")
+        log(f"{key}: {row}")
         report(args.report, read_rows(args.csv), info, args.windows, args.seed)
     report(args.report, read_rows(args.csv), info, args.windows, args.seed)
 
