@@ -41,27 +41,22 @@ from run import (  # noqa: E402
     default_methods,
     extra_entries,
     log,
+    measure,
     read_rows,
-    record,
-    reference_row,
-    row_key,
-    run_point,
 )
 
 from llmcodec import sysinfo  # noqa: E402
 
 KEY = "smollm2-135m-degrid"
+GRIDDED = HERE / "w40" / "results.csv"  # the built-in model at the issue's 40 windows
+BLOCK, LEVELS = 32, 15  # Q4_1: blocks of 32 along each row, levels 0..15
+DEFAULT_ONLY = (r"^(llmcodec-vvc default|ecsq-range (row|row\+balance|shared-step|tensor) |hqq b=[34]"
+                r"|rtn b=[34] g=(32|64|128)$)")
 
 
 def model_key(seed: int) -> str:
     """The model column of the CSV: each seed is another de-gridded model."""
     return KEY if seed == 0 else f"{KEY}-seed{seed}"
-
-
-GRIDDED = HERE / "w40" / "results.csv"  # the built-in model at the issue's 40 windows
-BLOCK, LEVELS = 32, 15  # Q4_1: blocks of 32 along each row, levels 0..15
-DEFAULT_ONLY = (r"^(llmcodec-vvc default|ecsq-range (row|row\+balance|shared-step|tensor) |hqq b=[34]"
-                r"|rtn b=[34] g=(32|64|128)$)")
 
 
 def degrid(w: np.ndarray, rng: np.random.Generator, name: str = "matrix") -> np.ndarray:
@@ -174,23 +169,9 @@ def main() -> None:
     entries += extra_entries(args.extra, budgets, args.workers)
     # the budgets in the order given: the first ones are measured first
     entries.sort(key=lambda e: budgets.index(e.target_bpw) if e.target_bpw in budgets else len(budgets))
-    win = str(args.windows)
-    done = {row_key(r) for r in read_rows(args.csv)}
-    key = model_key(args.seed)
-    todo = [e for e in entries if (key, e.method, e.setting, win) not in done]
-    log(f"{key}: {len(entries)} points, {len(todo)} to measure")
-    model = DegridSmol(args.windows, args.seed)
-    if (key, "uncompressed", "-", win) not in done:
-        ref, n_t, n_w = reference_row(model)
-        log(f"{key}: {n_t} coded matrices, {n_w:,} weights; uncompressed {ref}")
-        record(args.csv, ref)
-    for e in todo:
-        log(f"{key}: {e.method} {e.setting} ...")
-        row = run_point(model, e)
-        record(args.csv, row)
-        log(f"{key}: {row}")
-        report(args.report, read_rows(args.csv), info, args.windows, args.seed)
-    report(args.report, read_rows(args.csv), info, args.windows, args.seed)
+    redraw = lambda: report(args.report, read_rows(args.csv), info, args.windows, args.seed)  # noqa: E731
+    measure(DegridSmol(args.windows, args.seed), entries, args.csv, after_point=redraw)
+    redraw()
 
 
 if __name__ == "__main__":

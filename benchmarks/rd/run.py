@@ -362,6 +362,29 @@ def reference_row(model) -> dict:
     return row, len(names), sum(model.state[n].numel() for n in names)
 
 
+def measure(model, entries: list[Entry], path: Path, after_point: Callable[[], None] | None = None) -> None:
+    """Measure the uncompressed reference and every entry not yet in the CSV at ``path`` for
+    ``model`` (its ``key`` and ``windows``), recording each row as it is done."""
+    key, win = model.key, model.windows
+    if (key, "uncompressed", "-", win) not in {row_key(r) for r in read_rows(path)}:
+        ref, n_t, n_w = reference_row(model)
+        log(f"{key}: {n_t} coded matrices, {n_w:,} weights; uncompressed {ref}")
+        record(path, ref)
+    for e in entries:
+        if (key, e.method, e.setting, win) in {row_key(r) for r in read_rows(path)}:
+            continue  # measured before, or meanwhile by another run sharing the CSV
+        log(f"{key}: {e.method} {e.setting} ...")
+        try:
+            row = run_point(model, e)
+        except Exception:  # one failing point must not lose the others; it is retried next run
+            log(f"{key}: {e.method} {e.setting} FAILED\n{traceback.format_exc()}")
+            continue
+        record(path, row)
+        log(f"{key}: {row}")
+        if after_point:
+            after_point()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=f"{SMOL},{MINILM}")
@@ -402,22 +425,7 @@ def main() -> None:
         log(f"{key}: {len(entries)} points, {len(todo)} to measure")
         if not todo and not need_ref:
             continue
-        model = Smol(args.windows) if key == SMOL else MiniLM(args.sentences)
-        if need_ref:
-            ref, n_t, n_w = reference_row(model)
-            log(f"{key}: {n_t} coded matrices, {n_w:,} weights; uncompressed {ref}")
-            record(args.csv, ref)
-        for e in todo:
-            if (key, e.method, e.setting, win) in {row_key(r) for r in read_rows(args.csv)}:
-                continue  # measured meanwhile by another run sharing the CSV
-            log(f"{key}: {e.method} {e.setting} ...")
-            try:
-                row = run_point(model, e)
-            except Exception:  # one failing point must not lose the others; it is retried next run
-                log(f"{key}: {e.method} {e.setting} FAILED\n{traceback.format_exc()}")
-                continue
-            record(args.csv, row)
-            log(f"{key}: {row}")
+        measure(Smol(args.windows) if key == SMOL else MiniLM(args.sentences), entries, args.csv)
     from report import write_report
 
     write_report(args.report, read_rows(args.csv), info, args.windows)
