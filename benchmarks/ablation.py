@@ -26,19 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus seven ingredients below 3.25 bits per weight; from 3.25 up, dependent
-# quantization on the medium preset in full blocks instead of half-filled blocks and edge layers
-# (DEFAULT_PATH), and below 3.25 the key/value sharing prior too. Every row before edge layers
-# became a default (2026-12-03) was measured without them, and every row before the key/value prior
-# without it: NOEDGE and NOKV say so, so that each row can still be measured again as it was.
+# The default is the base plus seven ingredients: below 3.25 bits per weight half-filled blocks,
+# from 3.25 up dependent quantization on the medium preset in full blocks instead (DEFAULT_PATH,
+# path_at); then, at every budget since 2026-12-04, edge layers and the key/value sharing prior
+# (until then they were on below 3.25 only). Every row before edge layers became a default
+# (2026-12-03) was measured without them, and every row before the key/value prior without it:
+# NOEDGE and NOKV say so, so that each row can still be measured again as it was.
 # The previous defaults' path, in the sample domain, follows (base -> dependent quantization ->
 # companding), then alternatives tried on top of either (measured, not kept). Every configuration
 # names all the settings it was measured with that differ from today's library defaults, so each
 # row can be measured again as it was.
+HALF, DQM = "+ half-filled blocks", "+ dependent quantization on the medium preset (from 3.25 bpw)"
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
-                "+ column balance", "+ 8-bit side information", "+ half-filled blocks",
-                "+ edge layers (the default below 3.25 bpw)", "+ key/value sharing (the default below 3.25 bpw)",
-                "+ dependent quantization on the medium preset (the default from 3.25 bpw)")
+                "+ column balance", "+ 8-bit side information", HALF, DQM, "+ edge layers", "+ key/value sharing")
 NOKV = {"kv_sharing": 0.0}
 NOEDGE = {"edge_octaves": 0.0, **NOKV}
 CONFIGS: dict[str, dict] = {
@@ -48,9 +48,9 @@ CONFIGS: dict[str, dict] = {
     "+ column balance": {"side": "fp16", "profile": "ai-faster-coef", **NOEDGE},
     "+ 8-bit side information": {"profile": "ai-faster-coef", **NOEDGE},
     # the default profile below 3.25 bits per weight since 2026-12-03 (codecs/vvc.py)
-    "+ half-filled blocks": {"profile": "ai-faster-coef-half", **NOEDGE},
-    # the default below 3.25 bits per weight since 2026-12-03 (compress.EDGE_MAX_BPW)
-    "+ edge layers (the default below 3.25 bpw)": NOKV,
+    HALF: {"profile": "ai-faster-coef-half", **NOEDGE},
+    # on the budget's profile: half-filled blocks below 3.25 bits per weight, DQM from there
+    "+ edge layers": NOKV,
     "default + dependent quantization": {"profile": "ai-faster-coef-dq", **NOEDGE},
     "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16", **NOEDGE},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
@@ -65,19 +65,17 @@ CONFIGS: dict[str, dict] = {
     "dq + companding p=0.9": {"profile": "ai-faster-dq", **OLD, "compand": 0.9},
     # from 3.25 bits per weight the default profile is default-dq: dependent quantization with
     # libvvenc's medium preset ("default + dependent quantization" above is that on the faster preset)
-    "+ dependent quantization on the medium preset (the default from 3.25 bpw)": {"profile": "default-dq", **NOEDGE},
-    # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets), the default below 3.25 bpw
-    "+ key/value sharing (the default below 3.25 bpw)": {},
+    DQM: {"profile": "default-dq", **NOEDGE},
+    # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets): the default
+    "+ key/value sharing": {},
 }
 
 
 def path_at(bpw: float) -> tuple[str, ...]:
-    """DEFAULT_PATH's steps at a budget: below the high-rate profile's threshold all but the last;
-    from there the first five and the last (half-filled blocks, edge layers and the key/value
-    prior are off there)."""
-    if bpw < VVC.high_rate_profile[1]:
-        return DEFAULT_PATH[:-1]
-    return DEFAULT_PATH[:5] + DEFAULT_PATH[-1:]
+    """DEFAULT_PATH's steps at a budget: half-filled blocks below the high-rate profile's threshold,
+    dependent quantization on the medium preset from there."""
+    skip = DQM if bpw < VVC.high_rate_profile[1] else HALF
+    return tuple(step for step in DEFAULT_PATH if step != skip)
 
 
 def main() -> None:
@@ -118,35 +116,41 @@ def main() -> None:
     write_report(csv, info)
 
 
-# rows of benchmarks/e2e (measured with the defaults of their day, i.e. OLD)
-E2E_PROFILES = {"base: per-row scales, equal QP": "ai-faster", "+ dependent quantization": "ai-faster-dq"}
+# Steps measured under the same protocol (rate control, the same model and tokens) by another script:
+# (CSV, config, its method, its setting, budgets where that setting is the config's). e2e's rows ran with
+# the defaults of their day (OLD); w40's edge rows from 3.25 bits per weight without the key/value prior.
+BORROWED = (
+    ("benchmarks/e2e/results.csv", "base: per-row scales, equal QP", "vvc", "bpw={b},profile=ai-faster", 2.5),
+    ("benchmarks/e2e/results.csv", "+ dependent quantization", "vvc", "bpw={b},profile=ai-faster-dq", 2.5),
+    ("benchmarks/rd/w40/results.csv", "+ edge layers", "llmcodec-vvc-edge", "edge_layers=1,edge_octaves=1.0 bpw={b}",
+     3.25),
+    ("benchmarks/rd/w40/results.csv", "+ key/value sharing", "llmcodec-vvc", "default bpw={b}", 3.25),
+)
 
 
-def e2e_rows(have: set[tuple[str, str]]) -> list[dict]:
-    """Points of the first two steps that benchmarks/e2e.py measured under the same protocol (rate
-    control, same model and tokens, no companding) at budgets this CSV lacks."""
+def borrowed_rows(have: set[tuple[str, str]]) -> list[dict]:
+    """BORROWED points at budgets this CSV lacks, marked with the file they come from."""
     import csv as csvlib
 
-    path = ROOT / "benchmarks/e2e/results.csv"
-    if not path.is_file():
-        return []
     out = []
-    with path.open() as f:
-        for r in csvlib.DictReader(f):
-            for config, profile in E2E_PROFILES.items():
+    for path, config, method, setting, min_bpw in BORROWED:
+        if not (ROOT / path).is_file():
+            continue
+        with (ROOT / path).open() as f:
+            for r in csvlib.DictReader(f):
                 target = f"{float(r['target_bpw']):.1f}" if r["target_bpw"] else ""
-                if r["method"] == "vvc" and r["setting"] == f"bpw={target},profile={profile}":
-                    if (config, target) not in have and float(target) >= 2.5:
-                        out.append({"config": config, "target_bpw": target, "bpw": r["bpw"],
-                                    "rel_error": r["rel_error"], "perplexity": r["perplexity"],
-                                    "tokens": r["tokens"], "seconds": r["seconds"],
-                                    "settings": f"{CONFIGS[config]} (benchmarks/e2e)"})
+                if (r["method"] == method and target and float(target) >= min_bpw
+                        and r["setting"] == setting.format(b=target) and (config, target) not in have):
+                    out.append({"config": config, "target_bpw": target, "bpw": r["bpw"],
+                                "rel_error": r["rel_error"], "perplexity": r["perplexity"],
+                                "tokens": r["tokens"], "seconds": r["seconds"],
+                                "settings": f"{CONFIGS[config]} ({Path(path).parent.relative_to('benchmarks')})"})
     return out
 
 
 def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
     rows = list(csv.rows.values())
-    rows += e2e_rows({(r["config"], f"{float(r['target_bpw']):.1f}") for r in rows})
+    rows += borrowed_rows({(r["config"], f"{float(r['target_bpw']):.1f}") for r in rows})
     rows = sorted(rows, key=lambda r: (float(r["target_bpw"]), list(CONFIGS).index(r["config"])
                                        if r["config"] in CONFIGS else 99))
     lines = ["# Ablation: what each data-free ingredient buys", "",
@@ -160,11 +164,10 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "is coded at the same RMS (importance.balance_importance); scales and column multipliers are",
              "stored as a byte each and offsets only where they pay (sideinfo.py); below 3.25 bits per weight",
              "the weights fill only the left 16 coefficient columns of each 32x32 block (coefdomain.place),",
-             "and the first and last block of the stack get a step one octave finer than the rest's",
-             "(compress.edge_offsets; benchmarks/rd/EDGES.md); from 3.25 bits per weight the codec instead",
-             "quantizes full blocks with dependent (trellis) quantization and libvvenc's medium preset, not",
-             "RDOQ and the faster preset, without edge layers (that step follows the 8-bit step there;",
-             "src/llmcodec/codecs/vvc.py); below 3.25 k_proj and v_proj, whose heads each serve 3 query",
+             "while from 3.25 up the codec quantizes full blocks with dependent (trellis) quantization and",
+             "libvvenc's medium preset, not RDOQ and the faster preset (src/llmcodec/codecs/vvc.py); at every",
+             "budget the first and last block of the stack get a step one octave finer than the rest's",
+             "(compress.edge_offsets; benchmarks/rd/EDGES.md), and k_proj and v_proj, whose heads each serve 3 query",
              "heads in SmolLM2, get a step 3^-1/2 times the rest's (compress.kv_offsets). An earlier default",
              "was reached in the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8';",
              "the rows after it are alternatives tried on top of that. The settings column gives each",
@@ -172,8 +175,9 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "with it off: their settings were recorded then, and `CONFIGS` in the script now names them in",
              "full). A",
              "configuration missing from the table was not measured. Rows marked",
-             "'(benchmarks/e2e)' come from",
-             "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there. Rows",
+             "'(e2e)' or '(rd/w40)' come from",
+             "`benchmarks/e2e/results.csv` or `benchmarks/rd/w40/results.csv` (`BORROWED`): the same protocol",
+             "(rate control, same tokens), run there. Rows",
              "measured before rate control's fill round (src/llmcodec/rate.py, step 3) existed land further",
              "below the target: compare their bits/weight (at 2.5, '+ column balance' is one of them).", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",

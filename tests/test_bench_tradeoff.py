@@ -68,7 +68,7 @@ def test_edges_variants_and_report():
     rows = [{"bpw": 3.0, "variant": "base", "reached": 2.9996, "error": 0.15, "valid": 90.0, "test": 92.0},
             {"bpw": 3.0, "variant": "edge6", "reached": 2.9999, "error": 0.156, "valid": 84.6, "test": 85.1}]
     text = "\n".join(report(rows, {"command": "python benchmarks/rd/edges.py"}))
-    assert ("| edge6 | first and last block 1 octave finer (the default below 3.25 bpw) | 3.000 | 0.1560 | "
+    assert ("| edge6 | first and last block 1 octave finer | 3.000 | 0.1560 | "
             "84.6 (-6.0%) | 85.1 (-7.5%) |") in text
     assert "Issue 4 asks for rate allocation" in text and "writes EDGES.md" not in text
 

@@ -95,7 +95,7 @@ VARIANTS = [
     Variant("l0_3", "first block 0.5 octave finer", (("layers.0.", 0.5),)),
     Variant("l29_3", "last block 0.5 octave finer", (("layers.29.", 0.5),)),
     Variant("edge3", "first and last block 0.5 octave finer", edge_layers=1, edge_octaves=0.5),
-    Variant("edge6", "first and last block 1 octave finer (the default below 3.25 bpw)", edge_layers=1,
+    Variant("edge6", "first and last block 1 octave finer", edge_layers=1,
             edge_octaves=1.0),
     Variant("edge2_3", "first two and last two blocks 0.5 octave finer", edge_layers=2, edge_octaves=0.5),
     # GQA: a key/value head serves n_rep = heads / kv heads query heads (3 in SmolLM2), so its error
@@ -108,8 +108,8 @@ VARIANTS = [
             (("k_proj", 1.5 * GQA_OCT), ("v_proj", 1.5 * GQA_OCT))),
     Variant("k_gqa", "k_proj 0.79 octave finer", (("k_proj", GQA_OCT),)),
     Variant("v_gqa", "v_proj 0.79 octave finer", (("v_proj", GQA_OCT),)),
-    Variant("kv_gqa_edge6", "k_proj, v_proj 0.79 octave finer, and edge6", (("k_proj", GQA_OCT), ("v_proj", GQA_OCT)),
-            edge_layers=1, edge_octaves=1.0),
+    Variant("kv_gqa_edge6", "k_proj, v_proj 0.79 octave finer, and edge6 (the default)",
+            (("k_proj", GQA_OCT), ("v_proj", GQA_OCT)), edge_layers=1, edge_octaves=1.0),
     Variant("calibw", "data-aware, squared window gradients: each matrix's full offset", calib=1.0, per="window"),
     Variant("calibw05", "data-aware, squared window gradients: half of each offset (the library's --calibration)",
             calib=0.5, per="window"),
@@ -154,7 +154,7 @@ def main() -> None:
         model = Smol(WINDOWS)
         for b, v in todo:
             keep(args.out, done, measure(model, v, b))
-    write_markdown(HERE / "EDGES.md", report(done, info), info)
+    write_markdown(HERE / "EDGES.md", report(done, info), info, measured=bool(todo))
     print("wrote", HERE / "EDGES.md")
 
 
@@ -167,9 +167,10 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
         "(rows already in `edges.jsonl` are kept). "
         + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:5]),
         "",
-        "The same choice with VVC, the default below and above 3.25 bits per weight (`w40/RESULTS.md`, "
-        "`llmcodec-vvc-edge` against `llmcodec-vvc-noedge`, and the default against `llmcodec-vvc-nokv` for "
-        "the key/value prior): see the README's results.",
+        "The same choice with VVC (`w40/RESULTS.md`: below 3.25 bits per weight `llmcodec-vvc-edge` against "
+        "`llmcodec-vvc-noedge`, and the default against `llmcodec-vvc-nokv` for the key/value prior; from 3.25 "
+        "up the default against `llmcodec-vvc-noek`, `-edge` and `-kv`; off the 4-bit grid: `DEGRID.md`): see "
+        "the README's results.",
         "",
         "SmolLM2's weights were already 4-bit (Q4_1); no variant here uses that grid.",
     ]
