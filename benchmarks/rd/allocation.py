@@ -41,8 +41,10 @@ from run import MINILM, SMOL, MiniLM, Smol, balance_multipliers, codable_names  
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.baselines import empirical_entropy_bits  # noqa: E402
+from llmcodec.codecs import get_codec  # noqa: E402
+from llmcodec.coder import quant_spec  # noqa: E402
 from llmcodec.compress import capped_steps  # noqa: E402
-from llmcodec.quant import QuantSpec, quantize  # noqa: E402
+from llmcodec.quant import quantize  # noqa: E402
 
 LAYER0_VO = re.compile(r"layers\.0\.self_attn\.(v|o)_proj\.weight$")
 
@@ -54,7 +56,8 @@ def tensor_steps(rule: str, ws: dict[str, np.ndarray], cs: dict[str, np.ndarray]
     unit = {n: 1.0 / float(np.sqrt(np.mean(1.0 / np.square(cs[n])))) for n in names}
     rms = [float(np.sqrt(np.mean(np.square(ws[n])))) for n in names]
     if rule == "equal-qp":
-        spec = QuantSpec(bits=10, block=32, compact=True)  # VVC's 10-bit samples, the default's blocks
+        vvc = get_codec("vvc")  # the default's quantizer; its row scales do not depend on the budget's profile
+        spec = quant_spec(vvc, vvc.profile_for(None, None), compact=True)
         return {n: quantize((ws[n] * cs[n][None, :]).astype(np.float32), spec).scale.astype(np.float64)
                 for n in names}
     if rule == "equal-error":

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from common import write_markdown  # noqa: E402
-from report import _all_points, _budget_table, _ppl, _strongest  # noqa: E402
+from report import all_points_table, budget_table, fmt_ppl, strongest_table  # noqa: E402
 from run import (  # noqa: E402
     SMOL,
     Smol,
@@ -100,9 +100,9 @@ def _beside_gridded(rows: list[dict], gridded: list[dict]) -> list[str]:
            "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["method"] != "uncompressed", r["target_bpw"] or "9", r["method"])):
         g = by_key.get((r["method"], r["setting"]))
-        gcells = ["—", "—"] if g is None else [f"{float(g['bpw']):.3f}", _ppl(float(g["perplexity"]))]
+        gcells = ["—", "—"] if g is None else [f"{float(g['bpw']):.3f}", fmt_ppl(float(g["perplexity"]))]
         out.append(f"| {r['method']} | {r['setting']} | " + " | ".join(
-            [*gcells, f"{float(r['bpw']):.3f}", _ppl(float(r["perplexity"]))]) + " |")
+            [*gcells, f"{float(r['bpw']):.3f}", fmt_ppl(float(r["perplexity"]))]) + " |")
     return out
 
 
@@ -125,11 +125,11 @@ def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, me
         "",
         "## Perplexity at each budget (bits per weight, relative weight error)",
         "",
-        *_budget_table(rows, "perplexity", True, _ppl),
+        *budget_table(rows, "perplexity", True, fmt_ppl),
         "",
         "## Strongest peer at each budget",
         "",
-        *_strongest(rows, "perplexity", True, _ppl),
+        *strongest_table(rows, "perplexity", True, fmt_ppl),
         "",
         f"## Beside the built-in model (`{GRIDDED.relative_to(HERE)}`, the same tokens)",
         "",
@@ -140,7 +140,8 @@ def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, me
         "",
         "## All points",
         "",
-        *_all_points(rows, [("rel. error", "rel_error", lambda x: f"{x:.4f}"), ("perplexity", "perplexity", _ppl)]),
+        *all_points_table(rows, [("rel. error", "rel_error", lambda x: f"{x:.4f}"),
+                                 ("perplexity", "perplexity", fmt_ppl)]),
     ]
     write_markdown(path, lines, info, measured)
 

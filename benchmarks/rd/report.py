@@ -40,7 +40,7 @@ def best_at(rows: list[dict], budget: float, metric: str, lower: bool = True) ->
     return (min if lower else max)(ok, key=lambda r: _f(r, metric))
 
 
-def _budget_table(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
+def budget_table(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if r["method"] != "uncompressed" and r.get("source_grid") != "yes":
@@ -64,7 +64,7 @@ def _peers(rows: list[dict]) -> list[dict]:
     return [r for r in rows if _is_peer(r) and r.get("source_grid") != "yes"]
 
 
-def _strongest(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
+def strongest_table(rows: list[dict], metric: str, lower: bool, fmt) -> list[str]:
     """Per budget: the strongest peer, llmcodec's default configuration, and whether the default
     beats that peer while using no more bits (the issue's test)."""
     peers = _peers(rows)
@@ -125,11 +125,11 @@ def _scoreboard(rows: list[dict], budgets=BUDGETS[1:]) -> list[str]:
     return out
 
 
-def _ppl(x: float) -> str:
+def fmt_ppl(x: float) -> str:
     return f"{x:,.1f}" if x < 1e5 else f"{x:.2e}"
 
 
-def _all_points(rows: list[dict], cols: list[tuple[str, str, object]]) -> list[str]:
+def all_points_table(rows: list[dict], cols: list[tuple[str, str, object]]) -> list[str]:
     out = ["| method | setting | bpw | " + " | ".join(c[0] for c in cols) + " | seconds |",
            "|---|---|---|" + "---|" * len(cols) + "---|"]
     for r in sorted(rows, key=lambda r: (r["method"] != "uncompressed", series_name(r), _f(r, "bpw"))):
@@ -282,25 +282,25 @@ def write_report(path: Path, rows: list[dict], info: dict, windows: int, measure
         "",
         "## SmolLM2-135M (already 4-bit source): perplexity at each budget",
         "",
-        f"Uncompressed perplexity: {_ppl(_f(ref, 'perplexity')) if ref else '?'}.",
+        f"Uncompressed perplexity: {fmt_ppl(_f(ref, 'perplexity')) if ref else '?'}.",
         "",
-        *_budget_table(smol, "perplexity", True, _ppl),
+        *budget_table(smol, "perplexity", True, fmt_ppl),
         "",
         "### Strongest method at each budget (perplexity)",
         "",
-        *_strongest(smol, "perplexity", True, _ppl),
+        *strongest_table(smol, "perplexity", True, fmt_ppl),
         "",
         "## MiniLM-L6 (full precision): embedding cosine similarity at each budget",
         "",
-        *_budget_table(mini, "cos_mean", False, lambda x: f"{x:.4f}"),
+        *budget_table(mini, "cos_mean", False, lambda x: f"{x:.4f}"),
         "",
         "### Strongest method at each budget (mean cosine similarity)",
         "",
-        *_strongest(mini, "cos_mean", False, lambda x: f"{x:.4f}"),
+        *strongest_table(mini, "cos_mean", False, lambda x: f"{x:.4f}"),
         "",
         "### Strongest method at each budget (MiniLM relative weight error)",
         "",
-        *_strongest(mini, "rel_error", True, lambda x: f"{x:.4f}"),
+        *strongest_table(mini, "rel_error", True, lambda x: f"{x:.4f}"),
         "",
         "## Which configurations pass the issue's test",
         "",
@@ -314,11 +314,11 @@ def write_report(path: Path, rows: list[dict], info: dict, windows: int, measure
         "",
         "### SmolLM2-135M",
         "",
-        *_all_points(smol, [err, ("perplexity", "perplexity", _ppl)]),
+        *all_points_table(smol, [err, ("perplexity", "perplexity", fmt_ppl)]),
         "",
         "### MiniLM-L6",
         "",
-        *_all_points(mini, [err, ("cos mean", "cos_mean", lambda x: f"{x:.5f}"),
+        *all_points_table(mini, [err, ("cos mean", "cos_mean", lambda x: f"{x:.5f}"),
                             ("cos min", "cos_min", lambda x: f"{x:.4f}")]),
         "",
     ]

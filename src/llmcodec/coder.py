@@ -84,6 +84,21 @@ def column_bits(col_scale: np.ndarray | None) -> int:
     return sideinfo.bits(col_scale.size) if sideinfo.log_coded(col_scale) else 16 * col_scale.size
 
 
+def quant_spec(
+    codec: FFmpegCodec, profile: Profile, group: int | None = None, shared_scale: bool = False, compact: bool = False
+) -> QuantSpec:
+    """The quantizer a profile of a codec codes with: its sample depth and, in the coefficient domain,
+    its transform blocks (``compact``: 8-bit log scales and no offsets there)."""
+    return QuantSpec(
+        bits=codec.sample_bits(profile),
+        group=group,
+        shared_scale=shared_scale,
+        block=profile.coef_block,
+        compact=compact and profile.coef_block is not None,
+        block_cols=profile.coef_cols if profile.coef_block else None,
+    )
+
+
 def prepare(
     name: str,
     w: np.ndarray,
@@ -96,14 +111,7 @@ def prepare(
 ) -> Prepared:
     """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
     the coefficient domain; the sample domain keeps fp16 scale and offset."""
-    spec = QuantSpec(
-        bits=codec.sample_bits(profile),
-        group=group,
-        shared_scale=shared_scale,
-        block=profile.coef_block,
-        compact=compact and profile.coef_block is not None,
-        block_cols=profile.coef_cols if profile.coef_block else None,
-    )
+    spec = quant_spec(codec, profile, group, shared_scale, compact)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")
