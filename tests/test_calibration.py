@@ -138,3 +138,28 @@ def test_cli_calibration_options_and_a_missing_text(tiny_llama, tmp_path, capsys
                "--calibration", str(tmp_path / "nope.txt")])
     assert rc == 2 and "no such file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_streamed_loss_weights_match_the_full_fisher_and_free_every_gradient(tiny_llama):
+    """Accumulating each matrix's loss weight directly (what compression does) gives the loss
+    weight of the full Fisher diagonal against the full error pattern, for both estimators, with
+    groups and column multipliers, and leaves no gradient behind."""
+    from llmcodec.api import load_tokenizer
+    from llmcodec.modelio import build_model, load
+
+    src = load(tiny_llama)
+    model = build_model(dict(src.items()), src.config)
+    names = [n for n in src.names() if n.endswith("_proj.weight")]
+    windows = C.calibration_windows(load_tokenizer(src.config, src.files), C.calibration_text("ptb-train"),
+                                    tokens=128, window=32)
+    rng = np.random.default_rng(0)
+    ws = {n: src.get(n).float().numpy() for n in names}
+    for per, group in (("window", None), ("window", 8), ("position", None)):
+        cs = {n: rng.uniform(0.5, 2.0, ws[n].shape[1]).astype(np.float32) for n in names}
+        full = C.squared_gradients(model, windows, names, per=per)
+        reduce = {n: C.loss_weight_reducer(C.pattern_factors(ws[n], cs[n], group)) for n in names}
+        got = C.squared_gradients(model, windows, names, per=per, reduce=reduce)
+        for n in names:
+            want = C.fisher_loss_weight(full[n], C.error_pattern(ws[n], cs[n], group))
+            assert want > 0 and float(got[n]) == pytest.approx(want, rel=1e-5)
+        assert all(p.grad is None for p in model.parameters())

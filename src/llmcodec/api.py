@@ -164,11 +164,13 @@ def _loss_weights(
     costs the model's loss on it (calibration.py; ``per``: its Fisher estimator); None without one."""
     if settings.calibration is None or not names:
         return None
+    # each matrix's error pattern in factored form, so that only one number per matrix is accumulated
+    reduce = {n: calibration.loss_weight_reducer(
+        calibration.pattern_factors(_to_numpy(src.get(n)), c, settings.group, settings.shared_scale))
+        for n, c in zip(names, col_scales, strict=True)}
     model, windows = _calibration_model(src, settings)
-    fisher = calibration.squared_gradients(model, windows, names, progress, per)
-    return [calibration.fisher_loss_weight(
-        fisher.pop(n), calibration.error_pattern(_to_numpy(src.get(n)), c, settings.group, settings.shared_scale))
-        for n, c in zip(names, col_scales, strict=True)]
+    weights = calibration.squared_gradients(model, windows, names, progress, per, reduce)
+    return [float(weights[n]) for n in names]
 
 
 def compress_state_dict(

@@ -22,7 +22,8 @@ key/value prior, which has since made the data-free default 3% better than this 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,7 @@ def squared_gradients(
     names: Sequence[str],
     progress: Callable[[str, int, int], None] | None = None,
     per: str = "window",
+    reduce: Mapping[str, Callable] | None = None,
 ) -> dict[str, np.ndarray]:
     """The diagonal of the empirical Fisher of the language-model loss for each matrix in ``names``
     (up to one factor for all), averaged over ``windows``.
@@ -76,7 +78,12 @@ def squared_gradients(
     ``sum_t g_ti^2 x_tj^2`` over the positions ``t`` of each window, with ``x_t`` a linear layer's
     input and ``g_t`` the loss gradient at its output there (the per-position terms of the weight
     gradient ``sum_t g_t x_t^T``, squared one by one). The per-window one allocated better on
-    SmolLM2 (benchmarks/rd/EDGES.md: PTB valid 83.7 against 87.5 at half strength)."""
+    SmolLM2 (benchmarks/rd/EDGES.md: PTB valid 83.7 against 87.5 at half strength).
+
+    ``reduce`` (by name): what to keep of each matrix's squared gradients instead of all of them,
+    e.g. its loss weight (``loss_weight_reducer``), so that memory holds no per-weight copy. Each
+    gradient is folded in as soon as it is complete and then dropped, so at most one matrix's
+    gradient exists at a time (besides the full statistics kept without ``reduce``)."""
     import torch
 
     if per not in ESTIMATORS:
@@ -89,46 +96,72 @@ def squared_gradients(
     wanted = set(names)
     for n, p in params.items():
         p.requires_grad_(n in wanted)
-    acc = {n: torch.zeros(params[n].shape, dtype=torch.float32) for n in names}
+    acc: dict[str, torch.Tensor] = {}
+
+    def fold(n: str, sq: torch.Tensor) -> None:
+        part = sq if reduce is None else reduce[n](sq)
+        acc[n] = acc[n] + part if n in acc else part.clone()
+
     hooks = []
-    if per == "position":
-        for n in names:
+    for n in names:
+        if per == "position":
             mod = modules.get(n.removesuffix(".weight"))
             if not isinstance(mod, torch.nn.Linear) or mod.weight is not params[n]:
                 raise ValueError(f"{n!r} is not the weight of a linear layer: use per='window' for it")
-            hooks.append(mod.register_forward_hook(_position_hook(acc[n])))
+            hooks.append(mod.register_forward_hook(_position_hook(functools.partial(fold, n))))
+        hooks.append(params[n].register_post_accumulate_grad_hook(functools.partial(_fold_grad, fold, n, per)))
     model.eval()
     try:
         for k, x in enumerate(windows):
-            model.zero_grad(set_to_none=True)
             out = model(input_ids=x[None], labels=x[None])
             if getattr(out, "loss", None) is None:
                 raise ValueError("data-aware calibration needs a causal language model (one that returns a loss)")
             out.loss.backward()
-            if per == "window":
-                for n in names:
-                    acc[n] += params[n].grad.detach().float().square()
             if progress:
                 progress("calibrate", k + 1, len(windows))
     finally:
         for h in hooks:
             h.remove()
         model.zero_grad(set_to_none=True)
-    return {n: (a / len(windows)).numpy() for n, a in acc.items()}
+    return {n: (acc[n] / len(windows)).numpy() if n in acc else np.zeros(params[n].shape if reduce is None else ())
+            for n in names}
 
 
-def _position_hook(acc):
-    """A forward hook that adds ``(g^2)^T (x^2)`` to ``acc`` once the output's gradient ``g`` arrives."""
+def _fold_grad(fold, name: str, per: str, p) -> None:
+    """A matrix's gradient is complete: fold its square in (per window) and free it."""
+    if per == "window":
+        fold(name, p.grad.detach().float().square())
+    p.grad = None
+
+
+def _position_hook(fold):
+    """Fold in ``sum_t g_t^2 x_t^2`` for one linear layer's forward pass, when its output's gradient arrives."""
 
     def hook(module, inputs, output):
         x2 = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1]).square()
 
         def on_grad(g):
-            acc.add_(g.detach().float().reshape(-1, g.shape[-1]).square().T @ x2)
+            fold(g.detach().float().reshape(-1, g.shape[-1]).square().T @ x2)
 
         output.register_hook(on_grad)
 
     return hook
+
+
+def pattern_factors(
+    w: np.ndarray, col_scale: np.ndarray | None = None, group: int | None = None, shared_scale: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """``error_pattern`` in factored form: the step of each row and group (rows, groups), the column
+    multipliers and the group size, so that ``p_ij = step[i, j // size] / c_j``."""
+    x = np.asarray(w, dtype=np.float64)
+    if col_scale is not None:
+        x = x * col_scale.astype(np.float64)[None, :]
+    cols = x.shape[1]
+    size = group or cols
+    rms = np.stack([np.sqrt(np.mean(np.square(x[:, c : c + size]), axis=1)) for c in range(0, cols, size)], axis=1)
+    if shared_scale:
+        rms = np.full_like(rms, rms.max())
+    return rms, None if col_scale is None else col_scale.astype(np.float64), size
 
 
 def error_pattern(
@@ -137,21 +170,34 @@ def error_pattern(
     """The standard deviation, up to one factor, of a matrix's codec error at one QP under
     llmcodec's shaping: the step of each row (group), proportional to the RMS of ``w * c`` there
     (one step for all with ``shared_scale``), over each column's multiplier ``c``."""
-    x = np.asarray(w, dtype=np.float64)
-    if col_scale is not None:
-        x = x * col_scale.astype(np.float64)[None, :]
-    rows, cols = x.shape
-    size = group or cols
-    rms = np.stack([np.sqrt(np.mean(np.square(x[:, c : c + size]), axis=1)) for c in range(0, cols, size)], axis=1)
-    if shared_scale:
-        rms = np.full_like(rms, rms.max())
-    p = np.repeat(rms, size, axis=1)[:, :cols]
-    return p if col_scale is None else p / col_scale.astype(np.float64)[None, :]
+    rms, c, size = pattern_factors(w, col_scale, group, shared_scale)
+    p = np.repeat(rms, size, axis=1)[:, : np.asarray(w).shape[1]]
+    return p if c is None else p / c[None, :]
 
 
 def fisher_loss_weight(fisher: np.ndarray, pattern: np.ndarray) -> float:
     """``S = sum_ij F_ij p_ij^2``: the loss a matrix's codec error costs at unit step, to second order."""
     return float(np.sum(fisher.astype(np.float64) * np.square(pattern)))
+
+
+def loss_weight_reducer(factors: tuple[np.ndarray, np.ndarray | None, int]) -> Callable:
+    """``fisher_loss_weight`` of one window's squared gradients against a ``pattern_factors``
+    pattern, as a ``squared_gradients`` reducer: a scalar, without the pattern at full size."""
+    import torch
+
+    rms, c, size = factors
+    step2 = torch.from_numpy(np.square(rms))
+    inv_c2 = None if c is None else torch.from_numpy(1.0 / np.square(c))
+
+    def reduce(sq):
+        x = sq.double() if inv_c2 is None else sq.double() * inv_c2[None, :]
+        rows, cols = x.shape
+        pad = (-cols) % size
+        if pad:
+            x = torch.nn.functional.pad(x, (0, pad))
+        return (x.reshape(rows, -1, size).sum(dim=2) * step2).sum()
+
+    return reduce
 
 
 def sensitivity_offsets(
