@@ -26,19 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
 FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "seconds", "settings"]
 
-# The default is the base plus seven ingredients: below 3.25 bits per weight half-filled blocks,
-# from 3.25 up dependent quantization on the medium preset in full blocks instead (DEFAULT_PATH,
-# path_at); then, at every budget since 2026-12-04, edge layers and the key/value sharing prior
-# (until then they were on below 3.25 only). Every row before edge layers became a default
-# (2026-12-03) was measured without them, and every row before the key/value prior without it:
-# NOEDGE and NOKV say so, so that each row can still be measured again as it was.
+# The default is the base plus seven ingredients below 3.25 bits per weight (half-filled blocks, edge
+# layers and the key/value sharing prior); from 3.25 up, the first five and dependent quantization on
+# the medium preset in full blocks instead (DEFAULT_PATH, path_at). Every row before edge layers
+# became a default (2026-12-03) was measured without them, and every row before the key/value prior
+# without it: NOEDGE and NOKV say so, so that each row can still be measured again as it was.
 # The previous defaults' path, in the sample domain, follows (base -> dependent quantization ->
 # companding), then alternatives tried on top of either (measured, not kept). Every configuration
 # names all the settings it was measured with that differ from today's library defaults, so each
 # row can be measured again as it was.
 HALF, DQM = "+ half-filled blocks", "+ dependent quantization on the medium preset (from 3.25 bpw)"
+EDGE, KV = "+ edge layers (below 3.25 bpw)", "+ key/value sharing (below 3.25 bpw)"
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
-                "+ column balance", "+ 8-bit side information", HALF, DQM, "+ edge layers", "+ key/value sharing")
+                "+ column balance", "+ 8-bit side information", HALF, EDGE, KV, DQM)
 NOKV = {"kv_sharing": 0.0}
 NOEDGE = {"edge_octaves": 0.0, **NOKV}
 CONFIGS: dict[str, dict] = {
@@ -49,8 +49,8 @@ CONFIGS: dict[str, dict] = {
     "+ 8-bit side information": {"profile": "ai-faster-coef", **NOEDGE},
     # the default profile below 3.25 bits per weight since 2026-12-03 (codecs/vvc.py)
     HALF: {"profile": "ai-faster-coef-half", **NOEDGE},
-    # on the budget's profile: half-filled blocks below 3.25 bits per weight, DQM from there
-    "+ edge layers": NOKV,
+    # the default below 3.25 bits per weight since 2026-12-03 (compress.EDGE_MAX_BPW)
+    EDGE: NOKV,
     "default + dependent quantization": {"profile": "ai-faster-coef-dq", **NOEDGE},
     "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16", **NOEDGE},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
@@ -66,16 +66,17 @@ CONFIGS: dict[str, dict] = {
     # from 3.25 bits per weight the default profile is default-dq: dependent quantization with
     # libvvenc's medium preset ("default + dependent quantization" above is that on the faster preset)
     DQM: {"profile": "default-dq", **NOEDGE},
-    # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets): the default
-    "+ key/value sharing": {},
+    # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets), the default below 3.25 bpw
+    KV: {},
 }
 
 
 def path_at(bpw: float) -> tuple[str, ...]:
-    """DEFAULT_PATH's steps at a budget: half-filled blocks below the high-rate profile's threshold,
-    dependent quantization on the medium preset from there."""
-    skip = DQM if bpw < VVC.high_rate_profile[1] else HALF
-    return tuple(step for step in DEFAULT_PATH if step != skip)
+    """DEFAULT_PATH's steps at a budget: below the high-rate profile's threshold all but dependent
+    quantization on the medium preset; from there that one instead of half-filled blocks, edge
+    layers and the key/value prior."""
+    skip = {DQM} if bpw < VVC.high_rate_profile[1] else {HALF, EDGE, KV}
+    return tuple(step for step in DEFAULT_PATH if step not in skip)
 
 
 def main() -> None:
@@ -117,14 +118,11 @@ def main() -> None:
 
 
 # Steps measured under the same protocol (rate control, the same model and tokens) by another script:
-# (CSV, config, its method, its setting, budgets where that setting is the config's). e2e's rows ran with
-# the defaults of their day (OLD); w40's edge rows from 3.25 bits per weight without the key/value prior.
+# (CSV, config, its method, its setting, the lowest budget taken). e2e's rows ran with the defaults of
+# their day (OLD).
 BORROWED = (
     ("benchmarks/e2e/results.csv", "base: per-row scales, equal QP", "vvc", "bpw={b},profile=ai-faster", 2.5),
     ("benchmarks/e2e/results.csv", "+ dependent quantization", "vvc", "bpw={b},profile=ai-faster-dq", 2.5),
-    ("benchmarks/rd/w40/results.csv", "+ edge layers", "llmcodec-vvc-edge", "edge_layers=1,edge_octaves=1.0 bpw={b}",
-     3.25),
-    ("benchmarks/rd/w40/results.csv", "+ key/value sharing", "llmcodec-vvc", "default bpw={b}", 3.25),
 )
 
 
@@ -164,10 +162,11 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "is coded at the same RMS (importance.balance_importance); scales and column multipliers are",
              "stored as a byte each and offsets only where they pay (sideinfo.py); below 3.25 bits per weight",
              "the weights fill only the left 16 coefficient columns of each 32x32 block (coefdomain.place),",
-             "while from 3.25 up the codec quantizes full blocks with dependent (trellis) quantization and",
-             "libvvenc's medium preset, not RDOQ and the faster preset (src/llmcodec/codecs/vvc.py); at every",
-             "budget the first and last block of the stack get a step one octave finer than the rest's",
-             "(compress.edge_offsets; benchmarks/rd/EDGES.md), and k_proj and v_proj, whose heads each serve 3 query",
+             "and the first and last block of the stack get a step one octave finer than the rest's",
+             "(compress.edge_offsets; benchmarks/rd/EDGES.md); from 3.25 bits per weight the codec instead",
+             "quantizes full blocks with dependent (trellis) quantization and libvvenc's medium preset, not",
+             "RDOQ and the faster preset, without edge layers (that step follows the 8-bit step there;",
+             "src/llmcodec/codecs/vvc.py); below 3.25 k_proj and v_proj, whose heads each serve 3 query",
              "heads in SmolLM2, get a step 3^-1/2 times the rest's (compress.kv_offsets). An earlier default",
              "was reached in the sample domain: base -> '+ dependent quantization' -> '+ companding p=0.8';",
              "the rows after it are alternatives tried on top of that. The settings column gives each",
@@ -175,9 +174,9 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "with it off: their settings were recorded then, and `CONFIGS` in the script now names them in",
              "full). A",
              "configuration missing from the table was not measured. Rows marked",
-             "'(e2e)' or '(rd/w40)' come from",
-             "`benchmarks/e2e/results.csv` or `benchmarks/rd/w40/results.csv` (`BORROWED`): the same protocol",
-             "(rate control, same tokens), run there. Rows",
+             "'(e2e)' come from",
+             "`benchmarks/e2e/results.csv` (`BORROWED`): the same protocol (rate control, same tokens), run",
+             "there. Rows",
              "measured before rate control's fill round (src/llmcodec/rate.py, step 3) existed land further",
              "below the target: compare their bits/weight (at 2.5, '+ column balance' is one of them).", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",

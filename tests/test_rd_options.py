@@ -325,8 +325,8 @@ def test_edge_offsets_code_the_ends_of_the_stack_finer():
     assert edge_offsets(["a.weight", "b.weight"], layers=1, octaves=0.5) == [0, 0]  # no stack: nothing to do
     with pytest.raises(ValueError, match="edge layers and octaves"):
         CompressSettings(edge_layers=-1)
-    # the default: one octave at every budget, none without a budget
-    assert [CompressSettings(bpw=b).resolved_edge_octaves() for b in (2.0, 3.0, 3.25, 4.0)] == [1.0] * 4
+    # the default: one octave below 3.25 bits per weight, none from there or without a budget
+    assert [CompressSettings(bpw=b).resolved_edge_octaves() for b in (2.0, 3.0, 3.25, 4.0)] == [1.0, 1.0, 0.0, 0.0]
     assert CompressSettings(qp=30).resolved_edge_octaves() == 0.0
     assert CompressSettings(bpw=4.0, edge_octaves=0.5).resolved_edge_octaves() == 0.5
 
@@ -362,8 +362,8 @@ def test_kv_offsets_follow_the_grouped_query_sharing():
     assert kv_offsets(bert, [(384, 384), (384, 384)], 1.0) == [0, 0]
     with pytest.raises(ValueError, match="sharing strength"):
         CompressSettings(kv_sharing=-1.0)
-    assert [CompressSettings(bpw=b).resolved_kv_sharing() for b in (2.0, 3.0, 3.25, 4.0)] == [1.0] * 4
-    assert CompressSettings(bpw=4.0, kv_sharing=0.0).resolved_kv_sharing() == 0.0
+    assert [CompressSettings(bpw=b).resolved_kv_sharing() for b in (2.0, 3.0, 3.25, 4.0)] == [1.0, 1.0, 0.0, 0.0]
+    assert CompressSettings(bpw=4.0, kv_sharing=1.0).resolved_kv_sharing() == 1.0
     assert CompressSettings(qp=30).resolved_kv_sharing() == 0.0
     assert CompressSettings(bpw=3.0, calibration="ptb-train").resolved_kv_sharing() == 0.0
     assert CompressSettings(qp=30, kv_sharing=0.5).resolved_kv_sharing() == 0.5

@@ -151,8 +151,8 @@ def main() -> None:
         "QP offset `3 log2(n / S)` (`llmcodec.calibration`: `S` its Fisher-weighted error pattern at one QP, "
         "`n` its weights; relative to the median matrix, within 2 octaves = 12 QP). Negative: finer than "
         "the median matrix. The data-free default instead codes every matrix at one QP, with the first and "
-        "last block 6 QP finer and grouped-query attention's k_proj and v_proj 5 QP finer (`compress.kv_offsets`; "
-        "until 2026-12-04 below 3.25 bits per weight only). The built-in model's weights were already 4-bit "
+        "last block 6 QP finer and grouped-query attention's k_proj and v_proj 5 QP finer (`compress.kv_offsets`) "
+        "below 3.25 bits per weight. The built-in model's weights were already 4-bit "
         "(GGUF Q4_1); nothing here uses that grid.",
         "",
         "## Offsets by block and kind",

@@ -108,7 +108,7 @@ VARIANTS = [
             (("k_proj", 1.5 * GQA_OCT), ("v_proj", 1.5 * GQA_OCT))),
     Variant("k_gqa", "k_proj 0.79 octave finer", (("k_proj", GQA_OCT),)),
     Variant("v_gqa", "v_proj 0.79 octave finer", (("v_proj", GQA_OCT),)),
-    Variant("kv_gqa_edge6", "k_proj, v_proj 0.79 octave finer, and edge6 (the default)",
+    Variant("kv_gqa_edge6", "k_proj, v_proj 0.79 octave finer, and edge6 (the default below 3.25 bpw)",
             (("k_proj", GQA_OCT), ("v_proj", GQA_OCT)), edge_layers=1, edge_octaves=1.0),
     Variant("calibw", "data-aware, squared window gradients: each matrix's full offset", calib=1.0, per="window"),
     Variant("calibw05", "data-aware, squared window gradients: half of each offset (the library's --calibration)",
@@ -167,9 +167,9 @@ def report(rows: list[dict], info: dict[str, str]) -> list[str]:
         "(rows already in `edges.jsonl` are kept). "
         + " ".join(" ".join(p.split()) for p in __doc__.split("\n\n")[2:5]),
         "",
-        "The same choice with VVC (`w40/RESULTS.md`: below 3.25 bits per weight `llmcodec-vvc-edge` against "
-        "`llmcodec-vvc-noedge`, and the default against `llmcodec-vvc-nokv` for the key/value prior; from 3.25 "
-        "up the default against `llmcodec-vvc-noek`, `-edge` and `-kv`; off the 4-bit grid: `DEGRID.md`): see "
+        "The same choice with VVC (`w40/RESULTS.md`: `llmcodec-vvc-edge` against `llmcodec-vvc-noedge`, the "
+        "default against `llmcodec-vvc-nokv` for the key/value prior, and from 3.25 bits per weight up, where "
+        "the default has neither, `-edge`, `-kv` and `-ek` with both; off the 4-bit grid: `DEGRID.md`): see "
         "the README's results.",
         "",
         "SmolLM2's weights were already 4-bit (Q4_1); no variant here uses that grid.",

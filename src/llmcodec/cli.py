@@ -13,7 +13,9 @@ from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
 from .compress import (
     ALLOCATIONS,
+    EDGE_MAX_BPW,
     EDGE_OCTAVES,
+    KV_MAX_BPW,
     KV_SHARING,
     OBJECTIVE_PROFILES,
     OBJECTIVES,
@@ -329,11 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--edge-layers", type=int, metavar="N",
                     help=f"code the first and last N blocks of the stack finer; 0: off {dflt('edge_layers')}")
     rd.add_argument("--edge-octaves", type=float, metavar="X",
-                    help=f"their step is 2^-X times the others' (default: {EDGE_OCTAVES:g} with --bpw, 0 with --qp)")
+                    help=f"their step is 2^-X times the others' (default: {EDGE_OCTAVES:g} below {EDGE_MAX_BPW} bits "
+                         "per weight, 0 from there and with --qp)")
     rd.add_argument("--kv-sharing", type=float, metavar="S",
                     help="grouped-query attention: k_proj and v_proj, each of whose heads serves n_rep query heads, "
-                         f"get a step n_rep^(-S/2) times the rest's; 0: off (default: {KV_SHARING:g} with --bpw, "
-                         "0 with --qp; with --objective weights: 0)")
+                         f"get a step n_rep^(-S/2) times the rest's; 0: off (default: {KV_SHARING:g} below "
+                         f"{KV_MAX_BPW} bits per weight, 0 from there and with --qp; with --objective weights: 0)")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction,
                     help=f"code a random rotation of each matrix, undone on restore {dflt('rotate')}")
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction,

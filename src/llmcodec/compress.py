@@ -31,13 +31,17 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHTINGS = ("none", "data-free", "balance")
 SIDES = ("log8", "fp16")
 ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equal-rate")
-# The data-free priors between matrices (CompressSettings.edge_octaves / kv_sharing None): the first and
-# last block one octave finer (edge_offsets), and grouped-query attention's k_proj and v_proj finer by the
-# equal-slope step (kv_offsets), at every budget. On SmolLM2 at equal rate, with ECSQ (benchmarks/rd/EDGES.md)
-# and VVC (w40/RESULTS.md, DEGRID.md): -5% to -22% perplexity at 2.5 and 3.0; from 3.25 up, where the
-# two were off until 2026-12-04 (each alone measured -3% to +4% at 3.5 and 4.0), together +0.1% to -7%.
-EDGE_OCTAVES = 1.0
-KV_SHARING = 1.0
+# The default edge layers' step (CompressSettings.edge_octaves None): one octave finer below 3.25 bits
+# per weight, where it measured a gain on SmolLM2 with both ECSQ and VVC (benchmarks/rd/EDGES.md).
+EDGE_OCTAVES, EDGE_MAX_BPW = 1.0, 3.25
+# The default strength of the grouped-query attention prior (CompressSettings.kv_sharing None, kv_offsets):
+# the equal-slope step, below KV_MAX_BPW bits per weight. On SmolLM2 at equal rate (benchmarks/rd/EDGES.md,
+# w40/RESULTS.md) it lowered perplexity at 2.5 and 3.0 with ECSQ and VVC (-5% to -13%; strength 0.5
+# worse, 1.5 no better), was neutral at 3.5 and raised it 2-4% at 4.0 with both: off from there.
+# Both priors together from 3.25 up (2026-12-04; README, "--kv-sharing"): at 3.5 worse on the built-in
+# model in each of four nearby draws (+0.1% to +3.3%) and mixed elsewhere, at 4.0 -2.6% on average
+# over five comparisons but not in all, and MiniLM's weight error +11%: not adopted.
+KV_SHARING, KV_MAX_BPW = 1.0, 3.25
 # Named starting points for the shaping options (CompressSettings.for_objective, ``--objective``).
 # "model" is the defaults: error goes where the model's output minds it least (per-row steps, full
 # column balance, one QP), which measured best in perplexity and embedding similarity. "weights"
@@ -85,12 +89,15 @@ class CompressSettings:
     error_cap: float = 1.5
     # the first and last ``edge_layers`` blocks of the stack get a step ``2^-edge_octaves`` times the
     # rest's (QP offsets; edge_offsets): the ends of a network are the most sensitive to their error.
-    # None: EDGE_OCTAVES with a budget, off with --qp/--lossless/calibration (_prior).
+    # None: EDGE_OCTAVES below EDGE_MAX_BPW bits per weight, off from there and with --qp/--lossless.
+    # Measured on SmolLM2 (benchmarks/rd/EDGES.md, chosen on PTB valid): at equal rate ECSQ's test
+    # perplexity -21% / -8% / -2% / +1% at 2.5 / 3.0 / 3.5 / 4.0; VVC -7.5% / 0% / +4% / -3%.
     edge_layers: int = 1
     edge_octaves: float | None = None
     # grouped-query attention: k_proj and v_proj, whose heads each serve n_rep query heads, get a step
     # n_rep^(-kv_sharing/2) times the rest's (kv_offsets; read from the matrices' shapes, nothing for
-    # models without GQA). None: KV_SHARING with a budget, off with --qp/--lossless/calibration (_prior).
+    # models without GQA). None: KV_SHARING below KV_MAX_BPW bits per weight, off from there and with
+    # --qp/--lossless/calibration.
     kv_sharing: float | None = None
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
     # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
@@ -147,21 +154,22 @@ class CompressSettings:
             if clash:
                 raise ValueError(f"calibration sets each matrix's QP itself; it does not combine with {clash[0]}")
 
-    def _prior(self, given: float | None, default: float) -> float:
-        """A data-free prior's strength: ``given``, or for None ``default`` with a budget; none with a
-        fixed QP or lossless (no budget to share out), and with a calibration text, whose measured
-        sensitivities replace the priors between matrices."""
+    def _prior(self, given: float | None, default: float, max_bpw: float) -> float:
+        """A data-free prior's strength: ``given``, or for None ``default`` below ``max_bpw`` bits per
+        weight; none from there, with a fixed QP or lossless (no budget), and with a calibration text,
+        whose measured sensitivities replace the priors between matrices."""
         if given is not None:
             return given
-        return default if self.bpw is not None and self.calibration is None else 0.0
+        on = self.bpw is not None and self.bpw < max_bpw and self.calibration is None
+        return default if on else 0.0
 
     def resolved_edge_octaves(self) -> float:
-        """``edge_octaves``, or for None EDGE_OCTAVES (``_prior``)."""
-        return self._prior(self.edge_octaves, EDGE_OCTAVES)
+        """``edge_octaves``, or for None EDGE_OCTAVES below EDGE_MAX_BPW (``_prior``)."""
+        return self._prior(self.edge_octaves, EDGE_OCTAVES, EDGE_MAX_BPW)
 
     def resolved_kv_sharing(self) -> float:
-        """``kv_sharing``, or for None KV_SHARING (``_prior``)."""
-        return self._prior(self.kv_sharing, KV_SHARING)
+        """``kv_sharing``, or for None KV_SHARING below KV_MAX_BPW (``_prior``)."""
+        return self._prior(self.kv_sharing, KV_SHARING, KV_MAX_BPW)
 
     @classmethod
     def for_objective(cls, objective: str = "model", **explicit) -> CompressSettings:
