@@ -111,6 +111,7 @@ def squared_gradients(
             hooks.append(mod.register_forward_hook(_position_hook(functools.partial(fold, n))))
         hooks.append(params[n].register_post_accumulate_grad_hook(functools.partial(_fold_grad, fold, n, per)))
     model.eval()
+    model.zero_grad(set_to_none=True)  # a stale gradient would be folded into the first window's
     try:
         for k, x in enumerate(windows):
             out = model(input_ids=x[None], labels=x[None])
