@@ -88,3 +88,24 @@ def test_empty_and_weightless_folders(tmp_path, capsys):
     for folder in ("empty", "bin"):
         assert main(["compress", str(tmp_path / folder), str(tmp_path / "o.llmc")]) == 2
         assert "no *.safetensors" in capsys.readouterr().err
+
+
+def test_built_model_matches_a_normally_initialized_one_and_refuses_missing_weights(tiny_llama):
+    """build_model skips the random init: its logits equal those of a model initialized as usual
+    and then given the same weights, and a weight left out is an error, not uninitialized memory."""
+    from transformers import AutoConfig
+
+    from llmcodec.modelio import ModelError, build_model, load
+
+    src = load(tiny_llama)
+    state = dict(src.items())
+    model = build_model(state, src.config)
+    ref = AutoModelForCausalLM.from_config(AutoConfig.for_model(**src.config))
+    ref.load_state_dict(state, strict=False)
+    ref.eval()
+    x = torch.arange(1, 33)[None]
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, ref(x).logits)
+    name = next(n for n in state if n.endswith("mlp.up_proj.weight"))
+    with pytest.raises(ModelError, match="missing"):
+        build_model({k: v for k, v in state.items() if k != name}, src.config)

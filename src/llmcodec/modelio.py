@@ -7,6 +7,7 @@ fetched from a hub.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -176,13 +177,25 @@ def _load_gguf(path: Path) -> ModelSource:
     return ModelSource(path.stem, config, files, _tensors=dict(model.state_dict()))
 
 
+def _no_init_weights():
+    """transformers' context that skips weight initialization, or nothing where it does not exist."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        return contextlib.nullcontext()
+    return no_init_weights()
+
+
 def build_model(state: dict[str, torch.Tensor], config: dict):
     """A transformers model with these weights (tied weights re-tied by transformers)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = AutoConfig.for_model(**config)
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    # No random init (SmolLM2-135M: 3.8 s to build with it, 0.02 s without; minutes for 8B): every weight is
+    # assigned below, and a missing one is refused, so none keeps the uninitialized memory.
+    with _no_init_weights():
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     own = model.state_dict()  # references, no copies: the dtype each weight must have
     state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
     # assign: the model takes the restored tensors themselves instead of copying them into its own
