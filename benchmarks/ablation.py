@@ -117,38 +117,35 @@ def main() -> None:
     write_report(csv, info)
 
 
-# Steps measured under the same protocol (rate control, the same model and tokens) by another script:
-# (CSV, config, its method, its setting, the lowest budget taken). e2e's rows ran with the defaults of
-# their day (OLD).
-BORROWED = (
-    ("benchmarks/e2e/results.csv", "base: per-row scales, equal QP", "vvc", "bpw={b},profile=ai-faster", 2.5),
-    ("benchmarks/e2e/results.csv", "+ dependent quantization", "vvc", "bpw={b},profile=ai-faster-dq", 2.5),
-)
+# rows of benchmarks/e2e (measured with the defaults of their day, i.e. OLD)
+E2E_PROFILES = {"base: per-row scales, equal QP": "ai-faster", "+ dependent quantization": "ai-faster-dq"}
 
 
-def borrowed_rows(have: set[tuple[str, str]]) -> list[dict]:
-    """BORROWED points at budgets this CSV lacks, marked with the file they come from."""
+def e2e_rows(have: set[tuple[str, str]]) -> list[dict]:
+    """Points of the first two steps that benchmarks/e2e.py measured under the same protocol (rate
+    control, same model and tokens, no companding) at budgets this CSV lacks."""
     import csv as csvlib
 
+    path = ROOT / "benchmarks/e2e/results.csv"
+    if not path.is_file():
+        return []
     out = []
-    for path, config, method, setting, min_bpw in BORROWED:
-        if not (ROOT / path).is_file():
-            continue
-        with (ROOT / path).open() as f:
-            for r in csvlib.DictReader(f):
+    with path.open() as f:
+        for r in csvlib.DictReader(f):
+            for config, profile in E2E_PROFILES.items():
                 target = f"{float(r['target_bpw']):.1f}" if r["target_bpw"] else ""
-                if (r["method"] == method and target and float(target) >= min_bpw
-                        and r["setting"] == setting.format(b=target) and (config, target) not in have):
-                    out.append({"config": config, "target_bpw": target, "bpw": r["bpw"],
-                                "rel_error": r["rel_error"], "perplexity": r["perplexity"],
-                                "tokens": r["tokens"], "seconds": r["seconds"],
-                                "settings": f"{CONFIGS[config]} ({Path(path).parent.relative_to('benchmarks')})"})
+                if r["method"] == "vvc" and r["setting"] == f"bpw={target},profile={profile}":
+                    if (config, target) not in have and float(target) >= 2.5:
+                        out.append({"config": config, "target_bpw": target, "bpw": r["bpw"],
+                                    "rel_error": r["rel_error"], "perplexity": r["perplexity"],
+                                    "tokens": r["tokens"], "seconds": r["seconds"],
+                                    "settings": f"{CONFIGS[config]} (benchmarks/e2e)"})
     return out
 
 
 def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
     rows = list(csv.rows.values())
-    rows += borrowed_rows({(r["config"], f"{float(r['target_bpw']):.1f}") for r in rows})
+    rows += e2e_rows({(r["config"], f"{float(r['target_bpw']):.1f}") for r in rows})
     rows = sorted(rows, key=lambda r: (float(r["target_bpw"]), list(CONFIGS).index(r["config"])
                                        if r["config"] in CONFIGS else 99))
     lines = ["# Ablation: what each data-free ingredient buys", "",
@@ -174,9 +171,8 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "with it off: their settings were recorded then, and `CONFIGS` in the script now names them in",
              "full). A",
              "configuration missing from the table was not measured. Rows marked",
-             "'(e2e)' come from",
-             "`benchmarks/e2e/results.csv` (`BORROWED`): the same protocol (rate control, same tokens), run",
-             "there. Rows",
+             "'(benchmarks/e2e)' come from",
+             "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there. Rows",
              "measured before rate control's fill round (src/llmcodec/rate.py, step 3) existed land further",
              "below the target: compare their bits/weight (at 2.5, '+ column balance' is one of them).", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",
