@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import llmcodec
+from llmcodec import sideinfo
 from llmcodec.compress import CompressSettings, capped_steps, qp_offsets
 from llmcodec.importance import column_importance, column_scales
+from llmcodec.quant import affine_bits
 from llmcodec.rate import allocate
 
 
@@ -232,12 +234,15 @@ def test_balance_weighting_codes_small_columns_finer():
         return float(np.sqrt(np.mean((back - w)[:, :8] ** 2)))
 
     assert small_col_err(bal) < 0.5 * small_col_err(plain)
-    # the multipliers are side information: a byte per column and the code offset
+    # the multipliers are side information: packed log codes and the code offset
     def side(art):
         ct = art.coded["layer.weight"]
         return ct.side_bits - (0 if ct.recon is None else ct.recon.bits)
 
-    assert side(bal) - side(plain) == 8 * 160 + 16
+    ct = bal.coded["layer.weight"]
+    assert plain.coded["layer.weight"].col_scale is None and ct.col_scale.size == 160
+    assert side(bal) == affine_bits(ct.scale, ct.offset, ct.spec) + sideinfo.bits(ct.col_scale)
+    assert 16 < sideinfo.bits(ct.col_scale) <= 8 * 160 + 2 * 8 + 16
 
 
 def test_default_vvc_profile_follows_the_budget():

@@ -1,11 +1,15 @@
 """8-bit logarithmic side information: the grid, the quantizer's compact mode and the artifact."""
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 import llmcodec
 from llmcodec import artifact, sideinfo
@@ -21,7 +25,7 @@ def test_grid_round_trips_exactly_and_moves_values_by_at_most_half_a_step():
     assert codes.dtype == np.uint8 and np.array_equal(sideinfo.from_codes(codes, lo), g)
     up = sideinfo.snap(x, up=True)
     assert np.all(up >= x * (1 - 1e-5)) and np.array_equal(sideinfo.snap(up, up=True), up)
-    assert sideinfo.bits(500) == 8 * 500 + 16
+    assert sideinfo.bits(g) == 8 * sideinfo.pack(codes).size + 16
 
 
 def test_grid_spans_255_steps_raising_values_below_the_floor():
@@ -55,11 +59,11 @@ def test_compact_quantizer_drops_offsets_of_ordinary_weights_and_keeps_biased_on
     qz = quantize(w, spec)
     assert not np.any(qz.offset) and qz.scale.dtype == np.float32
     assert np.array_equal(sideinfo.snap(qz.scale), qz.scale)  # on the grid
-    assert qz.side_bits == sideinfo.bits(64)
+    assert qz.side_bits == sideinfo.bits(qz.scale)
     # the same weights at each row's mean of 2 RMS: the means pay for themselves (16 bits a row)
     biased = w + 2 * np.sqrt(np.mean(np.square(w), axis=1, keepdims=True))
     qb = quantize(biased, spec)
-    assert np.any(qb.offset) and qb.side_bits == sideinfo.bits(64) + 16 * 64
+    assert np.any(qb.offset) and qb.side_bits == sideinfo.bits(qb.scale) + 16 * 64
     for m, x in ((qz, w), (qb, biased)):
         assert relative_error(x, dequantize(m)) < 1e-2  # exact samples restore the matrix
     const = quantize(np.full((32, 64), 0.25, np.float32), spec)
@@ -118,11 +122,13 @@ def test_artifact_stores_what_the_side_format_says(tmp_path, side):
 def test_log8_side_information_is_smaller_and_no_worse():
     rng = np.random.default_rng(3)
     w = (rng.standard_normal((256, 192)) * 0.02).astype(np.float32)
-    res = {}
+    res, scale = {}, {}
     for side in ("log8", "fp16"):
         ct = llmcodec.compress_tensor(torch.from_numpy(w), llmcodec.CompressSettings(qp=30, side=side))
         res[side] = (ct.side_bits - (0 if ct.recon is None else ct.recon.bits), ct.rel_error)
-    assert res["log8"][0] == sideinfo.bits(256)  # no columns weighted for a lone tensor, no offsets
+        scale[side] = ct.scale
+    assert res["log8"][0] == sideinfo.bits(scale["log8"])  # no columns weighted for a lone tensor, no offsets
+    assert res["log8"][0] < 4.5 * 256  # rows of one RMS: their packed codes take under 4.5 bits each
     assert res["fp16"][0] == 32 * 256
     assert res["log8"][1] < res["fp16"][1] * 1.02
 
@@ -142,3 +148,88 @@ def test_refit_of_a_nearly_zeroed_decode_stays_sane(compact):
     ratio = fitted.scale.astype(np.float64) / qz.scale.astype(np.float64)
     assert ratio.min() >= REFIT_RANGE[0] * 0.98 and ratio.max() <= REFIT_RANGE[1] * 1.02
     assert relative_error(w, dequantize(fitted, q_hat)) <= 1.0 + 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(codes=st.lists(st.integers(0, 255), max_size=300), centre=st.integers(0, 255), spread=st.integers(0, 128))
+def test_packed_codes_round_trip_at_the_size_counted(codes, centre, spread):
+    c = np.array(codes + [min(255, max(0, centre + (i % (2 * spread + 1)) - spread)) for i in range(50)], np.uint8)
+    p = sideinfo.pack(c)
+    assert p.dtype == np.uint8 and 8 * p.size == sideinfo.packed_bits(c)
+    assert np.array_equal(sideinfo.unpack(p, c.size), c)
+    # never more than a byte a code plus the 12-bit head, padded to a byte
+    assert p.size <= c.size + 2
+
+
+def test_packing_saves_bits_on_clustered_codes():
+    rng = np.random.default_rng(4)
+    c = np.clip(np.rint(230 + rng.normal(0, 6, 1000)), 0, 255).astype(np.uint8)  # ~4.6 bits of entropy
+    assert 8 * sideinfo.pack(c).size < 5.5 * c.size
+    wide = rng.integers(0, 256, 1000).astype(np.uint8)  # no cluster: a byte a code, not more
+    assert sideinfo.pack(wide).size == 1000 + 2
+
+
+@pytest.mark.parametrize("cut", ["short", "long", "head"])
+def test_unpack_refuses_a_stream_of_other_length(cut):
+    c = np.full(100, 200, np.uint8)
+    c[::7] = 190
+    p = sideinfo.pack(c)
+    bad = {"short": p[:-1], "long": np.concatenate([p, np.zeros(1, np.uint8)]), "head": p[:1]}[cut]
+    with pytest.raises(ValueError, match="packed side information"):
+        sideinfo.unpack(bad, 100)
+    with pytest.raises(ValueError, match="packed side information"):
+        sideinfo.unpack(p, 116)  # more codes than the padding can hold
+
+
+def _save_signed(tensors, header, path):
+    text = json.dumps(header, sort_keys=True)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    save_file(tensors, str(path), metadata={"llmcodec": text, "llmcodec.sha256": sha})
+
+
+def _as_format_7(path, out):
+    """The same artifact as format 7 wrote it: a byte per log code (no packing)."""
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = json.loads(f.metadata()["llmcodec"])
+    header["format_version"] = 7
+    for name, e in header["tensors"].items():
+        if e["kind"] != "coded":
+            continue
+        for key, flag, holder, count in (("scale", "scale_packed", e["quant"], e["shape"][0]),
+                                         ("colscale", "col_packed", e, e["shape"][1])):
+            if holder.pop(flag, False):
+                codes = sideinfo.unpack(tensors[f"{name}::{key}"].numpy(), count)
+                codes = codes.reshape(-1, 1) if key == "scale" else codes
+                tensors[f"{name}::{key}"] = torch.from_numpy(codes.copy())
+                e["sha256"]["col_scale" if key == "colscale" else key] = artifact._sha(codes)
+    _save_signed(tensors, header, out)
+
+
+def test_format_7_files_with_a_byte_per_code_still_read(tmp_path):
+    state = _state(np.random.default_rng(5))
+    art = llmcodec.compress_state_dict(state, llmcodec.CompressSettings(qp=30))
+    path, old = tmp_path / "a.llmc", tmp_path / "old.llmc"
+    llmcodec.save(art, path)
+    _as_format_7(path, old)
+    assert artifact.read_header(old)["format_version"] == 7
+    new, back = artifact.read(path), artifact.read(old)
+    for name, c in art.coded.items():
+        for b in (new.coded[name], back.coded[name]):
+            assert np.array_equal(b.scale, c.scale) and np.array_equal(b.col_scale, c.col_scale)
+
+
+def test_a_damaged_packed_stream_is_a_clear_error(tmp_path):
+    state = _state(np.random.default_rng(6))
+    art = llmcodec.compress_state_dict(state, llmcodec.CompressSettings(qp=30))
+    path, bad = tmp_path / "a.llmc", tmp_path / "bad.llmc"
+    llmcodec.save(art, path)
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = json.loads(f.metadata()["llmcodec"])
+    key = "l.0.w::colscale"
+    tensors[key] = torch.cat([tensors[key], torch.zeros(1, dtype=torch.uint8)])  # one byte too many
+    header["tensors"]["l.0.w"]["sha256"]["col_scale"] = artifact._sha(tensors[key])
+    _save_signed(tensors, header, bad)
+    with pytest.raises(artifact.ArtifactError, match="column scales.*data after its last code.*corrupt"):
+        artifact.read(bad)

@@ -7,7 +7,9 @@ Layout of the safetensors tensors:
 With compact side information (format 6, ``quant.compact``) ``::scale`` holds uint8 logarithmic
 codes (``sideinfo.py``, the tensor's ``scale_lo`` in the header) and ``::offset`` is there only
 for matrices that keep offsets; column multipliers with a ``col_lo`` in the header are uint8
-codes too.
+codes too. From format 8 both are stored packed (``sideinfo.pack``, a 1-D uint8 stream; marked by
+``scale_packed`` and ``col_packed`` in the header); format 6 and 7 files with a byte per code
+still read.
 The metadata key ``llmcodec`` holds a JSON header (see ``HEADER_KEYS``) with each tensor's shape,
 dtype, QP, frame layout, quantization and the SHA-256 of every stored piece; ``llmcodec.sha256`` is
 the SHA-256 of that JSON text (format version 2 on), so a damaged header is caught too.
@@ -43,8 +45,9 @@ FORMAT_NAME = "llmcodec"
 # 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations and companding;
 # 4: optional coefficient-domain coding (``quant.block``); 5: optional reconstruction tables (``recon``);
 # 6: optional 8-bit logarithmic side information (``quant.compact``, ``col_lo``); 7: optional partly
-# filled transform blocks (``quant.block_cols``), which an older reader would decode wrongly
-FORMAT_VERSION = 7
+# filled transform blocks (``quant.block_cols``), which an older reader would decode wrongly;
+# 8: log codes packed (``sideinfo.pack``; ``scale_packed``, ``col_packed``)
+FORMAT_VERSION = 8
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
@@ -129,6 +132,15 @@ def _sha(t: torch.Tensor | np.ndarray | bytes) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(t).reshape(-1).view(np.uint8))).hexdigest()
 
 
+def _unpack(path, what: str, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if data.ndim != 1:
+        raise ArtifactError(f"{path}: {what} is not a 1-D packed stream: the file is corrupt")
+    try:
+        return sideinfo.unpack(data, math.prod(shape)).reshape(shape)
+    except ValueError as e:
+        raise ArtifactError(f"{path}: {what}: {e}: the file is corrupt") from None
+
+
 def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
     """Write atomically (temporary file in the same folder, then rename). Returns the header."""
     tensors: dict[str, Storable] = {}
@@ -138,6 +150,8 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
             c = art.coded[name]
             tensors[f"{name}::bitstream"] = c.bitstream
             scale, scale_lo = sideinfo.to_codes(c.scale) if c.spec.compact else (c.scale, None)
+            if c.spec.compact:
+                scale = sideinfo.pack(scale)
             tensors[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(scale))
             sums = {"bitstream": _sha(c.bitstream), "scale": _sha(scale)}
             if not c.spec.compact or np.any(c.offset):  # compact: offsets only where stored (quant.py)
@@ -155,7 +169,7 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                     "shared_scale": c.spec.shared_scale,
                     **({"block": c.spec.block} if c.spec.block is not None else {}),
                     **({"block_cols": c.spec.block_cols} if c.spec.block_cols is not None else {}),
-                    **({"compact": True, "scale_lo": scale_lo} if c.spec.compact else {}),
+                    **({"compact": True, "scale_lo": scale_lo, "scale_packed": True} if c.spec.compact else {}),
                 },
                 "bits": c.bits,
                 "rel_error": c.rel_error,
@@ -170,7 +184,8 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
             if c.col_scale is not None:
                 cols = c.col_scale
                 if sideinfo.log_coded(cols):
-                    cols, index[name]["col_lo"] = sideinfo.to_codes(cols)
+                    codes, index[name]["col_lo"] = sideinfo.to_codes(cols)
+                    cols, index[name]["col_packed"] = sideinfo.pack(codes), True
                 tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(cols))
                 index[name]["sha256"]["col_scale"] = _sha(cols)
         elif name in art.raw:
@@ -353,6 +368,10 @@ def _check_entry(name: str, e) -> None:
         _need(not compact or block is not None, "compact side information outside the coefficient domain")
         _need(not compact or _is_int(qz.get("scale_lo"), *LO_RANGE), "scale_lo is not an integer")
         _need(e.get("col_lo") is None or _is_int(e["col_lo"], *LO_RANGE), "col_lo is not an integer")
+        _need(isinstance(qz.get("scale_packed", False), bool) and (compact or not qz.get("scale_packed")),
+              "scale_packed must be true or false, and true only with compact side information")
+        _need(isinstance(e.get("col_packed", False), bool) and (e.get("col_lo") is not None or not e.get("col_packed")),
+              "col_packed must be true or false, and true only with col_lo")
         _need(_is_int(e.get("bits"), 0, 2**62), "bit count is not a non-negative integer")
         _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
         _need(e.get("rotation") is None or _is_int(e["rotation"], 0, 2**32 - 1), "rotation seed is not 0..2**32-1")
@@ -517,7 +536,10 @@ def read(path: str | os.PathLike) -> Artifact:
                         raise ArtifactError(f"{path}: tensor {name!r} (bitstream) is empty or not 1-D: corrupt file")
                     what = f"tensor {name!r} (scale)"
                     if spec.compact:
-                        codes = get(f"{name}::scale", what, sums["scale"], "uint8", side).numpy()
+                        packed = e["quant"].get("scale_packed", False)
+                        codes = get(f"{name}::scale", what, sums["scale"], "uint8", None if packed else side).numpy()
+                        if packed:
+                            codes = _unpack(path, what, codes, side)
                         scale = sideinfo.from_codes(codes, e["quant"]["scale_lo"])
                     else:
                         scale = get(f"{name}::scale", what, sums["scale"], "float16", side).numpy()
@@ -530,7 +552,11 @@ def read(path: str | os.PathLike) -> Artifact:
                     if "col_scale" in sums:
                         what = f"tensor {name!r} (column scales)"
                         if e.get("col_lo") is not None:
-                            codes = get(f"{name}::colscale", what, sums["col_scale"], "uint8", (shape[1],)).numpy()
+                            packed = e.get("col_packed", False)
+                            codes = get(f"{name}::colscale", what, sums["col_scale"], "uint8",
+                                        None if packed else (shape[1],)).numpy()
+                            if packed:
+                                codes = _unpack(path, what, codes, (shape[1],))
                             col_scale = sideinfo.from_codes(codes, e["col_lo"])
                         else:
                             t = get(f"{name}::colscale", what, sums["col_scale"], "float16", (shape[1],))

@@ -78,10 +78,10 @@ class CodedTensor:
 
 
 def column_bits(col_scale: np.ndarray | None) -> int:
-    """Bits stored for column multipliers: fp16 ones as fp16, the others as 8-bit log codes."""
+    """Bits stored for column multipliers: fp16 ones as fp16, the others as packed log codes."""
     if col_scale is None:
         return 0
-    return sideinfo.bits(col_scale.size) if sideinfo.log_coded(col_scale) else 16 * col_scale.size
+    return sideinfo.bits(col_scale) if sideinfo.log_coded(col_scale) else 16 * col_scale.size
 
 
 def quant_spec(

@@ -105,7 +105,7 @@ def affine_bits(scale: np.ndarray, offset: np.ndarray, spec: QuantSpec) -> int:
     only if any offset is nonzero."""
     if not spec.compact:
         return SIDE_BITS_PER_GROUP * scale.size
-    return sideinfo.bits(scale.size) + (16 * offset.size if np.any(offset) else 0)
+    return sideinfo.bits(scale) + (16 * offset.size if np.any(offset) else 0)
 
 
 def group_count(cols: int, group: int | None) -> int:
