@@ -59,11 +59,11 @@ def test_compact_quantizer_drops_offsets_of_ordinary_weights_and_keeps_biased_on
     qz = quantize(w, spec)
     assert not np.any(qz.offset) and qz.scale.dtype == np.float32
     assert np.array_equal(sideinfo.snap(qz.scale), qz.scale)  # on the grid
-    assert qz.side_bits == sideinfo.bits(qz.scale)
+    assert qz.side_bits == sideinfo.bits(qz.scale, packed=False) == 8 * 64 + 16  # QuantSpec: a byte a code
     # the same weights at each row's mean of 2 RMS: the means pay for themselves (16 bits a row)
     biased = w + 2 * np.sqrt(np.mean(np.square(w), axis=1, keepdims=True))
     qb = quantize(biased, spec)
-    assert np.any(qb.offset) and qb.side_bits == sideinfo.bits(qb.scale) + 16 * 64
+    assert np.any(qb.offset) and qb.side_bits == sideinfo.bits(qb.scale, packed=False) + 16 * 64
     for m, x in ((qz, w), (qb, biased)):
         assert relative_error(x, dequantize(m)) < 1e-2  # exact samples restore the matrix
     const = quantize(np.full((32, 64), 0.25, np.float32), spec)
@@ -89,7 +89,7 @@ def _state(rng):
     }
 
 
-@pytest.mark.parametrize("side", ["log8", "fp16"])
+@pytest.mark.parametrize("side", ["packed", "log8", "fp16"])
 def test_artifact_stores_what_the_side_format_says(tmp_path, side):
     state = _state(np.random.default_rng(2))
     art = llmcodec.compress_state_dict(state, llmcodec.CompressSettings(qp=30, side=side))
@@ -105,14 +105,15 @@ def test_artifact_stores_what_the_side_format_says(tmp_path, side):
         b = back.coded[name]
         assert np.array_equal(b.scale, c.scale) and np.array_equal(b.offset, c.offset)
         assert np.array_equal(b.col_scale, c.col_scale) and b.side_bits == c.side_bits
-        if side == "log8":
+        if side != "fp16":
+            assert e["quant"].get("packed", False) == (side == "packed")
             assert e["quant"]["compact"] and dtypes[f"{name}::scale"] == torch.uint8
             assert dtypes[f"{name}::colscale"] == torch.uint8 and "col_lo" in e
             assert (f"{name}::offset" in keys) == bool(np.any(c.offset))
         else:
             assert "compact" not in e["quant"] and dtypes[f"{name}::scale"] == torch.float16
             assert dtypes[f"{name}::colscale"] == torch.float16 and f"{name}::offset" in keys
-    if side == "log8":
+    if side != "fp16":
         assert not np.any(art.coded["l.0.w"].offset) and np.any(art.coded["l.1.w"].offset)
     restored = llmcodec.load_state_dict(path)
     for name, t in state.items():
@@ -122,15 +123,19 @@ def test_artifact_stores_what_the_side_format_says(tmp_path, side):
 def test_log8_side_information_is_smaller_and_no_worse():
     rng = np.random.default_rng(3)
     w = (rng.standard_normal((256, 192)) * 0.02).astype(np.float32)
-    res, scale = {}, {}
-    for side in ("log8", "fp16"):
+    res, cts = {}, {}
+    for side in ("packed", "log8", "fp16"):
         ct = llmcodec.compress_tensor(torch.from_numpy(w), llmcodec.CompressSettings(qp=30, side=side))
         res[side] = (ct.side_bits - (0 if ct.recon is None else ct.recon.bits), ct.rel_error)
-        scale[side] = ct.scale
-    assert res["log8"][0] == sideinfo.bits(scale["log8"])  # no columns weighted for a lone tensor, no offsets
-    assert res["log8"][0] < 4.5 * 256  # rows of one RMS: their packed codes take under 4.5 bits each
+        cts[side] = ct
+    # no columns weighted for a lone tensor, no offsets
+    assert res["log8"][0] == 8 * 256 + 16 == sideinfo.bits(cts["log8"].scale, packed=False)
+    assert res["packed"][0] == sideinfo.bits(cts["packed"].scale) < 4.5 * 256  # rows of one RMS: few bits a code
     assert res["fp16"][0] == 32 * 256
     assert res["log8"][1] < res["fp16"][1] * 1.02
+    # packing is lossless: the same codes, bitstream and error
+    assert cts["packed"].bitstream == cts["log8"].bitstream and res["packed"][1] == res["log8"][1]
+    assert np.array_equal(cts["packed"].scale, cts["log8"].scale)
 
 
 @pytest.mark.parametrize("compact", [True, False])
@@ -196,13 +201,11 @@ def _as_format_7(path, out):
     for name, e in header["tensors"].items():
         if e["kind"] != "coded":
             continue
-        for key, flag, holder, count in (("scale", "scale_packed", e["quant"], e["shape"][0]),
-                                         ("colscale", "col_packed", e, e["shape"][1])):
-            if holder.pop(flag, False):
-                codes = sideinfo.unpack(tensors[f"{name}::{key}"].numpy(), count)
-                codes = codes.reshape(-1, 1) if key == "scale" else codes
-                tensors[f"{name}::{key}"] = torch.from_numpy(codes.copy())
-                e["sha256"]["col_scale" if key == "colscale" else key] = artifact._sha(codes)
+        assert e["quant"].pop("packed") and "col_lo" in e
+        for key, sha, shape in (("scale", "scale", (e["shape"][0], 1)), ("colscale", "col_scale", (e["shape"][1],))):
+            codes = sideinfo.unpack(tensors[f"{name}::{key}"].numpy(), int(np.prod(shape))).reshape(shape)
+            tensors[f"{name}::{key}"] = torch.from_numpy(codes)
+            e["sha256"][sha] = artifact._sha(codes)
     _save_signed(tensors, header, out)
 
 

@@ -139,7 +139,7 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
             imp = balance_importance(get(n))
         else:
             imp = column_importance(n, get, present, src.config)
-        out.append(None if imp is None else column_scales(imp, settings.alpha, log8=settings.side == "log8"))
+        out.append(None if imp is None else column_scales(imp, settings.alpha, log8=settings.side != "fp16"))
     return out
 
 

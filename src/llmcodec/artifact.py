@@ -7,9 +7,8 @@ Layout of the safetensors tensors:
 With compact side information (format 6, ``quant.compact``) ``::scale`` holds uint8 logarithmic
 codes (``sideinfo.py``, the tensor's ``scale_lo`` in the header) and ``::offset`` is there only
 for matrices that keep offsets; column multipliers with a ``col_lo`` in the header are uint8
-codes too. From format 8 both are stored packed (``sideinfo.pack``, a 1-D uint8 stream; marked by
-``scale_packed`` and ``col_packed`` in the header); format 6 and 7 files with a byte per code
-still read.
+codes too. From format 8, with ``packed`` in the tensor's ``quant`` header, both are stored packed
+(``sideinfo.pack``, a 1-D uint8 stream) instead of a byte per code.
 The metadata key ``llmcodec`` holds a JSON header (see ``HEADER_KEYS``) with each tensor's shape,
 dtype, QP, frame layout, quantization and the SHA-256 of every stored piece; ``llmcodec.sha256`` is
 the SHA-256 of that JSON text (format version 2 on), so a damaged header is caught too.
@@ -46,7 +45,7 @@ FORMAT_NAME = "llmcodec"
 # 4: optional coefficient-domain coding (``quant.block``); 5: optional reconstruction tables (``recon``);
 # 6: optional 8-bit logarithmic side information (``quant.compact``, ``col_lo``); 7: optional partly
 # filled transform blocks (``quant.block_cols``), which an older reader would decode wrongly;
-# 8: log codes packed (``sideinfo.pack``; ``scale_packed``, ``col_packed``)
+# 8: optionally packed log codes (``quant.packed``, ``sideinfo.pack``)
 FORMAT_VERSION = 8
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
@@ -150,7 +149,7 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
             c = art.coded[name]
             tensors[f"{name}::bitstream"] = c.bitstream
             scale, scale_lo = sideinfo.to_codes(c.scale) if c.spec.compact else (c.scale, None)
-            if c.spec.compact:
+            if c.spec.compact and c.spec.packed:
                 scale = sideinfo.pack(scale)
             tensors[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(scale))
             sums = {"bitstream": _sha(c.bitstream), "scale": _sha(scale)}
@@ -169,7 +168,8 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                     "shared_scale": c.spec.shared_scale,
                     **({"block": c.spec.block} if c.spec.block is not None else {}),
                     **({"block_cols": c.spec.block_cols} if c.spec.block_cols is not None else {}),
-                    **({"compact": True, "scale_lo": scale_lo, "scale_packed": True} if c.spec.compact else {}),
+                    **({"compact": True, "scale_lo": scale_lo} if c.spec.compact else {}),
+                    **({"packed": True} if c.spec.packed else {}),
                 },
                 "bits": c.bits,
                 "rel_error": c.rel_error,
@@ -184,8 +184,9 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
             if c.col_scale is not None:
                 cols = c.col_scale
                 if sideinfo.log_coded(cols):
-                    codes, index[name]["col_lo"] = sideinfo.to_codes(cols)
-                    cols, index[name]["col_packed"] = sideinfo.pack(codes), True
+                    cols, index[name]["col_lo"] = sideinfo.to_codes(cols)
+                    if c.spec.packed:
+                        cols = sideinfo.pack(cols)
                 tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(cols))
                 index[name]["sha256"]["col_scale"] = _sha(cols)
         elif name in art.raw:
@@ -368,10 +369,7 @@ def _check_entry(name: str, e) -> None:
         _need(not compact or block is not None, "compact side information outside the coefficient domain")
         _need(not compact or _is_int(qz.get("scale_lo"), *LO_RANGE), "scale_lo is not an integer")
         _need(e.get("col_lo") is None or _is_int(e["col_lo"], *LO_RANGE), "col_lo is not an integer")
-        _need(isinstance(qz.get("scale_packed", False), bool) and (compact or not qz.get("scale_packed")),
-              "scale_packed must be true or false, and true only with compact side information")
-        _need(isinstance(e.get("col_packed", False), bool) and (e.get("col_lo") is not None or not e.get("col_packed")),
-              "col_packed must be true or false, and true only with col_lo")
+        _need(isinstance(qz.get("packed", False), bool), "packed must be true or false")
         _need(_is_int(e.get("bits"), 0, 2**62), "bit count is not a non-negative integer")
         _need(e.get("rel_error") is None or (_is_num(e["rel_error"]) and e["rel_error"] >= 0), "bad rel_error")
         _need(e.get("rotation") is None or _is_int(e["rotation"], 0, 2**32 - 1), "rotation seed is not 0..2**32-1")
@@ -529,6 +527,7 @@ def read(path: str | os.PathLike) -> Artifact:
                         block=e["quant"].get("block"),
                         block_cols=e["quant"].get("block_cols"),
                         compact=e["quant"].get("compact", False),
+                        packed=e["quant"].get("packed", False),
                     )
                     side = (shape[0], group_count(shape[1], spec.group))
                     bs = get(f"{name}::bitstream", f"tensor {name!r} (bitstream)", sums["bitstream"], "uint8", None)
@@ -536,9 +535,9 @@ def read(path: str | os.PathLike) -> Artifact:
                         raise ArtifactError(f"{path}: tensor {name!r} (bitstream) is empty or not 1-D: corrupt file")
                     what = f"tensor {name!r} (scale)"
                     if spec.compact:
-                        packed = e["quant"].get("scale_packed", False)
-                        codes = get(f"{name}::scale", what, sums["scale"], "uint8", None if packed else side).numpy()
-                        if packed:
+                        codes = get(f"{name}::scale", what, sums["scale"], "uint8", None if spec.packed else side)
+                        codes = codes.numpy()
+                        if spec.packed:
                             codes = _unpack(path, what, codes, side)
                         scale = sideinfo.from_codes(codes, e["quant"]["scale_lo"])
                     else:
@@ -552,10 +551,9 @@ def read(path: str | os.PathLike) -> Artifact:
                     if "col_scale" in sums:
                         what = f"tensor {name!r} (column scales)"
                         if e.get("col_lo") is not None:
-                            packed = e.get("col_packed", False)
                             codes = get(f"{name}::colscale", what, sums["col_scale"], "uint8",
-                                        None if packed else (shape[1],)).numpy()
-                            if packed:
+                                        None if spec.packed else (shape[1],)).numpy()
+                            if spec.packed:
                                 codes = _unpack(path, what, codes, (shape[1],))
                             col_scale = sideinfo.from_codes(codes, e["col_lo"])
                         else:

@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="coefficient domain: restore each decoded level at the mean of the weights that reached "
                          f"it {dflt('centroids')}")
     rd.add_argument("--side", choices=SIDES,
-                    help=f"side information: 8-bit log scales and multipliers without offsets, or fp16 {dflt('side')}")
+                    help="side information: 8-bit log scales and multipliers without offsets, packed or a byte "
+                         f"each, or fp16 {dflt('side')}")
     rd.add_argument("--compand", type=float, metavar="P",
                     help=f"code sign(w)|w|^P so small weights get small errors; 1: off {dflt('compand')}")
     da = c.add_argument_group("optional and data-aware (off unless a text is given)")

@@ -69,7 +69,7 @@ class CodedTensor:
         """Scales (and offsets) per row or group, column multipliers and the reconstruction table
         if any."""
         recon = 0 if self.recon is None else self.recon.bits
-        return affine_bits(self.scale, self.offset, self.spec) + column_bits(self.col_scale) + recon
+        return affine_bits(self.scale, self.offset, self.spec) + column_bits(self.col_scale, self.spec.packed) + recon
 
     @property
     def bits(self) -> int:
@@ -77,18 +77,21 @@ class CodedTensor:
         return 8 * len(self.bitstream) + self.side_bits
 
 
-def column_bits(col_scale: np.ndarray | None) -> int:
-    """Bits stored for column multipliers: fp16 ones as fp16, the others as packed log codes."""
+def column_bits(col_scale: np.ndarray | None, packed: bool) -> int:
+    """Bits stored for column multipliers: fp16 ones as fp16, the others as log codes (``packed``:
+    sideinfo.pack; else a byte each)."""
     if col_scale is None:
         return 0
-    return sideinfo.bits(col_scale) if sideinfo.log_coded(col_scale) else 16 * col_scale.size
+    return sideinfo.bits(col_scale, packed) if sideinfo.log_coded(col_scale) else 16 * col_scale.size
 
 
 def quant_spec(
-    codec: FFmpegCodec, profile: Profile, group: int | None = None, shared_scale: bool = False, compact: bool = False
+    codec: FFmpegCodec, profile: Profile, group: int | None = None, shared_scale: bool = False, compact: bool = False,
+    packed: bool = False,
 ) -> QuantSpec:
     """The quantizer a profile of a codec codes with: its sample depth and, in the coefficient domain,
-    its transform blocks (``compact``: 8-bit log scales and no offsets there)."""
+    its transform blocks (``compact``: 8-bit log scales and no offsets there; ``packed``: log codes
+    stored packed)."""
     return QuantSpec(
         bits=codec.sample_bits(profile),
         group=group,
@@ -96,6 +99,7 @@ def quant_spec(
         block=profile.coef_block,
         compact=compact and profile.coef_block is not None,
         block_cols=profile.coef_cols if profile.coef_block else None,
+        packed=packed,
     )
 
 
@@ -108,10 +112,11 @@ def prepare(
     shared_scale: bool = False,
     col_scale: np.ndarray | None = None,
     compact: bool = False,
+    packed: bool = False,
 ) -> Prepared:
     """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
     the coefficient domain; the sample domain keeps fp16 scale and offset."""
-    spec = quant_spec(codec, profile, group, shared_scale, compact)
+    spec = quant_spec(codec, profile, group, shared_scale, compact, packed)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")

@@ -29,7 +29,7 @@ from .sysinfo import ffmpeg_version
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 WEIGHTINGS = ("none", "data-free", "balance")
-SIDES = ("log8", "fp16")
+SIDES = ("packed", "log8", "fp16")
 ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equal-rate")
 # The default edge layers' step (CompressSettings.edge_octaves None): one octave finer below 3.25 bits
 # per weight, where it measured a gain on SmolLM2 with both ECSQ and VVC (benchmarks/rd/EDGES.md).
@@ -107,9 +107,10 @@ class CompressSettings:
     # coefficient domain: restore each decoded level at the mean of the weights that reached it
     # (quant.Recon), which undoes the codec's rounding toward zero
     centroids: bool = True
-    # "log8": column multipliers and (coefficient domain) row scales as 8-bit logarithmic codes,
-    # no offsets (sideinfo.py); "fp16": fp16 scale and offset per row, fp16 multipliers
-    side: str = "log8"
+    # "packed": column multipliers and (coefficient domain) row scales as 8-bit logarithmic codes,
+    # no offsets, the codes Golomb-Rice packed (sideinfo.py); "log8": the same codes a byte each (the
+    # default until 2026-12-04); "fp16": fp16 scale and offset per row, fp16 multipliers
+    side: str = "packed"
     # Optional and data-aware (calibration.py): a text ("ptb-train", "ptb-valid", "ptb-test" or a file)
     # whose first ``calibration_tokens`` tokens estimate each matrix's loss per unit of error; its QP
     # offsets replace the one-QP-for-all allocation and the default edge layers. None: data-free.
@@ -235,6 +236,7 @@ class JobSpec:
     compand: float | None = None
     centroids: bool = True
     compact: bool = True
+    packed: bool = True
 
     def resolve(self) -> tuple[FFmpegCodec, Profile]:
         codec = get_codec(self.codec)
@@ -257,7 +259,8 @@ def _coded_domain(spec: JobSpec, name: str, w: np.ndarray) -> np.ndarray:
 
 def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None):
     codec, profile = spec.resolve()
-    return prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact), codec, profile
+    p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed)
+    return p, codec, profile
 
 
 def encode_job(
@@ -314,7 +317,7 @@ def scan_job(
         return float(np.sqrt(np.mean(np.square(x))))
 
     rel = rms(s / group_rms(coded, spec.group)) if relative else None
-    return p.quantized.side_bits + column_bits(col_scale), rms(s), rel, rms(coded.astype(np.float64))
+    return p.quantized.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64))
 
 
 class WorkDir:
@@ -399,7 +402,7 @@ class _Runner:
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
-                          spec.shared_scale, spec.rotate, spec.compand, spec.compact]
+                          spec.shared_scale, spec.rotate, spec.compand, spec.compact, spec.packed]
 
     def _key(self, i: int, qp: int | None, sample: bool) -> str:
         cs = self.col_scales[i]
@@ -460,8 +463,8 @@ class _Runner:
         _, profile = self.spec.resolve()
         table = RECON_MAX_BITS if (self.spec.centroids and profile.coef_block) else 0
         if not (self.spec.compact and profile.coef_block):  # fixed size: no need to read the matrices
-            return [SIDE_BITS_PER_GROUP * r * group_count(c, self.spec.group) + column_bits(cs) + table
-                    for (r, c), cs in zip(self.shapes, self.col_scales, strict=True)]
+            return [SIDE_BITS_PER_GROUP * r * group_count(c, self.spec.group) + column_bits(cs, self.spec.packed)
+                    + table for (r, c), cs in zip(self.shapes, self.col_scales, strict=True)]
         return [side + table for side, *_ in self.scan()]
 
     def steps(self, allocation: str, cap: float) -> list[float]:
@@ -531,7 +534,8 @@ def compress_matrices(
         # lossless keeps the quantization bound |w - w_hat| <= scale/2, which companding would not
         None if settings.compand == 1.0 or settings.lossless else settings.compand,
         settings.centroids,
-        settings.side == "log8",
+        settings.side != "fp16",
+        settings.side == "packed",
     )
     names = [m[0] for m in matrices]
     loaders = [m[1] if callable(m[1]) else functools.partial(_identity, m[1]) for m in matrices]

@@ -40,6 +40,9 @@ class QuantSpec:
     # fp16 offsets only for a matrix whose row means are worth their bits (see ``_worth_centring``).
     compact: bool = False
     block_cols: int | None = None
+    # log codes (compact scales, log-coded column multipliers) stored Golomb-Rice packed
+    # (sideinfo.pack) instead of a byte each
+    packed: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 16:
@@ -105,7 +108,7 @@ def affine_bits(scale: np.ndarray, offset: np.ndarray, spec: QuantSpec) -> int:
     only if any offset is nonzero."""
     if not spec.compact:
         return SIDE_BITS_PER_GROUP * scale.size
-    return sideinfo.bits(scale) + (16 * offset.size if np.any(offset) else 0)
+    return sideinfo.bits(scale, spec.packed) + (16 * offset.size if np.any(offset) else 0)
 
 
 def group_count(cols: int, group: int | None) -> int:

@@ -150,9 +150,10 @@ def unpack(data: np.ndarray, count: int) -> np.ndarray:
     return codes.astype(np.uint8)
 
 
-def bits(values: np.ndarray) -> int:
-    """Bits stored for log-coded ``values`` (on the grid): their packed codes plus ``lo``."""
-    return packed_bits(to_codes(values)[0]) + LO_BITS
+def bits(values: np.ndarray, packed: bool = True) -> int:
+    """Bits stored for log-coded ``values`` (on the grid): their packed codes (``packed``; else a
+    byte each) plus ``lo``."""
+    return (packed_bits(to_codes(values)[0]) if packed else 8 * np.size(values)) + LO_BITS
 
 
 def log_coded(values: np.ndarray) -> bool:
