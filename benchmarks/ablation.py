@@ -30,15 +30,19 @@ FIELDS = ["config", "target_bpw", "bpw", "rel_error", "perplexity", "tokens", "s
 # layers and the key/value sharing prior); from 3.25 up, the first five and dependent quantization on
 # the medium preset in full blocks instead (DEFAULT_PATH, path_at). Every row before edge layers
 # became a default (2026-12-03) was measured without them, and every row before the key/value prior
-# without it: NOEDGE and NOKV say so, so that each row can still be measured again as it was.
+# without it: NOEDGE and NOKV say so, so that each row can still be measured again as it was. The
+# log codes of the side information were stored a byte each until they were packed (2026-12-04, the
+# last step): LOG8 names that on every row measured before.
 # The previous defaults' path, in the sample domain, follows (base -> dependent quantization ->
 # companding), then alternatives tried on top of either (measured, not kept). Every configuration
 # names all the settings it was measured with that differ from today's library defaults, so each
 # row can be measured again as it was.
 HALF, DQM = "+ half-filled blocks", "+ dependent quantization on the medium preset (from 3.25 bpw)"
 EDGE, KV = "+ edge layers (below 3.25 bpw)", "+ key/value sharing (below 3.25 bpw)"
+PACKED = "+ packed side information"
 DEFAULT_PATH = ("base: per-row scales, equal QP", "+ coefficient domain", "+ reconstruction tables",
-                "+ column balance", "+ 8-bit side information", HALF, EDGE, KV, DQM)
+                "+ column balance", "+ 8-bit side information", HALF, EDGE, KV, DQM, PACKED)
+LOG8 = {"side": "log8"}
 NOKV = {"kv_sharing": 0.0}
 NOEDGE = {"edge_octaves": 0.0, **NOKV}
 CONFIGS: dict[str, dict] = {
@@ -46,12 +50,12 @@ CONFIGS: dict[str, dict] = {
     "+ coefficient domain": {"profile": "ai-faster-coef", **OLD},
     "+ reconstruction tables": {"profile": "ai-faster-coef", "weighting": "none", "side": "fp16", **NOEDGE},
     "+ column balance": {"side": "fp16", "profile": "ai-faster-coef", **NOEDGE},
-    "+ 8-bit side information": {"profile": "ai-faster-coef", **NOEDGE},
+    "+ 8-bit side information": {"profile": "ai-faster-coef", **NOEDGE, **LOG8},
     # the default profile below 3.25 bits per weight since 2026-12-03 (codecs/vvc.py)
-    HALF: {"profile": "ai-faster-coef-half", **NOEDGE},
+    HALF: {"profile": "ai-faster-coef-half", **NOEDGE, **LOG8},
     # the default below 3.25 bits per weight since 2026-12-03 (compress.EDGE_MAX_BPW)
-    EDGE: NOKV,
-    "default + dependent quantization": {"profile": "ai-faster-coef-dq", **NOEDGE},
+    EDGE: {**NOKV, **LOG8},
+    "default + dependent quantization": {"profile": "ai-faster-coef-dq", **NOEDGE, **LOG8},
     "balance + dependent quantization": {"profile": "ai-faster-coef-dq", "side": "fp16", **NOEDGE},
     "coefficient domain + dependent quantization": {"profile": "ai-faster-coef-dq", **OLD},
     "+ dependent quantization": {"profile": "ai-faster-dq", **OLD},
@@ -65,9 +69,11 @@ CONFIGS: dict[str, dict] = {
     "dq + companding p=0.9": {"profile": "ai-faster-dq", **OLD, "compand": 0.9},
     # from 3.25 bits per weight the default profile is default-dq: dependent quantization with
     # libvvenc's medium preset ("default + dependent quantization" above is that on the faster preset)
-    DQM: {"profile": "default-dq", **NOEDGE},
+    DQM: {"profile": "default-dq", **NOEDGE, **LOG8},
     # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets), the default below 3.25 bpw
-    KV: {},
+    KV: LOG8,
+    # the log codes Golomb-Rice packed (sideinfo.pack), the default since 2026-12-04
+    PACKED: {},
 }
 
 
@@ -157,8 +163,10 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "domain (src/llmcodec/coefdomain.py), so its quantizer acts on each weight; each decoded level",
              "is restored at the centroid of the weights that reached it (quant.Recon); every input column",
              "is coded at the same RMS (importance.balance_importance); scales and column multipliers are",
-             "stored as a byte each and offsets only where they pay (sideinfo.py); below 3.25 bits per weight",
-             "the weights fill only the left 16 coefficient columns of each 32x32 block (coefdomain.place),",
+             "stored as 8-bit log codes and offsets only where they pay (sideinfo.py), the codes a byte each",
+             "until the last step packs them (Golomb-Rice about their median, sideinfo.pack); below 3.25",
+             "bits per weight the weights fill only the left 16 coefficient columns of each 32x32 block",
+             "(coefdomain.place),",
              "and the first and last block of the stack get a step one octave finer than the rest's",
              "(compress.edge_offsets; benchmarks/rd/EDGES.md); from 3.25 bits per weight the codec instead",
              "quantizes full blocks with dependent (trellis) quantization and libvvenc's medium preset, not",
