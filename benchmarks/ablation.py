@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import OLD_DEFAULTS as OLD  # noqa: E402
-from common import Harness, ResultsCSV, write_markdown  # noqa: E402
+from common import Harness, ResultsCSV, w40_default_rows, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.codecs.vvc import VVC  # noqa: E402
@@ -103,9 +103,13 @@ def main() -> None:
     chosen = list(CONFIGS.items())
     if args.configs:
         chosen = [chosen[int(i)] for i in args.configs.split(",")]
+    borrowed = w40_default_rows(args.windows)
     for bpw in args.bpw.split(","):
         for name, kw in chosen:
             if csv.has(name, bpw):
+                continue
+            if name == PACKED and float(bpw) in borrowed:
+                print(f"skipping {name!r} at {bpw} bpw: measured in benchmarks/rd/w40", flush=True)
                 continue
             settings = CompressSettings(bpw=float(bpw), **kw)
             # e.g. the last step of DEFAULT_PATH is the 8-bit step's encoding below 3.25 bpw
@@ -152,6 +156,11 @@ def e2e_rows(have: set[tuple[str, str]]) -> list[dict]:
 def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
     rows = list(csv.rows.values())
     rows += e2e_rows({(r["config"], f"{float(r['target_bpw']):.1f}") for r in rows})
+    have = {float(r["target_bpw"]) for r in rows if r["config"] == PACKED}
+    rows += [{"config": PACKED, "target_bpw": f"{b:.1f}", "bpw": r["bpw"], "rel_error": f"{float(r['rel_error']):.4f}",
+              "perplexity": r["perplexity"], "tokens": r["tokens"], "seconds": r["seconds"],
+              "settings": "{} (benchmarks/rd/w40)"} for b, r in w40_default_rows(40).items()
+             if b not in have and b >= 2.5]
     rows = sorted(rows, key=lambda r: (float(r["target_bpw"]), list(CONFIGS).index(r["config"])
                                        if r["config"] in CONFIGS else 99))
     lines = ["# Ablation: what each data-free ingredient buys", "",
@@ -180,7 +189,8 @@ def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
              "full). A",
              "configuration missing from the table was not measured. Rows marked",
              "'(benchmarks/e2e)' come from",
-             "`benchmarks/e2e/results.csv`: the same protocol (rate control, same tokens), run there. Rows",
+             "`benchmarks/e2e/results.csv`, and rows marked '(benchmarks/rd/w40)' (today's default) from",
+             "`benchmarks/rd/w40/results.csv`: the same protocol (rate control, same tokens), run there. Rows",
              "measured before rate control's fill round (src/llmcodec/rate.py, step 3) existed land further",
              "below the target: compare their bits/weight (at 2.5, '+ column balance' is one of them).", "",
              "| target bpw | configuration | settings | bits/weight | rel. weight error | perplexity | seconds |",

@@ -22,6 +22,21 @@ OLD_DEFAULTS = {"compand": 1.0, "weighting": "none", "centroids": False, "tolera
                 "edge_octaves": 0.0, "kv_sharing": 0.0}
 
 
+W40 = Path(__file__).resolve().parent / "rd/w40/results.csv"
+
+
+def w40_default_rows(windows: int) -> dict[float, dict]:
+    """The default's points (``CompressSettings(bpw=B)``) that benchmarks/rd/run.py measured on the
+    built-in model at ``windows`` PTB windows, by target: the same deterministic encodes and tokens
+    that benchmarks/e2e.py and benchmarks/ablation.py would measure again, so they are measured once."""
+    if not W40.is_file():
+        return {}
+    with W40.open(newline="") as f:
+        return {float(r["target_bpw"]): r for r in csv.DictReader(f)
+                if r["model"] == "smollm2-135m" and r["method"] == "llmcodec-vvc"
+                and r["setting"] == f"default bpw={r['target_bpw']}" and r["windows"] == str(windows)}
+
+
 class ResultsCSV:
     """Rows keyed by some columns; rewritten atomically after every new row so a long run resumes."""
 

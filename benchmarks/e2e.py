@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OLD_DEFAULTS, Harness, ResultsCSV, write_markdown  # noqa: E402
+from common import OLD_DEFAULTS, Harness, ResultsCSV, w40_default_rows, write_markdown  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
@@ -79,7 +79,11 @@ def main() -> None:
             old = CompressSettings(codec="vvc", profile=profile, bpw=b, **OLD_DEFAULTS)
             run("vvc", f"bpw={b},profile={profile}", b, lambda s=old: h.compress(s))
 
+    borrowed = w40_default_rows(args.windows)
     for b in (float(x) for x in args.default_bpw.split(",") if x):
+        if b in borrowed:
+            print(f"llmcodec default at {b} bpw: measured in benchmarks/rd/w40", flush=True)
+            continue
         run("llmcodec default", f"bpw={b}", b, lambda s=CompressSettings(bpw=b): h.compress(s))
 
     write_report(args.report, list(csv.rows.values()), info, len(h.names), h.coded_weights)
@@ -90,6 +94,11 @@ def write_report(
 ) -> None:
     def key(r):
         return (r["method"] != "uncompressed", float(r["bpw"]))
+
+    have = {float(r["target_bpw"]) for r in rows if r["method"] == "llmcodec default"}
+    rows = rows + [{"method": "llmcodec default", "setting": f"bpw={b} (benchmarks/rd/w40)", "bpw": r["bpw"],
+                    "rel_error": f"{float(r['rel_error']):.4f}", "perplexity": r["perplexity"], "tokens": r["tokens"],
+                    "seconds": r["seconds"]} for b, r in w40_default_rows(40).items() if b not in have]
 
     lines = [
         "# Benchmarks",
@@ -113,10 +122,13 @@ def write_report(
         "",
         "- `llmcodec default`: today's default configuration, `llmcodec compress --bpw B` with nothing else",
         "  (`CompressSettings(bpw=B)`: VVC in the coefficient domain, column balance, reconstruction tables,",
-        "  8-bit logarithmic side information, one QP for all matrices by rate control; below 3.25 bits per",
-        "  weight half-filled blocks with RDOQ, the first and last block one octave finer and k_proj/v_proj",
+        "  8-bit logarithmic side information with the codes packed, one QP for all matrices by rate",
+        "  control; below 3.25 bits per weight half-filled blocks with RDOQ, the first and last block one",
+        "  octave finer and k_proj/v_proj",
         "  finer by the square root of their grouped-query sharing; from 3.25 up dependent quantization with",
-        "  libvvenc's medium preset). What each ingredient buys: `benchmarks/ablation/RESULTS.md`.",
+        "  libvvenc's medium preset). What each ingredient buys: `benchmarks/ablation/RESULTS.md`. Rows",
+        "  marked '(benchmarks/rd/w40)' were measured there (the same deterministic encodes and tokens);",
+        "  `llmcodec log8` rows are the default until 2026-12-04, which stored the log codes a byte each.",
         "- `vvc ... profile=P`: the first defaults (issue 2), kept as measured: libvvenc all-intra, `-qpa 0`,",
         "  10-bit samples, per-row fp16 scale and offset, one QP for all tensors; `ai-faster` is preset",
         "  faster, `ai-faster-dq` adds dependent (trellis) quantization; both code the weights as samples",
