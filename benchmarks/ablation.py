@@ -98,7 +98,7 @@ def main() -> None:
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     csv = ResultsCSV(OUT / "results.csv", FIELDS, ("config", "target_bpw"), args.fresh)
     if args.report_only:
-        return write_report(csv, info, measured=False)
+        return write_report(csv, info, args.windows, measured=False)
     h = Harness(args.model, args.windows)
     chosen = list(CONFIGS.items())
     if args.configs:
@@ -124,7 +124,7 @@ def main() -> None:
             csv.add({"config": name, "target_bpw": bpw, "bpw": f"{got:.4f}", "rel_error": f"{h.rel_error(out):.4f}",
                      "perplexity": f"{res.perplexity:.3f}", "tokens": res.tokens, "seconds": f"{secs:.0f}",
                      "settings": str(kw)})
-    write_report(csv, info)
+    write_report(csv, info, args.windows)
 
 
 # rows of benchmarks/e2e (measured with the defaults of their day, i.e. OLD)
@@ -153,14 +153,12 @@ def e2e_rows(have: set[tuple[str, str]]) -> list[dict]:
     return out
 
 
-def write_report(csv: ResultsCSV, info: dict, measured: bool = True) -> None:
+def write_report(csv: ResultsCSV, info: dict, windows: int, measured: bool = True) -> None:
     rows = list(csv.rows.values())
     rows += e2e_rows({(r["config"], f"{float(r['target_bpw']):.1f}") for r in rows})
     have = {float(r["target_bpw"]) for r in rows if r["config"] == PACKED}
-    rows += [{"config": PACKED, "target_bpw": f"{b:.1f}", "bpw": r["bpw"], "rel_error": f"{float(r['rel_error']):.4f}",
-              "perplexity": r["perplexity"], "tokens": r["tokens"], "seconds": r["seconds"],
-              "settings": "{} (benchmarks/rd/w40)"} for b, r in w40_default_rows(40).items()
-             if b not in have and b >= 2.5]
+    rows += [{"config": PACKED, "target_bpw": f"{b:.1f}", **r, "settings": "{} (benchmarks/rd/w40)"}
+             for b, r in w40_default_rows(windows).items() if b not in have and b >= 2.5]
     rows = sorted(rows, key=lambda r: (float(r["target_bpw"]), list(CONFIGS).index(r["config"])
                                        if r["config"] in CONFIGS else 99))
     lines = ["# Ablation: what each data-free ingredient buys", "",

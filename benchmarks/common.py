@@ -28,11 +28,15 @@ W40 = Path(__file__).resolve().parent / "rd/w40/results.csv"
 def w40_default_rows(windows: int) -> dict[float, dict]:
     """The default's points (``CompressSettings(bpw=B)``) that benchmarks/rd/run.py measured on the
     built-in model at ``windows`` PTB windows, by target: the same deterministic encodes and tokens
-    that benchmarks/e2e.py and benchmarks/ablation.py would measure again, so they are measured once."""
+    that benchmarks/e2e.py and benchmarks/ablation.py would measure again, so they are measured once.
+    Each row has those scripts' measurement columns (bpw, rel_error to 4 places, perplexity, tokens,
+    seconds)."""
     if not W40.is_file():
         return {}
     with W40.open(newline="") as f:
-        return {float(r["target_bpw"]): r for r in csv.DictReader(f)
+        return {float(r["target_bpw"]): {"bpw": r["bpw"], "rel_error": f"{float(r['rel_error']):.4f}",
+                                         "perplexity": r["perplexity"], "tokens": r["tokens"], "seconds": r["seconds"]}
+                for r in csv.DictReader(f)
                 if r["model"] == "smollm2-135m" and r["method"] == "llmcodec-vvc"
                 and r["setting"] == f"default bpw={r['target_bpw']}" and r["windows"] == str(windows)}
 

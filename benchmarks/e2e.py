@@ -48,7 +48,7 @@ def main() -> None:
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     csv = ResultsCSV(args.csv, FIELDS, ("method", "setting"), args.fresh)
     if args.report_only:
-        write_report(args.report, list(csv.rows.values()), info, None, None, measured=False)
+        write_report(args.report, list(csv.rows.values()), info, None, None, args.windows, measured=False)
         return
     h = Harness(args.model, args.windows)
 
@@ -86,19 +86,19 @@ def main() -> None:
             continue
         run("llmcodec default", f"bpw={b}", b, lambda s=CompressSettings(bpw=b): h.compress(s))
 
-    write_report(args.report, list(csv.rows.values()), info, len(h.names), h.coded_weights)
+    write_report(args.report, list(csv.rows.values()), info, len(h.names), h.coded_weights, args.windows)
 
 
 def write_report(
-    path: Path, rows: list[dict], info: dict, n_tensors: int | None, n_weights: int | None, measured: bool = True
+    path: Path, rows: list[dict], info: dict, n_tensors: int | None, n_weights: int | None, windows: int,
+    measured: bool = True,
 ) -> None:
     def key(r):
         return (r["method"] != "uncompressed", float(r["bpw"]))
 
     have = {float(r["target_bpw"]) for r in rows if r["method"] == "llmcodec default"}
-    rows = rows + [{"method": "llmcodec default", "setting": f"bpw={b} (benchmarks/rd/w40)", "bpw": r["bpw"],
-                    "rel_error": f"{float(r['rel_error']):.4f}", "perplexity": r["perplexity"], "tokens": r["tokens"],
-                    "seconds": r["seconds"]} for b, r in w40_default_rows(40).items() if b not in have]
+    rows = rows + [{"method": "llmcodec default", "setting": f"bpw={b} (benchmarks/rd/w40)", **r}
+                   for b, r in w40_default_rows(windows).items() if b not in have]
 
     lines = [
         "# Benchmarks",

@@ -402,7 +402,7 @@ class _Runner:
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
-                          spec.shared_scale, spec.rotate, spec.compand, spec.compact, spec.packed]
+                          spec.shared_scale, spec.rotate, spec.compand, spec.compact]  # not packed: same bitstream
 
     def _key(self, i: int, qp: int | None, sample: bool) -> str:
         cs = self.col_scales[i]
