@@ -196,6 +196,21 @@ def test_crafted_header_fields_give_artifact_error_never_a_crash(pieces, tmp_pat
         assert "/" not in f and f not in (".", "..")
 
 
+def test_numbers_beyond_float_range_in_the_header_are_refused(pieces, tmp_path):
+    # JSON ints have no bound: one in a number field was a TypeError (np.isfinite), not an ArtifactError
+    tensors, header = pieces
+    name = next(n for n, e in header["tensors"].items() if e["kind"] == "coded")
+    for value in (10**400, -(10**400)):
+        crafted = copy.deepcopy(header)
+        crafted["tensors"][name]["rel_error"] = value
+        text = json.dumps(crafted)
+        p = tmp_path / "big.llmc"
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        save_file(tensors, str(p), metadata={"llmcodec": text, "llmcodec.sha256": sha})
+        with pytest.raises(ArtifactError, match="rel_error"):
+            artifact.read(p)
+
+
 # -- frames and raw pixel packing: exact for any shape, dtype and bit depth ------------------------------
 
 

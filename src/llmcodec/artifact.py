@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -293,7 +294,10 @@ def _is_int(x, lo: int = 0, hi: int = MAX_DIM) -> bool:
 
 
 def _is_num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    # JSON ints can be arbitrarily large: np.isfinite raises on those instead of saying no
+    return math.isfinite(x) if isinstance(x, float) else abs(x) <= sys.float_info.max
 
 
 def _is_sha(x) -> bool:
