@@ -93,3 +93,26 @@ def test_fill_spends_what_the_budget_leaves(noise):
     # what is left is less than the cheapest move: one QP of the smallest tensor (1/6 bit x 10,000)
     assert (2.5 - got[1][0]) * sum(numel) < 10_000 / 6 + 1e-6 or got[1][1] == got[0][1]
     assert got[1][0] > got[0][0] or 2.5 - got[0][0] < 10_000 / 6 / sum(numel)
+
+
+def test_later_fill_rounds_run_only_while_much_of_the_budget_is_left():
+    """Few coarse tensors: the first round's estimates leave a move unmade that a second round
+    finds; a landing already within ``refill`` of the budget encodes nothing more."""
+    numel = [50_000 * (1 + i % 4) for i in range(8)]
+
+    def run(rounds, refill=0.001):
+        full, sample = _synthetic(numel, 0.1, seed=0)
+        calls = []
+
+        def counted(jobs):
+            calls.append(len(jobs))
+            return full(jobs)
+
+        a = allocate(numel, [300] * 8, 2.5, (0, 63), counted, sample, tolerance=0.03, fill_rounds=rounds,
+                     refill=refill)
+        return a.total_bits / sum(numel), sum(calls)
+
+    one, two, never = run(1), run(3), run(3, refill=1.0)
+    assert 2.5 - one[0] > 0.001 * 2.5  # one round leaves more than the refill share
+    assert one[0] < two[0] <= 2.5 and two[1] > one[1]
+    assert never == one

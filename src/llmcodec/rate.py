@@ -5,7 +5,8 @@
 2. Every tensor is encoded at that QP; the measured total is then corrected by moving single
    tensors one QP step up or down, choosing moves from the sample curves and measuring each move.
 3. The budget left is filled: tensors whose next-better QP is estimated to fit in what is left
-   are measured there too (one round; the coarsest tensors first, then the cheapest moves).
+   are measured there too (the coarsest tensors first, then the cheapest moves; further rounds
+   while more than 0.1% of the budget is left).
 4. Finally, from everything measured, the highest-rate mix of measured options that stays within
    the budget is kept; it has to land within ``tolerance`` below the target.
 
@@ -55,7 +56,8 @@ def allocate(
     qp_offsets: Sequence[int] | None = None,
     equal_rate: bool = False,
     probe_span: int = 3,
-    fill_rounds: int = 1,
+    fill_rounds: int = 3,
+    refill: float = 0.001,
 ) -> Allocation:
     """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
 
@@ -65,8 +67,11 @@ def allocate(
     ``equal_rate``: after the global search, each tensor starts from the QP (within ``probe_span`` of
     the global one) whose sample rate, side information included, is closest to the target, so every
     tensor spends about the same bits per weight, as a per-tensor rate-controlled quantizer does;
-    the moves below then fill the budget. ``fill_rounds``: rounds of step 3 (each measures the
-    moves it tries at full size).
+    the moves below then fill the budget. ``fill_rounds``: at most this many rounds of step 3 (each
+    measures the moves it tries at full size); a round after the first runs only while more than
+    ``refill`` of the budget is left, so a model of few tensors, whose moves are coarse, still lands
+    close (MiniLM: 3.4918 for 3.5 with one round, 3.4988 with two) and one that already landed
+    close encodes nothing more.
     """
     n = len(numel)
     qp_lo, qp_hi = min(qp_range), max(qp_range)
@@ -150,10 +155,10 @@ def allocate(
         for i in moves:
             qps[i] += step
 
-    for _ in range(fill_rounds):
+    for k in range(fill_rounds):
         slack = budget - total()
         cand = [i for i in range(n) if qps[i] - 1 >= qp_lo and (i, qps[i] - 1) not in full]
-        if slack <= 0 or not cand:
+        if slack <= (0 if k == 0 else refill * budget) or not cand:
             break
         deltas = {i: estimate(i, qps[i] - 1) - full[i, qps[i]] for i in cand}
         moves, used = [], 0.0
