@@ -42,6 +42,7 @@ from run import (  # noqa: E402
     extra_entries,
     log,
     measure,
+    pending,
     read_rows,
 )
 
@@ -171,6 +172,11 @@ def main() -> None:
     # the budgets in the order given: the first ones are measured first
     entries.sort(key=lambda e: budgets.index(e.target_bpw) if e.target_bpw in budgets else len(budgets))
     redraw = lambda: report(args.report, read_rows(args.csv), info, args.windows, args.seed)  # noqa: E731
+    todo = pending(args.csv, model_key(args.seed), str(args.windows), entries)
+    log(f"{model_key(args.seed)}: {len(entries)} points, {len(todo or [])} to measure")
+    if todo is None:  # building the de-gridded model takes a while: only when something is left
+        report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured=False)
+        return
     measure(DegridSmol(args.windows, args.seed), entries, args.csv, after_point=redraw)
     redraw()
 

@@ -362,6 +362,15 @@ def reference_row(model) -> dict:
     return row, len(names), sum(model.state[n].numel() for n in names)
 
 
+def pending(path: Path, key: str, windows: str, entries: list[Entry]) -> list[Entry] | None:
+    """The entries not yet in the CSV at ``path`` for model ``key`` at ``windows`` (run.py's column:
+    "" for MiniLM), or None if nothing is left to measure, the uncompressed reference included, so
+    that a caller need not build the model."""
+    done = {row_key(r) for r in read_rows(path)}
+    todo = [e for e in entries if (key, e.method, e.setting, windows) not in done]
+    return todo if todo or (key, "uncompressed", "-", windows) not in done else None
+
+
 def measure(model, entries: list[Entry], path: Path, after_point: Callable[[], None] | None = None) -> None:
     """Measure the uncompressed reference and every entry not yet in the CSV at ``path`` for
     ``model`` (its ``key`` and ``windows``), recording each row as it is done."""
@@ -418,12 +427,9 @@ def main() -> None:
     for key in args.models.split(","):
         if key not in (SMOL, MINILM):
             raise SystemExit(f"run.py: error: unknown model {key!r}; choose {SMOL} or {MINILM}")
-        win = str(args.windows) if key == SMOL else ""
-        done = {row_key(r) for r in read_rows(args.csv)}
-        todo = [e for e in entries if (key, e.method, e.setting, win) not in done]
-        need_ref = (key, "uncompressed", "-", win) not in done
-        log(f"{key}: {len(entries)} points, {len(todo)} to measure")
-        if not todo and not need_ref:
+        todo = pending(args.csv, key, str(args.windows) if key == SMOL else "", entries)
+        log(f"{key}: {len(entries)} points, {len(todo or [])} to measure")
+        if todo is None:
             continue
         measure(Smol(args.windows) if key == SMOL else MiniLM(args.sentences), entries, args.csv)
     from report import write_report
