@@ -187,6 +187,9 @@ def default_methods(budgets: tuple[float, ...], extra: list[str], workers: int =
             _Shrunk(B.ECSQ, b, coder="range", scope="row")))
     for b in budgets:
         register("ecsq-range", f"shared-step bpw={b}", b, shared_step_method(b))
+    for b in budgets:  # row+balance with one relative step for all matrices: llmcodec's one-QP allocation
+        register("ecsq-range", f"row+balance shared-relative bpw={b}", b,
+                 shared_step_method(b, scope="row", balance=True))
     for b in budgets:
         register("ecsq-zstd", f"tensor bpw={b}", b, peer_method(B.ECSQ(b, coder="zstd", scope="tensor")))
     add_rtn(None)
