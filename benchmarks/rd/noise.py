@@ -28,24 +28,19 @@ sys.path.insert(0, str(HERE.parent))
 import run as R  # noqa: E402
 from common import measuring_command, write_markdown  # noqa: E402
 
-from llmcodec import baselines as B  # noqa: E402
 from llmcodec import sysinfo  # noqa: E402
 
 
 def entries(targets: list[float], with_llmcodec: bool, extra: list[str], workers: int) -> list[tuple[str, R.Entry]]:
-    """(group, entry): the group names the method whose draws are pooled."""
+    """(group, entry): the group names the method whose draws are pooled. The entries are run.py's."""
+    groups = [("ecsq-range row", "ecsq-range row"), ("ecsq-range row+balance", "ecsq-range row+balance"),
+              ("ecsq-range row+balance, shared relative step", "ecsq-range row+balance shared-relative")]
+    if with_llmcodec:
+        groups.append(("llmcodec-vvc default", "llmcodec-vvc default"))
     out = []
     for b in targets:
-        out.append(("ecsq-range row", R.Entry("ecsq-range", f"row bpw={b}", b,
-                                              R.peer_method(B.ECSQ(b, coder="range", scope="row")))))
-        out.append(("ecsq-range row+balance", R.Entry("ecsq-range", f"row+balance bpw={b}", b, R.balanced_method(
-            R._Shrunk(B.ECSQ, b, coder="range", scope="row")))))
-        out.append(("ecsq-range row+balance, shared relative step", R.Entry(
-            "ecsq-range", f"row+balance shared-relative bpw={b}", b,
-            R.shared_step_method(b, scope="row", balance=True))))
-        if with_llmcodec:
-            out.append(("llmcodec-vvc default", R.Entry("llmcodec-vvc", f"default bpw={b}", b,
-                                                        R.llmcodec_method(codec="vvc", bpw=b, workers=workers))))
+        known = {f"{e.method} {e.setting}": e for e in R.default_methods((b,), [], workers)}
+        out += [(group, known[f"{name} bpw={b}"]) for group, name in groups]
         for e in R.extra_entries(extra, (b,), workers):
             out.append((f"{e.method} {e.setting.rpartition(' bpw=')[0]}", e))
     return out
