@@ -171,12 +171,13 @@ def main() -> None:
     entries += extra_entries(args.extra, budgets, args.workers)
     # the budgets in the order given: the first ones are measured first
     entries.sort(key=lambda e: budgets.index(e.target_bpw) if e.target_bpw in budgets else len(budgets))
-    redraw = lambda: report(args.report, read_rows(args.csv), info, args.windows, args.seed)  # noqa: E731
+    def redraw(measured: bool = True) -> None:
+        report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured)
+
     todo = pending(args.csv, model_key(args.seed), str(args.windows), entries)
     log(f"{model_key(args.seed)}: {len(entries)} points, {len(todo or [])} to measure")
     if todo is None:  # building the de-gridded model takes a while: only when something is left
-        report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured=False)
-        return
+        return redraw(measured=False)
     measure(DegridSmol(args.windows, args.seed), entries, args.csv, after_point=redraw)
     redraw()
 
