@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, artifact, calibration
+from . import __version__, artifact, budget, calibration, kept, stacks
 from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
@@ -87,14 +88,18 @@ def compress_source(
     executor: Executor | None = None,
     work: WorkDir | None = None,
 ) -> Artifact:
-    """Code every codable tensor of a model source; the rest is kept exactly.
+    """Code every codable tensor of a model source (matrices, and tensors of 3+ dimensions as
+    stacks of matrices); the rest is stored at 16 bits (``kept.py``; exactly with ``exact_kept``).
 
+    Under a whole-model budget (``settings.budget`` "model") the matrices get what the budget
+    leaves after everything else stored: kept tensors and the artifact's header (budget.py).
     Coded tensors are read lazily by the jobs that need them (``executor``: where jobs run,
     default a local pool; ``work``: a directory of finished encodes for resuming).
     """
     art = Artifact(codec=_codec_record(settings), settings=settings.to_dict(), config=src.config, files=dict(src.files))
     tied = src.tied()
     todo = []
+    shapes: dict[str, tuple[int, int]] = {}  # each coded matrix's
     for name in src.names():
         art.order.append(name)
         # A tie must be the very same view: W and W.T of a square W share storage, offset and shape.
@@ -102,7 +107,8 @@ def compress_source(
             art.aliases[name] = tied[name]
             continue
         t = src.get(name)
-        if is_codable(name, tuple(t.shape), settings) and t.is_floating_point() and not torch.isfinite(t).all():
+        codable = is_codable(name, tuple(t.shape), settings) and t.is_floating_point()
+        if codable and not torch.isfinite(t).all():
             if not settings.keep_nonfinite:
                 raise ValueError(
                     f"tensor {name!r} contains NaN or Inf weights; fix the checkpoint, or pass --keep-nonfinite "
@@ -110,18 +116,56 @@ def compress_source(
                 )
             art.raw[name] = t.detach().cpu().contiguous()  # kept exactly, NaN/Inf included
             continue
-        if is_codable(name, tuple(t.shape), settings) and t.is_floating_point():
+        if codable and t.ndim == 2:
             todo.append((name, _reader(src, name), _dtype_name(t)))
-        elif src.lazy:  # read again when the artifact is written, not kept in memory meanwhile
-            art.raw[name] = artifact.LazyTensor(tuple(t.shape), t.dtype, functools.partial(src.get, name))
+            shapes[name] = (t.shape[0], t.shape[1])
+        elif codable:
+            art.stacks[name] = tuple(t.shape)
+            for i, m in enumerate(stacks.member_names(name, t.shape)):
+                todo.append((m, _member_reader(src, name, i), _dtype_name(t)))
+                shapes[m] = (t.shape[-2], t.shape[-1])
         else:
-            art.raw[name] = t.detach().cpu().contiguous()
+            _keep(art, src, name, t, settings.exact_kept)
         del t
-    col_scales = _column_scales(src, [n for n, _, _ in todo], settings)
-    weights = _loss_weights(src, [n for n, _, _ in todo], settings, col_scales, progress)
-    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights):
+    names = [n for n, _, _ in todo]
+    col_scales = _column_scales(src, names, settings)
+    weights = _loss_weights(src, names, settings, col_scales, progress)
+    budget_bits = None
+    if todo and settings.bpw is not None and settings.budget == "model":
+        budget_bits = budget.coded_bits(art, settings, shapes, __version__)
+    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights, budget_bits):
         art.coded[ct.name] = ct
     return art
+
+
+def _keep(art: Artifact, src: ModelSource, name: str, t: torch.Tensor, exact: bool) -> None:
+    """Store ``t`` uncoded: at 16 bits unless ``exact`` (kept.py), lazily for a lazy source."""
+    dtype = kept.storage_dtype(t, exact)
+    if dtype != t.dtype:
+        art.source_dtypes[name] = _dtype_name(t)
+    if src.lazy:  # read again when the artifact is written, not kept in memory meanwhile
+        art.raw[name] = artifact.LazyTensor(tuple(t.shape), dtype, functools.partial(_stored, src, name, dtype))
+    else:
+        art.raw[name] = kept.to_storage(t, dtype)
+
+
+def _stored(src: ModelSource, name: str, dtype: torch.dtype) -> torch.Tensor:
+    return kept.to_storage(src.get(name), dtype)
+
+
+def _matrix(src: ModelSource, name: str) -> torch.Tensor:
+    """A tensor of the source by name, or a matrix of a stacked one by its member name (``name[i]``)."""
+    try:
+        return src.get(name)
+    except KeyError:
+        m = re.fullmatch(r"(.*)\[(\d+)\]", name)
+        if m is None:
+            raise
+        return stacks.member(src.get(m.group(1)), int(m.group(2)))
+
+
+def _member_reader(src: ModelSource, name: str, i: int):
+    return lambda: _to_numpy(stacks.member(src.get(name), i))
 
 
 def _column_scales(src: ModelSource, names: list[str], settings: CompressSettings) -> list[np.ndarray | None]:
@@ -131,7 +175,7 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
     present = set(src.names())
 
     def get(n: str) -> np.ndarray:
-        return _to_numpy(src.get(n))
+        return _to_numpy(_matrix(src, n))
 
     out = []
     for n in names:
@@ -166,7 +210,7 @@ def _loss_weights(
         return None
     # each matrix's error pattern in factored form, so that only one number per matrix is accumulated
     reduce = {n: calibration.loss_weight_reducer(
-        calibration.pattern_factors(_to_numpy(src.get(n)), c, settings.group, settings.shared_scale))
+        calibration.pattern_factors(_to_numpy(_matrix(src, n)), c, settings.group, settings.shared_scale))
         for n, c in zip(names, col_scales, strict=True)}
     model, windows = _calibration_model(src, settings)
     weights = calibration.squared_gradients(model, windows, names, progress, per, reduce)
@@ -237,13 +281,23 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
                 progress("decode", k + 1, len(names))
     state = {}
     for name in art.order:
-        if name in decoded:
-            state[name] = decoded[name]
-        elif name in art.raw:
-            state[name] = artifact.materialize(art.raw[name])
+        if name in art.stacks:
+            parts = [_restored(art, m, decoded) for m in stacks.member_names(name, art.stacks[name])]
+            state[name] = stacks.join(parts, art.stacks[name])
+        elif name in decoded or name in art.raw:
+            state[name] = _restored(art, name, decoded)
     for name, of in art.aliases.items():
         state[name] = state[of]
     return state
+
+
+def _restored(art: Artifact, name: str, decoded: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A decoded matrix, or a kept tensor back in its source's dtype."""
+    if name in decoded:
+        return decoded.pop(name)
+    t = artifact.materialize(art.raw[name])
+    source = art.source_dtypes.get(name)
+    return kept.from_storage(t, getattr(torch, source)) if source else t
 
 
 def load_state_dict(
