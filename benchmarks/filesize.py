@@ -59,7 +59,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=40, help="PTB test windows of 512 tokens (default 40)")
     ap.add_argument("--bpw", default="2.5,3.0,4.0,2.0", help="whole-file budgets at the default settings")
     ap.add_argument("--sweep-bpw", type=float, default=2.5, help="budget of the embedding offset sweep")
-    ap.add_argument("--offsets", default="0,-3,-6", help="embedding/head QP offsets to sweep")
+    ap.add_argument("--offsets", default="0,-3,-6",
+                    help="embedding/head QP offsets to sweep (the default's is the --sweep-bpw budget's row)")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "out/filesize")
     ap.add_argument("--csv", type=Path, default=ROOT / "benchmarks/filesize/results.csv")
@@ -77,12 +78,18 @@ def main() -> None:
 
     if not csv.has("uncompressed"):
         t0 = time.perf_counter()
-        res = h.evaluate(h.state)
+        # the same deterministic model and tokens as benchmarks/e2e.py's uncompressed row: measured once
+        e2e = ResultsCSV(ROOT / "benchmarks/e2e/results.csv", [], ("method", "setting")).rows.get(("uncompressed", "-"))
+        if e2e is not None and args.windows == 40 and e2e["tokens"] == "20440":
+            ppl, tokens = float(e2e["perplexity"]), int(e2e["tokens"])
+        else:
+            res = h.evaluate(h.state)
+            ppl, tokens = res.perplexity, res.tokens
         gguf = builtin_path(args.model).stat().st_size if args.model == "smollm2-135m" else 0
         params = sum(t.numel() for n, t in h.state.items() if n not in h.src.tied())
         csv.add({"setting": "uncompressed", "file_bytes": gguf, "parameters": params,
-                 "bits_per_parameter": f"{8 * gguf / params:.4f}", "perplexity": f"{res.perplexity:.3f}",
-                 "tokens": res.tokens, "windows": args.windows, "seconds": f"{time.perf_counter() - t0:.0f}"})
+                 "bits_per_parameter": f"{8 * gguf / params:.4f}", "perplexity": f"{ppl:.3f}",
+                 "tokens": tokens, "windows": args.windows, "seconds": f"{time.perf_counter() - t0:.0f}"})
     if not csv.has("fp16 folder"):
         total, weights = fp16_folder_bytes(h)
         params = int(csv.rows[("uncompressed",)]["parameters"])
@@ -112,11 +119,13 @@ def main() -> None:
                  "perplexity": f"{res.perplexity:.3f}", "tokens": res.tokens, "windows": args.windows,
                  "seconds": f"{secs:.0f}"})
 
-    for o in (int(x) for x in args.offsets.split(",") if x):
-        run(args.sweep_bpw, o)
     for b in (float(x) for x in args.bpw.split(",") if x):
         run(b, None)
-    write_report(args.report, list(csv.rows.values()), info)
+        write_report(args.report, list(csv.rows.values()), info)
+    for o in (int(x) for x in args.offsets.split(",") if x):
+        if o != EMBEDDING_OFFSET or not csv.has(f"bpw={args.sweep_bpw}"):
+            run(args.sweep_bpw, o)
+            write_report(args.report, list(csv.rows.values()), info)
 
 
 def _mb(x: str) -> str:
