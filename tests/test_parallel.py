@@ -96,7 +96,8 @@ def _count_encodes(monkeypatch, fail_after: int | None = None) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "settings", [CompressSettings(qp=30, workers=1), CompressSettings(bpw=3.0, workers=2, only=r"layers\.1\.", budget="coded")]
+    "settings",
+    [CompressSettings(qp=30, workers=1), CompressSettings(bpw=3.0, workers=2, only=r"layers\.1\.", budget="coded")],
 )
 def test_resume_skips_finished_encodes_and_writes_the_same_bytes(tiny_llama, tmp_path, monkeypatch, settings):
     full = tmp_path / "full.llmc"
