@@ -27,6 +27,7 @@ from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
 from .rate import BudgetError
+from .untrusted import shown
 
 # The compress options that shape where the error goes (CompressSettings fields of the same names).
 SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "edge_layers", "edge_octaves",
@@ -193,8 +194,9 @@ def cmd_info(args) -> int:
         return 0
     st, c = h["stats"], h["codec"]
     side = st["side_bits"] / max(1, st["coded_weights"])
-    print(f"{args.artifact}: llmcodec format {h['format_version']}, written by llmcodec {h['llmcodec_version']}")
-    print(f"codec: {c['name']} ({c['encoder']}), profile {c['profile']['name']} {c['profile']}")
+    made_by = shown(str(h["llmcodec_version"]))
+    print(f"{args.artifact}: llmcodec format {h['format_version']}, written by llmcodec {made_by}")
+    print(f"codec: {c['name']} ({shown(c['encoder'])}), profile {shown(c['profile']['name'])} {c['profile']}")
     print(f"settings: {h['settings']}")
     print(
         f"coded: {st['coded_tensors']} tensors, {st['coded_weights']:,} weights, "
@@ -202,7 +204,8 @@ def cmd_info(args) -> int:
     )
     print(f"kept exactly: {st['raw_tensors']} tensors ({_mb(st['raw_bytes'])}); tied: {st['aliases']}")
     print(f"{'tensor':60s} {'shape':>14s} {'kind':>6s} {'qp':>4s} {'bpw':>7s} {'rel.err':>8s}")
-    for name, e in h["tensors"].items():
+    for raw_name, e in h["tensors"].items():
+        name = shown(raw_name)  # names come from the file: no escape sequences reach the terminal
         if e["kind"] == "coded":
             n = e["shape"][0] * e["shape"][1]
             print(
@@ -212,7 +215,7 @@ def cmd_info(args) -> int:
         elif e["kind"] == "raw":
             print(f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'raw':>6s}")
         else:
-            print(f"{name:60s} {'':>14s} {'tied':>6s} -> {e['of']}")
+            print(f"{name:60s} {'':>14s} {'tied':>6s} -> {shown(e['of'])}")
     return 0
 
 
@@ -223,7 +226,7 @@ def cmd_verify(args) -> int:
     try:
         rep = verify(args.artifact, args.against, args.workers, Bars(args.quiet))
     except (ArtifactError, CodecError) as e:
-        print(f"llmcodec: error: verification failed: {e}", file=sys.stderr)
+        print(f"llmcodec: error: verification failed: {shown(str(e))}", file=sys.stderr)
         return 1
 
     def num(x, fmt):
@@ -233,12 +236,12 @@ def cmd_verify(args) -> int:
     print(f"{head[0]:60s} {head[1]:>6s} {head[2]:>4s} {head[3]:>7s} {head[4]:>9s} {head[5]:>8s} {head[6]:>8s}  status")
     for t in rep.tensors:
         print(
-            f"{t.name:60s} {t.kind:>6s} {num(t.qp, 'd'):>4s} {num(t.bpw, '7.3f'):>7s} "
+            f"{shown(t.name):60s} {t.kind:>6s} {num(t.qp, 'd'):>4s} {num(t.bpw, '7.3f'):>7s} "
             f"{num(t.max_abs_error, '9.3g'):>9s} {num(t.rel_error, '8.4f'):>8s} "
-            f"{num(t.recorded_rel_error, '8.4f'):>8s}  {t.problem or 'ok'}"
+            f"{num(t.recorded_rel_error, '8.4f'):>8s}  {shown(t.problem or 'ok')}"
         )
     if not rep.ok:
-        print(f"llmcodec: error: verification failed: {'; '.join(rep.failures)}", file=sys.stderr)
+        print(f"llmcodec: error: verification failed: {shown('; '.join(rep.failures))}", file=sys.stderr)
         return 1
     what = f"and matches {args.against}" if args.against else "(checksums, header, decoding)"
     print(f"{args.artifact}: OK, {len(rep.tensors)} tensors verified {what}")
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (ArtifactError, ModelError, CodecError, BudgetError, ValueError, FileNotFoundError) as e:
-        print(f"llmcodec: error: {e}", file=sys.stderr)
+        print(f"llmcodec: error: {shown(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("llmcodec: interrupted; no output was left half-written", file=sys.stderr)
