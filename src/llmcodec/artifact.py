@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from . import limits, sideinfo
+from . import limits, outputs, sideinfo
 from .codecs.base import PIX_FMTS, bit_depth
 from .codecs.registry import CODECS
 from .coder import CodedTensor
@@ -226,13 +226,15 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         "model": {"config": art.config, "files": {f: _sha(d) for f, d in art.files.items()}},
         "stats": art.stats(),
     }
-    path = Path(path)
+    path = outputs.check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    outputs.clean_stale(path.parent, path.name)  # a killed writer's temporary of this artifact
+    fd, tmp = tempfile.mkstemp(prefix=outputs.temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         text = json.dumps(header)
         write_safetensors(tmp, tensors, {FORMAT_NAME: text, HEADER_SHA_KEY: _sha(text.encode())})
+        outputs.honour_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -40,3 +40,6 @@ MAX_FILE_NAME_BYTES = 255
 
 # A GGUF source must hold at least this fraction of the parameters its metadata implies.
 MIN_GGUF_COVERAGE = 0.5
+
+# A GGUF file may declare at most this many blocks (layers) in its metadata.
+MAX_GGUF_BLOCKS = 4096
