@@ -56,11 +56,11 @@ FORMAT_VERSION = 9
 DIGEST_FROM_VERSION = 9
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
-MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
+MAX_HEADER_BYTES = limits.MAX_HEADER_BYTES
 CODED_DTYPES = ("float32", "float16", "bfloat16", "float64")  # source dtypes a coded matrix is restored to
 RAW_DTYPES = CODED_DTYPES + ("int8", "int16", "int32", "int64", "uint8", "bool", "float8_e4m3fn", "float8_e5m2")
-MAX_DIM = 2**31  # no real tensor has a side this long; bigger numbers in a header are damage
-MAX_PAD = 4096  # frame padding beyond the tile (alignment, minimum frame size) is far smaller
+MAX_DIM = limits.MAX_DIM
+MAX_PAD = limits.MAX_PAD
 # log-code offsets whose values stay normal float32 numbers (2^-120 .. 2^120)
 LO_RANGE = (-120 * sideinfo.CODES_PER_OCTAVE, 120 * sideinfo.CODES_PER_OCTAVE - sideinfo.SPAN)
 STATS_KEYS = ("coded_tensors", "coded_weights", "coded_bits", "side_bits", "bits_per_weight", "raw_tensors")

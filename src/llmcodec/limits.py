@@ -6,6 +6,15 @@ never by a number taken from that input alone (docs/guarantees.md lists them for
 
 from __future__ import annotations
 
+# The safetensors header (JSON) of an artifact: far above any real model's index.
+MAX_HEADER_BYTES = 100 * 2**20
+
+# No real tensor has a side this long; bigger numbers in a header are damage.
+MAX_DIM = 2**31
+
+# Frame padding beyond the tile (alignment, minimum frame size) is far smaller than this.
+MAX_PAD = 4096
+
 # A coded matrix has at most this many elements (rows x columns): 2^32, above any real weight
 # matrix (a 256k vocabulary x 16k hidden size is 2^32).
 MAX_TENSOR_ELEMENTS = 2**32
