@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
 from . import argtypes as at
+from ._version import __version__
 from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
 from .compress import (
