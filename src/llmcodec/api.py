@@ -273,7 +273,12 @@ def load_tokenizer(config: dict | None, files: dict[str, bytes]):
             Path(d, "config.json").write_text(json.dumps(config))
         for f, data in files.items():
             Path(d, f).write_bytes(data)
-        return AutoTokenizer.from_pretrained(d)
+        try:
+            return AutoTokenizer.from_pretrained(d)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as e:  # files from an artifact are untrusted; a tokenizers (pyo3) panic is a BaseException
+            raise ValueError(f"the tokenizer files cannot be loaded ({type(e).__name__}: {e})") from None
 
 
 def _no_init_weights():
