@@ -30,7 +30,7 @@ from .coder import CodedTensor, decode_tensor
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
-from .modelcheck import ConfigMismatch, check_config
+from .modelcheck import ConfigMismatch, build_checked, check_config
 from .modelio import ModelSource, build_model, save_folder
 from .modelio import load as load_source
 from .outputs import check_output_file, check_output_folder
@@ -309,7 +309,7 @@ def load_source_model(spec: str | os.PathLike):
     if src.config is None:
         raise ValueError(f"{spec}: no config.json, cannot build a model")
     state = dict(src.items())
-    return build_model(state, src.config), load_tokenizer(src.config, src.files)
+    return build_checked(state, src.config), load_tokenizer(src.config, src.files)
 
 
 def decompress(

@@ -117,6 +117,7 @@ def cmd_compress(args) -> int:
     from .api import compress_source, save
     from .compress import WorkDir
     from .evaluate import perplexity
+    from .modelcheck import build_checked
     from .modelio import build_model
     from .modelio import load as load_source
     from .outputs import check_output_file
@@ -135,7 +136,7 @@ def cmd_compress(args) -> int:
         from .api import load_tokenizer
 
         tok = load_tokenizer(src.config, src.files)
-        before = perplexity(build_model(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
+        before = perplexity(build_checked(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
     with make_executor(args.executor, args.workers, args.address) as ex:
         art = compress_source(src, settings, progress=bars, executor=ex, work=work)
     save(art, args.out)

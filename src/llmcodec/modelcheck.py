@@ -31,6 +31,20 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
         raise ConfigMismatch(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
 
 
+def build_checked(state: dict[str, torch.Tensor], config: dict):
+    """``modelio.build_model``, with whatever transformers raises for a config that does not fit
+    turned into a ModelError naming it."""
+    from .modelio import ModelError, build_model
+
+    try:
+        return build_model(state, config)
+    except (KeyboardInterrupt, SystemExit, MemoryError, ModelError):
+        raise
+    except BaseException as e:
+        msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
+        raise ModelError(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
+
+
 def _field(reader, key: str):
     f = reader.fields.get(key)
     if f is None:
