@@ -132,6 +132,7 @@ def cmd_compress(args) -> int:
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
     src = load_source(args.model)
+    _warn_if_unrestorable(src)
     if args.eval:
         from .api import load_tokenizer
 
@@ -167,6 +168,22 @@ def cmd_compress(args) -> int:
     if Path(str(args.model)).name == DEFAULT_MODEL or str(args.model) == DEFAULT_MODEL:
         print(PRETRAINED_NOTE)
     return 0
+
+
+def _warn_if_unrestorable(src) -> None:
+    """Say before encoding when the source's config does not fit its weights: decompress and
+    load_model will refuse the artifact (load_state_dict still works)."""
+    import torch
+
+    from .modelcheck import ConfigMismatch, check_config
+
+    if src.config is None:
+        return
+    try:
+        check_config({n: (tuple(src.shape(n)), torch.float32) for n in src.names()}, src.config)
+    except ConfigMismatch as e:
+        print(f"llmcodec: warning: {shown(str(e))}: decompress and load_model will refuse the artifact "
+              "(load_state_dict still reads it)", file=sys.stderr)
 
 
 def cmd_decompress(args) -> int:

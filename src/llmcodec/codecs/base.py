@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
 import signal
 import subprocess
@@ -187,6 +188,16 @@ def ffmpeg_query(args: list[str], what: str) -> str:
     return res.stdout.decode(errors="replace")
 
 
+@functools.cache
+def _clean_stale_temporaries() -> None:
+    """Once per process: remove encoder temporaries (``llmcodec-PID-*``) of processes that no longer
+    run (a kill -9 leaves them in the system's temporary folder)."""
+    from ..outputs import clean_stale
+
+    with contextlib.suppress(OSError):
+        clean_stale(Path(tempfile.gettempdir()), "llmcodec", sep="-")
+
+
 def _kill(proc: subprocess.Popen) -> None:
     with contextlib.suppress(OSError):
         proc.kill()
@@ -211,7 +222,9 @@ def run_ffmpeg(
     A hung process is killed after ``timeout`` seconds (or when ``cancel`` is set); errors carry
     the end of its stderr.
     """
-    tmp = tempfile.mkdtemp(prefix="llmcodec-") if to_file else None
+    if to_file:
+        _clean_stale_temporaries()
+    tmp = tempfile.mkdtemp(prefix=f"llmcodec-{os.getpid()}-") if to_file else None
     try:
         if tmp is not None:
             out = str(Path(tmp) / "out")
