@@ -230,7 +230,8 @@ def run_ffmpeg(
             out = str(Path(tmp) / "out")
             args = [out if a == "pipe:1" else a for a in args]
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
-        code, stdout, err = _stream(cmd, data, timeout, what, max_out, cancel)
+        # to a file: stdout carries only the libraries' chatter, read and dropped (max_out 0)
+        code, stdout, err = _stream(cmd, data, timeout, what, 0 if tmp is not None else max_out, cancel)
         if code != 0:
             kind = EncoderInterrupted if code in _SIGINT_EXITS else CodecError
             raise kind(f"{what} failed (exit {code}): {err or '(no message)'}")
