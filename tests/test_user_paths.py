@@ -361,3 +361,16 @@ def test_encoder_temporaries_of_a_killed_process_are_cleaned(tmp_path, monkeypat
     assert not stale.exists() and other.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["llmcodec-notapid"]
     base._clean_stale_temporaries.cache_clear()
+
+
+def test_disk_full_during_decompress_is_a_message_and_leaves_nothing(tmp_path, tiny_llama, capsys):
+    src = llmcodec.modelio.load(tiny_llama)
+    art = llmcodec.api.compress_source(src, llmcodec.CompressSettings(qp=40, only=r"layers\.0\.mlp\.up"))
+    llmcodec.save(art, tmp_path / "t.llmc")
+    with tmpfs(tmp_path / "small", size="64k") as small:
+        if small is None:
+            pytest.skip("no tmpfs can be mounted here (the artifact's full-disk test simulates ENOSPC)")
+        assert main(["decompress", str(tmp_path / "t.llmc"), str(small / "r"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "no space left" in err.lower() and "Traceback" not in err
+        assert list(small.iterdir()) == []

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from . import argtypes as at
 from ._version import __version__
 from .artifact import ArtifactError
@@ -469,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"llmcodec: error: {shown(describe_os_error(e))}", file=sys.stderr)
+        return 2
+    except SafetensorError as e:  # a safetensors write that failed (a full disk) while a folder was written
+        print(f"llmcodec: error: writing safetensors failed: {shown(str(e))}", file=sys.stderr)
         return 2
     finally:
         if old_term is not None:
