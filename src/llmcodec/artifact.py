@@ -97,6 +97,9 @@ class Artifact:
     config: dict | None = None  # Hugging Face config of the source model
     files: dict[str, bytes] = field(default_factory=dict)  # tokenizer and other model files
     order: list[str] = field(default_factory=list)  # tensor names in source order
+    # the source folder's on-disk layout (modelio.read_checkpoint): shard file, dtype and metadata
+    # of each tensor, and the index's metadata; None for in-memory sources and older artifacts
+    checkpoint: dict | None = None
 
     def stats(self) -> dict:
         n_coded = sum(c.numel for c in self.coded.values())
@@ -212,7 +215,11 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         "codec": art.codec,
         "settings": art.settings,
         "tensors": index,
-        "model": {"config": art.config, "files": {f: _sha(d) for f, d in art.files.items()}},
+        "model": {
+            "config": art.config,
+            "files": {f: _sha(d) for f, d in art.files.items()},
+            **({"checkpoint": art.checkpoint} if art.checkpoint is not None else {}),
+        },
         "stats": art.stats(),
     }
     path = Path(path)
@@ -400,6 +407,27 @@ def _safe_file_name(f) -> bool:
     return isinstance(f, str) and f == Path(f).name and f not in ("", ".", "..") and "\\" not in f
 
 
+def _str_map(d) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
+
+def _check_checkpoint(cp, tensors) -> None:
+    """The optional on-disk layout of the source: shard files (plain names) holding tensors the
+    file has, each listed once, in a dtype a restored tensor can take."""
+    if cp is None:
+        return
+    _need(isinstance(cp, dict) and isinstance(cp.get("shards"), dict) and cp["shards"], "checkpoint layout")
+    _need(cp.get("index") is None or isinstance(cp["index"], dict), "checkpoint index metadata")
+    seen: set[str] = set()
+    for f, e in cp["shards"].items():
+        _need(_safe_file_name(f) and f.endswith(".safetensors"), "checkpoint shard name (a plain *.safetensors name)")
+        _need(isinstance(e, dict) and _str_map(e.get("metadata")) and _str_map(e.get("tensors")), "checkpoint shard")
+        for n, d in e["tensors"].items():
+            _need(d in RAW_DTYPES, f"checkpoint dtype {d!r} of {n!r}")
+            _need(n not in seen and isinstance(tensors, dict) and n in tensors, f"checkpoint tensor {n!r}")
+            seen.add(n)
+
+
 def validate_header(header: dict) -> None:
     """Check the type and consistency of every field a reader uses; raises ArtifactError (no path)."""
     try:
@@ -420,6 +448,7 @@ def validate_header(header: dict) -> None:
             isinstance(files, dict) and all(_safe_file_name(f) and _is_sha(s) for f, s in files.items()),
             "model file list (names must be plain file names)",
         )
+        _check_checkpoint(m.get("checkpoint"), header["tensors"])
         st = header["stats"]
         _need(isinstance(st, dict) and all(_is_num(st.get(k)) for k in STATS_KEYS), "stats")
         _need(isinstance(header["tensors"], dict), "tensor index")
@@ -500,7 +529,12 @@ def _dtype_name(t: torch.Tensor) -> str:
 def read(path: str | os.PathLike) -> Artifact:
     """Read and verify a whole artifact; raises ArtifactError naming the first bad tensor."""
     header = read_header(path)
-    art = Artifact(codec=header["codec"], settings=header["settings"], config=header["model"].get("config"))
+    art = Artifact(
+        codec=header["codec"],
+        settings=header["settings"],
+        config=header["model"].get("config"),
+        checkpoint=header["model"].get("checkpoint"),
+    )
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
