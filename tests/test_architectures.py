@@ -154,7 +154,8 @@ def test_older_artifact_without_layout_restores(tmp_path):
     """An artifact written before the on-disk layout was recorded restores its stored names."""
     src = _build("mixtral", tmp_path / "src")
     out = tmp_path / "old.llmc"
-    art = llmcodec.compress_model(src, out, llmcodec.CompressSettings(qp=30))
+    art = llmcodec.compress_model(src, out, llmcodec.CompressSettings(qp=30, only=r"layers\.0\..*experts\.0\."))
+    assert len(art.coded) == 3
     art.checkpoint = None
     llmcodec.save(art, out)
     restored = llmcodec.decompress(out, tmp_path / "restored")
@@ -172,3 +173,17 @@ def test_load_source_model_any_architecture(tmp_path):
     ref = T.AutoModel.from_pretrained(str(src))
     x = torch.arange(3, 35)[None]
     assert torch.equal(_output(model, x), _output(ref, x))
+
+
+def test_cli_decompress_and_eval_of_an_encoder(tmp_path, capsys):
+    """The CLI restores an encoder; perplexity of one is refused with a clear message."""
+    from llmcodec.cli import main
+
+    src = _build("bert", tmp_path / "src")
+    out = tmp_path / "bert.llmc"
+    assert main(["compress", str(src), str(out), "--qp", "30", "--quiet"]) == 0
+    assert main(["decompress", str(out), str(tmp_path / "r"), "--quiet"]) == 0
+    assert _layout(tmp_path / "r") == _layout(src)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--quiet"]) == 2
+    assert "without tokenizer files" in capsys.readouterr().err

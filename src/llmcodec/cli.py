@@ -127,7 +127,10 @@ def cmd_compress(args) -> int:
         from .api import load_tokenizer
 
         tok = load_tokenizer(src.config, src.files)
-        before = perplexity(build_model(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
+        model = build_model(dict(src.items()), src.config)
+        _check_perplexity(model, tok, args.model)
+        before = perplexity(model, tok, _eval_settings(args), progress=bars)
+        del model  # not held while compressing
     work = WorkDir.for_output(args.out, resume=args.resume)
     with make_executor(args.executor, args.workers, args.address) as ex:
         art = compress_source(src, settings, progress=bars, executor=ex, work=work)
@@ -169,6 +172,14 @@ def cmd_decompress(args) -> int:
     return 0
 
 
+def _check_perplexity(model, tok, what) -> None:
+    """Perplexity needs a language model that predicts the next token, and its tokenizer."""
+    if tok is None:
+        raise ValueError(f"{what}: the model came without tokenizer files, so its perplexity cannot be measured")
+    if not model.can_generate():
+        raise ValueError(f"{what}: a {type(model).__name__} is not a causal language model; perplexity needs one")
+
+
 def cmd_eval(args) -> int:
     from .api import load_model, load_source_model
     from .evaluate import perplexity
@@ -178,6 +189,7 @@ def cmd_eval(args) -> int:
         model, tok = load_model(args.model, progress=bars)
     else:
         model, tok = load_source_model(args.model)
+    _check_perplexity(model, tok, args.model)
     _print_eval(args.model, perplexity(model, tok, _eval_settings(args), progress=bars))
     if args.model == DEFAULT_MODEL:
         print(PRETRAINED_NOTE)

@@ -12,6 +12,7 @@ memory (mixture-of-experts stacks, for one), and only its own loader knows how.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -270,6 +271,20 @@ def _check_loading(info: dict) -> None:
             raise ModelError(f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' own "Loading weights" bar off while it loads (llmcodec shows its own progress)."""
+    from transformers.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def build_model(state: dict[str, torch.Tensor], config: dict):
     """A transformers model with these weights, through transformers' own loader.
 
@@ -280,7 +295,8 @@ def build_model(state: dict[str, torch.Tensor], config: dict):
     """
     cfg = make_config(config)
     cls = model_class(cfg)
-    model, info = cls.from_pretrained(None, config=cfg, state_dict=state, dtype="auto", output_loading_info=True)
+    with _quiet_loading():
+        model, info = cls.from_pretrained(None, config=cfg, state_dict=state, dtype="auto", output_loading_info=True)
     _check_loading(info)
     model.eval()
     return model
@@ -289,7 +305,8 @@ def build_model(state: dict[str, torch.Tensor], config: dict):
 def load_folder_model(folder: Path, config: dict):
     """A model folder -> transformers model, loaded by transformers from the folder itself."""
     cls = model_class(make_config(config))
-    model, info = cls.from_pretrained(str(folder), dtype="auto", output_loading_info=True, local_files_only=True)
+    with _quiet_loading():
+        model, info = cls.from_pretrained(str(folder), dtype="auto", output_loading_info=True, local_files_only=True)
     _check_loading(info)
     model.eval()
     return model
