@@ -187,3 +187,51 @@ def test_cli_decompress_and_eval_of_an_encoder(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out), "--quiet"]) == 2
     assert "without tokenizer files" in capsys.readouterr().err
+
+
+def _small_artifact(tmp_path) -> llmcodec.Artifact:
+    src = _build("llama", tmp_path / "src")
+    return llmcodec.compress_model(src, tmp_path / "a.llmc", llmcodec.CompressSettings(qp=30, only=r"layers\.0\.mlp"))
+
+
+@pytest.mark.parametrize(
+    "shards,msg",
+    [
+        ({"../evil.safetensors": {}}, "shard name"),
+        ({"model.bin": {}}, "shard name"),
+        ({"model.safetensors": {"nope.weight": "float32"}}, "checkpoint tensor"),
+        ({"model.safetensors": {"model.norm.weight": "complex64"}}, "checkpoint dtype"),
+        ({"a.safetensors": {"model.norm.weight": "float32"}, "b.safetensors": {"model.norm.weight": "float32"}},
+         "checkpoint tensor"),
+    ],
+)
+def test_a_bad_checkpoint_layout_is_refused(shards, msg, tmp_path):
+    from llmcodec.artifact import ArtifactError
+
+    art = _small_artifact(tmp_path)
+    art.checkpoint = {"shards": {f: {"metadata": {"format": "pt"}, "tensors": t} for f, t in shards.items()},
+                      "index": None}
+    bad = tmp_path / "bad.llmc"
+    llmcodec.save(art, bad)
+    with pytest.raises(ArtifactError, match=msg):
+        llmcodec.decompress(bad, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_restore_refuses_a_non_empty_folder_and_leaves_nothing_half_written(tmp_path):
+    from llmcodec.modelio import ModelError
+
+    art = _small_artifact(tmp_path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(ModelError, match="not empty"):
+        llmcodec.decompress(tmp_path / "a.llmc", tmp_path / "full")
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+    # a layout naming a tensor the restored state lacks fails before anything is written
+    from llmcodec.modelio import save_folder
+
+    state = llmcodec.api.restore_state_dict(art)
+    state.pop("model.norm.weight")
+    with pytest.raises(ModelError, match="lacks tensors"):
+        save_folder(state, art.config, art.files, tmp_path / "r", art.checkpoint)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".r", "r"))) == []
