@@ -189,9 +189,13 @@ def test_cli_decompress_and_eval_of_an_encoder(tmp_path, capsys):
     assert "without tokenizer files" in capsys.readouterr().err
 
 
-def _small_artifact(tmp_path) -> llmcodec.Artifact:
-    src = _build("llama", tmp_path / "src")
-    return llmcodec.compress_model(src, tmp_path / "a.llmc", llmcodec.CompressSettings(qp=30, only=r"layers\.0\.mlp"))
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory) -> Path:
+    """A Llama artifact with its layout recorded (one layer's MLP coded: quick)."""
+    d = tmp_path_factory.mktemp("small")
+    out = d / "a.llmc"
+    llmcodec.compress_model(_build("llama", d / "src"), out, llmcodec.CompressSettings(qp=30, only=r"layers\.0\.mlp"))
+    return out
 
 
 @pytest.mark.parametrize(
@@ -205,10 +209,11 @@ def _small_artifact(tmp_path) -> llmcodec.Artifact:
          "checkpoint tensor"),
     ],
 )
-def test_a_bad_checkpoint_layout_is_refused(shards, msg, tmp_path):
-    from llmcodec.artifact import ArtifactError
+def test_a_bad_checkpoint_layout_is_refused(shards, msg, small_artifact, tmp_path):
+    from llmcodec.artifact import ArtifactError, read
 
-    art = _small_artifact(tmp_path)
+    art = read(small_artifact)
+    assert art.checkpoint is not None
     art.checkpoint = {"shards": {f: {"metadata": {"format": "pt"}, "tensors": t} for f, t in shards.items()},
                       "index": None}
     bad = tmp_path / "bad.llmc"
@@ -218,14 +223,15 @@ def test_a_bad_checkpoint_layout_is_refused(shards, msg, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_restore_refuses_a_non_empty_folder_and_leaves_nothing_half_written(tmp_path):
+def test_restore_refuses_a_non_empty_folder_and_leaves_nothing_half_written(small_artifact, tmp_path):
+    from llmcodec.artifact import read
     from llmcodec.modelio import ModelError
 
-    art = _small_artifact(tmp_path)
+    art = read(small_artifact)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(ModelError, match="not empty"):
-        llmcodec.decompress(tmp_path / "a.llmc", tmp_path / "full")
+        llmcodec.decompress(small_artifact, tmp_path / "full")
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
     # a layout naming a tensor the restored state lacks fails before anything is written
     from llmcodec.modelio import save_folder
