@@ -123,6 +123,7 @@ def test_without_resume_a_stale_work_dir_is_discarded(tiny_llama, tmp_path, monk
     out = tmp_path / "o.llmc"
     stale = tmp_path / "o.llmc.work"
     stale.mkdir()
+    (stale / WorkDir.MARKER).write_text("")  # a stale run of llmcodec's own (a user's folder is refused)
     (stale / "junk.bin").write_bytes(b"x")
     calls = _count_encodes(monkeypatch)
     llmcodec.compress_model(tiny_llama, out, CompressSettings(qp=30))
