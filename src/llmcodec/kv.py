@@ -142,7 +142,7 @@ def compress_kv(
 def _meta(art: artifact.Artifact, where: str) -> dict:
     raw = art.files.get(KV_FILE)
     if raw is None:
-        raise ArtifactError(f"{where}: not a KV cache artifact (no {KV_FILE}); it was not written by 'llmcodec kv save'")
+        raise ArtifactError(f"{where}: not a KV cache artifact (no {KV_FILE}); 'llmcodec kv save' writes those")
     try:
         meta = json.loads(raw)
         ok = (meta.get("version") == KV_VERSION and isinstance(meta.get("layers"), int)

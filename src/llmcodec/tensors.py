@@ -162,7 +162,7 @@ def compress_tensors(
                 break
             overhead = bits - sum(c.bits for c in art.coded.values())
         if bits > budget:
-            raise BudgetError(f"the file came out at {bits / total:.4f} bits per element, over the {settings.bpw} asked")
+            raise BudgetError(f"the file came out at {bits / total:.4f} bits per element, over {settings.bpw}")
     finally:
         if tmp is not None:
             tmp.cleanup()
