@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, artifact
+from . import artifact
+from ._version import __version__
 from .artifact import Artifact, ArtifactError
 from .compress import CompressSettings, Progress, WorkDir, is_codable
 from .executors import Executor
