@@ -289,6 +289,77 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _tensor_settings(args) -> CompressSettings:
+    from .tensors import tensor_settings
+
+    given = {k: getattr(args, k) for k in ("profile", "group", "weighting", "side") if getattr(args, k) is not None}
+    return tensor_settings(
+        codec=args.codec,
+        bpw=None if (args.qp is not None or args.lossless) else args.bpw,
+        qp=args.qp,
+        lossless=args.lossless,
+        workers=args.workers,
+        keep_nonfinite=args.keep_nonfinite,
+        **given,
+    )
+
+
+def cmd_compress_tensors(args) -> int:
+    from .api import save
+    from .tensors import TensorOptions, compress_tensors, file_stats, read_safetensors
+
+    settings = _tensor_settings(args)
+    t0 = time.perf_counter()
+    tensors = read_safetensors(args.input)
+    art = compress_tensors(tensors, settings, TensorOptions(args.stack_axis, args.exact), progress=Bars(args.quiet))
+    save(art, args.out)
+    fs = file_stats(art, Path(args.out).stat().st_size)
+    st = art.stats()
+    print(f"codec {art.codec['name']} ({art.codec['encoder']}, profile {art.codec['profile']['name']})")
+    print(f"{len(tensors)} tensors, {fs['elements']:,} elements: coded {st['coded_tensors']} "
+          f"({st['coded_weights']:,} elements, {st['bits_per_weight']:.4f} bits each), kept {st['raw_tensors']} "
+          f"({_mb(st['raw_bytes'])})")
+    print(f"artifact {args.out}: {_mb(fs['bytes'])}, {fs['bits_per_element']:.4f} bits per element over the whole "
+          f"file, in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_decompress_tensors(args) -> int:
+    from .tensors import decompress_tensors, write_safetensors
+
+    tensors = decompress_tensors(args.artifact, args.workers, Bars(args.quiet))
+    write_safetensors(tensors, args.out)
+    print(f"restored {args.artifact} -> {args.out} ({len(tensors)} tensors)")
+    return 0
+
+
+def cmd_kv_save(args) -> int:
+    from .kv import KVOptions, save_kv
+
+    settings = _tensor_settings(args)
+    text = Path(args.prompt).read_text(encoding="utf-8")
+    rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout),
+                  progress=Bars(args.quiet))
+    print(f"prompt: {rep.tokens} tokens through {args.model}; cache {rep.elements:,} elements "
+          f"({rep.layers} layers, keys and values)")
+    print(f"artifact {args.out}: {_mb(rep.bytes)}, {rep.bits_per_element:.4f} bits per element over the whole file "
+          f"(fp16 cache: {_mb(2 * rep.elements)}); prefill {rep.prefill_seconds:.1f} s, coding "
+          f"{rep.code_seconds:.1f} s")
+    if str(args.model) == DEFAULT_MODEL:
+        print(PRETRAINED_NOTE)
+    return 0
+
+
+def cmd_kv_eval(args) -> int:
+    from .kv import eval_kv
+
+    text = Path(args.continuation).read_text(encoding="utf-8")
+    res = eval_kv(args.model, args.artifact, text, workers=args.workers, progress=Bars(args.quiet))
+    print(f"cache {args.artifact}: {res.prompt_tokens} prompt tokens, loaded in {res.load_seconds:.1f} s")
+    print(f"continuation perplexity: {res.perplexity:.3f} ({res.tokens} tokens scored)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmcodec", description="Compress LLM weights with video codecs.")
     p.add_argument("--version", action="version", version=f"llmcodec {__version__}")
@@ -421,6 +492,58 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--against", default=None, metavar="MODEL", help="also measure errors against the source model")
     common(v)
     v.set_defaults(fn=cmd_verify)
+
+    def tensor_codec_opts(sp) -> None:
+        sp.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
+        sp.add_argument("--profile", default=None, help="encoder profile (default: the codec's for the budget)")
+        r = sp.add_mutually_exclusive_group()
+        r.add_argument("--bpw", type=float, default=2.5,
+                       help="bits per element of the whole file: every stored byte x 8 / elements (default: 2.5)")
+        r.add_argument("--qp", type=int, default=None, help="fixed QP for every coded tensor instead of --bpw")
+        r.add_argument("--lossless", action="store_true", help="exact integers (codecs with a lossless mode)")
+        sp.add_argument("--group", type=int, default=None, help="quantization group size (default: per row)")
+        sp.add_argument("--weighting", choices=("none", "balance"), default=None,
+                        help="column balance of each coded matrix (default: balance)")
+        sp.add_argument("--side", choices=SIDES, default=None, help="side-information format (default: packed)")
+        sp.add_argument("--keep-nonfinite", action="store_true",
+                        help="keep tensors with NaN/Inf uncompressed instead of refusing")
+        common(sp)
+
+    ct = sub.add_parser("compress-tensors", help="compress any float tensors (a safetensors file or folder)")
+    ct.add_argument("input", help="a .safetensors file, or a folder of them")
+    ct.add_argument("out", help="artifact file to write (.llmc)")
+    ct.add_argument("--stack-axis", type=int, default=0,
+                    help="tensors of 3+ dimensions are coded as stacks of matrices along this axis (default: 0)")
+    ct.add_argument("--exact", action="store_true", help="keep uncoded float tensors exactly, not in 16 bits")
+    tensor_codec_opts(ct)
+    ct.set_defaults(fn=cmd_compress_tensors)
+
+    dt = sub.add_parser("decompress-tensors", help="restore a compress-tensors artifact to one safetensors file")
+    dt.add_argument("artifact")
+    dt.add_argument("out", help="safetensors file to write")
+    common(dt)
+    dt.set_defaults(fn=cmd_decompress_tensors)
+
+    from .kv import LAYOUTS
+
+    kv = sub.add_parser("kv", help="a model's KV cache: code it (save), load it back and score a continuation (eval)")
+    kvs = kv.add_subparsers(dest="kv_cmd", required=True)
+    ks = kvs.add_parser("save", help="run a prompt through a model and code its KV cache")
+    ks.add_argument("model", help=f"Hugging Face folder, .gguf file, or built-in name ({DEFAULT_MODEL})")
+    ks.add_argument("prompt", help="UTF-8 text file with the prompt")
+    ks.add_argument("out", help="artifact file to write (.llmc)")
+    ks.add_argument("--key-layout", choices=LAYOUTS, default="channels",
+                    help="rows of each head's key matrix: tokens or head channels (default: %(default)s)")
+    ks.add_argument("--value-layout", choices=LAYOUTS, default="tokens",
+                    help="rows of each head's value matrix (default: %(default)s)")
+    tensor_codec_opts(ks)
+    ks.set_defaults(fn=cmd_kv_save)
+    ke = kvs.add_parser("eval", help="load a coded KV cache and score a continuation (perplexity)")
+    ke.add_argument("model", help="the model the cache was made with")
+    ke.add_argument("artifact", help="artifact written by 'llmcodec kv save'")
+    ke.add_argument("continuation", help="UTF-8 text file that continues the prompt")
+    common(ke)
+    ke.set_defaults(fn=cmd_kv_eval)
     return p
 
 
