@@ -1,0 +1,156 @@
+"""RESULTS.md and peers.png from results.csv (benchmarks/peers/run.py's rows); no measurement here.
+
+    .venv/bin/python benchmarks/peers/report.py
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from common import write_markdown  # noqa: E402
+
+CSV = HERE / "results.csv"
+OUT = HERE / "RESULTS.md"
+PNG = HERE / "peers.png"
+RUNS = HERE / "runs.json"
+COMMAND = ".venv/bin/python benchmarks/peers/run.py && .venv/bin/python benchmarks/peers/report.py"
+
+
+def read(path: Path = CSV) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def group(r: dict) -> str:
+    if r["peer"] == "llama.cpp":
+        return "llama.cpp + imatrix" if "imatrix" in r["setting"] else "llama.cpp"
+    return r["peer"]
+
+
+def _acc(x: str) -> str:
+    return f"{100 * float(x):.1f}" if x else "—"
+
+
+def table(rows: list[dict], ref: float | None) -> list[str]:
+    out = ["| peer | setting | calibration | bits/param (whole file) | decoder bits/weight | perplexity | "
+           "excess over uncompressed | next-token acc % | next-word acc % | last-word acc % | stored as |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    done = sorted((r for r in rows if r["perplexity"]), key=lambda r: float(r["bpp"]))
+    for r in done:
+        p = float(r["perplexity"])
+        ex = f"{p - ref:.1f}" if ref is not None and r["peer"] != "reference" else "—"
+        out.append(f"| {group(r)} | {r['setting']} | {r['calibration']} | {float(r['bpp']):.3f} | "
+                   f"{float(r['decoder_bpw']):.3f} | {p:.2f} | {ex} | {_acc(r['next_token_acc'])} | "
+                   f"{_acc(r['next_word_acc'])} | {_acc(r['last_word_acc'])} | {r['storage']} |")
+    return out
+
+
+def versus_llamacpp(rows: list[dict]) -> list[str]:
+    """For each llama.cpp file: llmcodec's lowest perplexity at equal or fewer bits per parameter."""
+    ours = [r for r in rows if r["peer"] == "llmcodec" and r["perplexity"] and "calibration" not in r["setting"]]
+    out = ["| llama.cpp file | its bits/param | its perplexity | llmcodec's best at ≤ those bits | "
+           "llmcodec's bits/param | ratio (llmcodec / llama.cpp) | holds |", "|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if r["peer"] == "llama.cpp" and r["perplexity"] and r["setting"] != "F16"),
+                    key=lambda r: float(r["bpp"])):
+        cands = [o for o in ours if float(o["bpp"]) <= float(r["bpp"])]
+        p = float(r["perplexity"])
+        if not cands:
+            out.append(f"| {r['setting']} | {float(r['bpp']):.3f} | {p:.2f} | none measured | — | — | not shown |")
+            continue
+        best = min(cands, key=lambda o: float(o["perplexity"]))
+        q = float(best["perplexity"])
+        out.append(f"| {r['setting']} | {float(r['bpp']):.3f} | {p:.2f} | {q:.2f} | {float(best['bpp']):.3f} | "
+                   f"{q / p:.3f} | {'yes' if q < p else 'no'} |")
+    return out
+
+
+def refused(rows: list[dict]) -> list[str]:
+    return [f"- {r['setting']}: {r['note']}" for r in rows if r["peer"] == "llama.cpp" and not r["perplexity"]]
+
+
+def plot(rows: list[dict], ref: float | None, path: Path = PNG) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    styles = {"llama.cpp": "s", "llama.cpp + imatrix": "D", "gptq": "^", "rtn": "v", "hqq": "<", "llmcodec": "o"}
+    for g, m in styles.items():
+        pts = sorted((float(r["bpp"]), float(r["perplexity"])) for r in rows if group(r) == g and r["perplexity"])
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker=m, linestyle="-" if g in ("gptq", "rtn", "hqq", "llmcodec") else "",
+                    label=g)
+    if ref is not None:
+        ax.axhline(ref, color="gray", linestyle=":", label=f"uncompressed ({ref:.1f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per parameter of the whole file")
+    ax.set_ylabel("perplexity, PTB test (log)")
+    ax.set_title("SmolLM2-135M-Instruct (weights already 4-bit: GGUF Q4_1)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    rows = read()
+    refs = [float(r["perplexity"]) for r in rows if r["peer"] == "reference" and r["perplexity"]]
+    ref = refs[0] if refs else None
+    windows = next((r["windows"] for r in rows if r["windows"]), "?")
+    tokens = next((r["tokens"] for r in rows if r["tokens"]), "?")
+    lines = [
+        "# Peers at whole-file size: llama.cpp, GPTQ, HQQ, RTN and llmcodec (issue 30)",
+        "",
+        f"Regenerate: `bash benchmarks/peers/llamacpp/setup.sh && {COMMAND}` (resumable; `report.py` alone "
+        "redraws this file and `peers.png` from `results.csv`).",
+        "",
+        "**The built-in SmolLM2-135M-Instruct comes from a GGUF file whose weights were already quantized to 4 bits "
+        "(Q4_1: blocks of 32, fp16 scale and minimum).** Every method starts from those values (as float); "
+        "`reference` is that model uncompressed.",
+        "",
+        f"Protocol: PTB test, {windows} windows of 512 tokens ({tokens} predicted tokens), perplexity through "
+        "`llmcodec.evaluate` (llama.cpp's files loaded with transformers' GGUF loader, dequantized to float). "
+        "Accuracy on the same predictions: next-token top-1; next-word = every token of a word is the top-1 "
+        "prediction (teacher forcing); last-word = the same for the last word of each PTB sentence. "
+        "Bits per parameter = all tensor bits of the file / all parameters (134,515,008; the tied head counted "
+        "once); metadata and tokenizer are counted for no method. llama.cpp: bytes of every tensor in the GGUF "
+        "(`gguf` package). GPTQ, RTN, HQQ: the decoder matrices at what each stores (GPTQ: b bits + fp16 scale + "
+        "b-bit zero per group of 128; RTN: fp16 scale and offset per group of 128; HQQ: fp16 scale and zero per "
+        "group of 64) plus the embedding at 8-bit RTN in groups of 128 (8.25 bits per weight) and norms at fp16. "
+        "llmcodec: every matrix coded (the embedding too, `include_embeddings`), its coded bits plus the small "
+        "tensors it keeps.",
+        "",
+        "Calibration (llama.cpp's importance matrix, GPTQ's Hessians): the same PTB *train* tokens.",
+        "",
+        "**llama.cpp's k-quants and i-quants need rows that are multiples of 256; this model's hidden size is 576**, "
+        "so every k-/i-quant type falls back to a legacy type (Q4_0, Q5_0, Q5_1 or Q8_0) for the matrices whose "
+        "rows are 576 long (all but the 30 `ffn_down`, whose rows are 1536): the `stored as` column counts the "
+        "decoder matrices by the type they really got. On this model llama.cpp cannot make a file far below about "
+        "4.5 bits per parameter.",
+        "",
+        *table(rows, ref),
+    ]
+    lines += ["", "## llmcodec's calibration-free default against every llama.cpp file", "",
+              "Done-when clause: lower perplexity than every llama.cpp file (importance matrix or not) at equal or "
+              "fewer bits per parameter.", "", *versus_llamacpp(rows)]
+    ref_lines = refused(rows)
+    if ref_lines:
+        lines += ["", "## Types llama-quantize refused", "", *ref_lines]
+    lines += ["", f"![perplexity against bits per parameter]({PNG.name})"]
+    plot(rows, ref)
+    lines += ["", "Runs that measured these rows (machine, versions, load, command):", ""]
+    for info in json.loads(RUNS.read_text()) if RUNS.is_file() else []:
+        lines.append("- " + "; ".join(f"{k}: `{v}`" for k, v in info.items()))
+    write_markdown(OUT, lines, {"report": COMMAND}, measured=True)
+
+
+if __name__ == "__main__":
+    main()
