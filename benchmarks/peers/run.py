@@ -146,8 +146,8 @@ class Bench:
         imat = imatrix_file(f32, calib, self.args.calib_windows, self.args.window) if any(imatrix_modes) else None
         seen: dict[str, dict] = {r["note"].split("tensors ")[-1][:16]: r for r in self.csv.rows.values()
                                  if r["peer"] == "llama.cpp" and "tensors " in r["note"]}
-        for use in imatrix_modes:
-            for qtype in types:
+        for qtype in types:
+            for use in imatrix_modes:
                 setting = f"{qtype}{' imatrix' if use else ''}"
                 if self.csv.has("llama.cpp", setting):
                     continue
