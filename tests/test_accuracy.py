@@ -44,9 +44,8 @@ class _Oracle(torch.nn.Module):
 
 @pytest.mark.parametrize("wrong", [False, True])
 def test_accuracies_of_a_perfect_and_an_always_wrong_model(tmp_path, wrong):
-    from transformers import AutoTokenizer
-
     from conftest import make_tiny_llama
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(make_tiny_llama(tmp_path / "m"))
     res = perplexity(_Oracle(len(tok), wrong), tok, EvalSettings(window=64, max_windows=4))

@@ -13,10 +13,10 @@ CONTEXTS = ["the company said it", "the market was", "shares of the company", "t
 CHOICES = ["will", "is", "rose", "said"]
 
 
-def _task(folder, n=len(CONTEXTS)):
+def _task(folder):
     data = folder / "data.jsonl"
     data.write_text("".join(json.dumps({"context": c, "choices": CHOICES, "label": i % len(CHOICES)}) + "\n"
-                            for i, c in enumerate(CONTEXTS[:n])))
+                            for i, c in enumerate(CONTEXTS)))
     (folder / "tiny.yaml").write_text(
         "task: llmcodec_tiny_local\n"
         "dataset_path: json\n"
@@ -52,9 +52,9 @@ def _own_accuracy(model, tok) -> float:
 
 def test_a_local_task_scores_the_model_in_memory(tmp_path, monkeypatch):
     pytest.importorskip("lm_eval")
+    from conftest import make_tiny_llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from conftest import make_tiny_llama
     from llmcodec.lmeval import run_tasks
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -70,6 +70,7 @@ def test_a_local_task_scores_the_model_in_memory(tmp_path, monkeypatch):
 def test_cli_eval_runs_lm_eval(tmp_path, monkeypatch, capsys):
     pytest.importorskip("lm_eval")
     from conftest import make_tiny_llama
+
     from llmcodec.cli import main
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

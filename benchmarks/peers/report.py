@@ -1,6 +1,6 @@
 """RESULTS.md and peers.png from results.csv (benchmarks/peers/run.py's rows); no measurement here.
 
-    .venv/bin/python benchmarks/peers/report.py
+    .venv/bin/python benchmarks/peers/report.py [DIR]   # DIR holds results.csv and runs.json
 """
 
 from __future__ import annotations
@@ -15,14 +15,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from common import write_markdown  # noqa: E402
 
-CSV = HERE / "results.csv"
-OUT = HERE / "RESULTS.md"
-PNG = HERE / "peers.png"
-RUNS = HERE / "runs.json"
-COMMAND = ".venv/bin/python benchmarks/peers/run.py && .venv/bin/python benchmarks/peers/report.py"
 
-
-def read(path: Path = CSV) -> list[dict]:
+def read(path: Path) -> list[dict]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
@@ -74,7 +68,7 @@ def refused(rows: list[dict]) -> list[str]:
     return [f"- {r['setting']}: {r['note']}" for r in rows if r["peer"] == "llama.cpp" and not r["perplexity"]]
 
 
-def plot(rows: list[dict], ref: float | None, path: Path = PNG) -> None:
+def plot(rows: list[dict], ref: float | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,16 +94,21 @@ def plot(rows: list[dict], ref: float | None, path: Path = PNG) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    rows = read()
+def main(argv: list[str] | None = None) -> None:
+    folder = Path((argv if argv is not None else sys.argv[1:] or [str(HERE)])[0])
+    rows = read(folder / "results.csv")
+    runs, png, out = folder / "runs.json", folder / "peers.png", folder / "RESULTS.md"
     refs = [float(r["perplexity"]) for r in rows if r["peer"] == "reference" and r["perplexity"]]
     ref = refs[0] if refs else None
     windows = next((r["windows"] for r in rows if r["windows"]), "?")
     tokens = next((r["tokens"] for r in rows if r["tokens"]), "?")
+    rel = folder.resolve().relative_to(HERE.parents[1]) if folder.resolve().is_relative_to(HERE.parents[1]) else folder
+    command = (f".venv/bin/python benchmarks/peers/run.py --windows {windows} --csv {rel}/results.csv && "
+               f".venv/bin/python benchmarks/peers/report.py {rel}")
     lines = [
         "# Peers at whole-file size: llama.cpp, GPTQ, HQQ, RTN and llmcodec (issue 30)",
         "",
-        f"Regenerate: `bash benchmarks/peers/llamacpp/setup.sh && {COMMAND}` (resumable; `report.py` alone "
+        f"Regenerate: `bash benchmarks/peers/llamacpp/setup.sh && {command}` (resumable; `report.py` alone "
         "redraws this file and `peers.png` from `results.csv`).",
         "",
         "**The built-in SmolLM2-135M-Instruct comes from a GGUF file whose weights were already quantized to 4 bits "
@@ -144,12 +143,12 @@ def main() -> None:
     ref_lines = refused(rows)
     if ref_lines:
         lines += ["", "## Types llama-quantize refused", "", *ref_lines]
-    lines += ["", f"![perplexity against bits per parameter]({PNG.name})"]
-    plot(rows, ref)
+    lines += ["", f"![perplexity against bits per parameter]({png.name})"]
+    plot(rows, ref, png)
     lines += ["", "Runs that measured these rows (machine, versions, load, command):", ""]
-    for info in json.loads(RUNS.read_text()) if RUNS.is_file() else []:
+    for info in json.loads(runs.read_text()) if runs.is_file() else []:
         lines.append("- " + "; ".join(f"{k}: `{v}`" for k, v in info.items()))
-    write_markdown(OUT, lines, {"report": COMMAND}, measured=True)
+    write_markdown(out, lines, {"report": command}, measured=True)
 
 
 if __name__ == "__main__":

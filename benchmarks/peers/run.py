@@ -176,7 +176,7 @@ class Bench:
                     path.unlink()
 
 
-def record_run(path: Path = HERE / "runs.json") -> None:
+def record_run(path: Path) -> None:
     """Machine, versions, load and command of each run, for the report's footer."""
     import importlib.metadata as md
     import json
@@ -197,9 +197,9 @@ def record_run(path: Path = HERE / "runs.json") -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peers", default="reference,llamacpp,gptq,llmcodec,rtn,hqq")
-    ap.add_argument("--windows", type=int, default=40, help="PTB test windows scored")
+    ap.add_argument("--windows", type=int, default=40, help="PTB test windows scored (the issue's 40)")
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--calib-windows", type=int, default=64, help="PTB train windows for calibration")
+    ap.add_argument("--calib-windows", type=int, default=32, help="PTB train windows for calibration")
     ap.add_argument("--types", default=",".join(__import__("quantize").TYPES), help="llama.cpp types, in order")
     ap.add_argument("--imatrix", default="with,without", help="llama.cpp: with and/or without the imatrix")
     ap.add_argument("--bits", default="2,3,4", help="GPTQ, RTN and HQQ bit widths")
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-files", action="store_true", help="keep the quantized GGUF files")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    record_run()
+    record_run(args.csv.parent / "runs.json")
     b = Bench(args)
     bits = [int(x) for x in args.bits.split(",")]
     for peer in args.peers.split(","):

@@ -37,5 +37,7 @@ def run_tasks(model, tokenizer, tasks: list[str], include: str | None = None, li
                           + ("" if include else " (a local task needs --lm-eval-include DIR)"))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     out = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit)
-    return {task: {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    # metrics are keyed "name,filter"; other keys (alias, sample_len) are bookkeeping
+    return {task: {k: float(v) for k, v in metrics.items()
+                   if "," in k and isinstance(v, int | float) and not isinstance(v, bool)}
             for task, metrics in out["results"].items()}
