@@ -91,6 +91,14 @@ def _print_eval(label: str, res) -> None:
         f"{res.settings.window}, PTB {res.settings.split}, {res.seconds:.0f} s)"
     )
 
+    def pct(x) -> str:
+        return "n/a (no token offsets)" if x is None else f"{100 * x:.2f}%"
+
+    print(
+        f"accuracy {label}: next token {pct(res.next_token_accuracy)}, next word {pct(res.next_word_accuracy)} "
+        f"({res.words} words), last word {pct(res.last_word_accuracy)} ({res.sentences} sentences)"
+    )
+
 
 def settings_from_args(args) -> CompressSettings:
     """The compress command's settings. Shaping options left unset (None) take the objective's
@@ -192,12 +200,22 @@ def cmd_eval(args) -> int:
     from .evaluate import perplexity
 
     bars = Bars(args.quiet)
+    if args.lm_eval:
+        from .lmeval import require
+
+        require()  # before loading the model
     if _is_artifact(args.model):
         model, tok = load_model(args.model, progress=bars)
     else:
         model, tok = load_source_model(args.model)
     _check_perplexity(model, tok, args.model)
     _print_eval(args.model, perplexity(model, tok, _eval_settings(args), progress=bars))
+    if args.lm_eval:
+        from .lmeval import run_tasks
+
+        for task, metrics in run_tasks(model, tok, args.lm_eval.split(","), args.lm_eval_include,
+                                       args.lm_eval_limit).items():
+            print(f"lm-eval {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if args.model == DEFAULT_MODEL:
         print(PRETRAINED_NOTE)
     return 0
@@ -458,8 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.set_defaults(fn=cmd_decompress)
 
-    e = sub.add_parser("eval", help="perplexity on Penn Treebank test text")
+    e = sub.add_parser("eval", help="perplexity and accuracy on Penn Treebank test text")
     e.add_argument("model", help="artifact (.llmc), model folder, .gguf file or built-in name")
+    e.add_argument("--lm-eval", default=None, metavar="TASKS",
+                   help="also run lm-evaluation-harness tasks (comma-separated; optional extra: "
+                        "pip install 'llmcodec[lm-eval]'; the task data must be available offline)")
+    e.add_argument("--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files")
+    e.add_argument("--lm-eval-limit", type=int, default=None, metavar="N", help="at most N examples per task")
     evalopts(e)
     common(e, workers=False)
     e.set_defaults(fn=cmd_eval)
