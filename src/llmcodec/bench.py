@@ -249,7 +249,9 @@ class Model:
 
     @property
     def params(self) -> int:
-        return sum(math.prod(self.src.shape(n)) for n in self.src.names())
+        """Parameters of the model, a tied tensor counted once."""
+        tied = self.src.tied()
+        return sum(math.prod(self.src.shape(n)) for n in self.src.names() if n not in tied)
 
 
 def load_model(spec: str, limit: int | None, only: str | None = None) -> Model:
@@ -454,14 +456,15 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     if not settings.quick:
         ref = key("reference", "none", "source", "")
         jobs.append((ref, "uncompressed", lambda: measure_reference(model, settings)))
-    for b in settings.rtn_bits:
-        jobs.append(
-            (key("rtn", "rtn", f"g{RTN_GROUP}-{b}bit", b), f"rtn {b} bit", lambda b=b: measure_rtn(model, b, settings))
-        )
     for p in points:
         jobs.append(
             (key("codec", p.codec, p.profile, p.target), f"{p.curve} at {p.target:g}",
              lambda p=p: measure_codec(model, p, settings))
+        )
+    # round-to-nearest references last: the codec points are what a short run is for
+    for b in settings.rtn_bits:
+        jobs.append(
+            (key("rtn", "rtn", f"g{RTN_GROUP}-{b}bit", b), f"rtn {b} bit", lambda b=b: measure_rtn(model, b, settings))
         )
     todo = [j for j in jobs if j[0] not in done]
     log(f"{len(jobs)} points, {len(jobs) - len(todo)} already in {csv_path}, {len(todo)} to measure")
