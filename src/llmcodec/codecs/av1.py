@@ -3,6 +3,10 @@
 QP scales differ: SVT-AV1 and libaom take a quantizer index 0..63 (mapped by the encoder to the
 AV1 qindex 0..255), rav1e takes the qindex 0..255 itself. Lossless: SVT-AV1 ``lossless=1`` and
 libaom ``lossless=1``; rav1e has none (its QP 0 still loses a little).
+
+The quantizer step doubles about every 10 steps of the 0..63 scale (SVT-AV1's decoded coefficient
+lattice, benchmarks/codecs/transforms.csv), every 40 of rav1e's qindex: ``qp_per_octave``, which the
+QP offsets of edge layers and key/value projections use.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class SvtAV1(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
+    qp_per_octave = 10.0
     profiles = _profiles(("p4", "p8", "p12"), "p8", "yuv420p", "yuv420p10le")
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
@@ -52,6 +57,7 @@ class AomAV1(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
+    qp_per_octave = 10.0
     profiles = _profiles(("cpu4", "cpu6", "cpu8"), "cpu8", "gray", "yuv420p10le")
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
@@ -80,6 +86,7 @@ class Rav1e(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
+    qp_per_octave = 40.0
     profiles = _profiles(("s4", "s6", "s10"), "s10", "yuv420p", "yuv420p10le")
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
