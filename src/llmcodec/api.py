@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, artifact, calibration
+from . import artifact, calibration
+from ._version import __version__
 from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
 from .compress import (
