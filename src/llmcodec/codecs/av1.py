@@ -31,7 +31,15 @@ class SvtAV1(FFmpegCodec):
     max_w = 8192
     max_h = 4352
     qp_per_octave = 10.0
-    profiles = _profiles(("p4", "p8", "p12"), "p8", "yuv420p", "yuv420p10le")
+    profiles = {
+        **_profiles(("p4", "p8", "p12"), "p8", "yuv420p", "yuv420p10le"),
+        # Coefficient domain (coefdomain.py) without forcing anything: SVT-AV1 has no option that fixes
+        # its partition or transform, yet at preset 8 it codes most checkerboards of 32x32 weight blocks
+        # with one DCT per block, close enough to HEVC's integer DCT for the decoded coefficients to sit
+        # on the quantizer's lattice; in some encodes it does not (benchmarks/codecs/TRANSFORMS.md), and
+        # those tensors are then coded as in the sample domain, without a reconstruction table.
+        "ai-p8-coef": Profile("ai-p8-coef", preset="p8", coef_block=32),
+    }
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
         preset = (profile.preset or "p8").removeprefix("p")

@@ -69,7 +69,7 @@ class X265(FFmpegCodec):
     lossless_profile = "ai-medium"
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
-        # info=0: no SEI message with the encoder's version and settings (about 2 KB in every stream)
+        # info=0: no SEI message with the encoder's version and settings in every stream
         params = ["log-level=error", f"pools={self.threads}", "frame-threads=1", "info=0"]
         # aq-mode 0 and no psycho-visual RD: the encoder minimizes plain squared error.
         params += ["aq-mode=0", "psy-rd=0", "psy-rdoq=0", "cutree=0"]
@@ -104,5 +104,5 @@ class Kvazaar(FFmpegCodec):
         params += ["period=1"] if profile.intra else ["period=64"]
         params += ["lossless=1"] if qp is None else [f"qp={qp}"]
         params += [f"{k}={v}" for k, v in profile.options]
-        # drop the SEI messages (kvazaar's version and settings string, about 140 bytes a stream)
+        # drop the SEI messages (kvazaar's version and settings string in every stream)
         return ["-kvazaar-params", ",".join(params), "-bsf:v", "filter_units=remove_types=39|40"]
