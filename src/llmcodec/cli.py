@@ -293,7 +293,8 @@ def cmd_bench(args) -> int:
     settings = bench.BenchSettings(
         model=args.model,
         out=Path(args.out),
-        sweep=bench.parse_sweep(args.codecs, args.quick),
+        curves=bench.parse_curves(args.codecs, args.quick),
+        budgets=bench.parse_budgets(args.budgets, args.quick),
         quick=args.quick,
         windows=args.windows or bench.DEFAULT_WINDOWS,
         window=args.window,
@@ -492,19 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the raw header")
     i.set_defaults(fn=cmd_info)
 
-    b = sub.add_parser("bench", help="rate-distortion sweep of codecs and profiles: CSV and plots")
+    b = sub.add_parser("bench", help="codecs and profiles compared at equal size, rate-controlled: CSV and plots")
     b.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model to sweep (default: {DEFAULT_MODEL})")
-    b.add_argument("--out", default="benchmarks/codecs", help="folder for points.csv and the plots")
+    b.add_argument("--out", default="benchmarks/codecs", help="folder for points.csv, plots and summary")
     b.add_argument(
         "--codecs",
         default=None,
         metavar="LIST",
-        help="codecs or codec:profile[@qp,qp,...] entries, comma-separated (default: the built-in sweep)",
+        help="codec or codec:profile entries, comma-separated (default: every codec at its default profile)",
     )
-    b.add_argument("--quick", action="store_true", help="a few tensors, no perplexity (a smoke run)")
+    b.add_argument(
+        "--budgets", type=at.budget_list, default=None, metavar="LIST",
+        help="bit budgets (--bpw) to measure, comma-separated, in this order (default: 2,2.5,3,3.5,4)",
+    )
+    b.add_argument("--quick", action="store_true", help="two codecs, two budgets, a few tensors, no perplexity")
     b.add_argument("--tensors", type=at.TENSORS, default=None, help="code only the first N matrices")
     b.add_argument("--only", type=at.regex, default=None, metavar="REGEX",
-                   help="sweep only matrices whose name matches")
+                   help="code only matrices whose name matches")
     b.add_argument("--window", type=at.WINDOW, default=512, help="tokens per perplexity window")
     b.add_argument("--windows", type=at.WINDOWS, default=None, help="perplexity windows per point (default: 40)")
     b.add_argument("--workers", type=at.WORKERS, default=1, help="encoder processes at once (default: 1)")
