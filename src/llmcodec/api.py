@@ -353,6 +353,6 @@ def check_restorable(art: Artifact, path) -> None:
     if art.config is None:
         return
     try:
-        check_config(weight_shapes(art), art.config)
+        check_config({n: v for n, v in weight_shapes(art).items() if n not in art.aliases}, art.config)
     except ConfigMismatch as e:
         raise artifact.ArtifactError(f"{path}: {e}") from None

@@ -435,8 +435,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5
                    ".pickle", ".npz", ".npy", ".tflite", ".ot")
 
 
-def file_name_problem(f) -> str | None:
-    """Why ``f`` cannot be a stored file's name (written into the restored folder), or None."""
+def file_name_problem(f, shard: bool = False) -> str | None:
+    """Why ``f`` cannot be a stored file's name (written into the restored folder), or None;
+    ``shard``: the name of a safetensors shard the restore writes from the decoded weights."""
     if not isinstance(f, str) or not f:
         return "not a non-empty string"
     if f != Path(f).name or f in (".", "..") or "\\" in f or "/" in f:
@@ -448,6 +449,8 @@ def file_name_problem(f) -> str | None:
     if len(f.encode("utf-8", "surrogatepass")) > limits.MAX_FILE_NAME_BYTES:
         return f"longer than {limits.MAX_FILE_NAME_BYTES} bytes"
     low = f.lower()
+    if shard:
+        return None if low.endswith(".safetensors") else "not a *.safetensors name"
     if low in RESERVED_FILES:
         return "written by the restore itself (from the header's config)"
     if low.endswith(WEIGHT_SUFFIXES) or ".index." in low or low.endswith(".index"):
@@ -472,7 +475,7 @@ def _check_checkpoint(cp, tensors) -> None:
     _need(cp.get("index") is None or isinstance(cp["index"], dict), "checkpoint index metadata")
     seen: set[str] = set()
     for f, e in cp["shards"].items():
-        _need(_safe_file_name(f) and f.endswith(".safetensors"), "checkpoint shard name (a plain *.safetensors name)")
+        _need(file_name_problem(f, shard=True) is None, "checkpoint shard name (a plain *.safetensors name)")
         _need(isinstance(e, dict) and _str_map(e.get("metadata")) and _str_map(e.get("tensors")), "checkpoint shard")
         for n, d in e["tensors"].items():
             _need(d in RAW_DTYPES, f"checkpoint dtype {d!r} of {n!r}")
