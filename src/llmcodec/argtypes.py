@@ -59,6 +59,16 @@ def regex(text: str) -> str:
     return text
 
 
+def budget_list(text: str) -> str:
+    """A comma-separated list of bit budgets, each as ``BPW`` checks it (returned as given)."""
+    parts = [t for t in text.split(",") if t.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} names no budget")
+    for t in parts:
+        BPW(t.strip())
+    return text
+
+
 # The same option, the same rule, in every command that has it.
 WORKERS = integer(0, 4096)  # 0: one per core
 WINDOW = integer(2, 1 << 20)  # tokens per perplexity window: a prediction needs two

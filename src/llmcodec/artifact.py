@@ -103,6 +103,9 @@ class Artifact:
     config: dict | None = None  # Hugging Face config of the source model
     files: dict[str, bytes] = field(default_factory=dict)  # tokenizer and other model files
     order: list[str] = field(default_factory=list)  # tensor names in source order
+    # the source folder's on-disk layout (modelio.read_checkpoint): shard file, dtype and metadata
+    # of each tensor, and the index's metadata; None for in-memory sources and older artifacts
+    checkpoint: dict | None = None
 
     def stats(self) -> dict:
         n_coded = sum(c.numel for c in self.coded.values())
@@ -225,7 +228,11 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         "codec": art.codec,
         "settings": art.settings,
         "tensors": index,
-        "model": {"config": art.config, "files": {f: _sha(d) for f, d in art.files.items()}},
+        "model": {
+            "config": art.config,
+            "files": {f: _sha(d) for f, d in art.files.items()},
+            **({"checkpoint": art.checkpoint} if art.checkpoint is not None else {}),
+        },
         "stats": art.stats(),
     }
     path = outputs.check_output_file(path)
@@ -430,8 +437,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5
                    ".pickle", ".npz", ".npy", ".tflite", ".ot")
 
 
-def file_name_problem(f) -> str | None:
-    """Why ``f`` cannot be a stored file's name (written into the restored folder), or None."""
+def file_name_problem(f, shard: bool = False) -> str | None:
+    """Why ``f`` cannot be a stored file's name (written into the restored folder), or None;
+    ``shard``: the name of a safetensors shard the restore writes from the decoded weights."""
     if not isinstance(f, str) or not f:
         return "not a non-empty string"
     if f != Path(f).name or f in (".", "..") or "\\" in f or "/" in f:
@@ -443,6 +451,8 @@ def file_name_problem(f) -> str | None:
     if len(f.encode("utf-8", "surrogatepass")) > limits.MAX_FILE_NAME_BYTES:
         return f"longer than {limits.MAX_FILE_NAME_BYTES} bytes"
     low = f.lower()
+    if shard:
+        return None if low.endswith(".safetensors") else "not a *.safetensors name"
     if low in RESERVED_FILES:
         return "written by the restore itself (from the header's config)"
     if low.endswith(WEIGHT_SUFFIXES) or ".index." in low or low.endswith(".index"):
@@ -452,6 +462,27 @@ def file_name_problem(f) -> str | None:
 
 def _safe_file_name(f) -> bool:
     return file_name_problem(f) is None
+
+
+def _str_map(d) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
+
+def _check_checkpoint(cp, tensors) -> None:
+    """The optional on-disk layout of the source: shard files (plain names) holding tensors the
+    file has, each listed once, in a dtype a restored tensor can take."""
+    if cp is None:
+        return
+    _need(isinstance(cp, dict) and isinstance(cp.get("shards"), dict) and cp["shards"], "checkpoint layout")
+    _need(cp.get("index") is None or isinstance(cp["index"], dict), "checkpoint index metadata")
+    seen: set[str] = set()
+    for f, e in cp["shards"].items():
+        _need(file_name_problem(f, shard=True) is None, "checkpoint shard name (a plain *.safetensors name)")
+        _need(isinstance(e, dict) and _str_map(e.get("metadata")) and _str_map(e.get("tensors")), "checkpoint shard")
+        for n, d in e["tensors"].items():
+            _need(d in RAW_DTYPES, f"checkpoint dtype {d!r} of {n!r}")
+            _need(n not in seen and isinstance(tensors, dict) and n in tensors, f"checkpoint tensor {n!r}")
+            seen.add(n)
 
 
 def validate_header(header: dict) -> None:
@@ -481,6 +512,7 @@ def validate_header(header: dict) -> None:
         for f in files:
             why = file_name_problem(f)
             _need(why is None, f"model file list: stored file {quoted(f)} is {why}")
+        _check_checkpoint(m.get("checkpoint"), header["tensors"])
         st = header["stats"]
         _need(isinstance(st, dict) and all(_is_num(st.get(k)) for k in STATS_KEYS), "stats")
         _need(isinstance(header["tensors"], dict), "tensor index")
@@ -595,7 +627,12 @@ def _dtype_name(t: torch.Tensor) -> str:
 def read(path: str | os.PathLike) -> Artifact:
     """Read and verify a whole artifact; raises ArtifactError naming the first bad tensor."""
     header = read_header(path)
-    art = Artifact(codec=header["codec"], settings=header["settings"], config=header["model"].get("config"))
+    art = Artifact(
+        codec=header["codec"],
+        settings=header["settings"],
+        config=header["model"].get("config"),
+        checkpoint=header["model"].get("checkpoint"),
+    )
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())

@@ -93,6 +93,14 @@ def _print_eval(label: str, res) -> None:
         f"{res.settings.window}, PTB {res.settings.split}, {res.seconds:.0f} s)"
     )
 
+    def pct(x) -> str:
+        return "n/a (no token offsets)" if x is None else f"{100 * x:.2f}%"
+
+    print(
+        f"accuracy {label}: next token {pct(res.next_token_accuracy)}, next word {pct(res.next_word_accuracy)} "
+        f"({res.words} words), last word {pct(res.last_word_accuracy)} ({res.sentences} sentences)"
+    )
+
 
 def settings_from_args(args) -> CompressSettings:
     """The compress command's settings. Shaping options left unset (None) take the objective's
@@ -139,7 +147,10 @@ def cmd_compress(args) -> int:
         from .api import load_tokenizer
 
         tok = load_tokenizer(src.config, src.files)
-        before = perplexity(build_checked(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
+        model = build_checked(build_model, dict(src.items()), src.config)
+        _check_perplexity(model, tok, args.model)
+        before = perplexity(model, tok, _eval_settings(args), progress=bars)
+        del model  # not held while compressing
     with make_executor(args.executor, args.workers, args.address) as ex:
         art = compress_source(src, settings, progress=bars, executor=ex, work=work)
     save(art, args.out)
@@ -196,16 +207,35 @@ def cmd_decompress(args) -> int:
     return 0
 
 
+def _check_perplexity(model, tok, what) -> None:
+    """Perplexity needs a language model that predicts the next token, and its tokenizer."""
+    if tok is None:
+        raise ValueError(f"{what}: the model came without tokenizer files, so its perplexity cannot be measured")
+    if not model.can_generate():
+        raise ValueError(f"{what}: a {type(model).__name__} is not a causal language model; perplexity needs one")
+
+
 def cmd_eval(args) -> int:
     from .api import load_model, load_source_model
     from .evaluate import perplexity
 
     bars = Bars(args.quiet)
+    if args.lm_eval:
+        from .lmeval import require
+
+        require()  # before loading the model
     if _is_artifact(args.model):
         model, tok = load_model(args.model, progress=bars)
     else:
         model, tok = load_source_model(args.model)
+    _check_perplexity(model, tok, args.model)
     _print_eval(args.model, perplexity(model, tok, _eval_settings(args), progress=bars))
+    if args.lm_eval:
+        from .lmeval import run_tasks
+
+        for task, metrics in run_tasks(model, tok, args.lm_eval.split(","), args.lm_eval_include,
+                                       args.lm_eval_limit).items():
+            print(f"lm-eval {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if args.model == DEFAULT_MODEL:
         print(PRETRAINED_NOTE)
     return 0
@@ -283,7 +313,8 @@ def cmd_bench(args) -> int:
     settings = bench.BenchSettings(
         model=args.model,
         out=Path(args.out),
-        sweep=bench.parse_sweep(args.codecs, args.quick),
+        curves=bench.parse_curves(args.codecs, args.quick),
+        budgets=bench.parse_budgets(args.budgets, args.quick),
         quick=args.quick,
         windows=args.windows or bench.DEFAULT_WINDOWS,
         window=args.window,
@@ -294,6 +325,77 @@ def cmd_bench(args) -> int:
     bench.run(settings, log=lambda m: print(m, flush=True))
     if Path(str(args.model)).name == DEFAULT_MODEL or str(args.model) == DEFAULT_MODEL:
         print(PRETRAINED_NOTE)
+    return 0
+
+
+def _tensor_settings(args) -> CompressSettings:
+    from .tensors import tensor_settings
+
+    given = {k: getattr(args, k) for k in ("profile", "group", "weighting", "side") if getattr(args, k) is not None}
+    return tensor_settings(
+        codec=args.codec,
+        bpw=None if (args.qp is not None or args.lossless) else args.bpw,
+        qp=args.qp,
+        lossless=args.lossless,
+        workers=args.workers,
+        keep_nonfinite=args.keep_nonfinite,
+        **given,
+    )
+
+
+def cmd_compress_tensors(args) -> int:
+    from .api import save
+    from .tensors import TensorOptions, compress_tensors, file_stats, read_safetensors
+
+    settings = _tensor_settings(args)
+    t0 = time.perf_counter()
+    tensors = read_safetensors(args.input)
+    art = compress_tensors(tensors, settings, TensorOptions(args.stack_axis, args.exact), progress=Bars(args.quiet))
+    save(art, args.out)
+    fs = file_stats(art, Path(args.out).stat().st_size)
+    st = art.stats()
+    print(f"codec {art.codec['name']} ({art.codec['encoder']}, profile {art.codec['profile']['name']})")
+    print(f"{len(tensors)} tensors, {fs['elements']:,} elements: coded {st['coded_tensors']} "
+          f"({st['coded_weights']:,} elements, {st['bits_per_weight']:.4f} bits each), kept {st['raw_tensors']} "
+          f"({_mb(st['raw_bytes'])})")
+    print(f"artifact {args.out}: {_mb(fs['bytes'])}, {fs['bits_per_element']:.4f} bits per element over the whole "
+          f"file, in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_decompress_tensors(args) -> int:
+    from .tensors import decompress_tensors, write_safetensors
+
+    tensors = decompress_tensors(args.artifact, args.workers, Bars(args.quiet))
+    write_safetensors(tensors, args.out)
+    print(f"restored {args.artifact} -> {args.out} ({len(tensors)} tensors)")
+    return 0
+
+
+def cmd_kv_save(args) -> int:
+    from .kv import KVOptions, save_kv
+
+    settings = _tensor_settings(args)
+    text = Path(args.prompt).read_text(encoding="utf-8")
+    rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout),
+                  progress=Bars(args.quiet))
+    print(f"prompt: {rep.tokens} tokens through {args.model}; cache {rep.elements:,} elements "
+          f"({rep.layers} layers, keys and values)")
+    print(f"artifact {args.out}: {_mb(rep.bytes)}, {rep.bits_per_element:.4f} bits per element over the whole file "
+          f"(fp16 cache: {_mb(2 * rep.elements)}); prefill {rep.prefill_seconds:.1f} s, coding "
+          f"{rep.code_seconds:.1f} s")
+    if str(args.model) == DEFAULT_MODEL:
+        print(PRETRAINED_NOTE)
+    return 0
+
+
+def cmd_kv_eval(args) -> int:
+    from .kv import eval_kv
+
+    text = Path(args.continuation).read_text(encoding="utf-8")
+    res = eval_kv(args.model, args.artifact, text, workers=args.workers, progress=Bars(args.quiet))
+    print(f"cache {args.artifact}: {res.prompt_tokens} prompt tokens, loaded in {res.load_seconds:.1f} s")
+    print(f"continuation perplexity: {res.perplexity:.3f} ({res.tokens} tokens scored)")
     return 0
 
 
@@ -395,8 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.set_defaults(fn=cmd_decompress)
 
-    e = sub.add_parser("eval", help="perplexity on Penn Treebank test text")
+    e = sub.add_parser("eval", help="perplexity and accuracy on Penn Treebank test text")
     e.add_argument("model", help="artifact (.llmc), model folder, .gguf file or built-in name")
+    e.add_argument("--lm-eval", default=None, metavar="TASKS",
+                   help="also run lm-evaluation-harness tasks (comma-separated; optional extra: "
+                        "pip install 'llmcodec[lm-eval]'; the task data must be available offline)")
+    e.add_argument("--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files")
+    e.add_argument("--lm-eval-limit", type=int, default=None, metavar="N", help="at most N examples per task")
     evalopts(e)
     common(e, workers=False)
     e.set_defaults(fn=cmd_eval)
@@ -406,19 +513,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the raw header")
     i.set_defaults(fn=cmd_info)
 
-    b = sub.add_parser("bench", help="rate-distortion sweep of codecs and profiles: CSV and plots")
+    b = sub.add_parser("bench", help="codecs and profiles compared at equal size, rate-controlled: CSV and plots")
     b.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model to sweep (default: {DEFAULT_MODEL})")
-    b.add_argument("--out", default="benchmarks/codecs", help="folder for points.csv and the plots")
+    b.add_argument("--out", default="benchmarks/codecs", help="folder for points.csv, plots and summary")
     b.add_argument(
         "--codecs",
         default=None,
         metavar="LIST",
-        help="codecs or codec:profile[@qp,qp,...] entries, comma-separated (default: the built-in sweep)",
+        help="codec or codec:profile entries, comma-separated (default: every codec at its default profile)",
     )
-    b.add_argument("--quick", action="store_true", help="a few tensors, no perplexity (a smoke run)")
+    b.add_argument(
+        "--budgets", type=at.budget_list, default=None, metavar="LIST",
+        help="bit budgets (--bpw) to measure, comma-separated, in this order (default: 2,2.5,3,3.5,4)",
+    )
+    b.add_argument("--quick", action="store_true", help="two codecs, two budgets, a few tensors, no perplexity")
     b.add_argument("--tensors", type=at.TENSORS, default=None, help="code only the first N matrices")
     b.add_argument("--only", type=at.regex, default=None, metavar="REGEX",
-                   help="sweep only matrices whose name matches")
+                   help="code only matrices whose name matches")
     b.add_argument("--window", type=at.WINDOW, default=512, help="tokens per perplexity window")
     b.add_argument("--windows", type=at.WINDOWS, default=None, help="perplexity windows per point (default: 40)")
     b.add_argument("--workers", type=at.WORKERS, default=1, help="encoder processes at once (default: 1)")
@@ -429,6 +540,58 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--against", default=None, metavar="MODEL", help="also measure errors against the source model")
     common(v)
     v.set_defaults(fn=cmd_verify)
+
+    def tensor_codec_opts(sp) -> None:
+        sp.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
+        sp.add_argument("--profile", default=None, help="encoder profile (default: the codec's for the budget)")
+        r = sp.add_mutually_exclusive_group()
+        r.add_argument("--bpw", type=float, default=2.5,
+                       help="bits per element of the whole file: every stored byte x 8 / elements (default: 2.5)")
+        r.add_argument("--qp", type=int, default=None, help="fixed QP for every coded tensor instead of --bpw")
+        r.add_argument("--lossless", action="store_true", help="exact integers (codecs with a lossless mode)")
+        sp.add_argument("--group", type=int, default=None, help="quantization group size (default: per row)")
+        sp.add_argument("--weighting", choices=("none", "balance"), default=None,
+                        help="column balance of each coded matrix (default: balance)")
+        sp.add_argument("--side", choices=SIDES, default=None, help="side-information format (default: packed)")
+        sp.add_argument("--keep-nonfinite", action="store_true",
+                        help="keep tensors with NaN/Inf uncompressed instead of refusing")
+        common(sp)
+
+    ct = sub.add_parser("compress-tensors", help="compress any float tensors (a safetensors file or folder)")
+    ct.add_argument("input", help="a .safetensors file, or a folder of them")
+    ct.add_argument("out", help="artifact file to write (.llmc)")
+    ct.add_argument("--stack-axis", type=int, default=0,
+                    help="tensors of 3+ dimensions are coded as stacks of matrices along this axis (default: 0)")
+    ct.add_argument("--exact", action="store_true", help="keep uncoded float tensors exactly, not in 16 bits")
+    tensor_codec_opts(ct)
+    ct.set_defaults(fn=cmd_compress_tensors)
+
+    dt = sub.add_parser("decompress-tensors", help="restore a compress-tensors artifact to one safetensors file")
+    dt.add_argument("artifact")
+    dt.add_argument("out", help="safetensors file to write")
+    common(dt)
+    dt.set_defaults(fn=cmd_decompress_tensors)
+
+    from .kv import LAYOUTS
+
+    kv = sub.add_parser("kv", help="a model's KV cache: code it (save), load it back and score a continuation (eval)")
+    kvs = kv.add_subparsers(dest="kv_cmd", required=True)
+    ks = kvs.add_parser("save", help="run a prompt through a model and code its KV cache")
+    ks.add_argument("model", help=f"Hugging Face folder, .gguf file, or built-in name ({DEFAULT_MODEL})")
+    ks.add_argument("prompt", help="UTF-8 text file with the prompt")
+    ks.add_argument("out", help="artifact file to write (.llmc)")
+    ks.add_argument("--key-layout", choices=LAYOUTS, default="channels",
+                    help="rows of each head's key matrix: tokens or head channels (default: %(default)s)")
+    ks.add_argument("--value-layout", choices=LAYOUTS, default="tokens",
+                    help="rows of each head's value matrix (default: %(default)s)")
+    tensor_codec_opts(ks)
+    ks.set_defaults(fn=cmd_kv_save)
+    ke = kvs.add_parser("eval", help="load a coded KV cache and score a continuation (perplexity)")
+    ke.add_argument("model", help="the model the cache was made with")
+    ke.add_argument("artifact", help="artifact written by 'llmcodec kv save'")
+    ke.add_argument("continuation", help="UTF-8 text file that continues the prompt")
+    common(ke)
+    ke.set_defaults(fn=cmd_kv_eval)
     return p
 
 

@@ -213,7 +213,7 @@ class CompressSettings:
         """The codec and the profile these settings code with: the one named, or the codec's default
         for the budget (``FFmpegCodec.profile_for``)."""
         codec = get_codec(self.codec)
-        return codec, codec.profile_for(self.profile, self.bpw)
+        return codec, codec.profile_for(self.profile, self.bpw, self.lossless)
 
     def same_encoding(self, other: CompressSettings) -> bool:
         """Whether ``other`` codes every matrix exactly as these settings do: the same settings once

@@ -7,6 +7,8 @@ extra weights, other shapes, fields transformers refuses) before anything is dec
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import limits
@@ -17,27 +19,42 @@ class ConfigMismatch(ValueError):
 
 
 def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config: dict) -> None:
-    """``shapes``: name -> (shape, dtype) of every weight the restore would load."""
-    from .modelio import build_model
+    """``shapes``: name -> (shape, dtype) of every weight the restore would load (aliases left out).
 
-    state = {n: torch.empty(s, dtype=d, device="meta") for n, (s, d) in shapes.items()}
+    The config's model is built on the meta device (nothing allocated). transformers may rename and
+    fuse checkpoint tensors when it loads them (mixture-of-experts experts), so names are compared
+    only where they agree; the parameter count must agree in any case."""
+    from .modelio import make_config, model_class
+
     try:
+        cfg = make_config(config)
         with torch.device("meta"):
-            build_model(state, config)
+            model = model_class(cfg)._from_config(cfg)
+        own = dict(model.named_parameters())
+        own.update((n, b) for n, b in model.named_buffers() if n in model.state_dict())
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as e:  # the config is untrusted: transformers raises many kinds (pyo3 panics too)
         msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
         raise ConfigMismatch(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
+    for n, (shape, _) in shapes.items():
+        if n in own and tuple(own[n].shape) != tuple(shape):
+            raise ConfigMismatch(f"the model config does not fit the weights: {n} is {tuple(shape)} in the "
+                                 f"artifact, {tuple(own[n].shape)} in the config's model")
+    have = sum(math.prod(s) for s, _ in shapes.values())
+    want = sum(t.numel() for n, t in own.items() if n in dict(model.named_parameters()) or n in shapes)
+    if have != want:
+        raise ConfigMismatch(f"the model config does not fit the weights: {want:,} parameters in the config's "
+                             f"model, {have:,} in the artifact")
 
 
-def build_checked(state: dict[str, torch.Tensor], config: dict):
-    """``modelio.build_model``, with whatever transformers raises for a config that does not fit
-    turned into a ModelError naming it."""
-    from .modelio import ModelError, build_model
+def build_checked(build, *args):
+    """``build(*args)`` (``modelio.build_model`` or ``load_folder_model``), with whatever transformers
+    raises for a config that does not fit turned into a ModelError naming it."""
+    from .modelio import ModelError
 
     try:
-        return build_model(state, config)
+        return build(*args)
     except (KeyboardInterrupt, SystemExit, MemoryError, ModelError):
         raise
     except BaseException as e:
