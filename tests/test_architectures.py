@@ -241,3 +241,23 @@ def test_restore_refuses_a_non_empty_folder_and_leaves_nothing_half_written(smal
     with pytest.raises(ModelError, match="lacks tensors"):
         save_folder(state, art.config, art.files, tmp_path / "r", art.checkpoint)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".r", "r"))) == []
+
+
+def test_decompress_decodes_one_shard_at_a_time(tmp_path, monkeypatch):
+    """Only one shard file's tensors are decoded and held at a time."""
+    src = _build("mixtral", tmp_path / "src")
+    out = tmp_path / "m.llmc"
+    art = llmcodec.compress_model(src, out, llmcodec.CompressSettings(qp=30, only=r"experts\.[01]\."))
+    calls = []
+    real = llmcodec.api.restore_state_dict
+
+    def counting(a, *args, **kw):
+        calls.append(len(a.coded))
+        return real(a, *args, **kw)
+
+    monkeypatch.setattr(llmcodec.api, "restore_state_dict", counting)
+    restored = llmcodec.decompress(out, tmp_path / "r")
+    shards = _layout(src)
+    assert len(shards) > 2 and len(calls) == len(shards)
+    assert sum(calls) == len(art.coded) and max(calls) < len(art.coded)
+    assert _layout(restored) == shards
