@@ -115,15 +115,16 @@ def test_round_trip(name, tmp_path):
     a, b = _output(model, x), _output(mem, x)
     assert torch.equal(a, b)
 
-    # on disk, kept tensors are exact and coded ones carry the codec's error (a swapped or
-    # transposed matrix would be off by ~1.4)
+    # on disk, kept tensors are the source's (exact, or rounded to 16 bits where kept tensors are
+    # stored that way) and coded ones carry the codec's error (a swapped or transposed matrix
+    # would be off by ~1.4)
     src_t, got_t = _tensors(src), _tensors(restored)
     for n, t in src_t.items():
         if n in art.coded:
             err = (got_t[n].double() - t.double()).norm() / t.double().norm()
             assert 0 < err < 0.35, (n, float(err))
         else:
-            assert torch.equal(got_t[n], t), n
+            assert torch.allclose(got_t[n].double(), t.double(), rtol=2**-8, atol=1e-7), n
 
 
 def test_in_memory_source_drops_tied_aliases(tmp_path):
