@@ -14,8 +14,9 @@ import functools
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,10 @@ from .coder import CodedTensor, decode_tensor
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
+from .modelcheck import ConfigMismatch, check_config
 from .modelio import ModelSource, build_model, load_folder_model, plain_layout, resolve, save_folder
 from .modelio import load as load_source
+from .outputs import check_output_file, check_output_folder
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -205,8 +208,9 @@ def compress_model(
     Finished encodes are kept in ``OUT.work/`` until the artifact is written; ``resume=True``
     reuses them after an interrupted run (the artifact is the same as an uninterrupted run's).
     """
-    src = load_source(model)
+    check_output_file(out)
     work = WorkDir.for_output(out, resume)
+    src = load_source(model)
     art = compress_source(src, settings, progress, executor, work)
     save(art, out)
     work.remove()
@@ -235,14 +239,22 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
     """Decode every coded tensor (in parallel) and return the full state dict in source order."""
     codec, profile = decoders_for(art)
     codec.check_available()
+    codec.cancel_event = threading.Event()  # set at the first failure: running decodes stop at once
     names = list(art.coded)
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        futures = [pool.submit(decode_tensor, art.coded[n], codec, profile) for n in names]
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+    try:
+        futures = {pool.submit(decode_tensor, art.coded[n], codec, profile): n for n in names}
         decoded = {}
-        for k, (n, f) in enumerate(zip(names, futures, strict=True)):
+        for k, f in enumerate(as_completed(futures)):  # the first failure is seen at once, in any order
+            n = futures[f]
             decoded[n] = torch.from_numpy(f.result()).to(getattr(torch, art.coded[n].dtype))
             if progress:
                 progress("decode", k + 1, len(names))
+    except BaseException:
+        codec.cancel_event.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     state = {}
     for name in art.order:
         if name in decoded:
@@ -287,6 +299,7 @@ def load_model(path: str | os.PathLike, workers: int = 0, progress: Progress | N
     art = artifact.read(path)
     if art.config is None:
         raise artifact.ArtifactError(f"{path}: the artifact has no model config; use load_state_dict")
+    check_restorable(art, path)  # the config that builds the model fits the weights: checked before decoding
     state = restore_state_dict(art, workers, progress)
     if art.checkpoint is None:  # in-memory names: tied aliases are re-tied by transformers
         state = {n: t for n, t in state.items() if n not in art.aliases}
@@ -351,9 +364,14 @@ def decompress(
     """Artifact -> Hugging Face model folder: the source's tensor names, dtypes and shard files
     written straight to safetensors (no model is built), its config, tokenizer and other files.
     Tensors are decoded one shard file at a time."""
+    check_output_folder(out_dir)  # an unusable output folder fails now, not after decoding
     art = artifact.read(path)
-    if art.config is None:  # before anything is decoded
-        return save_folder({}, None, art.files, Path(out_dir))
+    if art.config is None:
+        raise artifact.ArtifactError(
+            f"{path}: the artifact has no model config, so it cannot become a Hugging Face folder; "
+            "load it as a state dict instead"
+        )
+    check_restorable(art, path)
     layout = art.checkpoint
     if layout is None:
         stored = _stored_tensors(art)
@@ -362,3 +380,26 @@ def decompress(
                                None, art.aliases)
         layout = plain_layout(stored, art.aliases)
     return save_folder(_shard_reader(art, workers, progress), art.config, art.files, Path(out_dir), layout)
+
+
+def weight_shapes(art: Artifact) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor a restore of ``art`` gives, without decoding."""
+    out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    for name in art.order:
+        if name in art.coded:
+            out[name] = (art.coded[name].shape, getattr(torch, art.coded[name].dtype))
+        elif name in art.raw:
+            out[name] = (tuple(art.raw[name].shape), art.raw[name].dtype)
+    for name, of in art.aliases.items():
+        out[name] = out[of]
+    return out
+
+
+def check_restorable(art: Artifact, path) -> None:
+    """The header's config builds a model that takes exactly these weights (on the meta device)."""
+    if art.config is None:
+        return
+    try:
+        check_config({n: v for n, v in weight_shapes(art).items() if n not in art.aliases}, art.config)
+    except ConfigMismatch as e:
+        raise artifact.ArtifactError(f"{path}: {e}") from None

