@@ -24,7 +24,7 @@ from . import __version__, artifact, calibration
 from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
-from .coder import CodedTensor, decode_tensor
+from .coder import CodedTensor, decode_tensor, decode_tensors
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
@@ -223,18 +223,39 @@ def decoders_for(art: Artifact):
     return c, prof
 
 
+def decode_batches(
+    coded: Mapping[str, CodedTensor], max_samples: int = 1 << 23, max_tensors: int = 16
+) -> list[list[str]]:
+    """Runs of consecutive coded tensors to decode in one decoder process each: at most
+    ``max_tensors``, and at most ``max_samples`` frame samples unless one tensor alone has more."""
+    out: list[list[str]] = []
+    size = 0
+    for n, ct in coded.items():
+        s = ct.layout.frame_h * ct.layout.frame_w * ct.layout.n_frames
+        if not out or len(out[-1]) >= max_tensors or size + s > max_samples:
+            out.append([])
+            size = 0
+        out[-1].append(n)
+        size += s
+    return out
+
+
 def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """Decode every coded tensor (in parallel) and return the full state dict in source order."""
+    """Decode every coded tensor (batches of them per decoder process, in parallel) and return the
+    full state dict in source order."""
     codec, profile = decoders_for(art)
     codec.check_available()
-    names = list(art.coded)
+    batches = decode_batches(art.coded)
+    decoded = {}
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        futures = [pool.submit(decode_tensor, art.coded[n], codec, profile) for n in names]
-        decoded = {}
-        for k, (n, f) in enumerate(zip(names, futures, strict=True)):
-            decoded[n] = torch.from_numpy(f.result()).to(getattr(torch, art.coded[n].dtype))
+        futures = [pool.submit(decode_tensors, [art.coded[n] for n in b], codec, profile) for b in batches]
+        done = 0
+        for names, f in zip(batches, futures, strict=True):
+            for n, w in zip(names, f.result(), strict=True):
+                decoded[n] = torch.from_numpy(w).to(getattr(torch, art.coded[n].dtype))
+            done += len(names)
             if progress:
-                progress("decode", k + 1, len(names))
+                progress("decode", done, len(art.coded))
     state = {}
     for name in art.order:
         if name in decoded:

@@ -210,6 +210,9 @@ class FFmpegCodec:
     # QP steps per doubling of the quantizer step (6 in H.264/HEVC/VVC); equal-error allocation uses it.
     qp_per_octave: ClassVar[float] = 6.0
     empty_retries: ClassVar[int] = 3  # runs again when an encoder exits 0 but writes nothing
+    # Raw streams of this format decode back to back in one decoder process (``decode_many``):
+    # Annex-B elementary streams each start with their own parameter sets.
+    concat_decode: ClassVar[bool] = False
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
@@ -322,3 +325,36 @@ class FFmpegCodec:
         raw = run_ffmpeg(args, data, self._timeout(h * w * n) / 4, f"{self.name} decoder")
         planes = 3 if layout.packing == "yuv420" else 1
         return unpack_raw(raw, pix_fmt, n, h, w, planes)
+
+    def decode_many(
+        self, streams: list[bytes], layouts: list[FrameLayout], profile: Profile
+    ) -> list[list[list[np.ndarray]]]:
+        """``decode`` of several streams, in one decoder process where the format allows it
+        (``concat_decode``): the process start and the decoder's buffers are paid once, not per stream.
+        Frames keep each stream's own size (``-noautoscale``)."""
+        if len(streams) != len(layouts):
+            raise ValueError(f"{len(streams)} streams for {len(layouts)} layouts")
+        if not self.concat_decode or len(streams) < 2:
+            return [self.decode(d, lay, profile) for d, lay in zip(streams, layouts, strict=True)]
+        pix_fmt = self.pix_fmt(profile)
+        args = ["-threads", "1", "-f", self.demuxer or self.fmt]  # one thread: see decode
+        if self.decoder:
+            args += ["-c:v", self.decoder]
+        args += ["-i", "pipe:0", "-noautoscale", "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
+        samples = sum(lay.frame_h * lay.frame_w * lay.n_frames for lay in layouts)
+        raw = run_ffmpeg(args, b"".join(streams), self._timeout(samples) / 4, f"{self.name} decoder")
+        depth = 2 if bit_depth(pix_fmt) > 8 else 1
+        sizes = []
+        for lay in layouts:
+            c = _chroma_shape(pix_fmt, lay.frame_h, lay.frame_w)
+            per_frame = lay.frame_h * lay.frame_w + (0 if c is None else 2 * c[0] * c[1])
+            sizes.append(per_frame * depth * lay.n_frames)
+        if len(raw) != sum(sizes):
+            raise CodecError(f"decoder returned {len(raw)} bytes where {len(streams)} streams need {sum(sizes)}")
+        out, pos = [], 0
+        for lay, size in zip(layouts, sizes, strict=True):
+            planes = 3 if lay.packing == "yuv420" else 1
+            out.append(unpack_raw(raw[pos : pos + size], pix_fmt, lay.n_frames, lay.frame_h, lay.frame_w, planes))
+            pos += size
+        return out
+

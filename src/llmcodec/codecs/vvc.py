@@ -103,6 +103,7 @@ class VVC(FFmpegCodec):
     # default-dq uses the medium preset (see _vvc_profiles).
     high_rate_profile = ("default-dq", 3.25)
     seconds_per_msample = 120.0
+    concat_decode = True
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
         # qpa 0: perceptual QP adaptation optimizes for eyes; weights want plain MSE.
