@@ -239,6 +239,11 @@ class FFmpegCodec:
     def pix_fmt(self, profile: Profile) -> str:
         return profile.pix_fmt or self.pix_fmts[0]
 
+    def decoded_pix_fmt(self, profile: Profile) -> str:
+        """The pixel format the decoder writes: the input's, unless the profile's options make the
+        stream carry fewer planes (a subclass says so)."""
+        return self.pix_fmt(profile)
+
     def sample_bits(self, profile: Profile) -> int:
         return bit_depth(self.pix_fmt(profile))
 
@@ -314,7 +319,7 @@ class FFmpegCodec:
         raise CodecError(f"{what} produced an empty bitstream {self.empty_retries + 1} times in a row")
 
     def decode(self, data: bytes, layout: FrameLayout, profile: Profile) -> list[list[np.ndarray]]:
-        pix_fmt = self.pix_fmt(profile)
+        pix_fmt = self.decoded_pix_fmt(profile)
         # One decoder thread: FFmpeg's native vvc decoder gave different samples from run to run
         # with its default frame/slice threading (seen on a 192x64 frame, 1 run in 8).
         args = ["-threads", "1", "-f", self.demuxer or self.fmt]
@@ -336,7 +341,7 @@ class FFmpegCodec:
             raise ValueError(f"{len(streams)} streams for {len(layouts)} layouts")
         if not self.concat_decode or len(streams) < 2:
             return [self.decode(d, lay, profile) for d, lay in zip(streams, layouts, strict=True)]
-        pix_fmt = self.pix_fmt(profile)
+        pix_fmt = self.decoded_pix_fmt(profile)
         args = ["-threads", "1", "-f", self.demuxer or self.fmt]  # one thread: see decode
         if self.decoder:
             args += ["-c:v", self.decoder]
