@@ -6,8 +6,11 @@
 "Before" is llmcodec at ``--before`` (a git commit, checked out with ``git worktree add`` into a
 temporary folder and imported through PYTHONPATH); "after" is this tree. Each measurement runs in a
 fresh process (run.py's ``--child``), so its peak resident memory and CPU time (own + FFmpeg
-children) are its own. Before and after alternate, so both see about the same machine load; the
-1-minute load average at each start is in the table, and ``uptime`` at the start and end of the run.
+children) are its own. Before and after run at the same time, each with ``--workers`` threads, so
+both see the same machine load (on an idle 2-core machine that halves each one's wall-clock rate;
+the CPU rates do not depend on it); the 1-minute load average at each start is in the table, and
+``uptime`` at the start and end of the run. ``--after`` (default HEAD) is checked out like
+``--before``, so the measured code is a commit.
 
 Rows: the built-in model (SmolLM2-135M-Instruct from its Q4_1 GGUF, exported once to float32
 safetensors; its weights were already 4-bit) compressed with the default settings at each ``--bpw``,
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,9 +46,9 @@ TINY_CONFIG = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers"
                "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512}
 
 
-def before_tree(ref: str) -> Path:
-    """llmcodec at ``ref`` as a detached git worktree in a temporary folder (made once per ref)."""
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref], capture_output=True, text=True,
+def tree(ref: str) -> Path:
+    """llmcodec at ``ref`` as a detached git worktree in a temporary folder (made once per commit)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", ref], capture_output=True, text=True,
                          check=True).stdout.strip()
     path = Path(tempfile.gettempdir()) / f"llmcodec-speed-before-{sha}"
     if not (path / "src" / "llmcodec").is_dir():
@@ -173,6 +177,7 @@ def _speedups(rows: list[dict]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default="3db0cab", help="git commit to compare against (default: %(default)s)")
+    ap.add_argument("--after", default="HEAD", help="git commit measured as after (default: %(default)s)")
     ap.add_argument("--bpw", default="2.5,3.5")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-ppl", action="store_true", help="skip the perplexity check at the first --bpw")
@@ -189,8 +194,9 @@ def main() -> None:
     info = sysinfo.describe()
     info["command"] = "python benchmarks/speed/compare.py " + " ".join(sys.argv[1:])
     info["uptime at start"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    trees = {"before": before_tree(args.before) / "src", "after": ROOT / "src"}
+    trees = {"before": tree(args.before) / "src", "after": tree(args.after) / "src"}
     info["before"] = f"{args.before} ({trees['before'].parent})"
+    info["after"] = f"{args.after} ({trees['after'].parent})"
     folder = run.export_builtin(cache / "smollm2-135m-f32")
     tiny = tiny_model(cache / "tiny-llama-1m")
     rows: list[dict] = []
@@ -208,29 +214,40 @@ def main() -> None:
 
     budgets = [float(b) for b in args.bpw.split(",")]
     arts: dict[tuple[str, float], Path] = {}
-    for bpw in [] if args.skip_builtin else budgets:
+
+    def both(task: dict, row: dict, art: str | None = None) -> None:
+        """``task`` with before's and after's code at once; one row each."""
+        with ThreadPoolExecutor(2) as pool:
+            futs = {code: pool.submit(child, {**task, **({"out": art.format(code=code)} if art else {})}, trees[code])
+                    for code in ("before", "after")}
+            for code, f in futs.items():
+                add({**row, "code": code, **f.result()})
+
+    def restore_task(path: Path) -> dict:
+        return {"task": "restore", "artifact": str(path), "workers": args.workers, "mode": "state_dict"}
+
+    main_bpw = [] if args.skip_builtin else budgets[:1]
+    for bpw in main_bpw:
+        both({"task": "compress", "model": str(folder), "codec": "vvc", "bpw": bpw, "workers": args.workers},
+             {"model": "smollm2-135m", "task": "compress", "bpw_target": bpw, "workers": args.workers,
+              "note": "default settings"}, str(cache / f"cmp-{{code}}-{bpw}.llmc"))
         for code in ("before", "after"):
-            art = cache / f"cmp-{code}-{bpw}.llmc"
-            res = child({"task": "compress", "model": str(folder), "codec": "vvc", "bpw": bpw,
-                         "workers": args.workers, "out": str(art)}, trees[code])
-            add({"model": "smollm2-135m", "task": "compress", "code": code, "bpw_target": bpw,
-                 "workers": args.workers, "note": "default settings", **res})
-            arts[code, bpw] = art
-        for code in ("before", "after"):
-            res = child({"task": "restore", "artifact": str(arts[code, bpw]), "workers": args.workers,
-                         "mode": "state_dict"}, trees[code])
-            add({"model": "smollm2-135m", "task": "restore (state dict)", "code": code, "bpw_target": bpw,
-                 "workers": args.workers, "note": "decode + dequantize", **res})
-    for code in ("before", "after"):
-        art = cache / f"cmp-tiny-{code}.llmc"
-        res = child({"task": "compress", "model": str(tiny), "codec": "vvc", "bpw": budgets[0],
-                     "workers": args.workers, "out": str(art)}, trees[code])
-        add({"model": "tiny-llama-1m", "task": "compress", "code": code, "bpw_target": budgets[0],
-             "workers": args.workers, "note": "random weights; process start not counted", **res})
-        res = child({"task": "restore", "artifact": str(art), "workers": args.workers, "mode": "state_dict"},
-                    trees[code])
-        add({"model": "tiny-llama-1m", "task": "restore (state dict)", "code": code, "bpw_target": budgets[0],
-             "workers": args.workers, "note": "process start not counted", **res})
+            arts[code, bpw] = cache / f"cmp-{code}-{bpw}.llmc"
+        with ThreadPoolExecutor(2) as pool:  # restore each artifact with its own code, at once
+            futs = {code: pool.submit(child, restore_task(arts[code, bpw]), trees[code]) for code in trees}
+            for code, f in futs.items():
+                add({"model": "smollm2-135m", "task": "restore (state dict)", "code": code, "bpw_target": bpw,
+                     "workers": args.workers, "note": "decode + dequantize", **f.result()})
+    tiny_art = cache / "cmp-tiny-{code}.llmc"
+    both({"task": "compress", "model": str(tiny), "codec": "vvc", "bpw": budgets[0], "workers": args.workers},
+         {"model": "tiny-llama-1m", "task": "compress", "bpw_target": budgets[0], "workers": args.workers,
+          "note": "random weights; process start not counted"}, str(tiny_art))
+    with ThreadPoolExecutor(2) as pool:
+        futs = {code: pool.submit(child, restore_task(Path(str(tiny_art).format(code=code))), trees[code])
+                for code in trees}
+        for code, f in futs.items():
+            add({"model": "tiny-llama-1m", "task": "restore (state dict)", "code": code, "bpw_target": budgets[0],
+                 "workers": args.workers, "note": "process start not counted", **f.result()})
     for code in ("before", "after"):  # what a user waits for, process start and imports included
         art, restored = cache / f"cmp-tiny-cli-{code}.llmc", cache / f"cmp-tiny-cli-{code}"
         shutil.rmtree(restored, ignore_errors=True)
@@ -255,10 +272,22 @@ def main() -> None:
         out.unlink(missing_ok=True)
     else:
         info["llama-quantize"] = f"not measured: no binary at {exe} (benchmarks/peers/llamacpp/setup.sh builds it)"
-    if not args.no_ppl and not args.skip_builtin:
-        for code in ("before", "after"):
-            ppl = perplexity(arts[code, budgets[0]], trees[code], args.windows)
-            info[f"perplexity {code} at {budgets[0]} ({args.windows} windows)"] = f"{ppl:.2f}"
+    if not args.no_ppl and main_bpw:
+        with ThreadPoolExecutor(2) as pool:
+            futs = {code: pool.submit(perplexity, arts[code, budgets[0]], trees[code], args.windows) for code in trees}
+            for code, f in futs.items():
+                info[f"perplexity {code} at {budgets[0]} ({args.windows} PTB test windows)"] = f"{f.result():.2f}"
+                write(rows, info, args.out)
+    for bpw in [] if args.skip_builtin else budgets[1:]:
+        both({"task": "compress", "model": str(folder), "codec": "vvc", "bpw": bpw, "workers": args.workers},
+             {"model": "smollm2-135m", "task": "compress", "bpw_target": bpw, "workers": args.workers,
+              "note": "default settings"}, str(cache / f"cmp-{{code}}-{bpw}.llmc"))
+        with ThreadPoolExecutor(2) as pool:
+            futs = {code: pool.submit(child, restore_task(cache / f"cmp-{code}-{bpw}.llmc"), trees[code])
+                    for code in trees}
+            for code, f in futs.items():
+                add({"model": "smollm2-135m", "task": "restore (state dict)", "code": code, "bpw_target": bpw,
+                     "workers": args.workers, "note": "decode + dequantize", **f.result()})
     info["uptime at end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     write(rows, info, args.out)
     for f in cache.glob("cmp-*.llmc"):
