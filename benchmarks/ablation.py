@@ -175,7 +175,7 @@ def write_report(csv: ResultsCSV, info: dict, windows: int, measured: bool = Tru
              "bits per weight the weights fill only the left 16 coefficient columns of each 32x32 block",
              "(coefdomain.place),",
              "and the first and last block of the stack get a step one octave finer than the rest's",
-             "(compress.edge_offsets; benchmarks/rd/EDGES.md); from 3.25 bits per weight the codec instead",
+             "(compress.edge_offsets; benchmarks/experiments/EDGES.md); from 3.25 bits per weight the codec instead",
              "quantizes full blocks with dependent (trellis) quantization and libvvenc's medium preset, not",
              "RDOQ and the faster preset, without edge layers (that step follows the 8-bit step there;",
              "src/llmcodec/codecs/vvc.py); below 3.25 k_proj and v_proj, whose heads each serve 3 query",
@@ -211,7 +211,7 @@ def path_summary(rows: list[dict]) -> list[str]:
              "at that budget; —: not measured. The last step at each budget is checked to code exactly",
              "as `llmcodec compress --bpw B` does today (`CompressSettings.same_encoding`). Near 3.5-4 bits",
              "per weight a change of a few per cent is inside one point's realization noise on this",
-             "4-bit-sourced model (benchmarks/rd/NOISE.md, w40/noise): read those as ties.", "",
+             "4-bit-sourced model (benchmarks/experiments/NOISE.md, rd/w40/noise): read those as ties.", "",
              "| step | " + " | ".join(f"{b:g} bpw" for b in budgets) + " |",
              "|---|" + "---|" * len(budgets)]
     prev: dict[float, float] = {}

@@ -1,4 +1,4 @@
-"""benchmarks/rd/degrid.py: moving Q4_1-gridded weights off their grid."""
+"""benchmarks/experiments/degrid.py: moving Q4_1-gridded weights off their grid."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rd"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))
 
 from degrid import degrid  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The error-by-weight-size table of benchmarks/rd/error_by_size.py."""
+"""The error-by-weight-size table of benchmarks/experiments/error_by_size.py."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rd"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))
 
 from error_by_size import EDGES, error_by_size  # noqa: E402
 

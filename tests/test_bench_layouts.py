@@ -1,4 +1,4 @@
-"""benchmarks/rd/layouts.py: each layout puts every weight in one block position and back."""
+"""benchmarks/experiments/layouts.py: each layout puts every weight in one block position and back."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rd"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))
 
 from llmcodec.coefdomain import place  # noqa: E402
 

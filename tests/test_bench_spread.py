@@ -1,4 +1,4 @@
-"""The high-rate step-shape penalty of benchmarks/rd/spread.py."""
+"""The high-rate step-shape penalty of benchmarks/experiments/spread.py."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rd"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))
 
 from spread import penalty  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The step-shape family of benchmarks/rd/tradeoff.py."""
+"""The step-shape family of benchmarks/experiments/tradeoff.py."""
 
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rd"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))
 
 from common import global_rel_error  # noqa: E402
 from tradeoff import Shape, quantize, row_steps  # noqa: E402
@@ -67,7 +67,7 @@ def test_edges_variants_and_report():
     assert BY_NAME["base"].octaves(names) == [0] * 8
     rows = [{"bpw": 3.0, "variant": "base", "reached": 2.9996, "error": 0.15, "valid": 90.0, "test": 92.0},
             {"bpw": 3.0, "variant": "edge6", "reached": 2.9999, "error": 0.156, "valid": 84.6, "test": 85.1}]
-    text = "\n".join(report(rows, {"command": "python benchmarks/rd/edges.py"}))
+    text = "\n".join(report(rows, {"command": "python benchmarks/experiments/edges.py"}))
     assert ("| edge6 | first and last block 1 octave finer | 3.000 | 0.1560 | "
             "84.6 (-6.0%) | 85.1 (-7.5%) |") in text
     assert "Issue 4 asks for rate allocation" in text and "writes EDGES.md" not in text

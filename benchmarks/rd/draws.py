@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/rd/draws.py            # reads w40/results.csv and w40/noise/results.csv
 
 The built-in SmolLM2's weights sit on a 4-bit grid, so near 3.5-4 bits per weight a method's
-perplexity moves by per cents when its rate moves by thousandths of a bit (NOISE.md). One point per
+perplexity moves by per cents when its rate moves by thousandths of a bit (experiments/NOISE.md). One point per
 budget therefore ranks two close methods by chance. run.py measures "draws" of the same
 configuration at targets a few thousandths of a bit at or below a budget (``w40/noise``); this script
 pairs two configurations' draws at the same targets and reports the mean log ratio of their

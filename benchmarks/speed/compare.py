@@ -50,7 +50,7 @@ def tree(ref: str) -> Path:
     """llmcodec at ``ref`` as a detached git worktree in a temporary folder (made once per commit)."""
     sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", ref], capture_output=True, text=True,
                          check=True).stdout.strip()
-    path = Path(tempfile.gettempdir()) / f"llmcodec-speed-before-{sha}"
+    path = Path(tempfile.gettempdir()) / f"llmcodec-speed-{sha}"
     if not (path / "src" / "llmcodec").is_dir():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), sha], check=True,
                        capture_output=True)

@@ -1,13 +1,7 @@
 """llmcodec: compress the weights of large language models with video codecs."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("llmcodec")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+source"
-
-from .api import (  # noqa: E402
+from ._version import __version__
+from .api import (
     compress_model,
     compress_state_dict,
     compress_tensor,
@@ -17,8 +11,10 @@ from .api import (  # noqa: E402
     load_state_dict,
     save,
 )
-from .artifact import Artifact, ArtifactError  # noqa: E402
-from .compress import CompressSettings  # noqa: E402
+from .artifact import Artifact, ArtifactError
+from .compress import CompressSettings
+from .kv import load_kv, save_kv
+from .tensors import compress_tensors, decompress_tensors, tensor_settings
 
 __all__ = [
     "Artifact",
@@ -28,9 +24,14 @@ __all__ = [
     "compress_model",
     "compress_state_dict",
     "compress_tensor",
+    "compress_tensors",
     "decompress",
     "decompress_tensor",
+    "decompress_tensors",
     "load_model",
+    "load_kv",
     "load_state_dict",
     "save",
+    "save_kv",
+    "tensor_settings",
 ]

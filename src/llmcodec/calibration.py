@@ -13,11 +13,7 @@ squared multiplier of column ``j`` (what the default's shaping gives), ``k`` dou
 ``qp_per_octave`` QP. So a QP offset ``o`` costs ``2^(2 o / q) S`` loss with ``S = sum_ij F_ij p_ij``
 and saves about ``n o / q`` bits (``n`` weights). Equal slopes (the Lagrangian optimum) give
 ``o = (q / 2) log2(n / S)`` plus one constant, which rate control sets; llmcodec uses half of
-that spread (``STRENGTH``). Measured on SmolLM2: with an ideal entropy coder at 3.0 bits per
-weight it matched the data-free edge layers (benchmarks/rd/EDGES.md); with VVC it lowered
-perplexity by 8% / 3% / 6% / 5% at 2.5 / 3.0 / 3.5 / 4.0 against the data-free default before its
-key/value prior, which has since made the data-free default 3% better than this at 2.5 and 3.0
-(benchmarks/rd/CALIBRATION.md).
+that spread (``STRENGTH``). What it buys against the data-free default: docs/method.md.
 """
 
 from __future__ import annotations
@@ -30,9 +26,8 @@ import numpy as np
 
 WINDOW = 128  # tokens per calibration window; more, shorter windows give more gradient samples
 MAX_OCTAVES = 2.0  # no matrix's step moves more than this many octaves from the median's
-# Half the equal-slope offsets: the full ones over-spread the step (measured on SmolLM2 at 3.0 bits
-# per weight, ECSQ, PTB valid: 92.0 at 1, 83.7 at 0.5, 94.3 at 1.5; one QP for all 89.9;
-# benchmarks/rd/EDGES.md), as noisy estimates of a log-ratio do.
+# Half the equal-slope offsets: the full ones over-spread the step, as noisy estimates of a
+# log-ratio do (docs/research-log.md).
 STRENGTH = 0.5
 
 
@@ -77,8 +72,8 @@ def squared_gradients(
     ``per="window"``: the squared gradient of each window's mean loss. ``per="position"``:
     ``sum_t g_ti^2 x_tj^2`` over the positions ``t`` of each window, with ``x_t`` a linear layer's
     input and ``g_t`` the loss gradient at its output there (the per-position terms of the weight
-    gradient ``sum_t g_t x_t^T``, squared one by one). The per-window one allocated better on
-    SmolLM2 (benchmarks/rd/EDGES.md: PTB valid 83.7 against 87.5 at half strength).
+    gradient ``sum_t g_t x_t^T``, squared one by one). The per-window one allocated better
+    (docs/research-log.md).
 
     ``reduce`` (by name): what to keep of each matrix's squared gradients instead of all of them,
     e.g. its loss weight (``loss_weight_reducer``), so that memory holds no per-weight copy. Each

@@ -2,7 +2,7 @@
 
 A transform codec quantizes DCT coefficients of (prediction residual) blocks, so its error in the
 sample domain is spread evenly over each block whatever the sample values are: small weights get
-the same error as large ones, which is what costs perplexity (benchmarks/rd/ERROR_SHAPE.md). If
+the same error as large ones, which is what costs perplexity (docs/method.md). If
 the frame given to the codec is instead the blockwise *inverse* DCT of the matrix, the codec's own
 forward transform gives the matrix back, one weight per coefficient, and its quantizer (with RDOQ
 and trellis-coded dependent quantization in VVC) acts on each weight: the error becomes bounded
@@ -12,8 +12,8 @@ the transform of the prediction, and the quantization error of each coefficient 
 
 This needs the codec to use one fixed transform size aligned to the block grid (a codec profile
 forces that, see ``codecs/vvc.py``). The maps use the codec's own integer DCT matrix, not the
-orthonormal DCT it approximates: with the orthonormal one, every decoded coefficient picked up
-leakage from the others (measured: noise of 8% of the quantizer step at QP 24).
+orthonormal DCT it approximates: with the orthonormal one, every decoded coefficient picks up
+leakage from the others.
 
 Pure functions on float64 arrays whose two dimensions are multiples of the block size.
 """
@@ -88,9 +88,7 @@ def place(x: np.ndarray, n: int, used: int | None = None) -> np.ndarray:
     VVC codes at most 1.75 context-coded bins per coefficient of a transform block, and what does
     not fit goes through bypass (Golomb-Rice) bins, which are a poor fit for dense weights: at 3-4
     bits per weight that is most of them. Zero columns cost a few bits per 4x4 group, so with half
-    of each block empty every weight gets twice the context-coded budget. Measured on SmolLM2
-    matrices with dependent quantization: 0.04-0.09 bits per weight less for the same error at 2.6-4
-    bits per weight, none at 2 (benchmarks/rd/LAYOUTS.md), for twice the frame area."""
+    of each block empty every weight gets twice the context-coded budget, for twice the frame area."""
     used = used or n
     rows, cols = x.shape
     out = np.zeros(padded_shape(rows, cols, n, used), dtype=np.result_type(x, np.float64))
@@ -143,7 +141,7 @@ def spread(q: np.ndarray, n: int, fill: int) -> np.ndarray:
     instead of being rounded to about zero. With every block above and to the left set to
     ``fill`` (the mid-level), every intra mode predicts exactly ``fill`` and the codec quantizes the
     weights themselves. The constant blocks are predicted exactly from each other at a few bits
-    each (measured: under 0.01 bits per weight)."""
+    each."""
     rows, cols = q.shape
     if rows % n or cols % n:
         raise ValueError(f"a {rows}x{cols} array is not made of whole {n}x{n} blocks")

@@ -6,7 +6,7 @@ reading a tensor overlaps with other tensors' encoding and at most ``workers`` l
 are alive at once; the Ray executor loads it in the driver and ships the value.
 
 Threads are enough locally: the heavy work runs in FFmpeg subprocesses, and numpy releases the
-GIL in quantization (measured in benchmarks/speed). Results come back in job order.
+GIL in quantization. Results come back in job order.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def release_memory() -> None:
 
     A job allocates and frees a few copies of one matrix. glibc keeps such freed blocks in its
     heap (its mmap threshold rises after the first large free), so without this the process
-    grew by ~100 MB over the built-in model's 210 matrices (benchmarks/speed, peak RSS).
+    grows with every matrix it has coded.
     """
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):

@@ -71,11 +71,10 @@ def balance_importance(w: np.ndarray) -> np.ndarray:
     """Importance of each input column as the inverse of its mean-square weight.
 
     A trained layer balances its products ``w_ij x_j``: inputs that run large (the massive
-    activations of LLM hidden states) meet small weights. Measured on SmolLM2-135M: the four
-    inputs of v_proj with the largest mean square (47-1,940x the median) have columns of 0.1-0.66x
-    the median RMS, and a codec that gives those small weights an ordinary error puts 47% of the
-    layer's output error on those four columns (37% for round-to-nearest). Weighting by
-    ``1 / mean_i w_ij^2`` codes small columns finer, from the weights alone."""
+    activations of LLM hidden states) meet small weights, and a codec that gives those small
+    weights an ordinary error puts much of the layer's output error on those few columns (see
+    docs/method.md). Weighting by ``1 / mean_i w_ij^2`` codes small columns finer, from the
+    weights alone."""
     ms = np.mean(np.square(np.asarray(w, dtype=np.float64)), axis=0)
     return 1.0 / np.maximum(ms, 1e-30)
 

@@ -70,9 +70,7 @@ class Recon:
     A codec's rate-distortion quantizer (RDOQ, trellis) does not round to nearest, so the weights
     that decode to a level need not sit on it on average: restoring each level at the mean of the
     weights that reached it (the centroid, fitted by the encoder, which has both) removes that
-    bias, whichever way it goes. Measured on SmolLM2 with VVC at QP 30: perplexity 298 -> 287
-    (benchmarks/rd/FIXED_QP.md); with rate control at 2.5 bits per weight no gain (329 -> 346,
-    benchmarks/ablation)."""
+    bias, whichever way it goes (measurements: docs/research-log.md)."""
 
     step: float  # float32: the level spacing in coefficient units
     offsets: tuple[float, ...]  # float16 values, in units of step, for |k| = 1, 2, ...
@@ -292,7 +290,7 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
     per_sample = (_peak(w, draft, rms, band) or 1.0) / (COEF_HEADROOM * mid)
     if spec.block_cols not in (None, n):
         # Partly filled blocks have other sample peaks than full ones, by a factor that differs from
-        # matrix to matrix (0.66-1.09 x on SmolLM2-135M), so at one QP the step relative to each
+        # matrix to matrix, so at one QP the step relative to each
         # matrix's RMS, i.e. the default's allocation between matrices, would change with the
         # layout. Keep the full blocks' step, inside a wider headroom.
         full = Quantized(q=draft.q, scale=rms, offset=offset, spec=replace(spec, block_cols=None))
@@ -359,8 +357,22 @@ def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
 
 def _lattice_step(a: np.ndarray) -> float | None:
     """The spacing of the lattice that decoded coefficient magnitudes ``a`` sit on, or None when they
-    sit on none (a sample-rounding noise of well under 1 is allowed around each point)."""
-    nz = a[a > 2.0]  # the zero level carries a sample-rounding noise of about 0.3
+    sit on none (a sample-rounding noise of well under 1 is allowed around each point).
+
+    The zero level carries a sample-rounding noise of about 0.3, and more where an encoder codes the
+    checkerboard's constant blocks coarsely (x265 at coarse QPs: their reconstruction, no longer flat,
+    predicts the next block of weights): ignoring ever larger values near zero finds the lattice
+    above that noise, as long as the threshold stays well below the step found."""
+    for floor in (2.0, 8.0, 16.0, 32.0):
+        step = _lattice_above(a, floor)
+        if step is not None and step > 2.5 * floor:
+            return step
+    return None
+
+
+def _lattice_above(a: np.ndarray, floor: float) -> float | None:
+    """:func:`_lattice_step` on the magnitudes above ``floor``."""
+    nz = a[a > floor]
     if nz.size < RECON_MIN_COUNT:
         return None
     guess = float(np.percentile(nz, 2))
@@ -410,8 +422,8 @@ def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Recon | None:
 
 # A refitted scale stays within these factors of the quantizer's. A codec at a coarse QP can zero
 # nearly a whole row, and least squares on what is left (a few levels, or float noise of exact
-# zeros) then gives absurd scales: measured, 1e10 x on MiniLM's pooler at QP 45, which through the
-# 8-bit grid's common span coarsened every other row of the matrix too.
+# zeros) can then give absurd scales, which through the 8-bit grid's common span would coarsen
+# every other row of the matrix too.
 REFIT_RANGE = (1 / 16, 4.0)
 
 

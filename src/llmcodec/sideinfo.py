@@ -1,7 +1,6 @@
 """8-bit logarithmic codes for positive side information (per-row scales, per-column multipliers).
 
-fp16 per row and per column cost SmolLM2-135M 0.069 bits per weight with offsets, more than a
-tenth of the whole saving between 3 and 2.5 bits per weight. A scale only needs its ratio to the
+fp16 per row and per column is a noticeable share of a low-rate budget. A scale only needs its ratio to the
 others to within a per cent or so: a value on the grid ``2^(n / CODES_PER_OCTAVE)`` is stored as
 the byte ``n - lo`` plus one integer ``lo`` per tensor. Snapping moves a value by at most 1.1%
 (half a grid step), which adds about 0.004% of squared error to a least-squares scale (the error
@@ -10,9 +9,7 @@ of a weight matrix spread.
 
 The codes of one tensor cluster around their median (a row's scale follows its RMS, which varies
 little from row to row), so they are stored Golomb-Rice coded (``pack``/``unpack``) rather than a
-byte each. Measured on the default's row scales and column multipliers: 4.4 bits per code on
-SmolLM2-135M and 4.9 on all-MiniLM-L6-v2 instead of 8 (``lo`` included), i.e. 0.0127 and 0.0193
-bits per weight of side information instead of 0.0231 and 0.0315.
+byte each (about half the bits on trained models; docs/research-log.md).
 
 Pure functions; values on the grid round-trip through ``to_codes``/``from_codes`` exactly, and
 codes through ``pack``/``unpack``.
