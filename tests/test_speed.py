@@ -49,3 +49,22 @@ def test_decode_batches_keep_order_and_bounds(coded):
     assert small == [[n] for n in by_name]
     for batch in decode_batches(by_name, max_samples=sizes[0] + sizes[1]):
         assert len(batch) == 1 or sum(sizes[int(n[1:])] for n in batch) <= sizes[0] + sizes[1]
+
+
+def test_monochrome_coefficient_domain_decodes_the_same_integers_in_fewer_bytes():
+    """The default VVC profile codes luma only; with constant 4:2:0 chroma planes instead, the decoded
+    integers are the same and the stream is larger (chroma modes are signalled per coding unit)."""
+    from llmcodec.codecs.vvc import MONOCHROME
+    from llmcodec.coder import decode_matrix, prepare
+
+    codec = get_codec("vvc")
+    mono = codec.profile("default")
+    assert MONOCHROME in mono.options and codec.decoded_pix_fmt(mono) == "gray10le"
+    color = replace(mono, options=tuple(o for o in mono.options if o != MONOCHROME))
+    w = (np.random.default_rng(2).standard_normal((256, 384)) * 0.02).astype(np.float32)
+    p = prepare("w", w, codec, mono, None, compact=True, packed=True)
+    streams = {name: codec.encode(p.frames, 30, prof) for name, prof in (("mono", mono), ("color", color))}
+    q_mono = decode_matrix(streams["mono"], p.layout, codec, mono, mono.coef_block)
+    q_color = decode_matrix(streams["color"], p.layout, codec, color, color.coef_block)
+    assert np.array_equal(q_mono, q_color)
+    assert len(streams["mono"]) < len(streams["color"])
