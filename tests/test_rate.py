@@ -139,3 +139,15 @@ def test_default_search_codes_each_tensor_about_once(target):
     assert target * 0.985 <= a.total_bits / sum(numel) <= target
     assert sum(n_full) <= 1.1 * len(numel)
     assert sum(n_sample) <= 2 * len(numel)
+
+
+def test_rates_that_rise_with_the_qp_somewhere_still_end():
+    """A codec whose rate is not monotone in the QP (a bump at 30-31) ends the search all the same."""
+    numel = [1000] * 8
+
+    def bpw(q):
+        return max(0.05, 8 - q / 6) + (0.8 if q in (30, 31) else 0.0)
+
+    a = allocate(numel, [0] * 8, 3.0, (0, 63), lambda jobs: [bpw(q) * 1000 for _, q in jobs],
+                 lambda jobs: [bpw(q) for _, q in jobs], tolerance=0.03)
+    assert a.total_bits <= 3.0 * 8000

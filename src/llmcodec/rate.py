@@ -260,8 +260,9 @@ def allocate(
         top = lo_ok - 1 if lo_ok is not None else hi_b  # the answer lies in (max(bad), lo_ok]
         bottom = max(bad) + 1 if bad else lo_b
         guess = min(top, max(bottom, guess))
-        while guess in known:  # a bracket end already probed: step inside the bracket
-            guess += 1 if known[guess] > want else -1
+        if guess in known:  # only when rates rose with the QP somewhere: the best base seen to fit
+            base = lo_ok if lo_ok is not None else hi_b
+            break
         base = guess
     g = _slope(known, [b for b in known if abs(b - base) <= 3])
 
