@@ -28,7 +28,7 @@ from ._version import __version__
 from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
-from .coder import CodedTensor, decode_tensor
+from .coder import CodedTensor, decode_tensor, decode_tensors
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
@@ -279,21 +279,42 @@ def decoders_for(art: Artifact):
     return c, prof
 
 
+def decode_batches(
+    coded: Mapping[str, CodedTensor], max_samples: int = 1 << 23, max_tensors: int = 16
+) -> list[list[str]]:
+    """Runs of consecutive coded tensors to decode in one decoder process each: at most
+    ``max_tensors``, and at most ``max_samples`` frame samples unless one tensor alone has more."""
+    out: list[list[str]] = []
+    size = 0
+    for n, ct in coded.items():
+        s = ct.layout.frame_h * ct.layout.frame_w * ct.layout.n_frames
+        if not out or len(out[-1]) >= max_tensors or size + s > max_samples:
+            out.append([])
+            size = 0
+        out[-1].append(n)
+        size += s
+    return out
+
+
 def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """Decode every coded tensor (in parallel) and return the full state dict in source order."""
+    """Decode every coded tensor (batches of them per decoder process, in parallel) and return the
+    full state dict in source order."""
     codec, profile = decoders_for(art)
     codec.check_available()
     codec.cancel_event = threading.Event()  # set at the first failure: running decodes stop at once
-    names = list(art.coded)
+    batches = decode_batches(art.coded)
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
     try:
-        futures = {pool.submit(decode_tensor, art.coded[n], codec, profile): n for n in names}
+        futures = {pool.submit(decode_tensors, [art.coded[n] for n in b], codec, profile): b for b in batches}
         decoded = {}
-        for k, f in enumerate(as_completed(futures)):  # the first failure is seen at once, in any order
-            n = futures[f]
-            decoded[n] = torch.from_numpy(f.result()).to(getattr(torch, art.coded[n].dtype))
+        done = 0
+        for f in as_completed(futures):  # the first failure is seen at once, in any order
+            names = futures[f]
+            for n, w in zip(names, f.result(), strict=True):
+                decoded[n] = torch.from_numpy(w).to(getattr(torch, art.coded[n].dtype))
+            done += len(names)
             if progress:
-                progress("decode", k + 1, len(names))
+                progress("decode", done, len(art.coded))
     except BaseException:
         codec.cancel_event.set()
         pool.shutdown(wait=True, cancel_futures=True)
