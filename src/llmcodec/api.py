@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -27,12 +28,12 @@ from ._version import __version__
 from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
-from .coder import CodedTensor, decode_tensor
+from .coder import CodedTensor, decode_tensor, decode_tensors
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
 from .modelcheck import ConfigMismatch, build_checked, check_config
-from .modelio import ModelSource, build_model, load_folder_model, resolve, save_folder
+from .modelio import ModelSource, build_model, load_folder_model, plain_layout, resolve, save_folder
 from .modelio import load as load_source
 from .outputs import check_output_file, check_output_folder
 
@@ -278,21 +279,42 @@ def decoders_for(art: Artifact):
     return c, prof
 
 
+def decode_batches(
+    coded: Mapping[str, CodedTensor], max_samples: int = 1 << 23, max_tensors: int = 16
+) -> list[list[str]]:
+    """Runs of consecutive coded tensors to decode in one decoder process each: at most
+    ``max_tensors``, and at most ``max_samples`` frame samples unless one tensor alone has more."""
+    out: list[list[str]] = []
+    size = 0
+    for n, ct in coded.items():
+        s = ct.layout.frame_h * ct.layout.frame_w * ct.layout.n_frames
+        if not out or len(out[-1]) >= max_tensors or size + s > max_samples:
+            out.append([])
+            size = 0
+        out[-1].append(n)
+        size += s
+    return out
+
+
 def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """Decode every coded tensor (in parallel) and return the full state dict in source order."""
+    """Decode every coded tensor (batches of them per decoder process, in parallel) and return the
+    full state dict in source order."""
     codec, profile = decoders_for(art)
     codec.check_available()
     codec.cancel_event = threading.Event()  # set at the first failure: running decodes stop at once
-    names = list(art.coded)
+    batches = decode_batches(art.coded)
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
     try:
-        futures = {pool.submit(decode_tensor, art.coded[n], codec, profile): n for n in names}
+        futures = {pool.submit(decode_tensors, [art.coded[n] for n in b], codec, profile): b for b in batches}
         decoded = {}
-        for k, f in enumerate(as_completed(futures)):  # the first failure is seen at once, in any order
-            n = futures[f]
-            decoded[n] = torch.from_numpy(f.result()).to(getattr(torch, art.coded[n].dtype))
+        done = 0
+        for f in as_completed(futures):  # the first failure is seen at once, in any order
+            names = futures[f]
+            for n, w in zip(names, f.result(), strict=True):
+                decoded[n] = torch.from_numpy(w).to(getattr(torch, art.coded[n].dtype))
+            done += len(names)
             if progress:
-                progress("decode", k + 1, len(names))
+                progress("decode", done, len(art.coded))
     except BaseException:
         codec.cancel_event.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -377,11 +399,51 @@ def load_source_model(spec: str | os.PathLike):
     return model, load_tokenizer(src.config, src.files)
 
 
+def _shard_reader(art: Artifact, workers: int, progress: Progress | None):
+    """Decode the tensors of one shard at a time (so a folder is written holding one shard's
+    weights, not the model's); progress counts over the whole artifact."""
+    if any(n not in art.coded and n not in art.raw and n not in art.aliases for n in art.order):
+        state = restore_state_dict(art, workers, progress)  # a kind of entry this reader does not split
+        return lambda names: state
+    done = [0]
+
+    def read(names: list[str]) -> dict[str, torch.Tensor]:
+        need = set(names) | {art.aliases[n] for n in names if n in art.aliases}
+        part = dataclasses.replace(
+            art,
+            coded={n: c for n, c in art.coded.items() if n in need},
+            raw={n: t for n, t in art.raw.items() if n in need},
+            aliases={n: of for n, of in art.aliases.items() if n in need},
+            order=[n for n in art.order if n in need],
+        )
+        step = None
+        if progress is not None:
+            step = lambda stage, k, _n: progress(stage, done[0] + k, len(art.coded))  # noqa: E731
+        out = restore_state_dict(part, workers, step)
+        done[0] += len(part.coded)
+        return out
+
+    return read
+
+
+def _stored_tensors(art: Artifact) -> dict[str, torch.Tensor]:
+    """Every stored tensor's name, shape and dtype, as meta tensors (nothing decoded)."""
+    out = {}
+    for n in art.order:
+        if n in art.coded:
+            c = art.coded[n]
+            out[n] = torch.empty(c.shape, dtype=getattr(torch, c.dtype), device="meta")
+        elif n in art.raw:
+            out[n] = torch.empty(tuple(art.raw[n].shape), dtype=art.raw[n].dtype, device="meta")
+    return out
+
+
 def decompress(
     path: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 0, progress: Progress | None = None
 ) -> Path:
     """Artifact -> Hugging Face model folder: the source's tensor names, dtypes and shard files
-    written straight to safetensors (no model is built), its config, tokenizer and other files."""
+    written straight to safetensors (no model is built), its config, tokenizer and other files.
+    Tensors are decoded one shard file at a time."""
     check_output_folder(out_dir)  # an unusable output folder fails now, not after decoding
     art = artifact.read(path)
     if art.config is None:
@@ -390,8 +452,14 @@ def decompress(
             "load it as a state dict instead"
         )
     check_restorable(art, path)
-    state = restore_state_dict(art, workers, progress)
-    return save_folder(state, art.config, art.files, Path(out_dir), art.checkpoint, art.aliases)
+    layout = art.checkpoint
+    if layout is None:
+        stored = _stored_tensors(art)
+        if len(stored) + len(art.aliases) != len(art.order):  # entries of a kind not listed above
+            return save_folder(restore_state_dict(art, workers, progress), art.config, art.files, Path(out_dir),
+                               None, art.aliases)
+        layout = plain_layout(stored, art.aliases)
+    return save_folder(_shard_reader(art, workers, progress), art.config, art.files, Path(out_dir), layout)
 
 
 def weight_shapes(art: Artifact) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

@@ -258,7 +258,7 @@ def load_model(spec: str, limit: int | None, only: str | None = None) -> Model:
     from .modelio import load
 
     src = load(spec)
-    settings = CompressSettings(qp=30, include_embeddings=False)  # the decoder's matrices, as the sweep compares
+    settings = CompressSettings(qp=30)
     tied = src.tied()
     names = [n for n in src.names() if n not in tied and is_codable(n, src.shape(n), settings)]
     names = [n for n in names if src.get(n).is_floating_point()]
@@ -303,10 +303,11 @@ def compress_settings(point: Point, model: Model, settings: BenchSettings) -> Co
     """The settings a point compresses with: the library's defaults, the point's codec, profile and
     budget (``default``: whatever the codec picks for that budget)."""
     profile = None if point.profile == "default" else point.profile
-    # a budget over the swept matrices alone, the rest kept as it is (what the sweep compares)
+    # A sweep over some of the matrices keeps the rest, so its budget is over the coded matrices.
+    budget = "model" if model.only is None else "coded"
     return CompressSettings(
         codec=point.codec, profile=profile, bpw=point.target, only=model.only, workers=settings.workers,
-        budget="coded", include_embeddings=False, exact_kept=True,
+        budget=budget,
     )
 
 
