@@ -403,7 +403,7 @@ def test_unreachable_bpw_says_what_is_reachable(tmp_path, capsys):
     src = tmp_path / "m"
     src.mkdir()
     save_file({"w": torch.from_numpy(_w(64, 64))}, str(src / "model.safetensors"))
-    for bpw, why in (("0.2", "below the side information"), ("0.4", "out of reach")):
+    for bpw, why in (("0.2", "below the side information"), ("0.3", "out of reach")):
         assert main(["compress", str(src), str(tmp_path / "o.llmc"), "--bpw", bpw, "--quiet"]) == 2
         err = capsys.readouterr().err
         # says so, and names the nearest reachable rate as a number
