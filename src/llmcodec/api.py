@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from . import artifact, budget, calibration, kept, stacks
 from ._version import __version__
@@ -304,6 +305,9 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
     codec.cancel_event = threading.Event()  # set at the first failure: running decodes stop at once
     batches = decode_batches(art.coded)
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+    # one BLAS thread per decode (the blockwise DCTs): the pool already keeps the cores busy, and
+    # BLAS threads spinning against it only burn CPU
+    blas = threadpool_limits(1)
     try:
         futures = {pool.submit(decode_tensors, [art.coded[n] for n in b], codec, profile): b for b in batches}
         decoded = {}
@@ -319,6 +323,8 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
         codec.cancel_event.set()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+    finally:
+        blas.restore_original_limits()
     pool.shutdown()
     state = {}
     for name in art.order:
