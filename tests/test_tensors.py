@@ -127,6 +127,9 @@ def test_bad_inputs(tmp_path):
     code, err = _run(["compress-tensors", str(axis), str(out), "--bpw", "0.01"])
     assert code == 2 and "bits per element" in err
     assert not out.exists() and list(tmp_path.glob(".o.llmc*")) == []  # nothing half-written
+    before = axis.read_bytes()
+    code, err = _run(["compress-tensors", str(axis), str(axis), "--qp", "30"])
+    assert code == 2 and "overwrite the input" in err and axis.read_bytes() == before
 
 
 def test_damaged_and_foreign_artifacts(tmp_path, tiny_llama):

@@ -283,11 +283,18 @@ def _tensor_settings(args) -> CompressSettings:
     )
 
 
+def _not_over(out: str, given: str) -> None:
+    """Refuse to write an output over the input it is made from."""
+    if Path(out).resolve() == Path(given).resolve():
+        raise ValueError(f"{out}: the output would overwrite the input; choose another file name")
+
+
 def cmd_compress_tensors(args) -> int:
     from .api import save
     from .tensors import TensorOptions, compress_tensors, file_stats, read_safetensors
 
     settings = _tensor_settings(args)
+    _not_over(args.out, args.input)
     t0 = time.perf_counter()
     tensors = read_safetensors(args.input)
     art = compress_tensors(tensors, settings, TensorOptions(args.stack_axis, args.exact), progress=Bars(args.quiet))
@@ -306,6 +313,7 @@ def cmd_compress_tensors(args) -> int:
 def cmd_decompress_tensors(args) -> int:
     from .tensors import decompress_tensors, write_safetensors
 
+    _not_over(args.out, args.artifact)
     tensors = decompress_tensors(args.artifact, args.workers, Bars(args.quiet))
     write_safetensors(tensors, args.out)
     print(f"restored {args.artifact} -> {args.out} ({len(tensors)} tensors)")
@@ -316,6 +324,7 @@ def cmd_kv_save(args) -> int:
     from .kv import KVOptions, save_kv
 
     settings = _tensor_settings(args)
+    _not_over(args.out, args.prompt)
     text = Path(args.prompt).read_text(encoding="utf-8")
     rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout),
                   progress=Bars(args.quiet))
