@@ -66,6 +66,21 @@ def _ppl(model, kv, last: int, cont: torch.Tensor) -> float:
     return math.exp(nll / n)
 
 
+def _extra(pairs: list[str]) -> dict[str, object]:
+    """``--set key=value`` pairs as CompressSettings fields (numbers parsed)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        k, v = pair.split("=", 1)
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -104,15 +119,17 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
     if args.layouts and prefix == int(args.prefixes.split(",")[0]):
         b = float(args.layout_bpw)
         jobs = [(b, KVOptions(k, v)) for k in LAYOUTS for v in LAYOUTS] + jobs
+    extra = _extra(args.set)
     for bpw, opts in jobs:
         setting = f"bpw={bpw:g} keys={opts.key_layout} values={opts.value_layout}"
+        setting += "".join(f" {k}={v}" for k, v in extra.items())
         if done("llmcodec", setting):
             continue
         print(f"[{time.strftime('%H:%M:%S')}] prefix {prefix}: llmcodec {setting} (load {_load()})", flush=True)
         with tempfile.TemporaryDirectory() as d:
             path = Path(d, "kv.llmc")
             t0 = time.perf_counter()
-            art = compress_kv(kv, last, tensor_settings(bpw=bpw, workers=args.workers), opts)
+            art = compress_kv(kv, last, tensor_settings(bpw=bpw, workers=args.workers, **extra), opts)
             save(art, path)
             save_s = prefill_s + time.perf_counter() - t0
             size = path.stat().st_size
@@ -165,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--value-layout", choices=LAYOUTS, default="tokens")
     p.add_argument("--layouts", action="store_true", help="also code the first prefix with all four layouts")
     p.add_argument("--layout-bpw", default="2", help="budget of the layout comparison")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a CompressSettings field for the llmcodec rows (e.g. group=64), named in their setting")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="measure every row again")
     p.add_argument("--report-only", action="store_true", help="redraw RESULTS.md from results.csv")
