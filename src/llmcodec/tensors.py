@@ -52,7 +52,7 @@ class TensorOptions:
 def tensor_settings(**kw) -> CompressSettings:
     """Settings for arbitrary tensors: the model defaults without the priors that read model structure
     from tensor names (edge layers, grouped-query attention, kept embeddings)."""
-    base: dict[str, object] = {"edge_layers": 0, "kv_sharing": 0.0, "include_embeddings": True}
+    base: dict[str, object] = {"edge_layers": 0, "kv_sharing": 0.0, "include_embeddings": True, "embedding_offset": 0}
     return CompressSettings(**{**base, **kw})
 
 
@@ -138,6 +138,9 @@ def compress_tensors(
             "stack_axis": options.stack_axis, "exact": options.exact}
     files = {**(extra_files or {}), TENSORS_FILE: json.dumps(meta).encode()}  # tensors in source order
     src = ModelSource("tensors", None, files, _tensors=views)
+    # the whole-file budget is kept here (the coded matrices get a per-coded-weight budget), and kept
+    # tensors were already stored as ``options`` asks
+    settings = replace(settings, budget="coded", exact_kept=True)
     if settings.bpw is None or not coded:
         return compress_source(src, settings, progress, executor, work)
     total = sum(math.prod(i["shape"]) for i in index.values())
