@@ -153,8 +153,9 @@ def compress_tensors(
     tmp = tempfile.TemporaryDirectory() if own else None
     work = WorkDir(Path(tmp.name, "work")) if own else work
     try:
+        best: tuple[int, Artifact] | None = None
+        target = (budget - overhead) / n_coded
         for _ in range(_PASSES):
-            target = (budget - overhead) / n_coded
             if target <= 0:
                 raise BudgetError(
                     f"{settings.bpw} bits per element does not cover the kept tensors and the file header alone "
@@ -162,11 +163,18 @@ def compress_tensors(
                 )
             art = compress_source(src, replace(settings, bpw=target), progress, executor, work)
             bits = _file_bits(art)
+            if bits <= budget and (best is None or bits > best[0]):
+                best = (bits, art)
             if (1 - settings.tolerance) * budget <= bits <= budget:
                 break
-            overhead = bits - sum(c.bits for c in art.coded.values())
-        if bits > budget:
+            coded_bits = sum(c.bits for c in art.coded.values())
+            overhead = bits - coded_bits
+            # aim at the middle of the window, allowing for where rate control landed against its target
+            landed = coded_bits / (target * n_coded)
+            target = (budget * (1 - settings.tolerance / 2) - overhead) / (n_coded * landed)
+        if best is None:
             raise BudgetError(f"the file came out at {bits / total:.4f} bits per element, over {settings.bpw}")
+        art = best[1]
     finally:
         if tmp is not None:
             tmp.cleanup()
