@@ -60,7 +60,7 @@ def test_round_trip_2d_3d_4d_whole_file_budget(tmp_path):
         assert got[name].shape == t.shape and got[name].dtype == t.dtype, name
     assert set(art.coded) == {n for n in src if n[0] in "abc"}
     for name in art.coded:
-        assert _rel(got[name], src[name]) < 0.4, name  # about 2.2 bits per coded element here
+        assert _rel(got[name], src[name]) < 0.5, name  # about 2 bits per coded element: Gaussian data
     assert torch.equal(got["d.bias"], src["d.bias"].half().float())  # kept in 16 bits
     assert torch.equal(got["e.count"], src["e.count"])  # integers kept exactly
 
@@ -127,6 +127,9 @@ def test_bad_inputs(tmp_path):
     code, err = _run(["compress-tensors", str(axis), str(out), "--bpw", "0.01"])
     assert code == 2 and "bits per element" in err
     assert not out.exists() and list(tmp_path.glob(".o.llmc*")) == []  # nothing half-written
+    before = axis.read_bytes()
+    code, err = _run(["compress-tensors", str(axis), str(axis), "--qp", "30"])
+    assert code == 2 and "overwrite the input" in err and axis.read_bytes() == before
 
 
 def test_damaged_and_foreign_artifacts(tmp_path, tiny_llama):
@@ -152,7 +155,7 @@ def test_damaged_and_foreign_artifacts(tmp_path, tiny_llama):
 @pytest.mark.parametrize("bpw", [1.5, 4.0])
 def test_budget_lands_at_other_rates(bpw):
     g = torch.Generator().manual_seed(2)
-    src = {f"t{i}": torch.randn(2, 64, 96, generator=g) for i in range(8)}
+    src = {f"t{i}": torch.randn(2, 128, 128, generator=g) for i in range(8)}
     art = compress_tensors(src, tensor_settings(bpw=bpw))
     from llmcodec.tensors import _file_bits
 

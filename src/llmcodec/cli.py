@@ -363,11 +363,21 @@ def _tensor_settings(args) -> CompressSettings:
     )
 
 
+def _not_over(out: str, given: str) -> None:
+    """Refuse an unusable output path, or one that would overwrite the input it is made from."""
+    from .outputs import check_output_file
+
+    check_output_file(out, "the output")
+    if Path(out).resolve() == Path(given).resolve():
+        raise ValueError(f"{out}: the output would overwrite the input; choose another file name")
+
+
 def cmd_compress_tensors(args) -> int:
     from .api import save
     from .tensors import TensorOptions, compress_tensors, file_stats, read_safetensors
 
     settings = _tensor_settings(args)
+    _not_over(args.out, args.input)
     t0 = time.perf_counter()
     tensors = read_safetensors(args.input)
     art = compress_tensors(tensors, settings, TensorOptions(args.stack_axis, args.exact), progress=Bars(args.quiet))
@@ -386,6 +396,7 @@ def cmd_compress_tensors(args) -> int:
 def cmd_decompress_tensors(args) -> int:
     from .tensors import decompress_tensors, write_safetensors
 
+    _not_over(args.out, args.artifact)
     tensors = decompress_tensors(args.artifact, args.workers, Bars(args.quiet))
     write_safetensors(tensors, args.out)
     print(f"restored {args.artifact} -> {args.out} ({len(tensors)} tensors)")
@@ -396,6 +407,7 @@ def cmd_kv_save(args) -> int:
     from .kv import KVOptions, save_kv
 
     settings = _tensor_settings(args)
+    _not_over(args.out, args.prompt)
     text = Path(args.prompt).read_text(encoding="utf-8")
     rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout),
                   progress=Bars(args.quiet))
@@ -579,11 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
         sp.add_argument("--profile", default=None, help="encoder profile (default: the codec's for the budget)")
         r = sp.add_mutually_exclusive_group()
-        r.add_argument("--bpw", type=float, default=2.5,
+        r.add_argument("--bpw", type=at.BPW, default=2.5,
                        help="bits per element of the whole file: every stored byte x 8 / elements (default: 2.5)")
-        r.add_argument("--qp", type=int, default=None, help="fixed QP for every coded tensor instead of --bpw")
+        r.add_argument("--qp", type=at.QP, default=None, help="fixed QP for every coded tensor instead of --bpw")
         r.add_argument("--lossless", action="store_true", help="exact integers (codecs with a lossless mode)")
-        sp.add_argument("--group", type=int, default=None, help="quantization group size (default: per row)")
+        sp.add_argument("--group", type=at.GROUP, default=None, help="quantization group size (default: per row)")
         sp.add_argument("--weighting", choices=("none", "balance"), default=None,
                         help="column balance of each coded matrix (default: balance)")
         sp.add_argument("--side", choices=SIDES, default=None, help="side-information format (default: packed)")
@@ -594,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct = sub.add_parser("compress-tensors", help="compress any float tensors (a safetensors file or folder)")
     ct.add_argument("input", help="a .safetensors file, or a folder of them")
     ct.add_argument("out", help="artifact file to write (.llmc)")
-    ct.add_argument("--stack-axis", type=int, default=0,
+    ct.add_argument("--stack-axis", type=at.integer(-64, 63), default=0,
                     help="tensors of 3+ dimensions are coded as stacks of matrices along this axis (default: 0)")
     ct.add_argument("--exact", action="store_true", help="keep uncoded float tensors exactly, not in 16 bits")
     tensor_codec_opts(ct)

@@ -52,7 +52,7 @@ class TensorOptions:
 def tensor_settings(**kw) -> CompressSettings:
     """Settings for arbitrary tensors: the model defaults without the priors that read model structure
     from tensor names (edge layers, grouped-query attention, kept embeddings)."""
-    base: dict[str, object] = {"edge_layers": 0, "kv_sharing": 0.0, "include_embeddings": True}
+    base: dict[str, object] = {"edge_layers": 0, "kv_sharing": 0.0, "include_embeddings": True, "embedding_offset": 0}
     return CompressSettings(**{**base, **kw})
 
 
@@ -138,6 +138,9 @@ def compress_tensors(
             "stack_axis": options.stack_axis, "exact": options.exact}
     files = {**(extra_files or {}), TENSORS_FILE: json.dumps(meta).encode()}  # tensors in source order
     src = ModelSource("tensors", None, files, _tensors=views)
+    # the whole-file budget is kept here (the coded matrices get a per-coded-weight budget), and kept
+    # tensors were already stored as ``options`` asks
+    settings = replace(settings, budget="coded", exact_kept=True)
     if settings.bpw is None or not coded:
         return compress_source(src, settings, progress, executor, work)
     total = sum(math.prod(i["shape"]) for i in index.values())
@@ -150,8 +153,9 @@ def compress_tensors(
     tmp = tempfile.TemporaryDirectory() if own else None
     work = WorkDir(Path(tmp.name, "work")) if own else work
     try:
+        best: tuple[int, Artifact] | None = None
+        target = (budget - overhead) / n_coded
         for _ in range(_PASSES):
-            target = (budget - overhead) / n_coded
             if target <= 0:
                 raise BudgetError(
                     f"{settings.bpw} bits per element does not cover the kept tensors and the file header alone "
@@ -159,11 +163,18 @@ def compress_tensors(
                 )
             art = compress_source(src, replace(settings, bpw=target), progress, executor, work)
             bits = _file_bits(art)
+            if bits <= budget and (best is None or bits > best[0]):
+                best = (bits, art)
             if (1 - settings.tolerance) * budget <= bits <= budget:
                 break
-            overhead = bits - sum(c.bits for c in art.coded.values())
-        if bits > budget:
+            coded_bits = sum(c.bits for c in art.coded.values())
+            overhead = bits - coded_bits
+            # aim at the middle of the window, allowing for where rate control landed against its target
+            landed = coded_bits / (target * n_coded)
+            target = (budget * (1 - settings.tolerance / 2) - overhead) / (n_coded * landed)
+        if best is None:
             raise BudgetError(f"the file came out at {bits / total:.4f} bits per element, over {settings.bpw}")
+        art = best[1]
     finally:
         if tmp is not None:
             tmp.cleanup()
