@@ -51,7 +51,9 @@ class Bench:
         self.calib_label = f"PTB train, first {args.calib_windows}x{args.window} tokens"
 
     def calib_windows(self) -> torch.Tensor:
-        return token_windows(self.h.tok, ptb_text("train"),
+        # a prefix of the split, comfortably longer than the windows need (PTB: about 4.5 characters a token)
+        text = ptb_text("train")[: 16 * self.args.window * self.args.calib_windows]
+        return token_windows(self.h.tok, text,
                              EvalSettings(window=self.args.window, max_windows=self.args.calib_windows))
 
     def add(self, row: dict, state: dict[str, torch.Tensor], t0: float) -> None:
