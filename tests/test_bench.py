@@ -1,4 +1,5 @@
-"""``llmcodec bench``: sweep parsing, resume-safe CSV, measurements and plots on the tiny model."""
+"""``llmcodec bench``: sweep parsing, resume-safe CSV, rate-controlled measurements and plots on the
+tiny model."""
 
 from __future__ import annotations
 
@@ -11,33 +12,35 @@ from llmcodec import bench
 from llmcodec.cli import main
 
 
-def test_parse_sweep_forms():
-    assert bench.parse_sweep(None, quick=True) == bench.QUICK_SWEEP
-    got = bench.parse_sweep("x265:ai-fast@20,26,vvc", quick=False)
-    assert got["x265:ai-fast"] == (20, 26)
-    assert {k for k in got if k.startswith("vvc:")} == {k for k in bench.DEFAULT_SWEEP if k.startswith("vvc:")}
-    assert bench.parse_sweep("aom@12;30", quick=False) == {"aom:default": (12, 30)}
+def test_parse_curves_and_budgets():
+    assert bench.parse_curves(None, quick=True) == bench.QUICK_SWEEP
+    assert bench.parse_curves(None, quick=False) == bench.DEFAULT_SWEEP
+    assert bench.parse_curves("x265:ai-fast-coef,vvc,x265:ai-fast-coef", quick=False) == (
+        "x265:ai-fast-coef",
+        "vvc:default",
+    )
+    assert bench.parse_budgets(None, quick=False) == (2.0, 2.5, 3.0, 3.5, 4.0)
+    assert bench.parse_budgets("3;2.5", quick=False) == (3.0, 2.5)
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("curves", "budgets", "message"),
     [
-        ("nosuchcodec", "unknown codec"),
-        ("x265:warp", "no profile"),
-        ("x265:ai-fast@20,99", "outside the codec's range"),
-        ("x265:ai-fast@twenty", "bad QP list"),
+        ("nosuchcodec", None, "unknown codec"),
+        ("x265:warp", None, "no profile"),
+        ("x265", "2.5,99", "budgets must be"),
+        ("x265", "two", "bad budget list"),
     ],
 )
-def test_parse_sweep_errors(spec, message):
+def test_parse_errors(curves, budgets, message):
     with pytest.raises(ValueError, match=message):
-        bench.parse_sweep(spec, quick=False)
+        bench.parse_curves(curves, quick=False)
+        bench.parse_budgets(budgets, quick=False)
 
 
-def test_points_span_each_curve_first():
-    assert bench.coarse_first((22, 28, 34, 40)) == [22, 40, 34, 28]
-    pts = bench.plan_points({"vvc:ai-faster": (20, 30, 40), "x264:ai-medium": (18, 26)})
-    assert [(p.codec, p.qp) for p in pts[:2]] == [("vvc", 20), ("x264", 18)]
-    assert len(pts) == 5 and len(set(pts)) == 5
+def test_points_fill_each_budget_first():
+    pts = bench.plan_points(("vvc:default", "x264:ai-medium"), (2.5, 3.0))
+    assert [(p.codec, p.target) for p in pts] == [("vvc", 2.5), ("x264", 2.5), ("vvc", 3.0), ("x264", 3.0)]
 
 
 def test_global_rel_error_matches_direct():
@@ -52,43 +55,39 @@ def test_global_rel_error_matches_direct():
     assert got == pytest.approx(direct, rel=1e-12)
 
 
-def test_interpolate_on_log_scale():
-    rows = [{"bits_per_weight": "2", "perplexity": "100"}, {"bits_per_weight": "4", "perplexity": "10"}]
-    assert bench.interpolate(rows, 3.0, "perplexity") == pytest.approx(math.sqrt(1000))
-    assert bench.interpolate(rows, 5.0, "perplexity") is None
-
-
-def test_torn_last_row_is_dropped(tmp_path):
+def test_torn_last_row_is_dropped_and_old_files_are_refused(tmp_path):
     path = tmp_path / "points.csv"
     row = {c: "1" for c in bench.COLUMNS}
     bench.append_point(path, row)
     with open(path, "a") as f:
         f.write("tiny,quick,codec,x264")  # an interrupted write
     assert len(bench.read_points(path)) == 1
+    old = tmp_path / "old.csv"
+    old.write_text("model,scope,kind,codec,qp\n")
+    with pytest.raises(ValueError, match="other columns"):
+        bench.append_point(old, row)
 
 
-def test_quick_sweep_resumes_and_plots(tiny_llama, tmp_path):
-    settings = bench.BenchSettings(
-        model=str(tiny_llama),
-        out=tmp_path / "b",
-        sweep={"x264:ai-medium": (20, 34), "jxl:e3": (8, 20)},
-        quick=True,
-    )
+def test_quick_sweep_lands_on_budgets_and_resumes(tiny_llama, tmp_path):
+    settings = bench.BenchSettings(model=str(tiny_llama), out=tmp_path / "b", quick=True)
     logs: list[str] = []
     rows = bench.run(settings, log=logs.append)
     codec_rows = [r for r in rows if r["kind"] == "codec"]
     assert len(codec_rows) == 4 and len([r for r in rows if r["kind"] == "rtn"]) == 3
-    by = {(r["codec"], int(r["qp"])): r for r in codec_rows}
-    for codec, fine, coarse in (("x264", 20, 34), ("jxl", 8, 20)):
-        a, b = by[codec, fine], by[codec, coarse]
-        assert float(a["bits_per_weight"]) > float(b["bits_per_weight"]) > float(b["side_bits_per_weight"])
-        assert 0 < float(a["rel_error"]) < float(b["rel_error"]) < 1
-        assert int(a["tensors"]) == bench.QUICK_TENSORS and a["perplexity"] == ""
-        assert float(a["encode_mweights_s"]) > 0 and float(a["decode_s"]) > 0
-    rtn = sorted((int(r["qp"]), float(r["rel_error"])) for r in rows if r["kind"] == "rtn")
-    assert rtn[0][1] > rtn[1][1] > rtn[2][1]
+    by = {(r["codec"], float(r["target"])): r for r in codec_rows}
+    for codec in ("x265", "svtav1"):
+        lo, hi = by[codec, 3.0], by[codec, 4.5]
+        for r in (lo, hi):
+            # rate control: within 1.5% under the budget
+            assert 0.985 <= float(r["landed"]) <= 1.0, r
+            assert int(r["tensors"]) == bench.QUICK_TENSORS and r["perplexity"] == ""
+            assert float(r["encode_mweights_s"]) > 0 and float(r["decode_mweights_s"]) > 0
+            assert float(r["file_bits_per_param"]) > 0
+        assert 0 < float(hi["rel_error"]) < float(lo["rel_error"]) < 1
+    assert by["x265", 3.0]["coef_domain"] == "True" and by["svtav1", 3.0]["coef_domain"] == "False"
     assert (settings.out / f"weight_error_vs_bpw_{settings.scope}.png").stat().st_size > 1000
-    assert "x264:ai-medium" in (settings.out / f"summary_{settings.scope}.md").read_text()
+    text = (settings.out / f"summary_{settings.scope}.md").read_text()
+    assert "Budget 3 " in text and "x265:default" in text
     # a rerun measures nothing new and leaves the CSV as it was
     before = (settings.out / "points.csv").read_text()
     logs.clear()
@@ -101,7 +100,8 @@ def test_sweep_with_perplexity(tiny_llama, tmp_path):
     settings = bench.BenchSettings(
         model=str(tiny_llama),
         out=tmp_path / "p",
-        sweep={"x265:ai-fast": (20, 40)},
+        curves=("x265:default",),
+        budgets=(2.5, 6.0),
         windows=2,
         window=64,
         rtn_bits=(4,),
@@ -109,7 +109,7 @@ def test_sweep_with_perplexity(tiny_llama, tmp_path):
     )
     rows = bench.run(settings, log=lambda m: None)
     ref = next(r for r in rows if r["kind"] == "reference")
-    fine, coarse = sorted((r for r in rows if r["kind"] == "codec"), key=lambda r: int(r["qp"]))
+    coarse, fine = sorted((r for r in rows if r["kind"] == "codec"), key=lambda r: float(r["target"]))
     assert int(ref["eval_tokens"]) == 2 * 63
     assert float(fine["perplexity"]) > 1 and float(coarse["perplexity"]) > 1
     # much coarser coding moves perplexity away from the uncompressed model's
@@ -121,10 +121,11 @@ def test_sweep_with_perplexity(tiny_llama, tmp_path):
 
 def test_cli_bench_quick(tiny_llama, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["bench", str(tiny_llama), "--out", str(out), "--quick", "--codecs", "svtav1:ai-p8@30"]) == 0
+    args = ["bench", str(tiny_llama), "--out", str(out), "--quick", "--codecs", "svtav1", "--budgets", "3"]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "machine:" in text and "ffmpeg:" in text and "torch:" in text and "command:" in text
-    assert "svtav1:ai-p8 qp 30" in text
+    assert "svtav1:default at 3:" in text
     assert (out / "points.csv").is_file()
 
 

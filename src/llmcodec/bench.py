@@ -1,14 +1,15 @@
-"""``llmcodec bench``: a rate-distortion sweep of codecs and profiles on one model.
+"""``llmcodec bench``: codecs and profiles compared at equal file size, rate-controlled.
 
-For every (codec, profile, QP) point, the model's codable matrices are coded at that fixed QP with
-the normal compression path (``compress_source``), decoded again, and measured: bits per weight
-(side information counted), relative weight error over all coded weights, perplexity of the
-restored model (PTB test, first ``windows`` windows of ``window`` tokens), and encode / decode
-seconds and megaweights per second. Round-to-nearest quantization (group 128; 2, 3, 4 bits) and
-the uncompressed model are added as reference points.
+For every (codec, profile, budget) point the model is compressed with the normal path
+(``compress_source``) at ``--bpw`` = the budget, so rate control picks the QPs; the artifact is
+written once to measure the whole file, decoded again, and measured: the bits the budget counts and
+where they landed, the whole file's bits per parameter, relative weight error over all coded
+weights, perplexity of the restored model (PTB test, first ``windows`` windows of ``window``
+tokens), and encode / decode megaweights per second. Round-to-nearest quantization (group 128;
+2, 3, 4 bits) and the uncompressed model are added as reference points.
 
 Points are appended to ``points.csv`` one row at a time; a rerun skips points already there, so an
-interrupted sweep continues where it stopped. Plots are redrawn from the whole CSV at the end.
+interrupted sweep continues where it stopped. Plots and a summary are redrawn from the whole CSV.
 """
 
 from __future__ import annotations
@@ -17,43 +18,39 @@ import csv
 import math
 import os
 import re
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .codecs import CodecError, get_codec
 from .compress import CompressSettings, is_codable
 from .evaluate import EvalSettings
+from .rate import BudgetError
 
-# Default sweep: codec:profile -> QPs. The grids span about 1.5-5 bits per weight on the built-in
-# model (measured with --quick first); QP scales differ between codecs (see each codec module).
-DEFAULT_SWEEP: dict[str, tuple[int, ...]] = {
-    "vvc:ai-faster": (22, 31, 36, 40),
-    "x265:ai-fast": (24, 33, 38, 42),
-    "svtav1:ai-p8": (32, 46, 58, 62),
-    "aom:ai-cpu8": (10, 26, 34, 42),
-    "vp9:ai-cpu4": (10, 26, 34, 42),
-    "x264:ai-medium": (22, 31, 36, 40),
-    "x264:ai-medium-8bit": (22, 40),  # 8 vs 10 bit samples, same codec
-    "vvc:ai-faster-yuv420": (22, 40),  # luma only vs all three 4:2:0 planes
-}
-# Quick mode: a few points per codec on a few tensors, no perplexity.
-QUICK_SWEEP: dict[str, tuple[int, ...]] = {
-    "vvc:ai-faster": (22, 30),
-    "x265:ai-fast": (20, 28),
-    "kvazaar:ai-fast": (20, 28),
-    "x264:ai-medium": (18, 26),
-    "svtav1:ai-p8": (20, 32),
-    "aom:ai-cpu8": (14, 26),
-    "rav1e:ai-s10": (60, 120),
-    "vp9:ai-cpu4": (14, 26),
-    "jxl:e3": (10, 20),
-    "j2k:default": (20, 32),
-}
+# Whole-model budgets the sweep measures (``--bpw`` of each point).
+BUDGETS: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5, 4.0)
+# Default sweep: every codec at its default profile ("default" follows the budget where a codec has
+# a high-rate default: codecs/base.py profile_for), most informative curves first.
+DEFAULT_SWEEP: tuple[str, ...] = (
+    "vvc:default",
+    "x265:default",
+    "svtav1:default",
+    "x264:default",
+    "kvazaar:default",
+    "aom:default",
+    "vp9:default",
+    "rav1e:default",
+    "jxl:default",
+    "j2k:default",
+    "x265:ai-medium",  # HEVC in the sample domain: what the coefficient domain buys
+)
+# Quick mode: a smoke run of two codecs at two budgets on a few tensors, no perplexity.
+QUICK_SWEEP: tuple[str, ...] = ("x265:default", "svtav1:default")
+QUICK_BUDGETS: tuple[float, ...] = (3.0, 4.5)
 RTN_BITS = (2, 3, 4)
 RTN_GROUP = 128
 QUICK_TENSORS = 4
@@ -66,14 +63,19 @@ COLUMNS = (
     "codec",
     "encoder",
     "profile",
+    "coded_profile",
     "pix_fmt",
-    "packing",
-    "intra",
-    "qp",
+    "coef_domain",
+    "target",
+    "bits_per_weight",
+    "landed",
+    "file_bits_per_param",
     "tensors",
     "weights",
-    "bits_per_weight",
+    "params",
     "side_bits_per_weight",
+    "qp_min",
+    "qp_max",
     "rel_error",
     "perplexity",
     "eval_tokens",
@@ -89,22 +91,33 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class Point:
     codec: str
-    profile: str
-    qp: int
+    profile: str  # "default": the codec's default for the budget
+    target: float  # bits per weight asked for (--bpw)
+
+    @property
+    def curve(self) -> str:
+        return f"{self.codec}:{self.profile}"
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     model: str
     out: Path
-    sweep: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(DEFAULT_SWEEP))
+    curves: tuple[str, ...] | None = None  # None: DEFAULT_SWEEP (quick: QUICK_SWEEP)
+    budgets: tuple[float, ...] | None = None  # None: BUDGETS (quick: QUICK_BUDGETS)
     quick: bool = False
     windows: int = DEFAULT_WINDOWS
     window: int = 512
     workers: int = 1  # encoder processes at once; the sweep is meant to leave other cores free
     rtn_bits: tuple[int, ...] = RTN_BITS
     max_tensors: int | None = None  # None: every codable tensor (quick mode: QUICK_TENSORS)
-    only: str | None = None  # regular expression: sweep only the matrices whose name matches
+    only: str | None = None  # regular expression: code only the matrices whose name matches
+
+    def __post_init__(self) -> None:
+        if self.curves is None:
+            object.__setattr__(self, "curves", QUICK_SWEEP if self.quick else DEFAULT_SWEEP)
+        if self.budgets is None:
+            object.__setattr__(self, "budgets", QUICK_BUDGETS if self.quick else BUDGETS)
 
     @property
     def scope(self) -> str:
@@ -123,52 +136,40 @@ class BenchSettings:
         return self.max_tensors if self.max_tensors is not None else (QUICK_TENSORS if self.quick else None)
 
 
-def parse_sweep(spec: str | None, quick: bool) -> dict[str, tuple[int, ...]]:
-    """``vvc,x265:ai-fast,aom:ai-cpu8@10,20`` -> {codec:profile: QPs}.
+def parse_curves(spec: str | None, quick: bool) -> tuple[str, ...]:
+    """``vvc,x265:ai-medium-coef,svtav1`` -> ("vvc:default", "x265:ai-medium-coef", "svtav1:default").
 
-    A bare codec name takes every default entry of that codec (or its default profile with the
-    quick grid); ``@a,b`` after a profile gives its QPs (separated by commas or semicolons).
+    A bare codec name is its default profile. Unknown codecs and profiles are errors naming the choices.
     """
-    base = QUICK_SWEEP if quick else DEFAULT_SWEEP
     if not spec:
-        return dict(base)
-    out: dict[str, tuple[int, ...]] = {}
-    # Split on commas that start a new codec entry (not the ones inside a QP list).
-    for item in re.split(r",(?=[A-Za-z])", spec):
+        return QUICK_SWEEP if quick else DEFAULT_SWEEP
+    out: list[str] = []
+    for item in spec.split(","):
         item = item.strip()
         if not item:
             continue
-        entry, _, qps = item.partition("@")
-        codec, _, profile = entry.partition(":")
+        codec, _, profile = item.partition(":")
         c = get_codec(codec)  # unknown codec -> ValueError naming the choices
-        if profile:
-            c.profile(profile)  # unknown profile -> ValueError naming the choices
-        if qps:
-            try:
-                grid = tuple(int(q) for q in re.split(r"[,;]", qps) if q.strip())
-            except ValueError:
-                raise ValueError(f"bad QP list in {item!r}: expected integers like @20,24,28") from None
-            if not profile:
-                profile = c.default_profile
-            out[f"{codec}:{profile}"] = grid
-            continue
-        if profile:
-            key = f"{codec}:{profile}"
-            grid = base.get(key) or next((v for k, v in base.items() if k.startswith(codec + ":")), None)
-            if grid is None:
-                raise ValueError(f"no default QP grid for {key!r}; give one, e.g. {key}@20,26,32")
-            out[key] = grid
-            continue
-        found = {k: v for k, v in base.items() if k.startswith(codec + ":")}
-        if not found:
-            raise ValueError(f"no default QP grid for codec {codec!r}; give one, e.g. {codec}:default@20,26,32")
-        out.update(found)
-    for key, grid in out.items():
-        lo, hi = sorted(get_codec(key.split(":")[0]).qp_range)
-        bad = [q for q in grid if not lo <= q <= hi]
-        if bad:
-            raise ValueError(f"QPs {bad} for {key} are outside the codec's range {lo}..{hi}")
-    return out
+        profile = profile or "default"
+        c.profile(profile)  # unknown profile -> ValueError naming the choices
+        out.append(f"{codec}:{profile}")
+    if not out:
+        raise ValueError(f"no codec in {spec!r}")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_budgets(spec: str | None, quick: bool) -> tuple[float, ...]:
+    """``2.5,3`` -> (2.5, 3.0); None: the default budgets (quick: QUICK_BUDGETS)."""
+    if not spec:
+        return QUICK_BUDGETS if quick else BUDGETS
+    try:
+        out = tuple(float(b) for b in re.split(r"[,;]", spec) if b.strip())
+    except ValueError:
+        raise ValueError(f"bad budget list {spec!r}: expected numbers like 2.5,3.0") from None
+    bad = [b for b in out if not 0 < b < 32]
+    if bad or not out:
+        raise ValueError(f"budgets must be bits per weight in (0, 32), got {spec!r}")
+    return tuple(dict.fromkeys(out))
 
 
 # -- the CSV --------------------------------------------------------------------------------------
@@ -183,17 +184,26 @@ def read_points(path: Path) -> list[dict[str, str]]:
 
 
 def point_key(row: dict) -> tuple[str, str, str, str, str, str]:
+    target = row.get("target")
     return (
         str(row["model"]),
         str(row["scope"]),
         str(row["kind"]),
         str(row["codec"]),
         str(row["profile"]),
-        str(row["qp"]),
+        "" if target in (None, "") else f"{float(target):g}",
     )
 
 
 def append_point(path: Path, row: dict) -> None:
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, newline="") as f:
+            head = f.readline().strip()
+        if head != ",".join(COLUMNS):
+            raise ValueError(
+                f"{path} has other columns than this version of llmcodec bench writes "
+                "(an older sweep?): give another --out folder or move the file away"
+            )
     new = not path.is_file() or path.stat().st_size == 0
     line = _csv_line(row)
     with open(path, "a", newline="") as f:
@@ -223,12 +233,25 @@ def _fmt(v) -> str:
 # -- measuring ------------------------------------------------------------------------------------
 @dataclass
 class Model:
-    """The loaded model source, its codable tensors, and (lazily) tokenizer and evaluation text."""
+    """The loaded model source, the matrices a point may code, and (lazily) tokenizer and text."""
 
     name: str
     src: object
-    coded: list[str]
+    coded: list[str]  # codable matrices (for RTN and the speed figures)
+    only: str | None  # regular expression handed to compression (None: the whole model)
     tokenizer: object | None = None
+    norms: dict[str, float] = field(default_factory=dict)
+
+    def norm_sq(self, name: str) -> float:
+        if name not in self.norms:
+            self.norms[name] = float(self.src.get(name).double().pow(2).sum())
+        return self.norms[name]
+
+    @property
+    def params(self) -> int:
+        """Parameters of the model, a tied tensor counted once."""
+        tied = self.src.tied()
+        return sum(math.prod(self.src.shape(n)) for n in self.src.names() if n not in tied)
 
 
 def load_model(spec: str, limit: int | None, only: str | None = None) -> Model:
@@ -242,11 +265,13 @@ def load_model(spec: str, limit: int | None, only: str | None = None) -> Model:
     if only is not None:
         names = [n for n in names if re.search(only, n)]
     if not names:
-        raise ValueError(f"{spec}: no matrix to code (2-D, at least 16 in each dimension, not an embedding)")
-    return Model(str(spec), src, names[:limit] if limit else names)
+        raise ValueError(f"{spec}: no matrix to code (2-D, at least 16 in each dimension)")
+    restricted = limit is not None or only is not None
+    names = names[:limit] if limit else names
+    return Model(str(spec), src, names, _only_regex(names) if restricted else None)
 
 
-def _only_regex(names: Iterable[str]) -> str:
+def _only_regex(names: list[str]) -> str:
     return "^(" + "|".join(re.escape(n) for n in names) + ")$"
 
 
@@ -255,10 +280,6 @@ def global_rel_error(errors: list[float], norms_sq: list[float]) -> float:
     num = sum(e * e * n for e, n in zip(errors, norms_sq, strict=True))
     den = sum(norms_sq)
     return math.sqrt(num / den) if den > 0 else 0.0
-
-
-def _norms_sq(model: Model) -> dict[str, float]:
-    return {n: float(model.src.get(n).double().pow(2).sum()) for n in model.coded}
 
 
 def evaluate(model: Model, replaced: dict[str, torch.Tensor] | None, settings: BenchSettings) -> tuple[float, int]:
@@ -278,63 +299,73 @@ def evaluate(model: Model, replaced: dict[str, torch.Tensor] | None, settings: B
     return res.perplexity, res.tokens
 
 
-def measure_codec(model: Model, point: Point, settings: BenchSettings, norms: dict[str, float]) -> dict:
-    from .api import compress_source
-    from .coder import decode_tensor
-
-    codec = get_codec(point.codec)
-    profile = codec.profile(point.profile)
-    cs = CompressSettings(
-        codec=point.codec, profile=point.profile, qp=point.qp, only=_only_regex(model.coded), workers=settings.workers
+def compress_settings(point: Point, model: Model, settings: BenchSettings) -> CompressSettings:
+    """The settings a point compresses with: the library's defaults, the point's codec, profile and
+    budget (``default``: whatever the codec picks for that budget)."""
+    profile = None if point.profile == "default" else point.profile
+    return CompressSettings(
+        codec=point.codec, profile=profile, bpw=point.target, only=model.only, workers=settings.workers
     )
-    marks: dict[str, float] = {}
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if done == total:
-            marks[stage] = time.perf_counter()
 
+def measure_codec(model: Model, point: Point, settings: BenchSettings) -> dict:
+    from .api import compress_source, restore_state_dict, save
+
+    cs = compress_settings(point, model, settings)
+    codec, profile = cs.codec_profile()
     t0 = time.perf_counter()
-    art = compress_source(model.src, cs, progress)
-    # compress_source encodes everything, then decodes once to verify: the encode stage ends first.
-    encode_s = marks.get("encode", time.perf_counter()) - t0
-    cts = [art.coded[n] for n in model.coded]
+    art = compress_source(model.src, cs)
+    encode_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="llmcodec-bench-", dir=settings.out) as tmp:
+        path = Path(tmp) / "point.llmc"
+        save(art, path)
+        file_bits = 8 * path.stat().st_size
     t1 = time.perf_counter()
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(settings.workers) as pool:
-        decoded = list(pool.map(lambda ct: decode_tensor(ct, codec, profile), cts))
+    state = restore_state_dict(art, workers=settings.workers)
     decode_s = time.perf_counter() - t1
+    cts = list(art.coded.values())
     weights = sum(ct.numel for ct in cts)
     bits = sum(ct.bits for ct in cts)
-    side = sum(16 * (ct.scale.size + ct.offset.size) for ct in cts)
+    side = sum(ct.side_bits for ct in cts)
+    qps = [ct.qp for ct in cts if ct.qp is not None]
+    params = model.params
     row = {
         "kind": "codec",
         "codec": point.codec,
         "encoder": codec.encoder,
         "profile": point.profile,
+        "coded_profile": profile.name,
         "pix_fmt": codec.pix_fmt(profile),
-        "packing": profile.packing,
-        "intra": profile.intra,
-        "qp": point.qp,
+        "coef_domain": profile.coef_block is not None,
+        "target": point.target,
+        "bits_per_weight": bits / weights,
+        "landed": budget_bits(bits, weights, file_bits, params) / point.target,
+        "file_bits_per_param": file_bits / params,
         "tensors": len(cts),
         "weights": weights,
-        "bits_per_weight": bits / weights,
+        "params": params,
         "side_bits_per_weight": side / weights,
-        "rel_error": global_rel_error([ct.rel_error for ct in cts], [norms[ct.name] for ct in cts]),
+        "qp_min": min(qps, default=None),
+        "qp_max": max(qps, default=None),
+        "rel_error": global_rel_error([ct.rel_error for ct in cts], [model.norm_sq(ct.name) for ct in cts]),
         "encode_s": encode_s,
         "decode_s": decode_s,
         "encode_mweights_s": weights / 1e6 / encode_s,
         "decode_mweights_s": weights / 1e6 / decode_s,
     }
     if not settings.quick:
-        replaced = {
-            ct.name: torch.from_numpy(w).to(getattr(torch, ct.dtype)) for ct, w in zip(cts, decoded, strict=True)
-        }
+        replaced = {ct.name: state[ct.name] for ct in cts}
         row["perplexity"], row["eval_tokens"] = evaluate(model, replaced, settings)
     return row
 
 
-def measure_rtn(model: Model, bits: int, settings: BenchSettings, norms: dict[str, float]) -> dict:
+def budget_bits(bits: int, weights: int, file_bits: int, params: int) -> float:
+    """The bits per weight ``--bpw`` counts: coded bits (bitstreams and side information) over the
+    coded weights."""
+    return bits / weights
+
+
+def measure_rtn(model: Model, bits: int, settings: BenchSettings) -> dict:
     from .quant import relative_error, rtn
 
     replaced, errs, total_bits, weights = {}, [], 0.0, 0
@@ -352,13 +383,15 @@ def measure_rtn(model: Model, bits: int, settings: BenchSettings, norms: dict[st
         "kind": "rtn",
         "codec": "rtn",
         "encoder": f"round-to-nearest g{RTN_GROUP}",
-        "profile": f"g{RTN_GROUP}",
-        "qp": bits,
+        "profile": f"g{RTN_GROUP}-{bits}bit",
+        "coded_profile": f"g{RTN_GROUP}-{bits}bit",
+        "target": bits,
+        "bits_per_weight": total_bits / weights,
         "tensors": len(model.coded),
         "weights": weights,
-        "bits_per_weight": total_bits / weights,
+        "params": model.params,
         "side_bits_per_weight": total_bits / weights - bits,
-        "rel_error": global_rel_error(errs, [norms[n] for n in model.coded]),
+        "rel_error": global_rel_error(errs, [model.norm_sq(n) for n in model.coded]),
         "encode_s": secs,
         "decode_s": 0.0,
         "encode_mweights_s": weights / 1e6 / secs,
@@ -370,49 +403,37 @@ def measure_rtn(model: Model, bits: int, settings: BenchSettings, norms: dict[st
 
 
 def measure_reference(model: Model, settings: BenchSettings) -> dict:
-    weights = sum(math.prod(model.src.shape(n)) for n in model.coded)
     ppl, tokens = evaluate(model, None, settings)
     return {
         "kind": "reference",
         "codec": "none",
         "encoder": "uncompressed",
         "profile": "source",
-        "qp": "",
-        "tensors": len(model.coded),
-        "weights": weights,
-        "bits_per_weight": float("nan"),
+        "coded_profile": "source",
+        "tensors": 0,
+        "params": model.params,
         "rel_error": 0.0,
         "perplexity": ppl,
         "eval_tokens": tokens,
-        "encode_s": 0.0,
-        "decode_s": 0.0,
-        "encode_mweights_s": float("nan"),
-        "decode_mweights_s": float("nan"),
     }
 
 
 # -- the sweep ------------------------------------------------------------------------------------
-def coarse_first(qps: tuple[int, ...]) -> list[int]:
-    """The ends and the middle of a QP grid first, then the rest: an early stop still spans the range."""
-    grid = sorted(qps)
-    first = list(dict.fromkeys([grid[0], grid[-1], grid[len(grid) // 2]]))
-    return first + [q for q in grid if q not in first]
-
-
-def plan_points(sweep: dict[str, tuple[int, ...]]) -> list[Point]:
-    """Every point of the sweep, round-robin over curves so each curve fills in evenly."""
-    curves = []
-    for key, qps in sweep.items():
-        codec, _, profile = key.partition(":")
-        profile = profile or get_codec(codec).default_profile
-        curves.append([Point(codec, profile, q) for q in coarse_first(qps)])
-    longest = max((len(c) for c in curves), default=0)
-    return [c[i] for i in range(longest) for c in curves if i < len(c)]
+def plan_points(curves: tuple[str, ...], budgets: tuple[float, ...]) -> list[Point]:
+    """Every point, budget by budget in the order given, each budget over every curve: an early stop
+    leaves the first budgets complete for every codec."""
+    out = []
+    for b in budgets:
+        for c in curves:
+            codec, _, profile = c.partition(":")
+            out.append(Point(codec, profile or "default", b))
+    return out
 
 
 def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
-    """Measure every missing point, append each to points.csv, redraw the plots; returns all rows."""
-    points = plan_points(settings.sweep)
+    """Measure every missing point, append each to points.csv, redraw plots and summary; returns all rows."""
+    assert settings.curves is not None and settings.budgets is not None
+    points = plan_points(settings.curves, settings.budgets)
     for codec in dict.fromkeys(p.codec for p in points):
         get_codec(codec).check_available()  # a missing encoder stops the sweep before any work
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -420,46 +441,46 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     done = {point_key(r) for r in read_points(csv_path)}
     t_load = time.perf_counter()
     model = load_model(settings.model, settings.tensor_limit, settings.only)
-    norms = _norms_sq(model)
     n_weights = sum(math.prod(model.src.shape(n)) for n in model.coded)
     log(
-        f"model {settings.model}: {len(model.coded)} coded matrices, {n_weights:,} weights "
-        f"(loaded in {time.perf_counter() - t_load:.0f} s); scope {settings.scope}"
+        f"model {settings.model}: {model.params:,} parameters, {len(model.coded)} codable matrices, "
+        f"{n_weights:,} weights (loaded in {time.perf_counter() - t_load:.0f} s); scope {settings.scope}"
         + (f" (matrices matching {settings.only!r})" if settings.only else "")
     )
     common = {"model": Path(str(settings.model)).name, "scope": settings.scope}
 
-    def key(kind: str, codec: str, profile: str, qp) -> tuple:
-        return point_key({**common, "kind": kind, "codec": codec, "profile": profile, "qp": qp})
+    def key(kind: str, codec: str, profile: str, target) -> tuple:
+        return point_key({**common, "kind": kind, "codec": codec, "profile": profile, "target": target})
 
-    jobs: list[tuple[tuple, Callable[[], dict]]] = []
+    jobs: list[tuple[tuple, str, Callable[[], dict]]] = []
     if not settings.quick:
-        jobs.append((key("reference", "none", "source", ""), lambda: measure_reference(model, settings)))
-    for b in settings.rtn_bits:
-        jobs.append((key("rtn", "rtn", f"g{RTN_GROUP}", b), lambda b=b: measure_rtn(model, b, settings, norms)))
+        ref = key("reference", "none", "source", "")
+        jobs.append((ref, "uncompressed", lambda: measure_reference(model, settings)))
     for p in points:
-        jobs.append((key("codec", p.codec, p.profile, p.qp), lambda p=p: measure_codec(model, p, settings, norms)))
-    todo = [(k, fn) for k, fn in jobs if k not in done]
+        jobs.append(
+            (key("codec", p.codec, p.profile, p.target), f"{p.curve} at {p.target:g}",
+             lambda p=p: measure_codec(model, p, settings))
+        )
+    # round-to-nearest references last: the codec points are what a short run is for
+    for b in settings.rtn_bits:
+        jobs.append(
+            (key("rtn", "rtn", f"g{RTN_GROUP}-{b}bit", b), f"rtn {b} bit", lambda b=b: measure_rtn(model, b, settings))
+        )
+    todo = [j for j in jobs if j[0] not in done]
     log(f"{len(jobs)} points, {len(jobs) - len(todo)} already in {csv_path}, {len(todo)} to measure")
     failed = 0
-    for i, (k, fn) in enumerate(todo, 1):
+    for i, (_, what, fn) in enumerate(todo, 1):
         t0 = time.perf_counter()
         try:
             row = {**common, **fn()}
-        except CodecError as e:
-            # One encoder refusing one point (e.g. libvvenc on some 4:2:0 content at low QP) should
-            # not end a long sweep: it is reported, not recorded, so a rerun tries it again.
+        except (CodecError, BudgetError) as e:
+            # One encoder refusing one point, or a budget below a codec's coarsest QP, should not end
+            # a long sweep: it is reported, not recorded, so a rerun tries it again.
             failed += 1
-            log(f"[{i}/{len(todo)}] {k[3]}:{k[4]} qp {k[5]}: FAILED, not recorded: {str(e).splitlines()[0][:300]}")
+            log(f"[{i}/{len(todo)}] {what}: FAILED, not recorded: {str(e).splitlines()[0][:300]}")
             continue
         append_point(csv_path, row)
-        ppl = row.get("perplexity")
-        log(
-            f"[{i}/{len(todo)}] {row['codec']}:{row['profile']} qp {row['qp']}: "
-            f"{row['bits_per_weight']:.3f} bpw, rel.err {row['rel_error']:.4f}"
-            + (f", ppl {ppl:.2f}" if ppl is not None else "")
-            + f", enc {row['encode_s']:.1f} s, dec {row['decode_s']:.1f} s ({time.perf_counter() - t0:.0f} s)"
-        )
+        log(f"[{i}/{len(todo)}] {what}: {_describe(row)} ({time.perf_counter() - t0:.0f} s)")
     if failed:
         log(f"{failed} points failed (see above); rerun the same command to retry them")
     rows = read_points(csv_path)
@@ -474,17 +495,33 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     return rows
 
 
-# -- plots ----------------------------------------------------------------------------------------
+def _describe(row: dict) -> str:
+    parts = []
+    if row.get("bits_per_weight") is not None:
+        parts.append(f"{row['bits_per_weight']:.4f} bpw")
+    if row.get("file_bits_per_param") is not None:
+        parts.append(f"file {row['file_bits_per_param']:.4f} bits/param")
+    if row.get("qp_min") is not None:
+        parts.append(f"QP {row['qp_min']}-{row['qp_max']}")
+    parts.append(f"rel.err {row['rel_error']:.4f}")
+    if row.get("perplexity") is not None:
+        parts.append(f"ppl {row['perplexity']:.2f}")
+    if row.get("encode_s") is not None:
+        parts.append(f"enc {row['encode_s']:.1f} s, dec {row['decode_s']:.1f} s")
+    return ", ".join(parts)
+
+
+# -- plots and summary ----------------------------------------------------------------------------
 def _series(rows: list[dict[str, str]], scope: str) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
     for r in rows:
         if r["scope"] == scope and r["kind"] == "codec":
             out.setdefault(f"{r['codec']}:{r['profile']}", []).append(r)
-    return {k: sorted(v, key=lambda r: float(r["bits_per_weight"])) for k, v in sorted(out.items())}
+    return {k: sorted(v, key=lambda r: float(r["target"])) for k, v in sorted(out.items())}
 
 
 def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
-    """PNG plots of the rows of one scope: perplexity and weight error against bits per weight."""
+    """PNG plots of the rows of one scope: perplexity and weight error against the landed rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -499,32 +536,25 @@ def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
         ("perplexity", "perplexity (PTB test)", "perplexity_vs_bpw.png", True),
         ("rel_error", "relative weight error ||W-Ŵ||/||W||", "weight_error_vs_bpw.png", False),
     ):
-        if not any(r.get(metric) for s in series.values() for r in s) and not any(r.get(metric) for r in rtn):
+        if not any(r.get(metric) for s in series.values() for r in s):
             continue
         fig, ax = plt.subplots(figsize=(9, 6))
         for name, pts in series.items():
             xs = [float(r["bits_per_weight"]) for r in pts if r.get(metric)]
             ys = [float(r[metric]) for r in pts if r.get(metric)]
             if xs:
-                ax.plot(xs, ys, marker="o", ms=3, lw=1.2, label=name)
+                ax.plot(xs, ys, marker="o", ms=4, lw=1.2, label=name)
         pts = [r for r in rtn if r.get(metric)]
         if pts:
-            ax.scatter(
-                [float(r["bits_per_weight"]) for r in pts],
-                [float(r[metric]) for r in pts],
-                marker="X",
-                s=80,
-                c="black",
-                zorder=5,
-                label=f"RTN g{RTN_GROUP} (2/3/4 bit)",
-            )
+            ax.scatter([float(r["bits_per_weight"]) for r in pts], [float(r[metric]) for r in pts], marker="X",
+                       s=80, c="black", zorder=5, label=f"RTN g{RTN_GROUP}")
         if metric == "perplexity" and ref:
             ax.axhline(float(ref[0]["perplexity"]), color="grey", ls="--", lw=1, label="uncompressed")
         if logy:
             ax.set_yscale("log")
-        ax.set_xlabel("bits per weight (side information included)")
+        ax.set_xlabel("bits per coded weight (side information included)")
         ax.set_ylabel(label)
-        ax.set_title(f"{model}: {label} vs rate ({scope})")
+        ax.set_title(f"{model}: {label}, rate-controlled ({scope})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
@@ -537,62 +567,42 @@ def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
     return written
 
 
-def interpolate(rows: list[dict[str, str]], bpw: float, metric: str) -> float | None:
-    """Metric of one curve at ``bpw``, linear in (bpw, log metric) between the measured neighbours."""
-    pts = sorted((float(r["bits_per_weight"]), float(r[metric])) for r in rows if r.get(metric))
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        if x0 <= bpw <= x1 and x1 > x0:
-            t = (bpw - x0) / (x1 - x0)
-            if y0 > 0 and y1 > 0:
-                return float(np.exp(np.log(y0) + t * (np.log(y1) - np.log(y0))))
-            return y0 + t * (y1 - y0)
-    return None
-
-
-def summary(rows: list[dict[str, str]], scope: str, targets: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0)) -> str:
-    """Markdown: curves of 3+ points interpolated at the target rates (perplexity, weight error,
-    mean encode/decode speed) and the best one at each target; shorter curves and RTN as measured."""
+def summary(rows: list[dict[str, str]], scope: str) -> str:
+    """Markdown: one table per budget (every curve measured there, best first) and the winner of each
+    budget; the metric is perplexity where measured, else weight error. Empty cells are not measured."""
     series = _series(rows, scope)
-    has_ppl = any(r.get("perplexity") for s in series.values() for r in s)
+    pts = [r for s in series.values() for r in s]
+    has_ppl = any(r.get("perplexity") for r in pts)
     metric = "perplexity" if has_ppl else "rel_error"
-    head = ["curve", "points", "bpw range"]
-    head += [f"ppl @{t:g}" for t in targets] if has_ppl else []
-    head += [f"err @{t:g}" for t in targets] + ["encode Mw/s", "decode Mw/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    best: dict[float, tuple[float, str]] = {}
-    short = []
-    for name, pts in series.items():
-        if len(pts) < 3:  # two far-apart points say little about the rates in between
-            short += [(name, r) for r in pts]
-            continue
-        bpws = [float(r["bits_per_weight"]) for r in pts]
-        cells = [name, str(len(pts)), f"{min(bpws):.2f}-{max(bpws):.2f}"]
-        for m in (["perplexity"] if has_ppl else []) + ["rel_error"]:
-            for t in targets:
-                v = interpolate(pts, t, m)
-                cells.append("-" if v is None else (f"{v:.1f}" if m == "perplexity" else f"{v:.3f}"))
-                if m == metric and v is not None and v < best.get(t, (math.inf, ""))[0]:
-                    best[t] = (v, name)
-        enc = np.mean([float(r["encode_mweights_s"]) for r in pts])
-        dec = np.mean([float(r["decode_mweights_s"]) for r in pts])
-        cells += [f"{enc:.2f}", f"{dec:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    for t in targets:
-        if t in best:
-            v, name = best[t]
-            lines.append(f"- best at {t:g} bits per weight ({metric}, interpolated): {name} ({v:.4g})")
-    measured = short + [(f"RTN g{RTN_GROUP}", r) for r in rows if r["scope"] == scope and r["kind"] == "rtn"]
-    if measured:
-        lines += ["", "Measured points (no interpolation):", ""]
-        lines += ["| curve | QP / bits | bpw | perplexity | weight error | encode Mw/s |", "|---|---|---|---|---|---|"]
-        for name, r in sorted(measured, key=lambda x: (x[0], float(x[1]["bits_per_weight"]))):
-            ppl = f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"
-            lines.append(
-                f"| {name} | {r['qp']} | {float(r['bits_per_weight']):.3f} | {ppl} | "
-                f"{float(r['rel_error']):.4f} | {float(r['encode_mweights_s']):.2f} |"
-            )
-    ref = [r for r in rows if r["scope"] == scope and r["kind"] == "reference"]
-    if ref:
-        lines.append(f"\nUncompressed: perplexity {float(ref[0]['perplexity']):.2f} ({ref[0]['eval_tokens']} tokens).")
+    lines = []
+    winners = []
+    for target in sorted({float(r["target"]) for r in pts}):
+        at = [r for r in pts if float(r["target"]) == target]
+        at.sort(key=lambda r: float(r[metric]) if r.get(metric) else math.inf)
+        lines += [f"### Budget {target:g} bits per weight", ""]
+        head = "| codec:profile | coded profile | bits/weight | landed | file bits/param | QPs | weight error |"
+        head += " perplexity |" if has_ppl else ""
+        head += " encode Mw/s | decode Mw/s |"
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in at:
+            qps = f"{r['qp_min']}-{r['qp_max']}" if r.get("qp_min") else "-"
+            cells = [f"{r['codec']}:{r['profile']}", r["coded_profile"], f"{float(r['bits_per_weight']):.4f}",
+                     f"{float(r['landed']):.4f}", f"{float(r['file_bits_per_param']):.3f}", qps,
+                     f"{float(r['rel_error']):.4f}"]
+            cells += [f"{float(r['perplexity']):.2f}" if r.get("perplexity") else "-"] if has_ppl else []
+            cells += [f"{float(r['encode_mweights_s']):.3f}", f"{float(r['decode_mweights_s']):.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        if at and at[0].get(metric):
+            winners.append(f"- {target:g}: {at[0]['codec']}:{at[0]['profile']} ({metric} {float(at[0][metric]):.4g})")
+    if winners:
+        lines += [f"Best {metric} at each budget:", "", *winners, ""]
+    other = [r for r in rows if r["scope"] == scope and r["kind"] in ("rtn", "reference")]
+    for r in sorted(other, key=lambda r: r["kind"]):
+        ppl = f", perplexity {float(r['perplexity']):.2f}" if r.get("perplexity") else ""
+        if r["kind"] == "reference":
+            lines.append(f"- uncompressed{ppl} ({r['eval_tokens']} tokens)")
+        else:
+            lines.append(f"- {r['encoder']} {r['target']} bit: {float(r['bits_per_weight']):.3f} bits per weight, "
+                         f"weight error {float(r['rel_error']):.4f}{ppl}")
     return "\n".join(lines) + "\n"

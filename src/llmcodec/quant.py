@@ -357,8 +357,22 @@ def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
 
 def _lattice_step(a: np.ndarray) -> float | None:
     """The spacing of the lattice that decoded coefficient magnitudes ``a`` sit on, or None when they
-    sit on none (a sample-rounding noise of well under 1 is allowed around each point)."""
-    nz = a[a > 2.0]  # the zero level carries a sample-rounding noise of about 0.3
+    sit on none (a sample-rounding noise of well under 1 is allowed around each point).
+
+    The zero level carries a sample-rounding noise of about 0.3, and more where an encoder codes the
+    checkerboard's constant blocks coarsely (x265 at coarse QPs: their reconstruction, no longer flat,
+    predicts the next block of weights): ignoring ever larger values near zero finds the lattice
+    above that noise, as long as the threshold stays well below the step found."""
+    for floor in (2.0, 8.0, 16.0, 32.0):
+        step = _lattice_above(a, floor)
+        if step is not None and step > 2.5 * floor:
+            return step
+    return None
+
+
+def _lattice_above(a: np.ndarray, floor: float) -> float | None:
+    """:func:`_lattice_step` on the magnitudes above ``floor``."""
+    nz = a[a > floor]
     if nz.size < RECON_MIN_COUNT:
         return None
     guess = float(np.percentile(nz, 2))

@@ -3,6 +3,10 @@
 QP scales differ: SVT-AV1 and libaom take a quantizer index 0..63 (mapped by the encoder to the
 AV1 qindex 0..255), rav1e takes the qindex 0..255 itself. Lossless: SVT-AV1 ``lossless=1`` and
 libaom ``lossless=1``; rav1e has none (its QP 0 still loses a little).
+
+The quantizer step doubles about every 10 steps of the 0..63 scale (SVT-AV1's decoded coefficient
+lattice, benchmarks/codecs/transforms.csv), every 40 of rav1e's qindex: ``qp_per_octave``, which the
+QP offsets of edge layers and key/value projections use.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ class SvtAV1(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
-    profiles = _profiles(("p4", "p8", "p12"), "p8", "yuv420p", "yuv420p10le")
+    qp_per_octave = 10.0
+    profiles = {
+        **_profiles(("p4", "p8", "p12"), "p8", "yuv420p", "yuv420p10le"),
+        # Coefficient domain (coefdomain.py) without forcing anything: SVT-AV1 has no option that fixes
+        # its partition or transform, yet at preset 8 it codes most checkerboards of 32x32 weight blocks
+        # with one DCT per block, close enough to HEVC's integer DCT for the decoded coefficients to sit
+        # on the quantizer's lattice; in some encodes it does not (benchmarks/codecs/TRANSFORMS.md), and
+        # those tensors are then coded as in the sample domain, without a reconstruction table.
+        "ai-p8-coef": Profile("ai-p8-coef", preset="p8", coef_block=32),
+    }
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
         preset = (profile.preset or "p8").removeprefix("p")
@@ -52,6 +65,7 @@ class AomAV1(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
+    qp_per_octave = 10.0
     profiles = _profiles(("cpu4", "cpu6", "cpu8"), "cpu8", "gray", "yuv420p10le")
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
@@ -80,6 +94,7 @@ class Rav1e(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
+    qp_per_octave = 40.0
     profiles = _profiles(("s4", "s6", "s10"), "s10", "yuv420p", "yuv420p10le")
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:

@@ -36,4 +36,5 @@ class X264(FFmpegCodec):
         opts += ["-g", "1"] if profile.intra else ["-g", "250"]
         for k, v in profile.options:
             opts += [f"-{k}", v]
-        return opts
+        # drop the SEI messages (x264's version and settings string in every stream)
+        return [*opts, "-bsf:v", "filter_units=remove_types=6"]

@@ -3,6 +3,7 @@
 QP: libvpx's quantizer 0..63, pinned with ``qmin = qmax`` (and the same CRF) so every frame uses
 it; adaptive quantization off. Lossless: ``-lossless 1``. libvpx-vp9 has no grey input, so the
 matrix rides in the luma plane of 4:2:0 (chroma mid-grey, nearly free) or fills all three planes.
+Its 0..63 quantizer maps to the qindex as AV1's does: the step doubles about every 10 (av1.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class VP9(FFmpegCodec):
     min_size = 64
     max_w = 8192
     max_h = 4352
+    qp_per_octave = 10.0
     profiles = _profiles(("cpu1", "cpu4", "cpu5"), "cpu4", "yuv420p", "yuv420p10le")
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
