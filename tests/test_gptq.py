@@ -78,3 +78,23 @@ def test_each_value_is_on_its_group_grid_and_bits_are_counted():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError):
         gptq(torch.zeros(3, 4), torch.eye(5))
+
+
+def test_quantize_model_lowers_output_error_against_rtn(tmp_path):
+    from conftest import make_tiny_llama
+    from gptq import quantize_model
+    from transformers import AutoModelForCausalLM
+
+    folder = make_tiny_llama(tmp_path / "m")
+    ids = torch.randint(3, 400, (8, 32), generator=torch.Generator().manual_seed(9))
+    s = GPTQSettings(bits=3, group=32, block=32)
+    ref, model, base = (AutoModelForCausalLM.from_pretrained(folder) for _ in range(3))
+    bits = quantize_model(model, ids, s, batch=4)
+    assert len(bits) == 14 and all(b == stored_bits(tuple(model.get_parameter(n).shape), s) for n, b in bits.items())
+    with torch.no_grad():
+        for n in bits:
+            base.get_parameter(n).copy_(rtn(base.get_parameter(n).float(), s))
+        want = ref(input_ids=ids).logits
+        err_g = torch.linalg.norm(model(input_ids=ids).logits - want)
+        err_r = torch.linalg.norm(base(input_ids=ids).logits - want)
+    assert err_g < err_r

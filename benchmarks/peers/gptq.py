@@ -138,6 +138,20 @@ def _run_layer(layer, hs: torch.Tensor, kwargs: dict) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
+# Linears of a Llama-style layer that read the very same input tensor: one Hessian serves them all.
+SHARED_INPUTS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj"))
+
+
+def _input_owners(names: list[str]) -> dict[str, str]:
+    """Each linear's name -> the linear whose Hessian it uses (its own unless it shares an input)."""
+    owner = {n: n for n in names}
+    for group in SHARED_INPUTS:
+        if all(g in owner for g in group):
+            for g in group[1:]:
+                owner[g] = group[0]
+    return owner
+
+
 @torch.inference_mode()
 def quantize_model(model, windows: torch.Tensor, s: GPTQSettings, batch: int = 8, progress=None) -> dict[str, int]:
     """Replace every decoder linear weight of ``model`` (a Llama-style causal LM) in place with its
@@ -147,24 +161,26 @@ def quantize_model(model, windows: torch.Tensor, s: GPTQSettings, batch: int = 8
     layers = model.model.layers
     for li, layer in enumerate(layers):
         linears = {n: m for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
-        hess = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in linears.items()}
+        owner = _input_owners(list(linears))
+        hess = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64)
+                for n, m in linears.items() if owner[n] == n}
         count = {"n": 0}
 
         def make_hook(acc: torch.Tensor):
             def hook(_mod, args):
-                x = args[0].reshape(-1, args[0].shape[-1]).double()
-                acc.addmm_(x.T, x)
+                x = args[0].reshape(-1, args[0].shape[-1]).float()
+                acc.add_((x.T @ x).double())  # float32 per batch, summed in float64
 
             return hook
 
-        handles = [m.register_forward_pre_hook(make_hook(hess[n])) for n, m in linears.items()]
+        handles = [m.register_forward_pre_hook(make_hook(hess[n])) for n, m in linears.items() if n in hess]
         for hs, kw in states:
             count["n"] += hs.shape[0] * hs.shape[1]
             _run_layer(layer, hs, kw)
         for h in handles:
             h.remove()
         for n, m in linears.items():
-            h = 2 * hess[n] / count["n"]
+            h = 2 * hess[owner[n]] / count["n"]
             res = gptq(m.weight.data.float(), h, s)
             m.weight.data.copy_(res.w_hat.to(m.weight.dtype))
             bits[f"model.layers.{li}.{n}.weight"] = res.bits

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         "llmcodec: every matrix coded (the embedding too, `include_embeddings`), its coded bits plus the small "
         "tensors it keeps.",
         "",
-        "Calibration (llama.cpp's importance matrix, GPTQ's Hessians): the same PTB *train* tokens.",
+        "Calibration (llama.cpp's importance matrix, GPTQ's Hessians): the same PTB *train* tokens, few of them "
+        "(the `calibration` column; GPTQ's paper uses 128 x 2048): the machine was shared by many jobs.",
         "",
         "**llama.cpp's k-quants and i-quants need rows that are multiples of 256; this model's hidden size is 576**, "
         "so every k-/i-quant type falls back to a legacy type (Q4_0, Q5_0, Q5_1 or Q8_0) for the matrices whose "
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += ["", "## Types llama-quantize refused", "", *ref_lines]
     lines += ["", f"![perplexity against bits per parameter]({png.name})"]
     plot(rows, ref, png)
-    lines += ["", "Runs that measured these rows (machine, versions, load, command):", ""]
+    lines += ["", "Runs that measured these rows (machine, versions, load when each started, command):", ""]
     for info in json.loads(runs.read_text()) if runs.is_file() else []:
         lines.append("- " + "; ".join(f"{k}: `{v}`" for k, v in info.items()))
     write_markdown(out, lines, {"report": command}, measured=True)

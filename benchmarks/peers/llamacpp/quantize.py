@@ -14,9 +14,9 @@ BIN = BUILD / "cmake" / "bin"
 # Every type llama-quantize offers for a dense model, smallest files last; F16 is the reference.
 # Every type llama-quantize offers for a dense model, in the order they are measured: the low-bit
 # types a reader compares first, then the rest. F16 is the reference.
-TYPES = ["Q2_K", "IQ2_XXS", "IQ1_S", "IQ3_XXS", "Q3_K_M", "IQ4_XS", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0",
+TYPES = ["Q2_0", "Q2_K", "IQ2_XXS", "Q1_0", "IQ1_S", "IQ3_XXS", "Q3_K_M", "IQ4_XS", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0",
          "Q2_K_S", "IQ1_M", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XS", "IQ3_S", "IQ3_M", "Q3_K_S", "Q3_K_L",
-         "IQ4_NL", "Q4_K_S", "Q4_0", "Q4_1", "Q5_K_S", "Q5_0", "Q5_1", "TQ2_0", "TQ1_0", "F16"]
+         "IQ4_NL", "Q4_K_S", "Q4_0", "Q4_1", "Q5_K_S", "Q5_0", "Q5_1", "TQ2_0", "TQ1_0", "MXFP4_MOE", "F16"]
 
 
 def tool(name: str) -> Path:
