@@ -183,7 +183,7 @@ def test_encoder_stdout_chatter_stays_out_of_the_bitstream(tmp_path, monkeypatch
 def test_timeout_scales_with_tensor_size(monkeypatch):
     seen = []
 
-    def fake_run(args, data, timeout, what, to_file=False):
+    def fake_run(args, data, timeout, what, to_file=False, **kw):
         seen.append(timeout)
         return b"x"
 
@@ -467,7 +467,7 @@ def test_empty_encoder_output_is_retried_then_refused(monkeypatch):
     frames = [[np.zeros((64, 64), np.uint16)]]
     calls = []
 
-    def flaky(args, data, timeout, what, to_file=False):
+    def flaky(args, data, timeout, what, to_file=False, **kw):
         calls.append(1)
         return b"" if len(calls) < 3 else b"stream"
 

@@ -240,3 +240,117 @@ def test_layout_and_pixel_packing_round_trip(rows, cols, pix_fmt, packing, bits,
     assert out.shape == q.shape and np.array_equal(out.astype(np.int64), q.astype(np.int64))
     with pytest.raises(CodecError, match="decoder returned"):
         unpack_raw(raw[:-1], pix_fmt, layout.n_frames, layout.frame_h, layout.frame_w, planes)
+
+
+# -- several header fields at once, and the decoder on crafted streams ---------------------------------------
+
+
+def _restore_or_clean_error(path, reference: dict | None = None) -> None:
+    """Read and restore ``path``: an ArtifactError/CodecError, or every tensor the shape and dtype the
+    header says (and, given ``reference``, exactly those tensors)."""
+    try:
+        art = artifact.read(path)
+        state = llmcodec.api.restore_state_dict(art, workers=1)
+    except (ArtifactError, CodecError):
+        return
+    for name, c in art.coded.items():
+        assert tuple(state[name].shape) == c.shape and str(state[name].dtype) == f"torch.{c.dtype}"
+    if reference is not None:
+        assert set(state) == set(reference)
+        for n, t in state.items():
+            assert torch.equal(t.view(torch.uint8) if t.dtype == torch.bool else t, reference[n]), n
+
+
+def _hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _set(header: dict, target: tuple, value) -> None:
+    node = header
+    for k in target[:-1]:
+        node = node[k]
+    node[target[-1]] = value
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_several_crafted_header_fields_at_once(pieces, tmp_path, data):
+    tensors, header = pieces
+    paths = [p for p in _paths(header) if p and p[0] in ("tensors", "model", "codec")]
+    crafted = copy.deepcopy(header)
+    for _ in range(data.draw(st.integers(2, 5))):
+        live = [p for p in _paths(crafted) if p and p[0] in ("tensors", "model", "codec")] or paths
+        target = data.draw(st.sampled_from(live))
+        try:
+            _set(crafted, target, data.draw(SPECIAL | JSON_VALUES))
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier change removed or retyped the path
+    text = json.dumps(crafted)
+    p = tmp_path / "crafted.llmc"
+    save_file(tensors, str(p), metadata={"llmcodec": text, "llmcodec.sha256": _hex(text)})
+    _restore_or_clean_error(p)
+
+
+CONSISTENT_EDITS = [
+    # (what, function of a coded entry) -- each keeps the entry self-consistent in the ways a careless check
+    # would look at, so that the decoder runs on it
+    ("rows", lambda e: e["shape"].__setitem__(0, e["shape"][0] // 2)),
+    ("frames", lambda e: e["layout"].__setitem__("tiles_y", e["layout"]["tiles_y"] + 1)),
+    ("frame height", lambda e: e["layout"].__setitem__("frame_h", e["layout"]["frame_h"] + 8)),
+    ("bits", lambda e: e["quant"].__setitem__("bits", 8)),
+    ("qp", lambda e: e.__setitem__("qp", None)),
+    ("block", lambda e: e["quant"].__setitem__("block", 16)),
+    ("digest", lambda e: e["sha256"].__setitem__("decoded", "0" * 64)),
+]
+
+
+@pytest.fixture(scope="module")
+def reference_state(small):
+    path, _, art = small
+    return {n: (t.view(torch.uint8) if t.dtype == torch.bool else t)
+            for n, t in llmcodec.api.restore_state_dict(art, workers=1).items()}
+
+
+def _stream_of(tensors: dict, name: str) -> bytes:
+    return tensors[f"{name}::bitstream"].numpy().tobytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_decoder_on_crafted_streams(pieces, reference_state, tmp_path, data):
+    """Streams an attacker can make (with checksums to match): random bytes, cut, flipped, another
+    tensor's, two joined, a stream of many frames; with or without several header edits. Decoding
+    must fail cleanly or give exactly the original tensors (the digest of the decoded integers)."""
+    tensors, header = pieces
+    tensors = dict(tensors)
+    crafted = copy.deepcopy(header)
+    coded = sorted(n for n, e in header["tensors"].items() if e["kind"] == "coded")
+    name = data.draw(st.sampled_from(coded))
+    own, other = _stream_of(tensors, name), _stream_of(tensors, data.draw(st.sampled_from(coded)))
+    kind = data.draw(st.sampled_from(["same", "random", "cut", "flip", "other", "joined", "repeat"]))
+    if kind == "random":
+        stream = data.draw(st.binary(min_size=1, max_size=4096))
+    elif kind == "cut":
+        stream = own[: data.draw(st.integers(1, max(1, len(own) - 1)))]
+    elif kind == "flip":
+        b = bytearray(own)
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(b) - 1))
+            b[i] ^= data.draw(st.integers(1, 255))
+        stream = bytes(b)
+    elif kind == "other":
+        stream = other
+    elif kind == "joined":
+        stream = own + other
+    elif kind == "repeat":
+        stream = own * data.draw(st.integers(2, 6))
+    else:
+        stream = own
+    tensors[f"{name}::bitstream"] = torch.frombuffer(bytearray(stream), dtype=torch.uint8)
+    crafted["tensors"][name]["sha256"]["bitstream"] = hashlib.sha256(stream).hexdigest()
+    for _what, edit in data.draw(st.lists(st.sampled_from(CONSISTENT_EDITS), max_size=3, unique_by=lambda x: x[0])):
+        edit(crafted["tensors"][name])
+    text = json.dumps(crafted)
+    p = tmp_path / "stream.llmc"
+    save_file(tensors, str(p), metadata={"llmcodec": text, "llmcodec.sha256": _hex(text)})
+    _restore_or_clean_error(p, reference_state)

@@ -123,6 +123,7 @@ def test_without_resume_a_stale_work_dir_is_discarded(tiny_llama, tmp_path, monk
     out = tmp_path / "o.llmc"
     stale = tmp_path / "o.llmc.work"
     stale.mkdir()
+    (stale / WorkDir.MARKER).write_text("")  # a stale run of llmcodec's own (a user's folder is refused)
     (stale / "junk.bin").write_bytes(b"x")
     calls = _count_encodes(monkeypatch)
     llmcodec.compress_model(tiny_llama, out, CompressSettings(qp=30))
@@ -148,6 +149,7 @@ def test_raw_tensors_of_a_safetensors_model_are_read_only_when_written(tiny_llam
     assert art.raw and all(isinstance(t, LazyTensor) for t in art.raw.values())  # nothing raw kept in memory
     eager = llmcodec.api.compress_state_dict(dict(src.items()), settings, src.config, src.files)
     assert not any(isinstance(t, LazyTensor) for t in eager.raw.values())
+    eager.checkpoint = art.checkpoint  # a state dict has no on-disk layout; the folder's is recorded
     llmcodec.api.save(art, tmp_path / "lazy.llmc")
     llmcodec.api.save(eager, tmp_path / "eager.llmc")
     assert same_file(tmp_path / "lazy.llmc", tmp_path / "eager.llmc")

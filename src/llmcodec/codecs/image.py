@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..frames import FrameLayout
-from .base import FFmpegCodec, Profile, bit_depth, run_ffmpeg, unpack_raw
+from .base import FFmpegCodec, Profile, bit_depth, raw_frame_bytes, run_ffmpeg, unpack_raw
 
 
 def jxl_distance(qp: int) -> float:
@@ -96,6 +96,7 @@ class JPEG2000(FFmpegCodec):
         args = ["-threads", "1", "-f", self.demuxer, "-c:v", self.decoder, "-i", "pipe:0"]
         args += ["-f", "rawvideo", "-pix_fmt", "gray16le", "pipe:1"]
         h, w, n = layout.frame_h, layout.frame_w, layout.n_frames
-        raw = run_ffmpeg(args, data, self._timeout(h * w * n) / 4, f"{self.name} decoder")
+        raw = run_ffmpeg(args, data, self.decode_timeout(h * w * n), f"{self.name} decoder",
+                         max_out=n * raw_frame_bytes("gray16le", h, w), cancel=self.cancel_event)
         frames = unpack_raw(raw, "gray16le", n, h, w, 1)
         return [[planes[0] >> (16 - depth)] for planes in frames]

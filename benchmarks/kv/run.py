@@ -1,0 +1,195 @@
+"""KV cache of the built-in model: continuation perplexity after a coded cache, against the exact
+cache and KIVI-style round-to-nearest at the same bits per element.
+
+    .venv/bin/python benchmarks/kv/run.py            # writes benchmarks/kv/results.csv and RESULTS.md
+
+For each prefix length P (PTB test, tokenized as one string without special tokens, from its first
+token), the model runs the first P-1 tokens; their keys and values (every layer, post-rotary) are
+stored, by llmcodec at each --bpw (bits per element of the whole artifact file: every byte x 8 over
+the cache's elements) or by KIVI-style rounding (kivi.py, scales and zero points counted); then the
+P-th token and the next --continuation tokens are fed with the restored cache and the continuation
+is scored (every one of its tokens is predicted). Save time = prefill + coding + writing; load time
+= reading + decoding + building the DynamicCache. The built-in model is SmolLM2-135M-Instruct from
+a Q4_1 GGUF: its weights were already 4-bit (not the cache, which the model computes in float32).
+Rows already in results.csv are kept (delete it or pass --fresh to measure again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from common import ResultsCSV, write_markdown  # noqa: E402
+from kivi import kivi  # noqa: E402
+
+from llmcodec import sysinfo  # noqa: E402
+from llmcodec.api import load_source_model, save  # noqa: E402
+from llmcodec.evaluate import ptb_text  # noqa: E402
+from llmcodec.kv import (  # noqa: E402
+    LAYOUTS,
+    KVOptions,
+    build_cache,
+    compress_kv,
+    continuation_nll,
+    layer_tensors,
+    load_kv,
+    prefill,
+    tokenize,
+)
+from llmcodec.tensors import tensor_settings  # noqa: E402
+
+FIELDS = ["model", "prefix", "continuation", "method", "setting", "bits_per_element", "perplexity", "vs_exact",
+          "key_rel_error", "value_rel_error", "save_s", "load_s", "bytes"]
+KEY = ("model", "prefix", "continuation", "method", "setting")
+MODEL = "smollm2-135m"
+
+
+def _rel(kv, kv_hat, which: int) -> float:
+    num = sum(float((a[which].double() - b[which].double()).pow(2).sum()) for a, b in zip(kv, kv_hat, strict=True))
+    den = sum(float(a[which].double().pow(2).sum()) for a in kv)
+    return math.sqrt(num / den)
+
+
+def _ppl(model, kv, last: int, cont: torch.Tensor) -> float:
+    nll, n = continuation_nll(model, build_cache(model, kv), last, cont)
+    return math.exp(nll / n)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) -> None:
+    cont = ids[prefix: prefix + args.continuation]
+    last = int(ids[prefix - 1])
+    base = {"model": MODEL, "prefix": prefix, "continuation": len(cont)}
+    t0 = time.perf_counter()
+    kv = [(k.clone(), v.clone()) for k, v in layer_tensors(prefill(model, ids[: prefix - 1]))]
+    prefill_s = time.perf_counter() - t0
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    exact = _ppl(model, kv, last, cont)
+    row = {**base, "method": "exact", "setting": "float32 cache", "bits_per_element": 32, "perplexity": f"{exact:.4f}",
+           "vs_exact": "0.00%", "save_s": f"{prefill_s:.1f}", "load_s": "", "bytes": 4 * elements}
+    results.add(row)
+
+    def done(method: str, setting: str) -> bool:
+        return results.has(MODEL, str(prefix), str(len(cont)), method, setting)
+
+    for spec in args.kivi.split(","):
+        bits, group = (int(x) for x in spec.split(":"))
+        setting = f"{bits}-bit g{group}"
+        if done("kivi", setting):
+            continue
+        out = [kivi(k, v, bits, group) for k, v in kv]
+        kv_hat = [(k, v) for k, v, _ in out]
+        bpe = sum(s for *_, s in out) / elements
+        ppl = _ppl(model, kv_hat, last, cont)
+        results.add({**base, "method": "kivi", "setting": setting, "bits_per_element": f"{bpe:.4f}",
+                     "perplexity": f"{ppl:.4f}", "vs_exact": f"{ppl / exact - 1:+.2%}",
+                     "key_rel_error": f"{_rel(kv, kv_hat, 0):.4f}", "value_rel_error": f"{_rel(kv, kv_hat, 1):.4f}",
+                     "bytes": math.ceil(bpe * elements / 8)})
+
+    jobs = [(b, KVOptions(args.key_layout, args.value_layout)) for b in map(float, args.bpw.split(","))]
+    if args.layouts and prefix == int(args.prefixes.split(",")[0]):
+        b = float(args.layout_bpw)
+        jobs = [(b, KVOptions(k, v)) for k in LAYOUTS for v in LAYOUTS] + jobs
+    for bpw, opts in jobs:
+        setting = f"bpw={bpw:g} keys={opts.key_layout} values={opts.value_layout}"
+        if done("llmcodec", setting):
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] prefix {prefix}: llmcodec {setting} (load {_load()})", flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d, "kv.llmc")
+            t0 = time.perf_counter()
+            art = compress_kv(kv, last, tensor_settings(bpw=bpw, workers=args.workers), opts)
+            save(art, path)
+            save_s = prefill_s + time.perf_counter() - t0
+            size = path.stat().st_size
+            t0 = time.perf_counter()
+            loaded = load_kv(path, model, workers=args.workers)
+            load_s = time.perf_counter() - t0
+        kv_hat = [(layer.keys, layer.values) for layer in loaded.cache.layers]
+        rel_k, rel_v = _rel(kv, kv_hat, 0), _rel(kv, kv_hat, 1)
+        nll, n = continuation_nll(model, loaded.cache, loaded.last_token, cont)
+        ppl = math.exp(nll / n)
+        results.add({**base, "method": "llmcodec", "setting": setting, "bits_per_element": f"{8 * size / elements:.4f}",
+                     "perplexity": f"{ppl:.4f}", "vs_exact": f"{ppl / exact - 1:+.2%}", "key_rel_error": f"{rel_k:.4f}",
+                     "value_rel_error": f"{rel_v:.4f}", "save_s": f"{save_s:.1f}", "load_s": f"{load_s:.1f}",
+                     "bytes": size})
+
+
+def report(results: ResultsCSV, info: dict[str, str], measured: bool) -> None:
+    rows = list(results.rows.values())
+    lines = ["# KV cache: continuation perplexity after a coded cache (built-in model)", "",
+             "SmolLM2-135M-Instruct from a Q4_1 GGUF (its weights were already 4-bit; the cache is computed in "
+             "float32). PTB test from its first token: the cache of the first P-1 tokens is stored, then the P-th "
+             "token and the continuation are fed and every continuation token is scored. Bits per element: every "
+             "stored byte x 8 over the cache's elements (llmcodec: the whole artifact file; KIVI-style: codes plus "
+             "fp16 scales and zero points, no full-precision window). Save = prefill + coding + writing; load = "
+             "reading + decoding + building the DynamicCache. Regenerate: `.venv/bin/python benchmarks/kv/run.py`.",
+             ""]
+    for prefix in sorted({int(r["prefix"]) for r in rows}):
+        sub = [r for r in rows if int(r["prefix"]) == prefix]
+        lines += [f"## Prefix of {prefix} tokens, continuation of {sub[0]['continuation']} tokens", "",
+                  "| method | setting | bits per element | perplexity | vs exact | key rel. error | value rel. error "
+                  "| save s | load s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in sorted(sub, key=lambda r: (r["method"] != "exact", r["method"], float(r["bits_per_element"]),
+                                            r["setting"])):
+            lines.append(f"| {r['method']} | {r['setting']} | {float(r['bits_per_element']):.3f} | "
+                         f"{float(r['perplexity']):.3f} | {r['vs_exact']} | {r['key_rel_error'] or '-'} | "
+                         f"{r['value_rel_error'] or '-'} | {r['save_s'] or '-'} | {r['load_s'] or '-'} |")
+        lines.append("")
+    write_markdown(HERE / "RESULTS.md", lines, info, measured)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--prefixes", default="1024,2048", help="prompt lengths in tokens (default: %(default)s)")
+    p.add_argument("--continuation", type=int, default=512, help="tokens scored after the cache")
+    p.add_argument("--bpw", default="1.5,2,3,4", help="llmcodec budgets, bits per element of the whole file")
+    p.add_argument("--kivi", default="1:32,1:64,2:32,2:64,2:128,3:32,3:64,4:64",
+                   help="KIVI-style bits:group pairs (default: %(default)s)")
+    p.add_argument("--key-layout", choices=LAYOUTS, default="channels")
+    p.add_argument("--value-layout", choices=LAYOUTS, default="tokens")
+    p.add_argument("--layouts", action="store_true", help="also code the first prefix with all four layouts")
+    p.add_argument("--layout-bpw", default="2", help="budget of the layout comparison")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="measure every row again")
+    p.add_argument("--report-only", action="store_true", help="redraw RESULTS.md from results.csv")
+    args = p.parse_args(argv)
+    info = sysinfo.describe()
+    info["load"] = _load()
+    for k, v in info.items():
+        print(f"{k}: {v}", flush=True)
+    results = ResultsCSV(HERE / "results.csv", FIELDS, KEY, fresh=args.fresh)
+    if not args.report_only:
+        torch.set_grad_enabled(False)
+        model, tok = load_source_model(MODEL)
+        model.eval()
+        limit = model.config.max_position_embeddings
+        ids = tokenize(tok, ptb_text("test"), special=False)
+        for prefix in map(int, args.prefixes.split(",")):
+            if prefix + args.continuation > limit:
+                print(f"prefix {prefix}: skipped, beyond the model's {limit} positions", flush=True)
+                continue
+            measure(args, model, ids, results, prefix)
+            report(results, info, True)
+    report(results, info, not args.report_only)
+    print("note: the built-in smollm2-135m was already quantized to 4 bits (GGUF Q4_1); its cache is float32")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

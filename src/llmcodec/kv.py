@@ -1,0 +1,252 @@
+"""A model's KV cache as a compressed artifact: run a prompt, code its keys and values, load them back.
+
+Each layer's keys and values (``[1, kv_heads, tokens, head_dim]`` in transformers' ``DynamicCache``)
+are coded as stacks of one matrix per head (``tensors.py``): with the ``tokens`` layout a head's
+matrix has tokens as rows and head channels as columns, with ``channels`` the transpose. Keys are
+stored as the cache holds them, after the rotary embedding.
+
+The cache covers every prompt token but the last; that token's id is stored, so that scoring a
+continuation feeds it first and every continuation token is predicted from the cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import artifact
+from .artifact import ArtifactError
+from .compress import CompressSettings, Progress
+from .tensors import TensorOptions, compress_tensors, restore_tensors, tensor_settings
+
+LAYOUTS = ("tokens", "channels")
+KV_FILE = "kv.json"
+KV_VERSION = 1
+
+
+@dataclass(frozen=True)
+class KVOptions:
+    key_layout: str = "channels"  # rows of each head's key matrix: head channels (columns: tokens)
+    value_layout: str = "tokens"  # rows of each head's value matrix: tokens (columns: head channels)
+
+    def __post_init__(self) -> None:
+        for what, v in (("key", self.key_layout), ("value", self.value_layout)):
+            if v not in LAYOUTS:
+                raise ValueError(f"unknown {what} layout {v!r}; choose one of {', '.join(LAYOUTS)}")
+
+
+@dataclass
+class LoadedKV:
+    """A restored cache, ready to pass to the model, and what continues it."""
+
+    cache: object  # transformers DynamicCache
+    last_token: int  # the prompt's last token: feed it first (the cache holds the tokens before it)
+    prompt_tokens: int
+
+
+@dataclass
+class KVReport:
+    tokens: int
+    layers: int
+    elements: int
+    bytes: int
+    bits_per_element: float
+    prefill_seconds: float
+    code_seconds: float
+
+
+def _cache_kwarg(model) -> str:
+    # transformers 5.x names the argument ``cache``; earlier versions ``past_key_values``
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _output_cache(out):
+    c = getattr(out, "cache", None)
+    return c if c is not None else out.past_key_values
+
+
+def new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def layer_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) of every layer, each ``[1, heads, tokens, head_dim]``."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def build_cache(model, kv: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A new DynamicCache holding ``kv`` (one (keys, values) pair per layer)."""
+    cache = new_cache(model)
+    for i, (k, v) in enumerate(kv):
+        cache.update(k, v, i)
+    return cache
+
+
+@torch.inference_mode()
+def prefill(model, ids: torch.Tensor):
+    """Run token ids ``[n]`` through the model: the exact cache of all ``n`` tokens."""
+    if ids.ndim != 1 or len(ids) == 0:
+        raise ValueError("the prompt must be a non-empty 1-D sequence of token ids")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and len(ids) > limit:
+        raise ValueError(f"the prompt has {len(ids)} tokens, more than the model's {limit} positions")
+    out = model(input_ids=ids[None], use_cache=True, **{_cache_kwarg(model): new_cache(model)})
+    return _output_cache(out)
+
+
+def _to_rows(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``[1, heads, tokens, dim]`` -> the stack coded: ``[heads, tokens, dim]`` or ``[heads, dim, tokens]``."""
+    t = t[0]
+    return t.transpose(1, 2) if layout == "channels" else t
+
+
+def _from_rows(t: torch.Tensor, layout: str) -> torch.Tensor:
+    return (t.transpose(1, 2) if layout == "channels" else t)[None]
+
+
+def kv_tensors(kv: list[tuple[torch.Tensor, torch.Tensor]], options: KVOptions) -> dict[str, torch.Tensor]:
+    """The named 3-D stacks ``compress_tensors`` codes (batch size 1 only)."""
+    out = {}
+    for i, (k, v) in enumerate(kv):
+        if k.shape[0] != 1 or v.shape[0] != 1:
+            raise ValueError(f"only a cache of batch size 1 can be stored, layer {i} has {k.shape[0]}")
+        out[f"layers.{i}.keys"] = _to_rows(k, options.key_layout)
+        out[f"layers.{i}.values"] = _to_rows(v, options.value_layout)
+    return out
+
+
+def compress_kv(
+    kv: list[tuple[torch.Tensor, torch.Tensor]],
+    last_token: int,
+    settings: CompressSettings | None = None,
+    options: KVOptions = KVOptions(),
+    progress: Progress | None = None,
+) -> artifact.Artifact:
+    """Code a cache's (keys, values) per layer; ``settings.bpw`` counts the whole file."""
+    meta = {"version": KV_VERSION, "layers": len(kv), "tokens": int(kv[0][0].shape[-2]) + 1,
+            "last_token": int(last_token), "key_layout": options.key_layout, "value_layout": options.value_layout}
+    files = {KV_FILE: json.dumps(meta, sort_keys=True).encode()}
+    return compress_tensors(kv_tensors(kv, options), settings or tensor_settings(), TensorOptions(stack_axis=0),
+                            progress, extra_files=files)
+
+
+def _meta(art: artifact.Artifact, where: str) -> dict:
+    raw = art.files.get(KV_FILE)
+    if raw is None:
+        raise ArtifactError(f"{where}: not a KV cache artifact (no {KV_FILE}); 'llmcodec kv save' writes those")
+    try:
+        meta = json.loads(raw)
+        ok = (meta.get("version") == KV_VERSION and isinstance(meta.get("layers"), int)
+              and isinstance(meta.get("last_token"), int) and isinstance(meta.get("tokens"), int)
+              and meta.get("key_layout") in LAYOUTS and meta.get("value_layout") in LAYOUTS)
+    except (ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise ArtifactError(f"{where}: {KV_FILE} is malformed: the file is corrupt or too new")
+    return meta
+
+
+def restore_kv(art: artifact.Artifact, workers: int = 0, progress: Progress | None = None,
+               where: str = "artifact") -> tuple[list[tuple[torch.Tensor, torch.Tensor]], dict]:
+    """The (keys, values) of every layer as the model's cache holds them, and the stored metadata."""
+    meta = _meta(art, where)
+    tensors = restore_tensors(art, workers, progress, where)
+    kv = []
+    for i in range(meta["layers"]):
+        try:
+            k, v = tensors[f"layers.{i}.keys"], tensors[f"layers.{i}.values"]
+        except KeyError:
+            raise ArtifactError(f"{where}: layer {i}'s keys or values are missing: the file is corrupt") from None
+        kv.append((_from_rows(k, meta["key_layout"]), _from_rows(v, meta["value_layout"])))
+    return kv, meta
+
+
+def check_model(model, kv: list[tuple[torch.Tensor, torch.Tensor]], where: str = "the cache") -> None:
+    """The cache must come from a model of this shape (layers, key/value heads, head size)."""
+    cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    layers = cfg.num_hidden_layers
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    if len(kv) != layers:
+        raise ValueError(f"{where} has {len(kv)} layers, the model {layers}: it was made with another model")
+    for i, (k, _) in enumerate(kv):
+        if k.shape[1] != heads or k.shape[3] != dim:
+            raise ValueError(f"{where}: layer {i} has {k.shape[1]} heads of {k.shape[3]}, the model {heads} of "
+                             f"{dim}: it was made with another model")
+
+
+def load_kv(path: str | os.PathLike, model, workers: int = 0, progress: Progress | None = None) -> LoadedKV:
+    """An artifact written by ``save_kv`` -> a ready DynamicCache for ``model``."""
+    kv, meta = restore_kv(artifact.read(path), workers, progress, str(path))
+    check_model(model, kv, str(path))
+    dtype = next(model.parameters()).dtype
+    cache = build_cache(model, [(k.to(dtype), v.to(dtype)) for k, v in kv])
+    return LoadedKV(cache, meta["last_token"], meta["tokens"])
+
+
+@torch.inference_mode()
+def continuation_nll(model, cache, last_token: int, continuation: torch.Tensor) -> tuple[float, int]:
+    """Summed negative log-likelihood of ``continuation`` (token ids) after a cache, and its token count.
+    The cache is extended in place."""
+    if continuation.ndim != 1 or len(continuation) == 0:
+        raise ValueError("the continuation must hold at least one token")
+    x = torch.cat([torch.tensor([last_token], dtype=continuation.dtype), continuation[:-1]])[None]
+    logits = model(input_ids=x, use_cache=True, **{_cache_kwarg(model): cache}).logits[0].float()
+    loss = torch.nn.functional.cross_entropy(logits, continuation, reduction="sum")
+    return float(loss), len(continuation)
+
+
+def tokenize(tokenizer, text: str, special: bool) -> torch.Tensor:
+    return tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
+
+
+def save_kv(model_spec: str | os.PathLike, prompt: str, out: str | os.PathLike,
+            settings: CompressSettings | None = None, options: KVOptions = KVOptions(),
+            progress: Progress | None = None) -> KVReport:
+    """Run ``prompt`` through a model (folder, .gguf or built-in name), code its cache into ``out``."""
+    from .api import load_source_model, save
+
+    model, tok = load_source_model(model_spec)
+    ids = tokenize(tok, prompt, special=True)
+    if len(ids) < 2:
+        raise ValueError("the prompt must hold at least two tokens")
+    t0 = time.perf_counter()
+    kv = layer_tensors(prefill(model, ids[:-1]))
+    t1 = time.perf_counter()
+    art = compress_kv(kv, int(ids[-1]), settings, options, progress)
+    save(art, out)
+    t2 = time.perf_counter()
+    size = Path(out).stat().st_size
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    return KVReport(len(ids), len(kv), elements, size, 8 * size / elements, t1 - t0, t2 - t1)
+
+
+@dataclass
+class KVEval:
+    perplexity: float
+    tokens: int
+    prompt_tokens: int
+    load_seconds: float
+
+
+def eval_kv(model_spec: str | os.PathLike, path: str | os.PathLike, continuation: str, workers: int = 0,
+            progress: Progress | None = None) -> KVEval:
+    """Load the cache in ``path`` into the model and score ``continuation`` (perplexity)."""
+    from .api import load_source_model
+
+    model, tok = load_source_model(model_spec)
+    ids = tokenize(tok, continuation, special=False)
+    t0 = time.perf_counter()
+    loaded = load_kv(path, model, workers, progress)
+    secs = time.perf_counter() - t0
+    nll, n = continuation_nll(model, loaded.cache, loaded.last_token, ids)
+    return KVEval(math.exp(nll / n), n, loaded.prompt_tokens, secs)

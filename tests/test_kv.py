@@ -1,0 +1,101 @@
+"""KV cache: save a prompt's cache coded, load it into a DynamicCache, score a continuation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import llmcodec
+from llmcodec import cli
+from llmcodec.artifact import ArtifactError
+from llmcodec.kv import (
+    KVOptions,
+    build_cache,
+    compress_kv,
+    continuation_nll,
+    layer_tensors,
+    load_kv,
+    prefill,
+)
+from llmcodec.tensors import tensor_settings
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _ids(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 128, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def test_exact_cache_scores_like_the_full_sequence(model):
+    prompt, cont = _ids(80), _ids(20, 1)
+    kv = layer_tensors(prefill(model, prompt[:-1]))
+    assert len(kv) == 2 and kv[0][0].shape == (1, 2, 79, 32)
+    nll, n = continuation_nll(model, build_cache(model, kv), int(prompt[-1]), cont)
+    full = torch.cat([prompt, cont])[None]
+    logits = model(input_ids=full).logits[0, len(prompt) - 1 : -1]
+    ref = torch.nn.functional.cross_entropy(logits, cont, reduction="sum")
+    assert n == 20 and nll == pytest.approx(float(ref), rel=1e-4)
+
+
+@pytest.mark.parametrize("layout", [KVOptions(), KVOptions("tokens", "channels")])
+def test_coded_cache_round_trip(model, tmp_path, layout):
+    prompt, cont = _ids(300), _ids(24, 1)
+    kv = layer_tensors(prefill(model, prompt[:-1]))
+    art = compress_kv(kv, int(prompt[-1]), tensor_settings(bpw=4.0), layout)
+    path = tmp_path / "kv.llmc"
+    llmcodec.save(art, path)
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    assert 4.0 * 0.985 <= 8 * path.stat().st_size / elements <= 4.0
+    loaded = load_kv(path, model)
+    assert loaded.prompt_tokens == 300 and loaded.last_token == int(prompt[-1])
+    for (k, v), layer in zip(kv, loaded.cache.layers, strict=True):
+        assert layer.keys.shape == k.shape and layer.values.shape == v.shape
+        assert float((layer.keys - k).norm() / k.norm()) < 0.25
+        assert float((layer.values - v).norm() / v.norm()) < 0.25
+    exact, n = continuation_nll(model, build_cache(model, kv), loaded.last_token, cont)
+    coded, _ = continuation_nll(model, loaded.cache, loaded.last_token, cont)
+    assert abs(math.exp(coded / n) / math.exp(exact / n) - 1) < 0.05
+
+
+def test_wrong_model_and_wrong_artifact(model, tmp_path, tiny_llama):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    kv = layer_tensors(prefill(model, _ids(40)))
+    path = tmp_path / "kv.llmc"
+    llmcodec.save(compress_kv(kv, 3, tensor_settings(qp=30)), path)
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    with pytest.raises(ValueError, match="another model"):
+        load_kv(path, other)
+    t = tmp_path / "t.llmc"
+    llmcodec.save(llmcodec.tensors.compress_tensors({"w": torch.randn(32, 32)}, tensor_settings(qp=30)), t)
+    with pytest.raises(ArtifactError, match="not a KV cache artifact"):
+        load_kv(t, model)
+
+
+def test_cli_kv_save_eval(tiny_llama, tmp_path, capsys):
+    import treebank
+
+    words = treebank.penn["test"].split()
+    prompt, cont = tmp_path / "prompt.txt", tmp_path / "cont.txt"
+    prompt.write_text(" ".join(words[:480]))  # the tiny model has 512 positions
+    cont.write_text(" ".join(words[480:510]))
+    out = tmp_path / "kv.llmc"
+    assert cli.main(["kv", "save", str(tiny_llama), str(prompt), str(out), "--bpw", "3", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "bits per element over the whole file" in text
+    assert cli.main(["kv", "eval", str(tiny_llama), str(out), str(cont), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "continuation perplexity" in text and "30 tokens scored" in text
+    assert cli.main(["kv", "eval", str(tiny_llama), str(tmp_path / "none.llmc"), str(cont), "--quiet"]) == 2
