@@ -175,3 +175,17 @@ def test_ffmpeg_that_cannot_run_is_a_codec_error(tmp_path, monkeypatch):
     use_ffmpeg(monkeypatch, exe)
     with pytest.raises(CodecError, match="cannot be run|needs FFmpeg"):
         VVC().check_available()
+
+
+def test_packed_side_information_count_is_bounded_by_its_bytes(tmp_path):
+    # a header may declare many rows; the packed codes must be there before anything is sized by it
+    path = make_artifact(tmp_path / "a.llmc")
+    tensors, header = load_pieces(path)
+    e = header["tensors"]["m0.weight"]
+    assert e["quant"].get("packed")
+    rows = 2**20
+    e["shape"] = [rows, 64]
+    lay = e["layout"]
+    e["layout"] = {**lay, "rows": 2 * rows, "tiles_y": 2 * rows // lay["tile_h"]}
+    with pytest.raises(ArtifactError, match="cannot hold 1048576 codes"):
+        artifact.read(save_pieces(tmp_path / "c.llmc", tensors, header))

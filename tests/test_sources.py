@@ -194,3 +194,49 @@ def test_config_inconsistent_with_weights_is_refused_before_decoding(tmp_path, t
         llmcodec.load_model(bad2)
     assert verify(good).ok
     _ = torch
+
+
+@pytest.mark.parametrize("text,msg", [("[1, 2]", "not a JSON object"), ("{", "not valid JSON"),
+                                      ('{"a": 1, "a": 2}', "appears twice")])
+def test_a_config_that_is_not_a_json_object_is_refused(tmp_path, text, msg, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file(small_state(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(text)
+    assert main(["compress", str(folder), str(tmp_path / "o.llmc"), "--qp", "30", "--quiet"]) == 2
+    assert msg in capsys.readouterr().err
+    assert main(["eval", str(folder), "--window", "8", "--windows", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_eval_of_a_source_whose_config_does_not_fit_is_a_message(tmp_path, tiny_llama, capsys):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_llama, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["hidden_act"] = "no-such-activation"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert main(["eval", str(folder), "--window", "8", "--windows", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the weights" in err and "Traceback" not in err
+
+
+def test_compress_warns_before_encoding_when_the_config_does_not_fit(tmp_path, tiny_llama, capsys):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_llama, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["intermediate_size"] = 999
+    (folder / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "o.llmc"
+    assert main(["compress", str(folder), str(out), "--qp", "40", "--only", "layers.0.mlp.up", "--quiet"]) == 0
+    assert "warning: the model config does not fit the weights" in capsys.readouterr().err
+    assert llmcodec.load_state_dict(out)  # still readable as a state dict
+    with pytest.raises(ArtifactError, match="does not fit"):
+        llmcodec.load_model(out)
+    assert main(["compress", str(tiny_llama), str(tmp_path / "ok.llmc"), "--qp", "40", "--only", "layers.0.mlp.up",
+                 "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err

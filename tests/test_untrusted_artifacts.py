@@ -182,3 +182,15 @@ def test_restore_is_bit_identical_to_what_the_compressor_checked(base_art):
     assert samples_digest(q) == ct.decoded_sha256
     assert np.array_equal(llmcodec.load_state_dict(base_art)["m0.weight"].numpy(),
                           llmcodec.load_state_dict(base_art)["m0.weight"].numpy())
+
+
+def test_malformed_tokenizer_files_are_a_message(tiny_llama, tmp_path, capsys):
+    src = llmcodec.modelio.load(tiny_llama)
+    art = llmcodec.api.compress_source(src, llmcodec.CompressSettings(qp=40, only=r"layers\.0\.mlp\.up"))
+    art.files["tokenizer.json"] = b'{"model": {"type": "BPE", "vocab": 5}}'
+    llmcodec.save(art, tmp_path / "t.llmc")
+    with pytest.raises(ValueError, match="tokenizer files cannot be loaded"):
+        llmcodec.load_model(tmp_path / "t.llmc")
+    assert main(["eval", str(tmp_path / "t.llmc"), "--window", "16", "--windows", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer files cannot be loaded" in err and "Traceback" not in err

@@ -342,3 +342,35 @@ def test_restored_folder_config_is_the_headers(tmp_path, tiny_llama):
         assert written[k] == art.config[k] == getattr(model.config, k)
     assert np.isfinite(model.model.layers[0].mlp.up_proj.weight.detach().numpy()).all()
     _ = torch
+
+
+def test_encoder_temporaries_of_a_killed_process_are_cleaned(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    base._clean_stale_temporaries.cache_clear()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"llmcodec-{dead.pid}-abc"
+    stale.mkdir()
+    (stale / "out").write_bytes(b"x")
+    other = tmp_path / "llmcodec-notapid"
+    other.mkdir()
+    codec = VVC()
+    assert codec.encode([[np.zeros((64, 64), np.uint16)]], 30, codec.profile(None))
+    assert not stale.exists() and other.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["llmcodec-notapid"]
+    base._clean_stale_temporaries.cache_clear()
+
+
+def test_disk_full_during_decompress_is_a_message_and_leaves_nothing(tmp_path, tiny_llama, capsys):
+    src = llmcodec.modelio.load(tiny_llama)
+    art = llmcodec.api.compress_source(src, llmcodec.CompressSettings(qp=40, only=r"layers\.0\.mlp\.up"))
+    llmcodec.save(art, tmp_path / "t.llmc")
+    with tmpfs(tmp_path / "small", size="64k") as small:
+        if small is None:
+            pytest.skip("no tmpfs can be mounted here (the artifact's full-disk test simulates ENOSPC)")
+        assert main(["decompress", str(tmp_path / "t.llmc"), str(small / "r"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "no space left" in err.lower() and "Traceback" not in err
+        assert list(small.iterdir()) == []

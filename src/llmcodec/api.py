@@ -30,7 +30,7 @@ from .coder import CodedTensor, decode_tensor
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
-from .modelcheck import ConfigMismatch, check_config
+from .modelcheck import ConfigMismatch, build_checked, check_config
 from .modelio import ModelSource, build_model, load_folder_model, resolve, save_folder
 from .modelio import load as load_source
 from .outputs import check_output_file, check_output_folder
@@ -285,7 +285,12 @@ def load_tokenizer(config: dict | None, files: dict[str, bytes]):
             Path(d, "config.json").write_text(json.dumps(config))
         for f, data in files.items():
             Path(d, f).write_bytes(data)
-        return AutoTokenizer.from_pretrained(d)
+        try:
+            return AutoTokenizer.from_pretrained(d)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as e:  # files from an artifact are untrusted; a tokenizers (pyo3) panic is a BaseException
+            raise ValueError(f"the tokenizer files cannot be loaded ({type(e).__name__}: {e})") from None
 
 
 def load_model(path: str | os.PathLike, workers: int = 0, progress: Progress | None = None):
@@ -312,9 +317,9 @@ def load_source_model(spec: str | os.PathLike):
     if src.config is None:
         raise ValueError(f"{spec}: no config.json, cannot build a model")
     if src.lazy:  # a folder: transformers reads it itself
-        model = load_folder_model(resolve(spec), src.config)
+        model = build_checked(load_folder_model, resolve(spec), src.config)
     else:
-        model = build_model(dict(src.items()), src.config)
+        model = build_checked(build_model, dict(src.items()), src.config)
     return model, load_tokenizer(src.config, src.files)
 
 

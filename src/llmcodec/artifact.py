@@ -144,6 +144,8 @@ def _sha(t: torch.Tensor | np.ndarray | bytes) -> str:
 def _unpack(path, what: str, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if data.ndim != 1:
         raise ArtifactError(f"{path}: {what} is not a 1-D packed stream: the file is corrupt")
+    if math.prod(shape) > 8 * data.size:  # every packed code takes at least one bit: nothing sized by the header
+        raise ArtifactError(f"{path}: {what}: {data.size} bytes cannot hold {math.prod(shape)} codes: corrupt file")
     try:
         return sideinfo.unpack(data, math.prod(shape)).reshape(shape)
     except ValueError as e:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from . import argtypes as at
 from ._version import __version__
 from .artifact import ArtifactError
@@ -125,6 +127,7 @@ def cmd_compress(args) -> int:
     from .api import compress_source, save
     from .compress import WorkDir
     from .evaluate import perplexity
+    from .modelcheck import build_checked
     from .modelio import build_model
     from .modelio import load as load_source
     from .outputs import check_output_file
@@ -139,11 +142,12 @@ def cmd_compress(args) -> int:
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
     src = load_source(args.model)
+    _warn_if_unrestorable(src)
     if args.eval:
         from .api import load_tokenizer
 
         tok = load_tokenizer(src.config, src.files)
-        model = build_model(dict(src.items()), src.config)
+        model = build_checked(build_model, dict(src.items()), src.config)
         _check_perplexity(model, tok, args.model)
         before = perplexity(model, tok, _eval_settings(args), progress=bars)
         del model  # not held while compressing
@@ -177,6 +181,22 @@ def cmd_compress(args) -> int:
     if Path(str(args.model)).name == DEFAULT_MODEL or str(args.model) == DEFAULT_MODEL:
         print(PRETRAINED_NOTE)
     return 0
+
+
+def _warn_if_unrestorable(src) -> None:
+    """Say before encoding when the source's config does not fit its weights: decompress and
+    load_model will refuse the artifact (load_state_dict still works)."""
+    import torch
+
+    from .modelcheck import ConfigMismatch, check_config
+
+    if src.config is None:
+        return
+    try:
+        check_config({n: (tuple(src.shape(n)), torch.float32) for n in src.names()}, src.config)
+    except ConfigMismatch as e:
+        print(f"llmcodec: warning: {shown(str(e))}: decompress and load_model will refuse the artifact "
+              "(load_state_dict still reads it)", file=sys.stderr)
 
 
 def cmd_decompress(args) -> int:
@@ -614,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"llmcodec: error: {shown(describe_os_error(e))}", file=sys.stderr)
+        return 2
+    except SafetensorError as e:  # a safetensors write that failed (a full disk) while a folder was written
+        print(f"llmcodec: error: writing safetensors failed: {shown(str(e))}", file=sys.stderr)
         return 2
     finally:
         if old_term is not None:

@@ -48,6 +48,20 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
                              f"model, {have:,} in the artifact")
 
 
+def build_checked(build, *args):
+    """``build(*args)`` (``modelio.build_model`` or ``load_folder_model``), with whatever transformers
+    raises for a config that does not fit turned into a ModelError naming it."""
+    from .modelio import ModelError
+
+    try:
+        return build(*args)
+    except (KeyboardInterrupt, SystemExit, MemoryError, ModelError):
+        raise
+    except BaseException as e:
+        msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
+        raise ModelError(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
+
+
 def _field(reader, key: str):
     f = reader.fields.get(key)
     if f is None:

@@ -210,9 +210,21 @@ def _load_folder(folder: Path) -> ModelSource:
     except SafetensorError as e:
         raise ModelError(f"{folder}: unreadable safetensors file ({e})") from None
     files = _read_files(folder)
-    config = json.loads(files["config.json"]) if "config.json" in files else None
+    config = _read_config(folder, files["config.json"]) if "config.json" in files else None
     files.pop("config.json", None)
     return ModelSource(folder.name, config, files, _shards=shards, checkpoint=checkpoint)
+
+
+def _read_config(folder: Path, data: bytes) -> dict:
+    from .artifact import strict_json
+
+    try:
+        config = strict_json(data)
+    except ValueError as e:
+        raise ModelError(f"{folder}/config.json is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{folder}/config.json is not a JSON object")
+    return config
 
 
 def _index_shards(folder: Path, index: Path) -> tuple[dict[str, Path], dict]:

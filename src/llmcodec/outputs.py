@@ -77,14 +77,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(folder: Path, name: str) -> list[Path]:
+def clean_stale(folder: Path, name: str, sep: str = ".") -> list[Path]:
     """Remove the temporaries of ``name`` in ``folder`` left by writers that no longer run (kill -9,
-    a power cut); a running writer's are kept. Returns what was removed."""
+    a power cut); a running writer's are kept. Returns what was removed. Temporaries are named
+    ``.NAME.PID.*`` (``temp_prefix``) or, with ``sep="-"``, ``NAME-PID-*``."""
     import shutil
 
     removed = []
-    for f in Path(folder).glob(f".{glob.escape(name)}.*"):
-        pid = f.name[len(name) + 2 :].split(".", 1)[0]
+    pattern = f".{glob.escape(name)}.*" if sep == "." else f"{glob.escape(name)}-*"
+    for f in Path(folder).glob(pattern):
+        pid = f.name[len(name) + (2 if sep == "." else 1) :].split(sep, 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
         if f.is_symlink() or f.is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
 import signal
 import subprocess
@@ -187,6 +188,16 @@ def ffmpeg_query(args: list[str], what: str) -> str:
     return res.stdout.decode(errors="replace")
 
 
+@functools.cache
+def _clean_stale_temporaries() -> None:
+    """Once per process: remove encoder temporaries (``llmcodec-PID-*``) of processes that no longer
+    run (a kill -9 leaves them in the system's temporary folder)."""
+    from ..outputs import clean_stale
+
+    with contextlib.suppress(OSError):
+        clean_stale(Path(tempfile.gettempdir()), "llmcodec", sep="-")
+
+
 def _kill(proc: subprocess.Popen) -> None:
     with contextlib.suppress(OSError):
         proc.kill()
@@ -211,13 +222,16 @@ def run_ffmpeg(
     A hung process is killed after ``timeout`` seconds (or when ``cancel`` is set); errors carry
     the end of its stderr.
     """
-    tmp = tempfile.mkdtemp(prefix="llmcodec-") if to_file else None
+    if to_file:
+        _clean_stale_temporaries()
+    tmp = tempfile.mkdtemp(prefix=f"llmcodec-{os.getpid()}-") if to_file else None
     try:
         if tmp is not None:
             out = str(Path(tmp) / "out")
             args = [out if a == "pipe:1" else a for a in args]
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
-        code, stdout, err = _stream(cmd, data, timeout, what, max_out, cancel)
+        # to a file: stdout carries only the libraries' chatter, read and dropped (max_out 0)
+        code, stdout, err = _stream(cmd, data, timeout, what, 0 if tmp is not None else max_out, cancel)
         if code != 0:
             kind = EncoderInterrupted if code in _SIGINT_EXITS else CodecError
             raise kind(f"{what} failed (exit {code}): {err or '(no message)'}")
