@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from llmcodec.compress import CompressSettings, compress_matrices
-from llmcodec.rate import BudgetError, allocate
+from llmcodec.rate import BudgetError, _allocate_search, allocate
 
 
 def _synthetic(numel, noise=0.0, seed=0):
@@ -87,7 +87,8 @@ def test_fill_spends_what_the_budget_leaves(noise):
             calls.append(len(jobs))
             return full(jobs)
 
-        a = allocate(numel, [300] * 40, 2.5, (0, 63), counted, sample, tolerance=0.03, fill_rounds=rounds)
+        # the fill itself (rate._land), reached through the search whose estimates are per tensor
+        a = _allocate_search(numel, [300] * 40, 2.5, (0, 63), counted, sample, tolerance=0.03, fill_rounds=rounds)
         got[rounds] = (a.total_bits / sum(numel), sum(calls))
     assert got[1][0] <= 2.5 and got[1][0] >= got[0][0]
     # what is left is less than the cheapest move: one QP of the smallest tensor (1/6 bit x 10,000)
@@ -108,11 +109,45 @@ def test_later_fill_rounds_run_only_while_much_of_the_budget_is_left():
             calls.append(len(jobs))
             return full(jobs)
 
-        a = allocate(numel, [300] * 8, 2.5, (0, 63), counted, sample, tolerance=0.03, fill_rounds=rounds,
-                     refill=refill)
+        a = _allocate_search(numel, [300] * 8, 2.5, (0, 63), counted, sample, tolerance=0.03, fill_rounds=rounds,
+                             refill=refill)
         return a.total_bits / sum(numel), sum(calls)
 
     one, two, never = run(1), run(3), run(3, refill=1.0)
     assert 2.5 - one[0] > 0.001 * 2.5  # one round leaves more than the refill share
     assert one[0] < two[0] <= 2.5 and two[1] > one[1]
     assert never == one
+
+
+@pytest.mark.parametrize("target", [1.5, 2.5, 4.0])
+def test_default_search_codes_each_tensor_about_once(target):
+    """Without sample noise the samples' bias is all the first stage has to learn: every tensor is
+    coded once, the row samples of all tensors once and a subset's a few more times."""
+    numel = [10_000 * (1 + i % 5) for i in range(60)]
+    full, sample = _synthetic(numel)
+    n_full, n_sample = [], []
+
+    def biased_full(jobs):  # the whole matrices code 10% cheaper than their samples say
+        n_full.append(len(jobs))
+        return [0.9 * b for b in full(jobs)]
+
+    def counted_sample(jobs):
+        n_sample.append(len(jobs))
+        return sample(jobs)
+
+    a = allocate(numel, [300] * 60, target, (0, 63), biased_full, counted_sample, tolerance=0.015)
+    assert target * 0.985 <= a.total_bits / sum(numel) <= target
+    assert sum(n_full) <= 1.1 * len(numel)
+    assert sum(n_sample) <= 2 * len(numel)
+
+
+def test_rates_that_rise_with_the_qp_somewhere_still_end():
+    """A codec whose rate is not monotone in the QP (a bump at 30-31) ends the search all the same."""
+    numel = [1000] * 8
+
+    def bpw(q):
+        return max(0.05, 8 - q / 6) + (0.8 if q in (30, 31) else 0.0)
+
+    a = allocate(numel, [0] * 8, 3.0, (0, 63), lambda jobs: [bpw(q) * 1000 for _, q in jobs],
+                 lambda jobs: [bpw(q) for _, q in jobs], tolerance=0.03)
+    assert a.total_bits <= 3.0 * 8000

@@ -109,7 +109,7 @@ def test_weighted_shared_equal_error_round_trip(tmp_path):
     st = {k: torch.from_numpy(v.astype(np.float32)) for k, v in _llama_state(rng, hidden=128, inter=192).items()}
     cfg = {"num_attention_heads": 4, "num_key_value_heads": 2}
     s = CompressSettings(bpw=4.0, weighting="data-free", shared_scale=True, allocation="equal-error",
-                         profile="ai-faster-dq")
+                         profile="ai-faster-dq", budget="coded")
     art = llmcodec.compress_state_dict(st, s, config=cfg)
     assert all(c.col_scale is not None for c in art.coded.values())
     assert all(c.spec.shared_scale for c in art.coded.values())
@@ -263,7 +263,7 @@ def test_default_vvc_profile_follows_the_budget():
     assert CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-medium-coef-dq"))
     assert not CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile=half, group=64))
     w = np.random.default_rng(0).standard_normal((96, 128)).astype(np.float32) * 0.02
-    art = llmcodec.compress_state_dict({"m.w": torch.from_numpy(w)}, CompressSettings(bpw=3.5))
+    art = llmcodec.compress_state_dict({"m.w": torch.from_numpy(w)}, CompressSettings(bpw=3.5, budget="coded"))
     assert art.codec["profile"]["name"] == "default-dq"
     back = llmcodec.api.restore_state_dict(art)["m.w"].numpy()
     assert np.linalg.norm(back - w) / np.linalg.norm(w) < 0.2
@@ -307,7 +307,7 @@ def test_weights_objective_has_less_weight_error_at_the_same_budget():
         st[f"m{i}.weight"] = torch.from_numpy((scale * rows * rng.standard_normal((64, 128))).astype(np.float32))
     err, bpw = {}, {}
     for objective in ("model", "weights"):
-        art = llmcodec.compress_state_dict(st, CompressSettings.for_objective(objective, bpw=3.0))
+        art = llmcodec.compress_state_dict(st, CompressSettings.for_objective(objective, bpw=3.0, budget="coded"))
         bpw[objective] = art.stats()["bits_per_weight"]
         back = {n: llmcodec.decompress_tensor(c) for n, c in art.coded.items()}
         err[objective] = float(np.sqrt(sum(float(((back[n] - st[n]) ** 2).sum()) for n in st)

@@ -286,8 +286,9 @@ def test_the_api_applies_the_same_rules(kw, msg):
 def test_a_failing_decode_stops_the_others(tmp_path, monkeypatch):
     path = make_artifact(tmp_path / "a.llmc", small_state(n=6))
     real = base.ffmpeg_exe()
-    # the first decode fails at once, every other one hangs
-    exe = fake_ffmpeg(tmp_path / "bin", f'if mkdir "{tmp_path}/first" 2>/dev/null; then echo broken >&2; exit 1; fi\n'
+    # the first two decodes fail at once (a batch, then its first tensor alone), every other one hangs
+    exe = fake_ffmpeg(tmp_path / "bin", f'if mkdir "{tmp_path}/first" 2>/dev/null || mkdir "{tmp_path}/second" '
+                      '2>/dev/null; then echo broken >&2; exit 1; fi\n'
                       "exec sleep 60")
     assert real
     use_ffmpeg(monkeypatch, exe)

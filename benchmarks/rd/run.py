@@ -67,7 +67,7 @@ def log(msg: str) -> None:
 def codable_names(state: State) -> list[str]:
     from llmcodec.compress import CompressSettings, is_codable
 
-    s = CompressSettings()
+    s = CompressSettings(include_embeddings=False)  # the decoder's matrices, as the studies compare
     return [n for n, t in state.items() if t.is_floating_point() and is_codable(n, tuple(t.shape), s)]
 
 
@@ -147,7 +147,8 @@ def llmcodec_method(**settings) -> Method:
         from llmcodec.compress import CompressSettings
         from llmcodec.modelio import load
 
-        cs = CompressSettings(**settings)
+        # a budget over the matrices every method codes (the decoder's), as the studies compare
+        cs = CompressSettings(**{"budget": "coded", "include_embeddings": False, "exact_kept": True, **settings})
         src = load(model) if cs.calibration else None  # a data-aware run needs the model's config and tokenizer
         art = compress_state_dict(state, cs, *((src.config, src.files) if src else ()))
         return restore_state_dict(art), float(sum(ct.bits for ct in art.coded.values()))

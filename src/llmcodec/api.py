@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -21,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import artifact, calibration
+from . import artifact, budget, calibration, kept, stacks
 from ._version import __version__
 from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
-from .coder import CodedTensor, decode_tensor
+from .coder import CodedTensor, decode_tensor, decode_tensors
 from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
 from .modelcheck import ConfigMismatch, build_checked, check_config
-from .modelio import ModelSource, build_model, load_folder_model, resolve, save_folder
+from .modelio import ModelSource, build_model, load_folder_model, plain_layout, resolve, save_folder
 from .modelio import load as load_source
 from .outputs import check_output_file, check_output_folder
 
@@ -91,8 +93,11 @@ def compress_source(
     executor: Executor | None = None,
     work: WorkDir | None = None,
 ) -> Artifact:
-    """Code every codable tensor of a model source; the rest is kept exactly.
+    """Code every codable tensor of a model source (matrices, and tensors of 3+ dimensions as
+    stacks of matrices); the rest is stored at 16 bits (``kept.py``; exactly with ``exact_kept``).
 
+    Under a whole-model budget (``settings.budget`` "model") the matrices get what the budget
+    leaves after everything else stored: kept tensors and the artifact's header (budget.py).
     Coded tensors are read lazily by the jobs that need them (``executor``: where jobs run,
     default a local pool; ``work``: a directory of finished encodes for resuming).
     """
@@ -105,6 +110,7 @@ def compress_source(
     )
     tied = src.tied()
     todo = []
+    shapes: dict[str, tuple[int, int]] = {}  # each coded matrix's
     for name in src.names():
         art.order.append(name)
         # A tie must be the very same view: W and W.T of a square W share storage, offset and shape.
@@ -112,7 +118,8 @@ def compress_source(
             art.aliases[name] = tied[name]
             continue
         t = src.get(name)
-        if is_codable(name, tuple(t.shape), settings) and t.is_floating_point() and not torch.isfinite(t).all():
+        codable = is_codable(name, tuple(t.shape), settings) and t.is_floating_point()
+        if codable and not torch.isfinite(t).all():
             if not settings.keep_nonfinite:
                 raise ValueError(
                     f"tensor {name!r} contains NaN or Inf weights; fix the checkpoint, or pass --keep-nonfinite "
@@ -120,18 +127,56 @@ def compress_source(
                 )
             art.raw[name] = t.detach().cpu().contiguous()  # kept exactly, NaN/Inf included
             continue
-        if is_codable(name, tuple(t.shape), settings) and t.is_floating_point():
+        if codable and t.ndim == 2:
             todo.append((name, _reader(src, name), _dtype_name(t)))
-        elif src.lazy:  # read again when the artifact is written, not kept in memory meanwhile
-            art.raw[name] = artifact.LazyTensor(tuple(t.shape), t.dtype, functools.partial(src.get, name))
+            shapes[name] = (t.shape[0], t.shape[1])
+        elif codable:
+            art.stacks[name] = tuple(t.shape)
+            for i, m in enumerate(stacks.member_names(name, t.shape)):
+                todo.append((m, _member_reader(src, name, i), _dtype_name(t)))
+                shapes[m] = (t.shape[-2], t.shape[-1])
         else:
-            art.raw[name] = t.detach().cpu().contiguous()
+            _keep(art, src, name, t, settings.exact_kept)
         del t
-    col_scales = _column_scales(src, [n for n, _, _ in todo], settings)
-    weights = _loss_weights(src, [n for n, _, _ in todo], settings, col_scales, progress)
-    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights):
+    names = [n for n, _, _ in todo]
+    col_scales = _column_scales(src, names, settings)
+    weights = _loss_weights(src, names, settings, col_scales, progress)
+    budget_bits = None
+    if todo and settings.bpw is not None and settings.budget == "model":
+        budget_bits = budget.coded_bits(art, settings, shapes, __version__)
+    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights, budget_bits):
         art.coded[ct.name] = ct
     return art
+
+
+def _keep(art: Artifact, src: ModelSource, name: str, t: torch.Tensor, exact: bool) -> None:
+    """Store ``t`` uncoded: at 16 bits unless ``exact`` (kept.py), lazily for a lazy source."""
+    dtype = kept.storage_dtype(t, exact)
+    if dtype != t.dtype:
+        art.source_dtypes[name] = _dtype_name(t)
+    if src.lazy:  # read again when the artifact is written, not kept in memory meanwhile
+        art.raw[name] = artifact.LazyTensor(tuple(t.shape), dtype, functools.partial(_stored, src, name, dtype))
+    else:
+        art.raw[name] = kept.to_storage(t, dtype)
+
+
+def _stored(src: ModelSource, name: str, dtype: torch.dtype) -> torch.Tensor:
+    return kept.to_storage(src.get(name), dtype)
+
+
+def _matrix(src: ModelSource, name: str) -> torch.Tensor:
+    """A tensor of the source by name, or a matrix of a stacked one by its member name (``name[i]``)."""
+    try:
+        return src.get(name)
+    except KeyError:
+        m = re.fullmatch(r"(.*)\[(\d+)\]", name)
+        if m is None:
+            raise
+        return stacks.member(src.get(m.group(1)), int(m.group(2)))
+
+
+def _member_reader(src: ModelSource, name: str, i: int):
+    return lambda: _to_numpy(stacks.member(src.get(name), i))
 
 
 def _column_scales(src: ModelSource, names: list[str], settings: CompressSettings) -> list[np.ndarray | None]:
@@ -141,7 +186,7 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
     present = set(src.names())
 
     def get(n: str) -> np.ndarray:
-        return _to_numpy(src.get(n))
+        return _to_numpy(_matrix(src, n))
 
     out = []
     for n in names:
@@ -176,7 +221,7 @@ def _loss_weights(
         return None
     # each matrix's error pattern in factored form, so that only one number per matrix is accumulated
     reduce = {n: calibration.loss_weight_reducer(
-        calibration.pattern_factors(_to_numpy(src.get(n)), c, settings.group, settings.shared_scale))
+        calibration.pattern_factors(_to_numpy(_matrix(src, n)), c, settings.group, settings.shared_scale))
         for n, c in zip(names, col_scales, strict=True)}
     model, windows = _calibration_model(src, settings)
     weights = calibration.squared_gradients(model, windows, names, progress, per, reduce)
@@ -234,21 +279,42 @@ def decoders_for(art: Artifact):
     return c, prof
 
 
+def decode_batches(
+    coded: Mapping[str, CodedTensor], max_samples: int = 1 << 23, max_tensors: int = 16
+) -> list[list[str]]:
+    """Runs of consecutive coded tensors to decode in one decoder process each: at most
+    ``max_tensors``, and at most ``max_samples`` frame samples unless one tensor alone has more."""
+    out: list[list[str]] = []
+    size = 0
+    for n, ct in coded.items():
+        s = ct.layout.frame_h * ct.layout.frame_w * ct.layout.n_frames
+        if not out or len(out[-1]) >= max_tensors or size + s > max_samples:
+            out.append([])
+            size = 0
+        out[-1].append(n)
+        size += s
+    return out
+
+
 def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """Decode every coded tensor (in parallel) and return the full state dict in source order."""
+    """Decode every coded tensor (batches of them per decoder process, in parallel) and return the
+    full state dict in source order."""
     codec, profile = decoders_for(art)
     codec.check_available()
     codec.cancel_event = threading.Event()  # set at the first failure: running decodes stop at once
-    names = list(art.coded)
+    batches = decode_batches(art.coded)
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
     try:
-        futures = {pool.submit(decode_tensor, art.coded[n], codec, profile): n for n in names}
+        futures = {pool.submit(decode_tensors, [art.coded[n] for n in b], codec, profile): b for b in batches}
         decoded = {}
-        for k, f in enumerate(as_completed(futures)):  # the first failure is seen at once, in any order
-            n = futures[f]
-            decoded[n] = torch.from_numpy(f.result()).to(getattr(torch, art.coded[n].dtype))
+        done = 0
+        for f in as_completed(futures):  # the first failure is seen at once, in any order
+            names = futures[f]
+            for n, w in zip(names, f.result(), strict=True):
+                decoded[n] = torch.from_numpy(w).to(getattr(torch, art.coded[n].dtype))
+            done += len(names)
             if progress:
-                progress("decode", k + 1, len(names))
+                progress("decode", done, len(art.coded))
     except BaseException:
         codec.cancel_event.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -256,13 +322,23 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
     pool.shutdown()
     state = {}
     for name in art.order:
-        if name in decoded:
-            state[name] = decoded[name]
-        elif name in art.raw:
-            state[name] = artifact.materialize(art.raw[name])
+        if name in art.stacks:
+            parts = [_restored(art, m, decoded) for m in stacks.member_names(name, art.stacks[name])]
+            state[name] = stacks.join(parts, art.stacks[name])
+        elif name in decoded or name in art.raw:
+            state[name] = _restored(art, name, decoded)
     for name, of in art.aliases.items():
         state[name] = state[of]
     return state
+
+
+def _restored(art: Artifact, name: str, decoded: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A decoded matrix, or a kept tensor back in its source's dtype."""
+    if name in decoded:
+        return decoded.pop(name)
+    t = artifact.materialize(art.raw[name])
+    source = art.source_dtypes.get(name)
+    return kept.from_storage(t, getattr(torch, source)) if source else t
 
 
 def load_state_dict(
@@ -323,11 +399,51 @@ def load_source_model(spec: str | os.PathLike):
     return model, load_tokenizer(src.config, src.files)
 
 
+def _shard_reader(art: Artifact, workers: int, progress: Progress | None):
+    """Decode the tensors of one shard at a time (so a folder is written holding one shard's
+    weights, not the model's); progress counts over the whole artifact."""
+    if any(n not in art.coded and n not in art.raw and n not in art.aliases for n in art.order):
+        state = restore_state_dict(art, workers, progress)  # a kind of entry this reader does not split
+        return lambda names: state
+    done = [0]
+
+    def read(names: list[str]) -> dict[str, torch.Tensor]:
+        need = set(names) | {art.aliases[n] for n in names if n in art.aliases}
+        part = dataclasses.replace(
+            art,
+            coded={n: c for n, c in art.coded.items() if n in need},
+            raw={n: t for n, t in art.raw.items() if n in need},
+            aliases={n: of for n, of in art.aliases.items() if n in need},
+            order=[n for n in art.order if n in need],
+        )
+        step = None
+        if progress is not None:
+            step = lambda stage, k, _n: progress(stage, done[0] + k, len(art.coded))  # noqa: E731
+        out = restore_state_dict(part, workers, step)
+        done[0] += len(part.coded)
+        return out
+
+    return read
+
+
+def _stored_tensors(art: Artifact) -> dict[str, torch.Tensor]:
+    """Every stored tensor's name, shape and dtype, as meta tensors (nothing decoded)."""
+    out = {}
+    for n in art.order:
+        if n in art.coded:
+            c = art.coded[n]
+            out[n] = torch.empty(c.shape, dtype=getattr(torch, c.dtype), device="meta")
+        elif n in art.raw:
+            out[n] = torch.empty(tuple(art.raw[n].shape), dtype=art.raw[n].dtype, device="meta")
+    return out
+
+
 def decompress(
     path: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 0, progress: Progress | None = None
 ) -> Path:
     """Artifact -> Hugging Face model folder: the source's tensor names, dtypes and shard files
-    written straight to safetensors (no model is built), its config, tokenizer and other files."""
+    written straight to safetensors (no model is built), its config, tokenizer and other files.
+    Tensors are decoded one shard file at a time."""
     check_output_folder(out_dir)  # an unusable output folder fails now, not after decoding
     art = artifact.read(path)
     if art.config is None:
@@ -336,18 +452,30 @@ def decompress(
             "load it as a state dict instead"
         )
     check_restorable(art, path)
-    state = restore_state_dict(art, workers, progress)
-    return save_folder(state, art.config, art.files, Path(out_dir), art.checkpoint, art.aliases)
+    layout = art.checkpoint
+    if layout is None:
+        stored = _stored_tensors(art)
+        if len(stored) + len(art.aliases) != len(art.order):  # entries of a kind not listed above
+            return save_folder(restore_state_dict(art, workers, progress), art.config, art.files, Path(out_dir),
+                               None, art.aliases)
+        layout = plain_layout(stored, art.aliases)
+    return save_folder(_shard_reader(art, workers, progress), art.config, art.files, Path(out_dir), layout)
 
 
 def weight_shapes(art: Artifact) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Name -> (shape, dtype) of every tensor a restore of ``art`` gives, without decoding."""
     out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-    for name in art.order:
+    def one(name: str) -> tuple[tuple[int, ...], torch.dtype]:
         if name in art.coded:
-            out[name] = (art.coded[name].shape, getattr(torch, art.coded[name].dtype))
-        elif name in art.raw:
-            out[name] = (tuple(art.raw[name].shape), art.raw[name].dtype)
+            return art.coded[name].shape, getattr(torch, art.coded[name].dtype)
+        source = art.source_dtypes.get(name)  # kept at 16 bits, restored in the source's dtype
+        return tuple(art.raw[name].shape), getattr(torch, source) if source else art.raw[name].dtype
+
+    for name in art.order:
+        if name in art.stacks:
+            out[name] = (art.stacks[name], one(stacks.member_names(name, art.stacks[name])[0])[1])
+        elif name in art.coded or name in art.raw:
+            out[name] = one(name)
     for name, of in art.aliases.items():
         out[name] = out[of]
     return out

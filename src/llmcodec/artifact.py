@@ -9,6 +9,10 @@ codes (``sideinfo.py``, the tensor's ``scale_lo`` in the header) and ``::offset`
 for matrices that keep offsets; column multipliers with a ``col_lo`` in the header are uint8
 codes too. From format 8, with ``packed`` in the tensor's ``quant`` header, both are stored packed
 (``sideinfo.pack``, a 1-D uint8 stream) instead of a byte per code.
+From format 10: tensors of three or more dimensions are coded as stacks of matrices (``stacks.py``;
+a ``stack`` entry with the shape, whose members ``name[i]`` are entries of their own); kept tensors may
+be stored in a narrower float type than the source's (``source_dtype`` in their entry, ``kept.py``);
+model files are stored xz-compressed (``files_codec`` in the header's ``model``).
 The metadata key ``llmcodec`` holds a JSON header (see ``HEADER_KEYS``) with each tensor's shape,
 dtype, QP, frame layout, quantization and the SHA-256 of every stored piece; ``llmcodec.sha256`` is
 the SHA-256 of that JSON text (format version 2 on), so a damaged header is caught too.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import math
 import os
 import sys
@@ -36,7 +41,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from . import limits, outputs, sideinfo
+from . import limits, outputs, sideinfo, stacks
 from .codecs.base import PIX_FMTS, bit_depth
 from .codecs.registry import CODECS
 from .coder import CodedTensor
@@ -52,8 +57,11 @@ FORMAT_NAME = "llmcodec"
 # filled transform blocks (``quant.block_cols``), which an older reader would decode wrongly;
 # 8: optionally packed log codes (``quant.packed``, ``sideinfo.pack``); 9: every coded tensor carries
 # the digest of its decoded integers (``sha256.decoded``), checked on every restore
-FORMAT_VERSION = 9
+# 10: stacks of matrices, kept tensors in a narrower type (``source_dtype``), compressed model files
+# (``files_codec``)
+FORMAT_VERSION = 10
 DIGEST_FROM_VERSION = 9
+FILES_CODEC = "xz"
 HEADER_SHA_KEY = f"{FORMAT_NAME}.sha256"
 HEADER_KEYS = ("format", "format_version", "llmcodec_version", "codec", "settings", "tensors", "model", "stats")
 MAX_HEADER_BYTES = limits.MAX_HEADER_BYTES
@@ -61,6 +69,7 @@ CODED_DTYPES = ("float32", "float16", "bfloat16", "float64")  # source dtypes a 
 RAW_DTYPES = CODED_DTYPES + ("int8", "int16", "int32", "int64", "uint8", "bool", "float8_e4m3fn", "float8_e5m2")
 MAX_DIM = limits.MAX_DIM
 MAX_PAD = limits.MAX_PAD
+MAX_STACK = 2**20  # matrices in one stacked tensor (experts, kernels, layers x heads)
 # log-code offsets whose values stay normal float32 numbers (2^-120 .. 2^120)
 LO_RANGE = (-120 * sideinfo.CODES_PER_OCTAVE, 120 * sideinfo.CODES_PER_OCTAVE - sideinfo.SPAN)
 STATS_KEYS = ("coded_tensors", "coded_weights", "coded_bits", "side_bits", "bits_per_weight", "raw_tensors")
@@ -106,6 +115,13 @@ class Artifact:
     # the source folder's on-disk layout (modelio.read_checkpoint): shard file, dtype and metadata
     # of each tensor, and the index's metadata; None for in-memory sources and older artifacts
     checkpoint: dict | None = None
+    # tensors of 3+ dimensions coded as matrices: name -> shape; its members (stacks.member_names)
+    # are in ``coded`` (or ``raw``) under their own names, and only the stack's name is in ``order``
+    stacks: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    source_dtypes: dict[str, str] = field(default_factory=dict)  # kept tensors stored in another dtype
+
+    def members(self) -> set[str]:
+        return {m for name, shape in self.stacks.items() for m in stacks.member_names(name, shape)}
 
     def stats(self) -> dict:
         n_coded = sum(c.numel for c in self.coded.values())
@@ -125,6 +141,8 @@ class Artifact:
             "raw_weights": n_raw,
             "raw_bytes": raw_bytes,
             "aliases": len(self.aliases),
+            "parameters": n_coded + n_raw,
+            "stacks": len(self.stacks),
         }
 
 
@@ -152,76 +170,101 @@ def _unpack(path, what: str, data: np.ndarray, shape: tuple[int, ...]) -> np.nda
         raise ArtifactError(f"{path}: {what}: {e}: the file is corrupt") from None
 
 
-def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
-    """Write atomically (temporary file in the same folder, then rename). Returns the header."""
-    tensors: dict[str, Storable] = {}
-    index: dict[str, dict] = {}
-    for name in art.order:
-        if name in art.coded:
-            c = art.coded[name]
-            tensors[f"{name}::bitstream"] = c.bitstream
-            scale, scale_lo = sideinfo.to_codes(c.scale) if c.spec.compact else (c.scale, None)
-            if c.spec.compact and c.spec.packed:
-                scale = sideinfo.pack(scale)
-            tensors[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(scale))
-            sums = {"bitstream": _sha(c.bitstream), "scale": _sha(scale)}
-            if c.decoded_sha256 is not None:
-                sums["decoded"] = c.decoded_sha256
-            if not c.spec.compact or np.any(c.offset):  # compact: offsets only where stored (quant.py)
-                tensors[f"{name}::offset"] = torch.from_numpy(np.ascontiguousarray(c.offset))
-                sums["offset"] = _sha(c.offset)
-            index[name] = {
-                "kind": "coded",
-                "shape": list(c.shape),
-                "dtype": c.dtype,
-                "qp": c.qp,
-                "layout": c.layout.to_dict(),
-                "quant": {
-                    "bits": c.spec.bits,
-                    "group": c.spec.group,
-                    "shared_scale": c.spec.shared_scale,
-                    **({"block": c.spec.block} if c.spec.block is not None else {}),
-                    **({"block_cols": c.spec.block_cols} if c.spec.block_cols is not None else {}),
-                    **({"compact": True, "scale_lo": scale_lo} if c.spec.compact else {}),
-                    **({"packed": True} if c.spec.packed else {}),
-                },
-                "bits": c.bits,
-                "rel_error": c.rel_error,
-                "sha256": sums,
-            }
-            if c.rotation is not None:
-                index[name]["rotation"] = c.rotation
-            if c.compand is not None:
-                index[name]["compand"] = c.compand
-            if c.recon is not None:
-                index[name]["recon"] = {"step": c.recon.step, "offsets": list(c.recon.offsets)}
-            if c.col_scale is not None:
-                cols = c.col_scale
-                if sideinfo.log_coded(cols):
-                    cols, index[name]["col_lo"] = sideinfo.to_codes(cols)
-                    if c.spec.packed:
-                        cols = sideinfo.pack(cols)
-                tensors[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(cols))
-                index[name]["sha256"]["col_scale"] = _sha(cols)
-        elif name in art.raw:
-            r = art.raw[name]
-            tensors[f"{name}::raw"] = r
-            index[name] = {
-                "kind": "raw",
-                "shape": list(r.shape),
-                "dtype": str(r.dtype).removeprefix("torch."),
-                "sha256": {"raw": _sha(materialize(r))},  # a lazy tensor is read here and again when written
-            }
-        elif name in art.aliases:
-            index[name] = {"kind": "alias", "of": art.aliases[name]}
-        else:
-            raise ValueError(f"tensor {name!r} is listed but has no data")
-    for fname, data in art.files.items():
+def _coded_entry(name: str, c: CodedTensor) -> tuple[dict[str, Storable], dict]:
+    """A coded matrix's stored pieces and its header entry."""
+    pieces: dict[str, Storable] = {f"{name}::bitstream": c.bitstream}
+    scale, scale_lo = sideinfo.to_codes(c.scale) if c.spec.compact else (c.scale, None)
+    if c.spec.compact and c.spec.packed:
+        scale = sideinfo.pack(scale)
+    pieces[f"{name}::scale"] = torch.from_numpy(np.ascontiguousarray(scale))
+    sums = {"bitstream": _sha(c.bitstream), "scale": _sha(scale)}
+    if c.decoded_sha256 is not None:
+        sums["decoded"] = c.decoded_sha256
+    if not c.spec.compact or np.any(c.offset):  # compact: offsets only where stored (quant.py)
+        pieces[f"{name}::offset"] = torch.from_numpy(np.ascontiguousarray(c.offset))
+        sums["offset"] = _sha(c.offset)
+    entry = {
+        "kind": "coded",
+        "shape": list(c.shape),
+        "dtype": c.dtype,
+        "qp": c.qp,
+        "layout": c.layout.to_dict(),
+        "quant": {
+            "bits": c.spec.bits,
+            "group": c.spec.group,
+            "shared_scale": c.spec.shared_scale,
+            **({"block": c.spec.block} if c.spec.block is not None else {}),
+            **({"block_cols": c.spec.block_cols} if c.spec.block_cols is not None else {}),
+            **({"compact": True, "scale_lo": scale_lo} if c.spec.compact else {}),
+            **({"packed": True} if c.spec.packed else {}),
+        },
+        "bits": c.bits,
+        "rel_error": c.rel_error,
+        "sha256": sums,
+    }
+    if c.rotation is not None:
+        entry["rotation"] = c.rotation
+    if c.compand is not None:
+        entry["compand"] = c.compand
+    if c.recon is not None:
+        entry["recon"] = {"step": c.recon.step, "offsets": list(c.recon.offsets)}
+    if c.col_scale is not None:
+        cols = c.col_scale
+        if sideinfo.log_coded(cols):
+            cols, entry["col_lo"] = sideinfo.to_codes(cols)
+            if c.spec.packed:
+                cols = sideinfo.pack(cols)
+        pieces[f"{name}::colscale"] = torch.from_numpy(np.ascontiguousarray(cols))
+        sums["col_scale"] = _sha(cols)
+    return pieces, entry
+
+
+def _raw_entry(art: Artifact, name: str, sha: bool = True) -> tuple[dict[str, Storable], dict]:
+    r = art.raw[name]
+    entry = {
+        "kind": "raw",
+        "shape": list(r.shape),
+        "dtype": str(r.dtype).removeprefix("torch."),
+        # a lazy tensor is read here and again when written
+        "sha256": {"raw": _sha(materialize(r)) if sha else "0" * 64},
+    }
+    if name in art.source_dtypes:
+        entry["source_dtype"] = art.source_dtypes[name]
+    return {f"{name}::raw": r}, entry
+
+
+def _entries(art: Artifact, name: str) -> list[tuple[str, dict[str, Storable], dict]]:
+    """(entry name, pieces, entry) for ``name`` and, for a stack, each of its members after it."""
+    if name in art.stacks:
+        shape = art.stacks[name]
+        members = stacks.member_names(name, shape)
+        dtype = next((art.coded[m].dtype for m in members if m in art.coded), None)
+        if dtype is None:
+            dtype = art.source_dtypes.get(members[0], str(art.raw[members[0]].dtype).removeprefix("torch."))
+        out = [(name, {}, {"kind": "stack", "shape": list(shape), "dtype": dtype})]
+        for m in members:
+            out += _entries(art, m)
+        return out
+    if name in art.coded:
+        return [(name, *_coded_entry(name, art.coded[name]))]
+    if name in art.raw:
+        return [(name, *_raw_entry(art, name))]
+    if name in art.aliases:
+        return [(name, {}, {"kind": "alias", "of": art.aliases[name]})]
+    raise ValueError(f"tensor {name!r} is listed but has no data")
+
+
+def _stored_files(art: Artifact) -> dict[str, bytes]:
+    """The model files as stored: xz-compressed."""
+    for fname in art.files:
         why = file_name_problem(fname)
         if why is not None:
             raise ValueError(f"model file {quoted(fname)} cannot be stored: it is {why}")
-        tensors[f"file::{fname}"] = data
-    header = {
+    return {f: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME) for f, d in sorted(art.files.items())}
+
+
+def _header(art: Artifact, version: str, index: dict, files: dict[str, str]) -> dict:
+    return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "llmcodec_version": version,
@@ -230,11 +273,26 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         "tensors": index,
         "model": {
             "config": art.config,
-            "files": {f: _sha(d) for f, d in art.files.items()},
+            "files": files,
+            "files_codec": FILES_CODEC,
             **({"checkpoint": art.checkpoint} if art.checkpoint is not None else {}),
         },
         "stats": art.stats(),
     }
+
+
+def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
+    """Write atomically (temporary file in the same folder, then rename). Returns the header."""
+    tensors: dict[str, Storable] = {}
+    index: dict[str, dict] = {}
+    for name in art.order:
+        for entry_name, pieces, entry in _entries(art, name):
+            tensors.update(pieces)
+            index[entry_name] = entry
+    files = _stored_files(art)
+    for fname, data in files.items():
+        tensors[f"file::{fname}"] = data
+    header = _header(art, version, index, {f: _sha(d) for f, d in files.items()})
     path = outputs.check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     outputs.clean_stale(path.parent, path.name)  # a killed writer's temporary of this artifact
@@ -249,6 +307,72 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
         Path(tmp).unlink(missing_ok=True)
         raise
     return header
+
+
+# Worst-case values for a coded entry's fields whose size is only known after coding.
+_WORST_FLOAT = -1.2345678901234567e-100
+_WORST_INT = -(10**6)
+
+
+def _worst_coded(shape: tuple[int, int], group: int | None) -> tuple[dict[str, tuple], dict]:
+    """A coded entry at least as long as any real one of this shape, and its pieces' (dtype, shape)."""
+    r, c = shape
+    big = int("9" * len(str(2 * (max(r, c) + MAX_PAD) + MAX_PAD)))
+    side = [r, group_count(c, group)]
+    entry = {
+        "kind": "coded", "shape": [r, c], "dtype": "bfloat16", "qp": -1000,
+        "layout": {**{k: big for k in FrameLayout.__dataclass_fields__}, "packing": max(PACKINGS, key=len)},
+        "quant": {"bits": 16, "group": group, "shared_scale": False, "block": 1024, "block_cols": 1024,
+                  "compact": True, "scale_lo": _WORST_INT, "packed": True},
+        "bits": 64 * r * c * 10, "rel_error": _WORST_FLOAT,
+        "sha256": {k: "0" * 64 for k in ("bitstream", "scale", "offset", "col_scale", "decoded")},
+        "rotation": 2**32 - 1, "compand": _WORST_FLOAT,
+        "recon": {"step": _WORST_FLOAT, "offsets": [_WORST_FLOAT] * RECON_LEVELS}, "col_lo": _WORST_INT,
+    }
+    pieces = {"bitstream": (torch.uint8, [4 * r * c + 2**20]), "scale": (torch.float16, side),
+              "offset": (torch.float16, side), "colscale": (torch.float16, [c])}
+    return pieces, entry
+
+
+def header_bound(art: Artifact, coded: dict[str, tuple[int, int]], group: int | None, version: str) -> int:
+    """An upper bound on the bytes of everything in the file that is neither a tensor's data nor a
+    model file: the safetensors header with the llmcodec header in it, its alignment, and the
+    rounding of each coded matrix's side information to whole bytes.
+
+    ``art`` holds what is kept, tied and stacked; ``coded`` the shapes of the matrices still to be
+    coded (by the names they will be stored under). Everything known is serialized as it will be;
+    what coding decides (QPs, sizes, errors, layouts) is filled in with values longer than any it
+    can take."""
+    tensors: dict[str, tuple] = {}
+    index: dict[str, dict] = {}
+    members = art.members()
+    for name in art.order:
+        if name in art.stacks:
+            shape = art.stacks[name]
+            index[name] = {"kind": "stack", "shape": list(shape), "dtype": "bfloat16"}
+            names = stacks.member_names(name, shape)
+        else:
+            names = [name]
+        for n in names:
+            if n in coded:
+                pieces, index[n] = _worst_coded(coded[n], group)
+                tensors.update({f"{n}::{k}": v for k, v in pieces.items()})
+            elif n in art.raw:
+                pieces, index[n] = _raw_entry(art, n, sha=False)
+                tensors.update({k: (v.dtype, list(v.shape)) for k, v in pieces.items()})
+            elif n in art.aliases:
+                index[n] = {"kind": "alias", "of": art.aliases[n]}
+            elif n not in members:
+                raise ValueError(f"tensor {n!r} is listed but has no data")
+    files = {f: "0" * 64 for f in _stored_files(art)}
+    tensors.update({f"file::{f}": (torch.uint8, [2**40]) for f in files})
+    stats = {k: _WORST_FLOAT for k in Artifact(codec={}, settings={}).stats()}
+    header = {**_header(art, version, index, files), "stats": stats}
+    text = json.dumps(header)
+    meta = {FORMAT_NAME: text, HEADER_SHA_KEY: "0" * 64}
+    infos = {n: (dt, shape, torch.empty(0, dtype=dt).element_size()) for n, (dt, shape) in tensors.items()}
+    head = _safetensors_header(infos, meta, start=10**15)
+    return 8 + len(head) + 8 + 8 * len(coded)
 
 
 _ST_DTYPES = {
@@ -277,19 +401,8 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, Storable], met
         return v.dtype, list(v.shape), v.element_size()
 
     infos = {n: info(v) for n, v in tensors.items()}
-    # widest dtypes first, as safetensors itself lays them out, so every tensor stays aligned
-    names = sorted(tensors, key=lambda n: (-infos[n][2], n))
-    head: dict[str, dict] = {"__metadata__": dict(sorted(metadata.items()))}  # type: ignore[dict-item]
-    pos = 0
-    for n in names:
-        dtype, shape, itemsize = infos[n]
-        if dtype not in _ST_DTYPES:
-            raise ValueError(f"tensor {n!r}: dtype {dtype} cannot be stored")
-        size = math.prod(shape) * itemsize
-        head[n] = {"dtype": _ST_DTYPES[dtype], "shape": shape, "data_offsets": [pos, pos + size]}
-        pos += size
-    text = json.dumps(head, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    names = _layout_order(infos)
+    text = _safetensors_header(infos, metadata)
     with open(path, "wb") as f:
         f.write(len(text).to_bytes(8, "little"))
         f.write(text)
@@ -305,6 +418,27 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, Storable], met
                 # a byte view of the tensor's own memory: no copy (works for bf16/fp8 too)
                 f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
             del t
+
+
+def _layout_order(infos: dict[str, tuple]) -> list[str]:
+    # widest dtypes first, as safetensors itself lays them out, so every tensor stays aligned
+    return sorted(infos, key=lambda n: (-infos[n][2], n))
+
+
+def _safetensors_header(infos: dict[str, tuple], metadata: dict[str, str], start: int = 0) -> bytes:
+    """The JSON header of a safetensors file of tensors (dtype, shape, itemsize), padded to 8 bytes
+    (``start``: where the first tensor's data begins, 0 in a real file)."""
+    head: dict[str, dict] = {"__metadata__": dict(sorted(metadata.items()))}  # type: ignore[dict-item]
+    pos = start
+    for n in _layout_order(infos):
+        dtype, shape, itemsize = infos[n]
+        if dtype not in _ST_DTYPES:
+            raise ValueError(f"tensor {n!r}: dtype {dtype} cannot be stored")
+        size = math.prod(shape) * itemsize
+        head[n] = {"dtype": _ST_DTYPES[dtype], "shape": shape, "data_offsets": [pos, pos + size]}
+        pos += size
+    text = json.dumps(head, separators=(",", ":")).encode()
+    return text + b" " * (-len(text) % 8)  # the data starts 8-byte aligned
 
 
 class _Bad(Exception):
@@ -423,7 +557,13 @@ def _check_entry(
         shape = e.get("shape")
         _need(isinstance(shape, list) and all(_is_int(x, 0) for x in shape), "bad shape")
         _need(e.get("dtype") in RAW_DTYPES, f"dtype {e.get('dtype')!r} is not allowed")
+        _need(e.get("source_dtype") is None or e["source_dtype"] in CODED_DTYPES, "bad source dtype")
         _check_shas(e, ("raw",))
+    elif kind == "stack":
+        shape = e.get("shape")
+        _need(isinstance(shape, list) and len(shape) >= 3 and all(_is_int(x, 1) for x in shape), "bad stack shape")
+        _need(math.prod(shape[:-2]) <= MAX_STACK, f"a stack of more than {MAX_STACK} matrices")
+        _need(e.get("dtype") in RAW_DTYPES, f"dtype {e.get('dtype')!r} is not allowed")
     elif kind == "alias":
         _need(isinstance(e.get("of"), str) and e["of"] != name, "alias target is not another tensor's name")
     else:
@@ -531,8 +671,13 @@ def validate_header(header: dict) -> None:
     for name, e in header["tensors"].items():
         if e["kind"] == "alias":
             target = header["tensors"].get(e["of"])
-            if target is None or target["kind"] == "alias":
+            if target is None or target["kind"] in ("alias", "stack"):
                 raise ArtifactError(f"tensor {name!r} is tied to {e['of']!r}, which the file does not hold")
+        if e["kind"] == "stack":
+            for m in stacks.member_names(name, e["shape"]):
+                me = header["tensors"].get(m)
+                if me is None or me["kind"] not in ("coded", "raw") or me["shape"] != e["shape"][-2:]:
+                    raise ArtifactError(f"tensor {name!r}: its matrix {m!r} is missing or malformed")
 
 
 def _check_frame(path: Path) -> None:
@@ -620,8 +765,37 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
+def piece_bytes(path: str | os.PathLike) -> dict[str, int]:
+    """Each stored piece's size in bytes (``name::bitstream``, ``file::tokenizer.json``, ...), from
+    the safetensors header alone (checked first by ``read_header``)."""
+    read_header(path)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(n))
+    out = {}
+    for k, v in head.items():
+        if k != "__metadata__":
+            a, b = v["data_offsets"]
+            out[k] = int(b) - int(a)
+    return out
+
+
 def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
+
+
+MAX_FILE_BYTES = 2**30  # a model file (tokenizer, config) decompressed: far above any real one
+
+
+def _unxz(path, fname: str, data: bytes) -> bytes:
+    d = lzma.LZMADecompressor()
+    try:
+        out = d.decompress(data, max_length=MAX_FILE_BYTES)
+    except lzma.LZMAError as e:
+        raise ArtifactError(f"{path}: model file {fname!r} does not decompress ({e}): the file is corrupt") from None
+    if not d.eof:
+        raise ArtifactError(f"{path}: model file {fname!r} is truncated or over {MAX_FILE_BYTES} bytes decompressed")
+    return out
 
 
 def read(path: str | os.PathLike) -> Artifact:
@@ -651,8 +825,15 @@ def read(path: str | os.PathLike) -> Artifact:
                 return t
 
             for name, e in header["tensors"].items():
-                art.order.append(name)
+                if e["kind"] == "stack":
+                    art.stacks[name] = tuple(e["shape"])
+            members = art.members()
+            for name, e in header["tensors"].items():
+                if name not in members:
+                    art.order.append(name)
                 kind = e["kind"]
+                if kind == "stack":
+                    continue
                 if kind == "coded":
                     sums = e["sha256"]
                     shape = (e["shape"][0], e["shape"][1])
@@ -717,13 +898,20 @@ def read(path: str | os.PathLike) -> Artifact:
                 elif kind == "raw":
                     key, what = f"{name}::raw", f"tensor {name!r}"
                     art.raw[name] = get(key, what, e["sha256"]["raw"], e["dtype"], tuple(e["shape"]))
+                    if e.get("source_dtype") is not None:
+                        art.source_dtypes[name] = e["source_dtype"]
                 else:
                     art.aliases[name] = e["of"]
+            packed = header["model"].get("files_codec")
+            if packed not in (None, FILES_CODEC):
+                raise ArtifactError(f"{path}: model files stored as {packed!r}, which this llmcodec cannot read")
             for fname, sha in header["model"].get("files", {}).items():
                 t = get(f"file::{fname}", f"model file {fname!r}", sha, "uint8", None)
-                art.files[fname] = t.numpy().tobytes()
+                data = t.numpy().tobytes()
+                art.files[fname] = _unxz(path, fname, data) if packed else data
     except ArtifactError:
         raise
-    except (SafetensorError, KeyError, TypeError, ValueError, IndexError, OSError, MemoryError, RuntimeError) as e:
+    except (SafetensorError, KeyError, TypeError, ValueError, IndexError, OSError, MemoryError, RuntimeError,
+            lzma.LZMAError) as e:
         raise ArtifactError(f"{path}: the artifact is corrupt or truncated ({type(e).__name__}: {e})") from None
     return art

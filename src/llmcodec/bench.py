@@ -304,8 +304,11 @@ def compress_settings(point: Point, model: Model, settings: BenchSettings) -> Co
     """The settings a point compresses with: the library's defaults, the point's codec, profile and
     budget (``default``: whatever the codec picks for that budget)."""
     profile = None if point.profile == "default" else point.profile
+    # A sweep over some of the matrices keeps the rest, so its budget is over the coded matrices.
+    budget = "model" if model.only is None else "coded"
     return CompressSettings(
-        codec=point.codec, profile=profile, bpw=point.target, only=model.only, workers=settings.workers
+        codec=point.codec, profile=profile, bpw=point.target, only=model.only, workers=settings.workers,
+        budget=budget,
     )
 
 

@@ -18,8 +18,10 @@ from .artifact import ArtifactError
 from .codecs import CODECS, CodecError
 from .compress import (
     ALLOCATIONS,
+    BUDGETS,
     EDGE_MAX_BPW,
     EDGE_OCTAVES,
+    EMBEDDING_OFFSET,
     KV_MAX_BPW,
     KV_SHARING,
     OBJECTIVE_PROFILES,
@@ -113,7 +115,10 @@ def settings_from_args(args) -> CompressSettings:
         qp=args.qp,
         lossless=args.lossless,
         group=args.group,
-        include_embeddings=args.include_embeddings,
+        include_embeddings=not args.keep_embeddings,
+        exact_kept=args.exact_kept,
+        budget=args.budget,
+        embedding_offset=args.embedding_offset,
         workers=args.workers,
         only=args.only,
         keep_nonfinite=args.keep_nonfinite,
@@ -125,6 +130,7 @@ def settings_from_args(args) -> CompressSettings:
 
 def cmd_compress(args) -> int:
     from .api import compress_source, save
+    from .budget import whole_file
     from .compress import WorkDir
     from .evaluate import perplexity
     from .modelcheck import build_checked
@@ -157,20 +163,22 @@ def cmd_compress(args) -> int:
     work.remove()  # only once the artifact is in place
     secs = time.perf_counter() - t0
     st = art.stats()
-    size = Path(args.out).stat().st_size
     print(f"codec {art.codec['name']} ({art.codec['encoder']}, profile {art.codec['profile']['name']})")
     print(
-        f"coded {st['coded_tensors']} tensors, {st['coded_weights']:,} weights: "
+        f"coded {st['coded_tensors']} matrices, {st['coded_weights']:,} weights: "
         f"{_mb(st['coded_source_bytes'])} as stored in the source, {_mb(st['coded_weights'] * 2)} as fp16 "
         f"-> {_mb(st['coded_bits'] / 8)} compressed"
     )
     side = st["side_bits"] / max(1, st["coded_weights"])
-    print(f"bits per weight: {st['bits_per_weight']:.4f} (side information {side:.4f})")
+    print(f"bits per coded weight: {st['bits_per_weight']:.4f} (side information {side:.4f})")
     print(
-        f"kept exactly: {st['raw_tensors']} tensors, {st['raw_weights']:,} values ({_mb(st['raw_bytes'])}); "
+        f"kept uncoded: {st['raw_tensors']} tensors, {st['raw_weights']:,} values ({_mb(st['raw_bytes'])}); "
         f"tied: {st['aliases']}"
     )
-    print(f"artifact {args.out}: {_mb(size)} in {secs:.0f} s")
+    whole = whole_file(args.out)
+    print(f"artifact {args.out}: {_mb(whole['file_bytes'])} in {secs:.0f} s; "
+          f"{whole['bits_per_parameter']:.4f} bits per parameter over the whole file ({whole['parameters']:,} "
+          f"parameters; config and tokenizer files {_mb(whole['files_bytes'])} beside)")
     if args.eval:
         from .api import restore_state_dict
 
@@ -248,17 +256,27 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(h, indent=2))
         return 0
+    from .artifact import piece_bytes
+    from .budget import file_shares, whole_file
+
     st, c = h["stats"], h["codec"]
     side = st["side_bits"] / max(1, st["coded_weights"])
+    whole = whole_file(args.artifact)
     made_by = shown(str(h["llmcodec_version"]))
     print(f"{args.artifact}: llmcodec format {h['format_version']}, written by llmcodec {made_by}")
     print(f"codec: {c['name']} ({shown(c['encoder'])}), profile {shown(c['profile']['name'])} {c['profile']}")
     print(f"settings: {h['settings']}")
+    print(f"file: {_mb(whole['file_bytes'])}, {whole['bits_per_parameter']:.4f} bits per parameter "
+          f"({whole['parameters']:,} parameters; config and tokenizer files {_mb(whole['files_bytes'])} beside, "
+          "not counted)")
     print(
-        f"coded: {st['coded_tensors']} tensors, {st['coded_weights']:,} weights, "
-        f"{st['bits_per_weight']:.4f} bits per weight (side info {side:.4f})"
+        f"coded: {st['coded_tensors']} matrices, {st['coded_weights']:,} weights, "
+        f"{st['bits_per_weight']:.4f} bits per coded weight (side info {side:.4f})"
     )
-    print(f"kept exactly: {st['raw_tensors']} tensors ({_mb(st['raw_bytes'])}); tied: {st['aliases']}")
+    print(f"kept uncoded: {st['raw_tensors']} tensors ({_mb(st['raw_bytes'])}); tied: {st['aliases']}")
+    shares = file_shares(h, piece_bytes(args.artifact), whole["file_bytes"])
+    print("share of the file: " + ", ".join(f"{k} {100 * v / whole['file_bytes']:.1f}% ({_mb(v)})"
+                                            for k, v in shares.items() if v))
     print(f"{'tensor':60s} {'shape':>14s} {'kind':>6s} {'qp':>4s} {'bpw':>7s} {'rel.err':>8s}")
     for raw_name, e in h["tensors"].items():
         name = shown(raw_name)  # names come from the file: no escape sequences reach the terminal
@@ -269,7 +287,9 @@ def cmd_info(args) -> int:
                 f"{e['bits'] / n:7.3f} {'-' if e.get('rel_error') is None else format(e['rel_error'], '8.4f'):>8s}"
             )
         elif e["kind"] == "raw":
-            print(f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'raw':>6s}")
+            print(f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'raw':>6s} {e['dtype']}")
+        elif e["kind"] == "stack":
+            print(f"{name:60s} {'x'.join(map(str, e['shape'])):>14s} {'stack':>6s} of the matrices below")
         else:
             print(f"{name:60s} {'':>14s} {'tied':>6s} -> {shown(e['of'])}")
     return 0
@@ -424,11 +444,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "(vvc: dependent quantization from 3.25 bits per weight; with --objective weights: "
                         f"{OBJECTIVE_PROFILES['weights', 'vvc']})")
     rate = c.add_mutually_exclusive_group()
-    rate.add_argument("--bpw", type=at.BPW, default=2.5, help="target bits per weight, side info counted")
+    rate.add_argument("--bpw", type=at.BPW, default=2.5,
+                      help="target bits per parameter of the whole file: every stored byte of every tensor "
+                           "(coded, kept, header) over the model's parameters; config and tokenizer files are "
+                           "stored compressed beside (default: %(default)s)")
     rate.add_argument("--qp", type=at.QP, default=None, help="fixed QP for every tensor instead of --bpw")
     rate.add_argument("--lossless", action="store_true", help="exact integers (codecs with a lossless mode)")
     c.add_argument("--group", type=at.GROUP, default=None, help="quantization group size (default: per row)")
-    c.add_argument("--include-embeddings", action="store_true", help="also code embeddings and the output head")
+    c.add_argument("--budget", choices=BUDGETS, default="model",
+                   help="what --bpw counts: the whole file over all parameters (model), or only the coded "
+                        "matrices' bits over their weights (coded) (default: %(default)s)")
+    c.add_argument("--keep-embeddings", action="store_true",
+                   help="keep embeddings and the output head uncoded (16 bits; exact with --exact-kept)")
+    c.add_argument("--include-embeddings", action="store_true", help=argparse.SUPPRESS)  # the default now
+    c.add_argument("--embedding-offset", type=int, default=None, metavar="QP",
+                   help=f"QP offset of token embeddings and the output head against the other matrices "
+                        f"(negative: finer; default: {EMBEDDING_OFFSET})")
+    c.add_argument("--exact-kept", action="store_true",
+                   help="store tensors that are not coded (norms, biases, ...) in the source's dtype instead of "
+                        "16 bits")
     c.add_argument("--only", type=at.regex, default=None, metavar="REGEX", help="code only tensors whose name matches")
     c.add_argument("--eval", action="store_true", help="measure perplexity before and after")
     c.add_argument("--executor", choices=EXECUTORS, default="local", help="where encodes run (default: local)")

@@ -175,12 +175,18 @@ def samples_digest(q: np.ndarray) -> str:
 
 
 def _decode_named(
-    name: str, bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile, spec: QuantSpec
+    name: str, bitstream: bytes, layout: FrameLayout, codec: FFmpegCodec, profile: Profile, spec: QuantSpec,
+    frames: list[list[np.ndarray]] | None = None,
 ):
-    """Decode and check the frames fit the layout and the sample range; errors name the tensor."""
+    """Decode (or take the ``frames`` already decoded) and check the frames fit the layout and the
+    sample range; errors name the tensor."""
     bits = spec.bits
     try:
-        q_hat = decode_matrix(bitstream, layout, codec, profile, spec.block)
+        if frames is None:
+            q_hat = decode_matrix(bitstream, layout, codec, profile, spec.block)
+        else:
+            samples = from_frames(frames, layout)
+            q_hat = samples if spec.block is None else gather(samples, spec.block)
     except (CodecError, ValueError) as e:
         raise CodecError(f"tensor {name!r}: {e}") from None
     if q_hat.max(initial=0) > (1 << bits) - 1:
@@ -270,9 +276,11 @@ def finish(
     )
 
 
-def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.ndarray:
-    """CodedTensor -> float32 weights."""
-    q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec)
+def decode_tensor(
+    ct: CodedTensor, codec: FFmpegCodec, profile: Profile, frames: list[list[np.ndarray]] | None = None
+) -> np.ndarray:
+    """CodedTensor -> float32 weights (``frames``: its stream already decoded, see ``decode_tensors``)."""
+    q_hat = _decode_named(ct.name, ct.bitstream, ct.layout, codec, profile, ct.spec, frames)
     if ct.decoded_sha256 is not None and samples_digest(q_hat) != ct.decoded_sha256:
         raise CodecError(
             f"tensor {ct.name!r}: the decoder returned other integers than those checked at compression "
@@ -280,3 +288,16 @@ def decode_tensor(ct: CodedTensor, codec: FFmpegCodec, profile: Profile) -> np.n
         )
     qz = Quantized(q=q_hat, scale=ct.scale, offset=ct.offset, spec=ct.spec, shape=ct.shape, recon=ct.recon)
     return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)
+
+
+def decode_tensors(cts: list[CodedTensor], codec: FFmpegCodec, profile: Profile) -> list[np.ndarray]:
+    """``decode_tensor`` of several tensors with one decoder process (``FFmpegCodec.decode_many``).
+    If that process fails, each tensor is decoded on its own, so the error names the tensor."""
+    try:
+        frames = codec.decode_many([ct.bitstream for ct in cts], [ct.layout for ct in cts], profile)
+    except CodecError:
+        if len(cts) < 2:
+            raise
+        frames = [None] * len(cts)
+    return [decode_tensor(ct, codec, profile, f) for ct, f in zip(cts, frames, strict=True)]
+

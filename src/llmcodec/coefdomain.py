@@ -113,9 +113,10 @@ def _blocks(a: np.ndarray, n: int, left: np.ndarray, right: np.ndarray) -> np.nd
     rows, cols = a.shape
     if rows % n or cols % n:
         raise ValueError(f"a {rows}x{cols} array is not made of whole {n}x{n} blocks")
-    # (rows/n, n, cols/n, n) -> (rows/n, cols/n, n, n): one n x n block per leading index pair
-    b = a.reshape(rows // n, n, cols // n, n).transpose(0, 2, 1, 3)
-    return (left @ b @ right).transpose(0, 2, 1, 3).reshape(rows, cols)
+    # left @ block @ right for every block as two large products: ``left`` on each band of n rows,
+    # then ``right`` on each run of n columns (one small product per block was 5-10x slower)
+    t = (left @ a.reshape(rows // n, n, cols)).reshape(rows, cols)
+    return (t.reshape(rows, cols // n, n) @ right).reshape(rows, cols)
 
 
 def block_idct(x: np.ndarray, n: int) -> np.ndarray:

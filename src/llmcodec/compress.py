@@ -57,17 +57,31 @@ OBJECTIVES: dict[str, dict[str, object]] = {
 # The profile each objective codes with where it differs from the codec's default, by codec.
 OBJECTIVE_PROFILES: dict[tuple[str, str], str] = {("weights", "vvc"): "ai-medium-coef-dq-half"}
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
+# Token embeddings and output heads (CompressSettings.embedding_offset): the vocabulary-sized matrices.
+TOKEN_MATRIX = re.compile(r"(?:^|\.)(?:embed_tokens|lm_head|wte|word_embeddings|embed_in|embed_out|tok_embeddings)"
+                          r"(?:\.|$)")
+# Their default QP offset against the other matrices under a bit budget (docs/research-log.md).
+EMBEDDING_OFFSET = 0
+BUDGETS = ("model", "coded")
 
 
 @dataclass(frozen=True)
 class CompressSettings:
     codec: str = "vvc"
     profile: str | None = None  # None: the codec's default profile for the budget (codecs/base.py profile_for)
-    bpw: float | None = 2.5  # target bits per weight over coded tensors, side information counted
+    # the bit budget: with budget "model", bits per parameter of the whole file (every stored byte of
+    # every tensor, the artifact's header included; model config and tokenizer files beside); with
+    # "coded", bits per weight over the coded matrices alone, side information counted
+    bpw: float | None = 2.5
+    budget: str = "model"
     qp: int | None = None  # a fixed QP instead of a bit budget
     lossless: bool = False  # exact integers (codecs with a lossless mode)
     group: int | None = None  # quantization group (columns); None: one scale per row
-    include_embeddings: bool = False  # code embedding and output-head matrices too
+    include_embeddings: bool = True  # code embedding and output-head matrices too (False: keep them)
+    # QP offset of token embeddings and output heads against the other matrices under a budget
+    # (None: EMBEDDING_OFFSET; negative: finer)
+    embedding_offset: int | None = None
+    exact_kept: bool = False  # tensors not coded keep the source's dtype instead of 16 bits (kept.py)
     min_dim: int = 16  # smaller matrices stay uncompressed
     only: str | None = None  # regular expression: code only tensors whose name matches
     workers: int = 0  # encoder processes at once; 0: one per core
@@ -149,6 +163,8 @@ class CompressSettings:
             raise ValueError("give a bit budget (bpw), a fixed QP (qp) or lossless")
         if self.bpw is not None and not 0 < self.bpw < 32:
             raise ValueError(f"bits per weight must be in (0, 32), got {self.bpw}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}; choose one of {', '.join(BUDGETS)}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
         if self.allocation not in ALLOCATIONS:
@@ -191,6 +207,12 @@ class CompressSettings:
         """``edge_octaves``, or for None EDGE_OCTAVES below EDGE_MAX_BPW (``_prior``)."""
         return self._prior(self.edge_octaves, EDGE_OCTAVES, EDGE_MAX_BPW)
 
+    def resolved_embedding_offset(self) -> int:
+        """``embedding_offset``, or for None EMBEDDING_OFFSET under a budget (none with --qp/--lossless)."""
+        if self.embedding_offset is not None:
+            return self.embedding_offset
+        return EMBEDDING_OFFSET if self.bpw is not None else 0
+
     def resolved_kv_sharing(self) -> float:
         """``kv_sharing``, or for None KV_SHARING below KV_MAX_BPW (``_prior``)."""
         return self._prior(self.kv_sharing, KV_SHARING, KV_MAX_BPW)
@@ -222,7 +244,8 @@ class CompressSettings:
         def key(s: CompressSettings) -> tuple:
             _, p = s.codec_profile()
             return ({**s.to_dict(), "profile": None, "edge_octaves": s.resolved_edge_octaves(),
-                     "kv_sharing": s.resolved_kv_sharing()}, replace(p, name=""))
+                     "kv_sharing": s.resolved_kv_sharing(), "embedding_offset": s.resolved_embedding_offset()},
+                    replace(p, name=""))
 
         return key(self) == key(other)
 
@@ -235,8 +258,9 @@ class CompressSettings:
 
 
 def is_codable(name: str, shape: Sequence[int], settings: CompressSettings) -> bool:
-    """Which tensors are coded lossily: 2-D matrices of useful size; embeddings only on request."""
-    if len(shape) != 2 or min(shape) < settings.min_dim:
+    """Which tensors are coded lossily: matrices of useful size, and tensors of 3+ dimensions as
+    stacks of such matrices (stacks.py); embeddings and output heads unless asked to keep them."""
+    if len(shape) < 2 or min(shape[-2:]) < settings.min_dim or 0 in shape:
         return False
     if not settings.include_embeddings and any(k in name for k in EMBEDDING_NAMES):
         return False
@@ -583,6 +607,7 @@ def compress_matrices(
     work: WorkDir | None = None,
     col_scales: Sequence[np.ndarray | None] | None = None,
     loss_weights: Sequence[float] | None = None,
+    budget_bits: float | None = None,
 ) -> list[CodedTensor]:
     """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
 
@@ -593,6 +618,8 @@ def compress_matrices(
     are in memory at once. ``executor`` defaults to a local pool of ``settings.workers`` threads;
     ``work`` keeps finished encodes on disk for resuming. ``loss_weights`` (one per matrix,
     calibration.py; needed with ``settings.calibration``) set each matrix's QP offset.
+    ``budget_bits``: the bits the matrices may take together (bitstreams and side information),
+    instead of ``settings.bpw`` per weight (compress_source's whole-file budget).
     """
     codec, profile = settings.codec_profile()
     codec.check_available()
@@ -637,7 +664,8 @@ def compress_matrices(
             offsets = qp_offsets(run.steps(settings.allocation, settings.error_cap), codec.qp_per_octave)
         edge = edge_offsets(names, settings.edge_layers, settings.resolved_edge_octaves(), codec.qp_per_octave)
         kv = kv_offsets(names, run.shapes, settings.resolved_kv_sharing(), codec.qp_per_octave)
-        offsets = [o + e + k for o, e, k in zip(offsets, edge, kv, strict=True)]
+        emb = embedding_offsets(names, settings.resolved_embedding_offset())
+        offsets = [o + e + k + m for o, e, k, m in zip(offsets, edge, kv, emb, strict=True)]
         if settings.lossless:
             qps: list[int | None] = [None] * n
             streams = run.encode([(i, None) for i in range(n)], sample=False)
@@ -646,7 +674,7 @@ def compress_matrices(
             qps = [min(hi, max(lo, settings.qp + o)) for o in offsets]
             streams = run.encode(list(enumerate(qps)), sample=False)
         else:
-            qps, streams = _rate_controlled(run, codec, settings, offsets)
+            qps, streams = _rate_controlled(run, codec, settings, offsets, budget_bits)
         return run.finish(qps, streams)
     finally:
         if executor is None:
@@ -729,8 +757,14 @@ def qp_offsets(steps: Sequence[float], qp_per_octave: float = 6.0) -> list[int]:
     return [int(round(-qp_per_octave * (v - float(np.median(logs))))) for v in logs]
 
 
+def embedding_offsets(names: Sequence[str], offset: int) -> list[int]:
+    """``offset`` for token embeddings and output heads (TOKEN_MATRIX), 0 for the other matrices."""
+    return [offset if TOKEN_MATRIX.search(n) else 0 for n in names]
+
+
 def _rate_controlled(
-    run: _Runner, codec: FFmpegCodec, settings: CompressSettings, offsets: Sequence[int] | None = None
+    run: _Runner, codec: FFmpegCodec, settings: CompressSettings, offsets: Sequence[int] | None = None,
+    budget_bits: float | None = None,
 ) -> tuple[list[int], list[bytes]]:
     streams: dict[tuple[int, int], bytes] = {}
 
@@ -751,7 +785,7 @@ def _rate_controlled(
     alloc = allocate(
         numel=run.numel,
         side_bits=run.side_bits(),
-        target_bpw=settings.bpw,
+        target_bpw=settings.bpw if budget_bits is None else budget_bits / sum(run.numel),
         qp_range=codec.qp_range,
         measure_full=measure_full,
         measure_sample=measure_sample,

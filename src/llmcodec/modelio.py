@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,13 +360,18 @@ def load_folder_model(folder: Path, config: dict):
     return model
 
 
-def _plain_layout(state: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict:
+# the tensors of a list of names (one shard's), read or decoded on demand
+TensorReader = Callable[[list[str]], dict[str, torch.Tensor]]
+
+
+def plain_layout(tensors: Mapping[str, torch.Tensor], aliases: Mapping[str, str]) -> dict:
     """A layout for weights without a recorded one (GGUF and state-dict sources, older artifacts):
     the in-memory names, without the tied aliases (transformers re-ties them, as after
-    ``save_pretrained``), in shards of at most 5 GB as ``huggingface_hub`` splits them."""
+    ``save_pretrained``), in shards of at most 5 GB as ``huggingface_hub`` splits them.
+    Only names, shapes and dtypes are used: ``tensors`` may be on the meta device."""
     from huggingface_hub import split_torch_state_dict_into_shards
 
-    kept = {n: t for n, t in state.items() if n not in aliases}
+    kept = {n: t for n, t in tensors.items() if n not in aliases}
     split = split_torch_state_dict_into_shards(kept, filename_pattern="model{suffix}.safetensors", max_shard_size="5GB")
     shards = {
         f: {"metadata": {"format": "pt"}, "tensors": {n: str(kept[n].dtype).removeprefix("torch.") for n in names}}
@@ -377,17 +382,19 @@ def _plain_layout(state: dict[str, torch.Tensor], aliases: dict[str, str]) -> di
 
 
 def save_folder(
-    state: dict[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor] | TensorReader,
     config: dict | None,
     files: dict[str, bytes],
     out: Path,
     checkpoint: dict | None = None,
-    aliases: dict[str, str] | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a Hugging Face model folder atomically (build in a temporary folder, then rename).
 
     The weights go straight to safetensors, no model is built: with a ``checkpoint`` record the
-    source's shard files, names, dtypes and index, else the layout of ``_plain_layout``.
+    source's shard files, names, dtypes and index, else ``plain_layout``. ``state`` is the tensors
+    by name, or a reader called once per shard file (then only one shard's tensors are held at a
+    time; it needs a ``checkpoint``).
     """
     from .artifact import write_safetensors
 
@@ -399,10 +406,14 @@ def save_folder(
             "the artifact has no model config, so it cannot become a Hugging Face folder; "
             "load it as a state dict instead"
         )
-    layout = checkpoint if checkpoint is not None else _plain_layout(state, aliases or {})
-    missing = [n for e in layout["shards"].values() for n in e["tensors"] if n not in state]
-    if missing:
-        raise ModelError(f"the artifact lacks tensors its checkpoint lists: {', '.join(missing[:5])}")
+    if callable(state):
+        if checkpoint is None:
+            raise ValueError("save_folder: a tensor reader needs the checkpoint layout")
+        read = state
+    else:
+        tensors = state
+        read = lambda names: {n: tensors[n] for n in names if n in tensors}  # noqa: E731
+    layout = checkpoint if checkpoint is not None else plain_layout(state, aliases or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     outputs.clean_stale(out.parent, out.name)  # a killed restore's temporary folder
     tmp = Path(tempfile.mkdtemp(prefix=outputs.temp_prefix(out.name), dir=out.parent))
@@ -413,10 +424,15 @@ def save_folder(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         weight_map = {}
         for fname, e in layout["shards"].items():
-            tensors = {n: state[n].to(getattr(torch, d)) for n, d in e["tensors"].items()}
-            write_safetensors(tmp / fname, tensors, {str(k): str(v) for k, v in e["metadata"].items()})
+            got = read(list(e["tensors"]))
+            missing = [n for n in e["tensors"] if n not in got]
+            if missing:
+                raise ModelError(f"the artifact lacks tensors its checkpoint lists: {', '.join(missing[:5])}")
+            shard = {n: got[n].to(getattr(torch, d)) for n, d in e["tensors"].items()}
+            del got
+            write_safetensors(tmp / fname, shard, {str(k): str(v) for k, v in e["metadata"].items()})
             weight_map.update(dict.fromkeys(e["tensors"], fname))
-            del tensors
+            del shard
         if layout["index"] is not None:
             index = {**layout["index"], "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")

@@ -1,14 +1,21 @@
 """Rate control: choose a QP per tensor so the whole model lands on a bits-per-weight budget.
 
-1. A global QP is found by bisection on cheap row samples of every tensor (the rate of a sample
-   tracks the rate of its matrix closely).
-2. Every tensor is encoded at that QP; the measured total is then corrected by moving single
-   tensors one QP step up or down, choosing moves from the sample curves and measuring each move.
-3. The budget left is filled: tensors whose next-better QP is estimated to fit in what is left
-   are measured there too (the coarsest tensors first, then the cheapest moves; further rounds
-   while more than 0.1% of the budget is left).
-4. Finally, from everything measured, the highest-rate mix of measured options that stays within
+The default search costs about one encode of every tensor plus cheap probes:
+
+1. Locate: the common base QP is bracketed with row samples of a spread-out subset of the tensors
+   (a few QPs; the next QP to probe comes from the measured slope of rate against QP).
+2. Probe: every tensor's row sample is coded once, at that base QP; the subset's two QPs give the
+   rate ratio per QP step used for every other QP.
+3. Plan and code in two stages: a first third of the tensors (every third one, so all kinds and
+   depths are in it) is coded at the QPs planned from the samples; their measured rates correct
+   the samples' bias for the rest, which are then planned into what the budget leaves and coded.
+4. Correct: if the total lands above the budget (or more than half the tolerance below it),
+   single tensors move one QP and are coded again, chosen from the estimated rates.
+5. Finally, from everything measured, the highest-rate mix of measured options that stays within
    the budget is kept; it has to land within ``tolerance`` below the target.
+
+``equal_rate`` keeps the older, slower search (bisection on samples of every tensor, one full
+encode, moves and fill rounds), which it needs for its per-tensor starting QPs.
 
 The functions here only see numbers and callbacks, so they are tested without any codec.
 """
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 Measure = Callable[[list[tuple[int, int]]], list[float]]  # [(tensor, qp)] -> bits for each
 
@@ -44,7 +53,7 @@ def _bisect_global(sample_bpw: Callable[[int], float], target_bpw: float, qp_lo:
     return lo
 
 
-def allocate(
+def _allocate_search(
     numel: Sequence[int],
     side_bits: Sequence[float],
     target_bpw: float,
@@ -77,7 +86,6 @@ def allocate(
     qp_lo, qp_hi = min(qp_range), max(qp_range)
     total_w = float(sum(numel))
     budget = target_bpw * total_w
-    floor = budget * (1 - tolerance)
     side = float(sum(side_bits))
     if side >= budget:
         raise BudgetError(
@@ -120,16 +128,241 @@ def allocate(
             qps[i] = min(cands[i], key=lambda q, i=i, want=want: (abs(sample_cache[i, q] - want), q))
     measure(list(enumerate(qps)))
 
-    def total() -> float:
-        return sum(full[i, qps[i]] for i in range(n)) + side
-
-    def estimate(i: int, qp: int) -> float:
+    def estimate(i: int, cur: int, qp: int) -> float:
         if (i, qp) in full:
             return full[i, qp]
-        samples([(i, qps[i]), (i, qp)])
-        base = sample_cache[i, qps[i]]
+        samples([(i, cur), (i, qp)])
+        base = sample_cache[i, cur]
         ratio = sample_cache[i, qp] / base if base > 0 else 1.0
-        return full[i, qps[i]] * ratio
+        return full[i, cur] * ratio
+
+    return _land(qps, full, measure, estimate, side, budget, tolerance, (qp_lo, qp_hi), off, target_bpw,
+                 total_w, max_rounds, fill_rounds, refill, fill_from=0.0)
+
+
+def spread_subset(n: int, share: float, least: int = 4) -> list[int]:
+    """About ``share`` of ``range(n)``, spread evenly (golden-ratio sequence), so that a subset of a
+    model's tensors holds every kind and depth even when the kinds repeat with a fixed period."""
+    if n <= least:
+        return list(range(n))
+    picked = [i for i in range(n) if (i * 0.6180339887498949) % 1.0 < share]
+    return picked if len(picked) >= least else list(range(least))
+
+
+def _plan(
+    idx: Sequence[int], pred: Callable[[int, int], float], room: float, off: Sequence[int], qp_range: tuple[int, int]
+) -> dict[int, int]:
+    """QPs for the tensors ``idx`` whose predicted bits fill ``room``: the best common base (QP minus
+    offset) that fits, then single tensors one QP better, the cheapest first, while they fit."""
+    qp_lo, qp_hi = qp_range
+
+    def at(i: int, base: int) -> int:
+        return min(qp_hi, max(qp_lo, base + off[i]))
+
+    lo, hi = qp_lo - max(off), qp_hi - min(off)
+    base = hi
+    for b in range(lo, hi + 1):  # the rate falls with the base: the first that fits is the best
+        if sum(pred(i, at(i, b)) for i in idx) <= room:
+            base = b
+            break
+    qps = {i: at(i, base) for i in idx}
+    used = sum(pred(i, q) for i, q in qps.items())
+    deltas = {i: pred(i, qps[i] - 1) - pred(i, qps[i]) for i in idx if qps[i] - 1 >= qp_lo}
+    for i in sorted(deltas, key=lambda i: (deltas[i], i)):
+        if used + deltas[i] <= room:
+            qps[i] -= 1
+            used += deltas[i]
+    return qps
+
+
+def allocate(
+    numel: Sequence[int],
+    side_bits: Sequence[float],
+    target_bpw: float,
+    qp_range: tuple[int, int],
+    measure_full: Measure,
+    measure_sample: Measure,
+    tolerance: float = 0.03,
+    max_rounds: int = 6,
+    qp_offsets: Sequence[int] | None = None,
+    equal_rate: bool = False,
+    probe_span: int = 3,
+    fill_rounds: int = 3,
+    refill: float = 0.001,
+    start_qp: int | None = None,
+    locate_share: float = 0.15,
+    stages: int = 3,
+    fill_from: float | None = None,
+) -> Allocation:
+    """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
+
+    ``measure_full`` returns bits of the whole tensor (bitstream only); ``measure_sample`` returns
+    bits *per weight* of the tensor's row sample. Both take a batch so callers can run it in parallel.
+    ``qp_offsets`` fixes each tensor's QP relative to a common base QP, which is what is searched.
+    The steps are in the module's docstring: ``locate_share`` of the tensors locate the base QP,
+    starting at ``start_qp`` (None: the middle of the range); they are coded first, then the rest in
+    ``stages - 1`` stages (``_stages``).
+    ``fill_rounds`` and ``refill`` bound the fill after landing (see ``_land``); it starts only when
+    the landing is more than ``fill_from`` of the budget under it (None: half the tolerance).
+    ``equal_rate``: after the global search, each tensor starts from the QP (within ``probe_span`` of
+    the global one) whose sample rate, side information included, is closest to the target, so every
+    tensor spends about the same bits per weight, as a per-tensor rate-controlled quantizer does
+    (the older search, ``_allocate_search``).
+    """
+    if equal_rate:
+        return _allocate_search(numel, side_bits, target_bpw, qp_range, measure_full, measure_sample, tolerance,
+                                max_rounds, qp_offsets, True, probe_span, fill_rounds, refill)
+    n = len(numel)
+    qp_lo, qp_hi = min(qp_range), max(qp_range)
+    total_w = float(sum(numel))
+    budget = target_bpw * total_w
+    side = float(sum(side_bits))
+    if side >= budget:
+        raise BudgetError(
+            f"{target_bpw} bits per weight is below the side information alone "
+            f"({side / total_w:.3f} bits per weight); use larger groups or a higher --bpw"
+        )
+    off = list(qp_offsets) if qp_offsets is not None else [0] * n
+    lo_b, hi_b = qp_lo - max(off), qp_hi - min(off)
+
+    def qp_at(i: int, base: int) -> int:
+        return min(qp_hi, max(qp_lo, base + off[i]))
+
+    cache: dict[tuple[int, int], float] = {}
+
+    def sampled(idx: Sequence[int], base: int) -> float:
+        """Bits the row samples of ``idx`` predict for those tensors at ``base`` (samples coded once)."""
+        todo = [j for j in dict.fromkeys((i, qp_at(i, base)) for i in idx) if j not in cache]
+        if todo:
+            cache.update(zip(todo, measure_sample(todo), strict=True))
+        return sum(cache[i, qp_at(i, base)] * numel[i] for i in idx)
+
+    # 1. Locate the base on a subset: the smallest base whose sampled rate is within its share.
+    sub = spread_subset(n, locate_share)
+    want = (budget - side) * sum(numel[i] for i in sub) / total_w
+    known: dict[int, float] = {}
+    base = min(hi_b, max(lo_b, start_qp if start_qp is not None else (qp_lo + qp_hi) // 2))
+    while True:
+        known[base] = sampled(sub, base)
+        ok = [b for b, v in known.items() if v <= want]
+        bad = [b for b, v in known.items() if v > want]
+        lo_ok = min(ok) if ok else None
+        if lo_ok is not None and (lo_ok == lo_b or lo_ok - 1 in bad):
+            base = lo_ok
+            break
+        if lo_ok is None and max(bad) == hi_b:
+            base = hi_b
+            break
+        # the next base from the slope between the two nearest probes (a 15% step per QP before two)
+        near = sorted(known, key=lambda b: abs(b - base))[:2]
+        g = _slope(known, near)
+        guess = base + int(np.ceil(np.log(known[base] / want) / np.log(g) - 1e-9))
+        top = lo_ok - 1 if lo_ok is not None else hi_b  # the answer lies in (max(bad), lo_ok]
+        bottom = max(bad) + 1 if bad else lo_b
+        guess = min(top, max(bottom, guess))
+        if guess in known:  # only when rates rose with the QP somewhere: the best base seen to fit
+            base = lo_ok if lo_ok is not None else hi_b
+            break
+        base = guess
+    g = _slope(known, [b for b in known if abs(b - base) <= 3])
+
+    # 2. Every tensor's sample at the base; other QPs by the subset's ratio per QP step.
+    sampled(range(n), base)
+    at_base = [cache[i, qp_at(i, base)] * numel[i] for i in range(n)]
+
+    def pred(i: int, qp: int) -> float:
+        return at_base[i] * g ** (qp_at(i, base) - qp)
+
+    # 3. Code the tensors in stages, each planned into what the budget leaves for it and the stages
+    # after it, with the samples' bias measured on the stages before (the first is the subset).
+    full: dict[tuple[int, int], float] = {}
+
+    def measure(jobs: list[tuple[int, int]]) -> None:
+        todo = [j for j in dict.fromkeys(jobs) if j not in full]
+        if todo:
+            full.update(zip(todo, measure_full(todo), strict=True))
+
+    aim = budget * (1 - tolerance / 4) - side
+    plan: dict[int, int] = {}
+    spent = predicted = 0.0
+    left = list(range(n))
+    for stage in _stages(n, sub, stages):
+        bias = spent / predicted if predicted > 0 else 1.0
+        plan.update({i: q for i, q in _plan(left, lambda i, q, b=bias: b * pred(i, q), aim - spent, off,
+                                             (qp_lo, qp_hi)).items() if i in stage})
+        measure([(i, plan[i]) for i in stage])
+        spent += sum(full[i, plan[i]] for i in stage)
+        predicted += sum(pred(i, plan[i]) for i in stage)
+        left = [i for i in left if i not in stage]
+    qps = [plan[i] for i in range(n)]
+
+    def estimate(i: int, cur: int, qp: int) -> float:
+        if (i, qp) in full:
+            return full[i, qp]
+        # once tensors were coded at two neighbouring QPs, their median ratio replaces the samples'
+        steps = [np.log(full[j, q - 1] / b) for (j, q), b in full.items() if (j, q - 1) in full and b > 0]
+        ratio = float(np.exp(np.median(steps))) if len(steps) >= 3 else g
+        return full[i, cur] * ratio ** (cur - qp)
+
+    # 4.-5. Correct, then keep the best measured mix.
+    return _land(qps, full, measure, estimate, side, budget, tolerance, (qp_lo, qp_hi), off, target_bpw,
+                 total_w, max_rounds, fill_rounds, refill, tolerance / 2 if fill_from is None else fill_from)
+
+
+def _stages(n: int, first: Sequence[int], count: int) -> list[set[int]]:
+    """``first``, then the other tensors in ``count - 1`` stages of growing size (a third, then the
+    rest, for three), each spread over the model like ``spread_subset``."""
+    head = set(first)
+    rest = sorted((i for i in range(n) if i not in head), key=lambda i: ((i * 0.6180339887498949) % 1.0, i))
+    out = [head]
+    cuts = [round(len(rest) * (2 ** k - 1) / (2 ** (count - 1) - 1)) for k in range(count)] if count > 1 else [0]
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        out.append(set(rest[a:b]))
+    if count <= 1:
+        out[0] |= set(rest)
+    return [s for s in out if s]
+
+
+def _slope(known: dict[int, float], bases: Sequence[int], default: float = 1.15) -> float:
+    """Rate ratio per QP step fitted (least squares on the log rate) to the probed ``bases``
+    (``default`` with fewer than two), kept in [1.01, 2]."""
+    pts = [(b, known[b]) for b in set(bases) if known[b] > 0]
+    if len(pts) < 2:
+        return default
+    x = np.array([b for b, _ in pts], dtype=np.float64)
+    y = np.log([v for _, v in pts])
+    slope = -float(np.polyfit(x, y, 1)[0])
+    return float(min(2.0, max(1.01, np.exp(slope))))
+
+
+def _land(
+    qps: list[int],
+    full: dict[tuple[int, int], float],
+    measure: Callable[[list[tuple[int, int]]], None],
+    estimate: Callable[[int, int, int], float],  # (tensor, measured QP, QP) -> bits
+    side: float,
+    budget: float,
+    tolerance: float,
+    qp_range: tuple[int, int],
+    off: Sequence[int],
+    target_bpw: float,
+    total_w: float,
+    max_rounds: int,
+    fill_rounds: int,
+    refill: float,
+    fill_from: float,
+) -> Allocation:
+    """From tensors measured at ``qps``: move single tensors one QP (measured) until the total is within
+    [budget * (1 - tolerance), budget]; then fill what is left (a first round only while more than
+    ``fill_from`` of the budget is left, later ones while more than ``refill``); then keep the
+    best mix of everything measured (``_best_mix``)."""
+    n = len(qps)
+    qp_lo, qp_hi = qp_range
+    floor = budget * (1 - tolerance)
+    qps = list(qps)
+
+    def total() -> float:
+        return sum(full[i, qps[i]] for i in range(n)) + side
 
     for _ in range(max_rounds):
         t = total()
@@ -140,7 +373,7 @@ def allocate(
         cand = [i for i in range(n) if qp_lo <= qps[i] + step <= qp_hi]
         if not cand:
             break
-        deltas = {i: estimate(i, qps[i] + step) - full[i, qps[i]] for i in cand}
+        deltas = {i: estimate(i, qps[i], qps[i] + step) - full[i, qps[i]] for i in cand}
         # Big movers first when far away, then finer ones; stop once the estimate reaches the goal.
         order = sorted(cand, key=lambda i: -abs(deltas[i]))
         moves, est = [], t
@@ -158,9 +391,9 @@ def allocate(
     for k in range(fill_rounds):
         slack = budget - total()
         cand = [i for i in range(n) if qps[i] - 1 >= qp_lo and (i, qps[i] - 1) not in full]
-        if slack <= (0 if k == 0 else refill * budget) or not cand:
+        if slack <= (fill_from if k == 0 else refill) * budget or not cand:
             break
-        deltas = {i: estimate(i, qps[i] - 1) - full[i, qps[i]] for i in cand}
+        deltas = {i: estimate(i, qps[i], qps[i] - 1) - full[i, qps[i]] for i in cand}
         moves, used = [], 0.0
         for i in sorted(cand, key=lambda i: (-qps[i], deltas[i])):  # coarsest first: QPs stay close
             if used + deltas[i] <= slack:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import artifact
+from . import artifact, stacks
 from .codecs.base import CodecError
 from .coder import decode_tensor
 from .compress import Progress
@@ -83,7 +83,7 @@ def verify(
         check_restorable(art, path)
     except artifact.ArtifactError as e:
         config_problem = f"decompress would refuse it: {str(e).removeprefix(f'{path}: ')}"
-    src = None if against is None else load_source(against)
+    src = None if against is None else _StackedSource(load_source(against), art)
     src_names = set() if src is None else set(src.names())
     report = VerifyReport(str(path), None if against is None else str(against))
 
@@ -121,17 +121,18 @@ def verify(
     for name, t in art.raw.items():
         c = checks[name] = TensorCheck(name, "raw", tuple(t.shape))
         if src is not None and _source_ok(c, src_names, src, against):
-            _measure_raw(c, t, src.get(name), against)
+            _measure_raw(c, t, src.get(name), against, name in art.source_dtypes)
     for name, of in art.aliases.items():
         c = checks[name] = TensorCheck(name, "alias", checks[of].shape)
         c.max_abs_error, c.rel_error = checks[of].max_abs_error, checks[of].rel_error  # restores as its target
         if src is not None and _source_ok(c, src_names, src, against) and of in src_names:
             if not torch.equal(src.get(of), src.get(name)):
                 c.problem = f"stored as a tie to {of!r}, but {against} holds a different tensor here"
-    report.tensors = [checks[n] for n in art.order]
+    report.tensors = [checks[m] for n in art.order
+                      for m in (stacks.member_names(n, art.stacks[n]) if n in art.stacks else [n])]
     if config_problem:
         report.problems.append(config_problem)
-    for name in sorted(src_names - set(art.order)):
+    for name in sorted(set(src.src.names()) - set(art.order) if src is not None else ()):
         report.problems.append(f"tensor {name!r} is in {against} but not in the artifact")
     return report
 
@@ -168,10 +169,36 @@ def _bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(nan, torch.isnan(b)) and torch.equal(a[~nan], b[~nan])
 
 
-def _measure_raw(c: TensorCheck, kept: torch.Tensor, ref_t: torch.Tensor, against) -> None:
+def _measure_raw(c: TensorCheck, kept: torch.Tensor, ref_t: torch.Tensor, against, narrowed: bool = False) -> None:
+    """A kept tensor against the source's: bit for bit, or (``narrowed``: stored at 16 bits) equal to
+    the source's rounded to the stored dtype."""
     ok = torch.isfinite(kept) & torch.isfinite(ref_t)  # NaN/Inf are compared by _bit_equal, not measured
     a, b = kept[ok].double(), ref_t[ok].double()
     c.max_abs_error = float((a - b).abs().max()) if a.numel() else 0.0
     c.rel_error = relative_error(b.numpy(), a.numpy())
-    if not _bit_equal(kept, ref_t):
-        c.problem = f"kept exactly, but differs from {against} (max abs error {c.max_abs_error:g}, dtype {kept.dtype})"
+    if not _bit_equal(kept, ref_t.to(kept.dtype) if narrowed else ref_t):
+        how = f"stored as {kept.dtype}" if narrowed else "kept exactly"
+        c.problem = f"{how}, but differs from {against} (max abs error {c.max_abs_error:g}, dtype {kept.dtype})"
+
+
+class _StackedSource:
+    """A source model seen through an artifact's stacks: a member name (``name[i]``) gives matrix
+    ``i`` of the source's tensor ``name``."""
+
+    def __init__(self, src, art: artifact.Artifact) -> None:
+        self.src = src
+        have = set(src.names())
+        self.members = {m: (n, i) for n, shape in art.stacks.items() if n in have
+                        for i, m in enumerate(stacks.member_names(n, shape))}
+
+    def names(self) -> list[str]:
+        return [*self.src.names(), *self.members]
+
+    def get(self, name: str) -> torch.Tensor:
+        if name in self.members:
+            base, i = self.members[name]
+            return stacks.member(self.src.get(base), i)
+        return self.src.get(name)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.get(name).shape) if name in self.members else tuple(self.src.shape(name))

@@ -356,6 +356,9 @@ class FFmpegCodec:
     # QP steps per doubling of the quantizer step (6 in H.264/HEVC/VVC); equal-error allocation uses it.
     qp_per_octave: ClassVar[float] = 6.0
     empty_retries: ClassVar[int] = 3  # runs again when an encoder exits 0 but writes nothing
+    # Raw streams of this format decode back to back in one decoder process (``decode_many``):
+    # Annex-B elementary streams each start with their own parameter sets.
+    concat_decode: ClassVar[bool] = False
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
@@ -384,6 +387,11 @@ class FFmpegCodec:
 
     def pix_fmt(self, profile: Profile) -> str:
         return profile.pix_fmt or self.pix_fmts[0]
+
+    def decoded_pix_fmt(self, profile: Profile) -> str:
+        """The pixel format the decoder writes: the input's, unless the profile's options make the
+        stream carry fewer planes (a subclass says so)."""
+        return self.pix_fmt(profile)
 
     def sample_bits(self, profile: Profile) -> int:
         return bit_depth(self.pix_fmt(profile))
@@ -469,7 +477,7 @@ class FFmpegCodec:
         raise CodecError(f"{what} produced an empty bitstream {self.empty_retries + 1} times in a row")
 
     def decode(self, data: bytes, layout: FrameLayout, profile: Profile) -> list[list[np.ndarray]]:
-        pix_fmt = self.pix_fmt(profile)
+        pix_fmt = self.decoded_pix_fmt(profile)
         # One decoder thread: FFmpeg's native vvc decoder gave different samples from run to run
         # with its default frame/slice threading (seen on a 192x64 frame, 1 run in 8).
         args = ["-threads", "1", "-f", self.demuxer or self.fmt]
@@ -487,3 +495,38 @@ class FFmpegCodec:
             return unpack_raw(raw, pix_fmt, n, h, w, planes)
         except MemoryError:
             raise CodecError(f"{what}: not enough memory for {n} frames of {w}x{h} ({size} bytes)") from None
+
+    def decode_many(
+        self, streams: list[bytes], layouts: list[FrameLayout], profile: Profile
+    ) -> list[list[list[np.ndarray]]]:
+        """``decode`` of several streams, in one decoder process where the format allows it
+        (``concat_decode``): the process start and the decoder's buffers are paid once, not per stream.
+        Frames keep each stream's own size (``-noautoscale``); the output is capped like ``decode``'s."""
+        if len(streams) != len(layouts):
+            raise ValueError(f"{len(streams)} streams for {len(layouts)} layouts")
+        if not self.concat_decode or len(streams) < 2:
+            return [self.decode(d, lay, profile) for d, lay in zip(streams, layouts, strict=True)]
+        pix_fmt = self.decoded_pix_fmt(profile)
+        args = ["-threads", "1", "-f", self.demuxer or self.fmt]  # one thread: see decode
+        if self.decoder:
+            args += ["-c:v", self.decoder]
+        args += ["-i", "pipe:0", "-noautoscale", "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
+        what = f"{self.name} decoder"
+        sizes = [lay.n_frames * raw_frame_bytes(pix_fmt, lay.frame_h, lay.frame_w) for lay in layouts]
+        if sum(sizes) > limits.MAX_DECODED_BYTES:
+            raise CodecError(f"{what}: {len(streams)} streams are {sum(sizes)} bytes, over the "
+                             f"{limits.MAX_DECODED_BYTES} cap")
+        samples = sum(lay.frame_h * lay.frame_w * lay.n_frames for lay in layouts)
+        try:
+            raw = run_ffmpeg(args, b"".join(streams), self.decode_timeout(samples), what, max_out=sum(sizes),
+                             cancel=self.cancel_event)
+            if len(raw) != sum(sizes):
+                raise CodecError(f"{what}: {len(raw)} bytes where {len(streams)} streams need {sum(sizes)}")
+            out, pos = [], 0
+            for lay, size in zip(layouts, sizes, strict=True):
+                planes = 3 if lay.packing == "yuv420" else 1
+                out.append(unpack_raw(raw[pos : pos + size], pix_fmt, lay.n_frames, lay.frame_h, lay.frame_w, planes))
+                pos += size
+            return out
+        except MemoryError:
+            raise CodecError(f"{what}: not enough memory for {len(streams)} streams ({sum(sizes)} bytes)") from None

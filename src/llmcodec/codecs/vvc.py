@@ -7,6 +7,8 @@ from dataclasses import replace
 from .base import FFmpegCodec, Profile
 from .profiles import INTER_FRAME_H
 
+MONOCHROME = ("ChromaFormatIDC", "400")  # libvvenc codes the luma plane only; decoded as grey
+
 
 def _vvc_profiles() -> dict[str, Profile]:
     out = {}
@@ -27,7 +29,9 @@ def _vvc_profiles() -> dict[str, Profile]:
     # Coefficient domain (coefdomain.py): every coding unit and transform is 32x32 (32x32 CTUs that
     # may not split), one DCT-II (no MTS, LFNST or intra sub-partitions) and no in-loop filter, so
     # the codec's forward transform of a frame made by our blockwise inverse transform is the
-    # weights. Dependent quantization lowers the weight error there too (5% at 2.5 bits per weight)
+    # weights. The encoder codes luma only (ChromaFormatIDC 400; its input stays 4:2:0, all libvvenc
+    # takes): the same decoded weights as with constant chroma planes, fewer bits and less work.
+    # Dependent quantization lowers the weight error there too (5% at 2.5 bits per weight)
     # but spreads it evenly over small and large weights, which cost perplexity on SmolLM2-135M
     # at 2.5 bits per weight (benchmarks/rd/FIXED_QP.md): plain RDOQ is the default there, and
     # dependent quantization from 3.25 bits per weight up (VVC.high_rate_profile).
@@ -35,6 +39,7 @@ def _vvc_profiles() -> dict[str, Profile]:
         ("CTUSize", "32"), ("MinQTLumaISlice", "32"), ("MaxMTTDepth", "0"), ("MaxMTTDepthI", "0"),
         ("MTS", "0"), ("LFNST", "0"), ("ISP", "0"),
         ("LoopFilterDisable", "1"), ("EDO", "0"), ("SAO", "0"), ("ALF", "0"), ("CCALF", "0"),
+        MONOCHROME,
     )
     sq = (("DepQuant", "0"), ("SignHideFlag", "0"))
     for preset in ("faster", "fast", "medium"):
@@ -103,6 +108,11 @@ class VVC(FFmpegCodec):
     # default-dq uses the medium preset (see _vvc_profiles).
     high_rate_profile = ("default-dq", 3.25)
     seconds_per_msample = 120.0
+    concat_decode = True
+
+    def decoded_pix_fmt(self, profile: Profile) -> str:
+        """Monochrome streams (``MONOCHROME`` among the options) decode to grey at the input's depth."""
+        return "gray10le" if MONOCHROME in profile.options else self.pix_fmt(profile)
 
     def encoder_options(self, qp: int | None, profile: Profile) -> list[str]:
         # qpa 0: perceptual QP adaptation optimizes for eyes; weights want plain MSE.

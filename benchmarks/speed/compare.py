@@ -1,0 +1,299 @@
+"""Before/after speed of the default path (issue 31), side by side in one run, with reference rates.
+
+    .venv/bin/python benchmarks/speed/compare.py                      # writes benchmarks/speed/compare/
+    .venv/bin/python benchmarks/speed/compare.py --bpw 2.5 --no-ppl   # a shorter run
+
+"Before" is llmcodec at ``--before`` (a git commit, checked out with ``git worktree add`` into a
+temporary folder and imported through PYTHONPATH); "after" is this tree. Each measurement runs in a
+fresh process (run.py's ``--child``), so its peak resident memory and CPU time (own + FFmpeg
+children) are its own. Before and after run at the same time, each with ``--workers`` threads, so
+both see the same machine load (on an idle 2-core machine that halves each one's wall-clock rate;
+the CPU rates do not depend on it); the 1-minute load average at each start is in the table, and
+``uptime`` at the start and end of the run. ``--after`` (default HEAD) is checked out like
+``--before``, so the measured code is a commit.
+
+Rows: the built-in model (SmolLM2-135M-Instruct from its Q4_1 GGUF, exported once to float32
+safetensors; its weights were already 4-bit) compressed with the default settings at each ``--bpw``,
+then restored to a state dict; a ~1 M-weight random Llama (hidden 256, 2 layers) compressed and
+restored; HQQ (2 and 3 bits, group 64, on the same matrices) and llama.cpp's ``llama-quantize``
+(Q2_K, when its binary is given or built under benchmarks/peers) as reference rates; with ``--ppl``,
+perplexity of the before and after artifacts at the first bits-per-weight (PTB test, 40 windows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+import run  # noqa: E402  (the child-process machinery of the main speed benchmark)
+
+FIELDS = ["model", "task", "code", "bpw_target", "workers", "mweights", "seconds", "mw_per_s", "cpu_s",
+          "mw_per_cpu_s", "peak_rss_mb", "bpw", "load1", "note"]
+LLAMA_QUANTIZE = ROOT / "benchmarks" / "peers" / "llamacpp" / "build" / "cmake" / "bin" / "llama-quantize"
+TINY_CONFIG = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512}
+
+
+def tree(ref: str) -> Path:
+    """llmcodec at ``ref`` as a detached git worktree in a temporary folder (made once per commit)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", ref], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    path = Path(tempfile.gettempdir()) / f"llmcodec-speed-{sha}"
+    if not (path / "src" / "llmcodec").is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), sha], check=True,
+                       capture_output=True)
+    return path
+
+
+def child(task: dict, src: Path) -> dict:
+    """run.py's child measurement with llmcodec imported from ``src``."""
+    load1 = os.getloadavg()[0]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    res = subprocess.run([sys.executable, str(HERE / "run.py"), "--child", json.dumps(task)], capture_output=True,
+                         text=True, check=False, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"child {task} failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["load1"] = load1
+    return out
+
+
+def tiny_model(folder: Path) -> Path:
+    """A random Llama of about 1 M weights (hidden 256, 2 layers), saved as a model folder."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**TINY_CONFIG))
+    model.save_pretrained(folder)
+    return folder
+
+
+def hqq_rate(folder: Path, bits: int) -> dict:
+    """HQQ (baselines.HQQ: group 64, optimized scale and zero) on every matrix llmcodec codes."""
+    import resource
+
+    import torch
+
+    from llmcodec.baselines import HQQ
+    from llmcodec.compress import CompressSettings, is_codable
+    from llmcodec.modelio import load
+
+    src = load(str(folder))
+    q, n = HQQ(bits=bits), 0
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    for name in src.names():
+        t = src.get(name)
+        if is_codable(name, tuple(t.shape), CompressSettings()):
+            q(t.to(torch.float32).numpy())
+            n += t.numel()
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
+    return {"mweights": n / 1e6, "seconds": time.perf_counter() - t0, "cpu_s": cpu}
+
+
+def llama_quantize(exe: Path, f32_gguf: Path, out: Path, kind: str = "Q2_K") -> dict:
+    import resource
+
+    t0 = time.perf_counter()
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([str(exe), str(f32_gguf), str(out), kind, "2"], check=True, capture_output=True)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"seconds": time.perf_counter() - t0, "cpu_s": c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime}
+
+
+def cli(argv: list[str], src: Path) -> dict:
+    """Wall time of one ``llmcodec`` command, process start and imports included."""
+    load1, t0 = os.getloadavg()[0], time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sys; from llmcodec.cli import main; sys.exit(main())", *argv],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(src)})
+    return {"seconds": time.perf_counter() - t0, "load1": load1}
+
+
+def perplexity(artifact: Path, src: Path, windows: int) -> float:
+    code = ("import sys, json; from llmcodec import api; from llmcodec.evaluate import EvalSettings, perplexity;"
+            "m, t = api.load_model(sys.argv[1]);"
+            "print(json.dumps(perplexity(m, t, EvalSettings(max_windows=int(sys.argv[2]))).perplexity))")
+    res = subprocess.run([sys.executable, "-c", code, str(artifact), str(windows)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(src)})
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def write(rows: list[dict], info: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    lines = ["# Speed before and after issue 31 (compress and restore, side by side in one run)", "",
+             f"Generated by `{info['command']}`; raw numbers in `results.csv`.", ""]
+    lines += [f"- {k}: `{v}`" for k, v in info.items() if k != "command"]
+    lines += ["", "Mw/s = million coded weights per second of wall time on this 2-core machine (shared with other",
+              "jobs: see load1, the 1-minute load average at each start; above 2 the wall times are pessimistic).",
+              "Mw per CPU-s = the same per CPU-second of llmcodec plus its FFmpeg children, which depends less on",
+              "the load. Peak RSS is the measuring process's own.", ""]
+    head = ["model", "task", "code", "target bpw", "workers", "Mweights", "s", "Mw/s", "CPU s", "Mw per CPU-s",
+            "peak RSS MB", "bpw", "load1", "note"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        vals = [r.get(k, "") for k in FIELDS]
+        lines.append("| " + " | ".join(f"{v:,.3f}" if isinstance(v, float) else str(v) for v in vals) + " |")
+    speed = _speedups(rows)
+    if speed:
+        lines += ["", "## After against before", ""] + speed
+    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def _speedups(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        if r.get("code") != "after":
+            continue
+        b = next((x for x in rows if x.get("code") == "before" and x["model"] == r["model"]
+                  and x["task"] == r["task"] and x.get("bpw_target") == r.get("bpw_target")), None)
+        if b and b.get("seconds") and r.get("seconds") and b.get("cpu_s") and r.get("cpu_s"):
+            out.append(f"- {r['model']}, {r['task']}" + (f" at {r['bpw_target']}" if r.get("bpw_target") else "")
+                       + f": **{b['seconds'] / r['seconds']:.2f}x** wall time ({b['seconds']:.1f} s -> "
+                       f"{r['seconds']:.1f} s), **{b['cpu_s'] / r['cpu_s']:.2f}x** CPU time ({b['cpu_s']:.1f} -> "
+                       f"{r['cpu_s']:.1f} CPU-s)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", default="3db0cab", help="git commit to compare against (default: %(default)s)")
+    ap.add_argument("--after", default="HEAD", help="git commit measured as after (default: %(default)s)")
+    ap.add_argument("--bpw", default="2.5,3.5")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-ppl", action="store_true", help="skip the perplexity check at the first --bpw")
+    ap.add_argument("--windows", type=int, default=40)
+    ap.add_argument("--llama-quantize", type=Path, default=LLAMA_QUANTIZE)
+    ap.add_argument("--out", type=Path, default=HERE / "compare")
+    ap.add_argument("--skip-builtin", action="store_true", help="only the tiny model (a quick check of this script)")
+    args = ap.parse_args()
+
+    from llmcodec import sysinfo
+
+    run.make_cache()
+    cache = run.CACHE
+    info = sysinfo.describe()
+    info["command"] = "python benchmarks/speed/compare.py " + " ".join(sys.argv[1:])
+    info["uptime at start"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    trees = {"before": tree(args.before) / "src", "after": tree(args.after) / "src"}
+    info["before"] = f"{args.before} ({trees['before'].parent})"
+    info["after"] = f"{args.after} ({trees['after'].parent})"
+    folder = run.export_builtin(cache / "smollm2-135m-f32")
+    tiny = tiny_model(cache / "tiny-llama-1m")
+    rows: list[dict] = []
+
+    def add(row: dict) -> None:
+        if row.get("mweights") and row.get("seconds"):
+            row["mw_per_s"] = row["mweights"] / row["seconds"]
+        if "cpu_s" not in row and row.get("self_cpu_s") is not None:
+            row["cpu_s"] = row["self_cpu_s"] + row["codec_cpu_s"]
+        if row.get("mweights") and row.get("cpu_s"):
+            row["mw_per_cpu_s"] = row["mweights"] / row["cpu_s"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        write(rows, info, args.out)
+
+    budgets = [float(b) for b in args.bpw.split(",")]
+    arts: dict[tuple[str, float], Path] = {}
+
+    def both(task: dict, row: dict, art: str | None = None) -> None:
+        """``task`` with before's and after's code at once; one row each."""
+        with ThreadPoolExecutor(2) as pool:
+            futs = {code: pool.submit(child, {**task, **({"out": art.format(code=code)} if art else {})}, trees[code])
+                    for code in ("before", "after")}
+            for code, f in futs.items():
+                add({**row, "code": code, **f.result()})
+
+    def restore_task(path: Path) -> dict:
+        return {"task": "restore", "artifact": str(path), "workers": args.workers, "mode": "state_dict"}
+
+    main_bpw = [] if args.skip_builtin else budgets[:1]
+    for bpw in main_bpw:
+        both({"task": "compress", "model": str(folder), "codec": "vvc", "bpw": bpw, "workers": args.workers},
+             {"model": "smollm2-135m", "task": "compress", "bpw_target": bpw, "workers": args.workers,
+              "note": "default settings"}, str(cache / f"cmp-{{code}}-{bpw}.llmc"))
+        for code in ("before", "after"):
+            arts[code, bpw] = cache / f"cmp-{code}-{bpw}.llmc"
+        with ThreadPoolExecutor(2) as pool:  # restore each artifact with its own code, at once
+            futs = {code: pool.submit(child, restore_task(arts[code, bpw]), trees[code]) for code in trees}
+            for code, f in futs.items():
+                add({"model": "smollm2-135m", "task": "restore (state dict)", "code": code, "bpw_target": bpw,
+                     "workers": args.workers, "note": "decode + dequantize", **f.result()})
+    tiny_art = cache / "cmp-tiny-{code}.llmc"
+    both({"task": "compress", "model": str(tiny), "codec": "vvc", "bpw": budgets[0], "workers": args.workers},
+         {"model": "tiny-llama-1m", "task": "compress", "bpw_target": budgets[0], "workers": args.workers,
+          "note": "random weights; process start not counted"}, str(tiny_art))
+    with ThreadPoolExecutor(2) as pool:
+        futs = {code: pool.submit(child, restore_task(Path(str(tiny_art).format(code=code))), trees[code])
+                for code in trees}
+        for code, f in futs.items():
+            add({"model": "tiny-llama-1m", "task": "restore (state dict)", "code": code, "bpw_target": budgets[0],
+                 "workers": args.workers, "note": "process start not counted", **f.result()})
+    for code in ("before", "after"):  # what a user waits for, process start and imports included
+        art, restored = cache / f"cmp-tiny-cli-{code}.llmc", cache / f"cmp-tiny-cli-{code}"
+        shutil.rmtree(restored, ignore_errors=True)
+        res = cli(["compress", str(tiny), str(art), "--bpw", str(budgets[0]), "--quiet"], trees[code])
+        add({"model": "tiny-llama-1m", "task": "llmcodec compress (command)", "code": code,
+             "bpw_target": budgets[0], "workers": 2, "note": "whole command", **res})
+        res = cli(["decompress", str(art), str(restored), "--quiet"], trees[code])
+        add({"model": "tiny-llama-1m", "task": "llmcodec decompress (command)", "code": code,
+             "bpw_target": budgets[0], "workers": 2, "note": "whole command, writes a model folder", **res})
+        shutil.rmtree(restored, ignore_errors=True)
+    for bits in () if args.skip_builtin else (2, 3):
+        add({"model": "smollm2-135m", "task": f"HQQ {bits}-bit g64 (reference)", "code": "hqq", "workers": 1,
+             "load1": os.getloadavg()[0], "note": "quantize + dequantize, torch on CPU", **hqq_rate(folder, bits)})
+    exe = args.llama_quantize
+    f32 = exe.parents[2] / "model-f32.gguf" if exe.is_file() else None
+    if exe.is_file() and f32 is not None and f32.is_file() and not args.skip_builtin:
+        out = cache / "llama-q2k.gguf"
+        res = llama_quantize(exe, f32, out)
+        res["mweights"] = 134.5  # every tensor of the model: llama-quantize codes the embedding too
+        add({"model": "smollm2-135m", "task": "llama-quantize Q2_K (reference)", "code": "llama.cpp", "workers": 2,
+             "load1": os.getloadavg()[0], "note": "whole GGUF, 2 threads", **res})
+        out.unlink(missing_ok=True)
+    else:
+        info["llama-quantize"] = f"not measured: no binary at {exe} (benchmarks/peers/llamacpp/setup.sh builds it)"
+    if not args.no_ppl and main_bpw:
+        with ThreadPoolExecutor(2) as pool:
+            futs = {code: pool.submit(perplexity, arts[code, budgets[0]], trees[code], args.windows) for code in trees}
+            for code, f in futs.items():
+                info[f"perplexity {code} at {budgets[0]} ({args.windows} PTB test windows)"] = f"{f.result():.2f}"
+                write(rows, info, args.out)
+    for bpw in [] if args.skip_builtin else budgets[1:]:
+        both({"task": "compress", "model": str(folder), "codec": "vvc", "bpw": bpw, "workers": args.workers},
+             {"model": "smollm2-135m", "task": "compress", "bpw_target": bpw, "workers": args.workers,
+              "note": "default settings"}, str(cache / f"cmp-{{code}}-{bpw}.llmc"))
+        with ThreadPoolExecutor(2) as pool:
+            futs = {code: pool.submit(child, restore_task(cache / f"cmp-{code}-{bpw}.llmc"), trees[code])
+                    for code in trees}
+            for code, f in futs.items():
+                add({"model": "smollm2-135m", "task": "restore (state dict)", "code": code, "bpw_target": bpw,
+                     "workers": args.workers, "note": "decode + dequantize", **f.result()})
+    info["uptime at end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    write(rows, info, args.out)
+    for f in cache.glob("cmp-*.llmc"):
+        f.unlink()
+    print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
