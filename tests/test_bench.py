@@ -132,3 +132,16 @@ def test_cli_bench_quick(tiny_llama, tmp_path, capsys):
 def test_cli_bench_bad_codec_is_a_clear_error(tiny_llama, tmp_path, capsys):
     assert main(["bench", str(tiny_llama), "--out", str(tmp_path / "x"), "--quick", "--codecs", "h266x"]) == 2
     assert "unknown codec 'h266x'" in capsys.readouterr().err
+
+
+def test_grid_marks_the_best_and_the_cells_not_measured():
+    base = {"model": "m", "scope": "s", "kind": "codec", "rel_error": "0.2", "encode_mweights_s": "1",
+            "decode_mweights_s": "4"}
+    rows = [
+        {**base, "codec": "vvc", "profile": "default", "target": "2.5", "perplexity": "150"},
+        {**base, "codec": "x265", "profile": "default", "target": "2.5", "perplexity": "170"},
+        {**base, "codec": "x265", "profile": "default", "target": "3", "perplexity": "90"},
+    ]
+    text = bench.grid(rows, "s", ("vvc:default", "x265:default"), (2.5, 3.0))
+    assert "| vvc:default | **150.0** / 0.200 | not measured | 1.00 | 4.00 |" in text
+    assert "| x265:default | 170.0 / 0.200 | **90.0** / 0.200 |" in text

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .codecs import CodecError, get_codec
@@ -489,7 +490,7 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     rows = read_points(csv_path)
     for path in plot(rows, settings.out, settings.scope):
         log(f"wrote {path}")
-    table = summary(rows, settings.scope)
+    table = grid(rows, settings.scope, settings.curves, settings.budgets) + "\n" + summary(rows, settings.scope)
     path = settings.out / f"summary_{settings.scope}.md"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"# {common['model']}, scope {settings.scope}\n\n{table}")
@@ -608,4 +609,35 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
         else:
             lines.append(f"- {r['encoder']} {r['target']} bit: {float(r['bits_per_weight']):.3f} bits per weight, "
                          f"weight error {float(r['rel_error']):.4f}{ppl}")
+    return "\n".join(lines) + "\n"
+
+
+def grid(rows: list[dict[str, str]], scope: str, curves: tuple[str, ...], budgets: tuple[float, ...]) -> str:
+    """Markdown: one row per curve, one column per budget, each cell perplexity / weight error (or
+    "not measured"); then encode and decode Mweights/s over the curve's measured points."""
+    series = _series(rows, scope)
+    head = ["codec:profile", *(f"{b:g}" for b in budgets), "encode Mw/s", "decode Mw/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best: dict[float, float] = {}
+    for b in budgets:
+        vals = [float(r["perplexity"]) for s in series.values() for r in s
+                if float(r["target"]) == b and r.get("perplexity")]
+        if vals:
+            best[b] = min(vals)
+    for curve in curves:
+        pts = {float(r["target"]): r for r in series.get(curve, [])}
+        cells = [curve]
+        for b in budgets:
+            r = pts.get(b)
+            if r is None:
+                cells.append("not measured")
+                continue
+            ppl = f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"
+            if r.get("perplexity") and float(r["perplexity"]) == best.get(b):
+                ppl = f"**{ppl}**"
+            cells.append(f"{ppl} / {float(r['rel_error']):.3f}")
+        measured = list(pts.values())
+        for col in ("encode_mweights_s", "decode_mweights_s"):
+            cells.append(f"{np.mean([float(r[col]) for r in measured]):.2f}" if measured else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
