@@ -200,7 +200,7 @@ def max_plausible_rms(q: np.ndarray, qp: int | None) -> float:
     Lossless must be exact. Otherwise: a decoder output unrelated to the input (noise, zeros, another
     tensor's frames, tiles in the wrong order) misses by at least the standard deviation of ``q`` in
     RMS (sqrt(2) x for a shuffle), while an encoder at its worst QP returns about the block means,
-    i.e. at most about that deviation (measured: 1.0006 x std at VVC QP 63 on Gaussian weights).
+    i.e. at most about that deviation.
     """
     if qp is None:
         return 0.0

@@ -33,23 +33,16 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHTINGS = ("none", "data-free", "balance")
 SIDES = ("packed", "log8", "fp16")
 ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equal-rate")
-# The default edge layers' step (CompressSettings.edge_octaves None): one octave finer below 3.25 bits
-# per weight, where it measured a gain on SmolLM2 with both ECSQ and VVC (benchmarks/rd/EDGES.md).
+# The default edge layers' step (CompressSettings.edge_octaves None): one octave finer below
+# EDGE_MAX_BPW bits per weight, where it helps (evidence: docs/research-log.md).
 EDGE_OCTAVES, EDGE_MAX_BPW = 1.0, 3.25
 # The default strength of the grouped-query attention prior (CompressSettings.kv_sharing None, kv_offsets):
-# the equal-slope step, below KV_MAX_BPW bits per weight. On SmolLM2 at equal rate (benchmarks/rd/EDGES.md,
-# w40/RESULTS.md) it lowered perplexity at 2.5 and 3.0 with ECSQ and VVC (-5% to -13%; strength 0.5
-# worse, 1.5 no better), was neutral at 3.5 and raised it 2-4% at 4.0 with both: off from there.
-# Both priors together from 3.25 up (2026-12-04; README, "--kv-sharing"): at 3.5 worse on the built-in
-# model in each of four nearby draws (+0.1% to +3.3%) and mixed elsewhere, at 4.0 -2.6% on average
-# over five comparisons but not in all, and MiniLM's weight error +11%: not adopted.
+# the equal-slope step, below KV_MAX_BPW bits per weight, off from there (docs/research-log.md).
 KV_SHARING, KV_MAX_BPW = 1.0, 3.25
 # Named starting points for the shaping options (CompressSettings.for_objective, ``--objective``).
 # "model" is the defaults: error goes where the model's output minds it least (per-row steps, full
-# column balance, one QP), which measured best in perplexity and embedding similarity. "weights"
-# minimizes squared weight error instead: one absolute step everywhere, light balance. Measured in
-# benchmarks/rd (llmcodec-vvc-ha3): lower MiniLM weight error than ECSQ with one shared step at
-# 2.5-4 bits per weight, but SmolLM2 perplexity 167.9 against the default's 111.7 at 3.0 (8 windows).
+# column balance, one QP). "weights" minimizes squared weight error instead: one absolute step
+# everywhere, light balance (the comparison: docs/research-log.md).
 OBJECTIVES: dict[str, dict[str, object]] = {
     "model": {},
     "weights": {"allocation": "equal-error", "shared_scale": True, "alpha": 0.3, "edge_layers": 0, "kv_sharing": 0.0},
@@ -88,11 +81,10 @@ class CompressSettings:
     tolerance: float = 0.015  # --bpw may land this fraction below the target, never above
     sample_fraction: float = 0.125  # share of rows used to probe rates
     keep_nonfinite: bool = False  # keep matrices with NaN/Inf uncompressed instead of refusing them
-    # Rate-distortion shaping (data-free; see importance.py and the README's "Where the error goes"):
-    # column multipliers from the model's own weights: "none" | "data-free" (norm weights and the
-    # Llama dataflow, importance.column_importance) | "balance" (inverse column energy,
-    # importance.balance_importance). "balance" with alpha 1 (every column coded at the same RMS) is
-    # the measured best on SmolLM2 (alpha 0.5 and 1.5 worse; benchmarks/rd/FIXED_QP.md)
+    # Rate-distortion shaping (data-free; importance.py, docs/method.md): column multipliers from the
+    # model's own weights: "none" | "data-free" (norm weights and the Llama dataflow,
+    # importance.column_importance) | "balance" (inverse column energy, importance.balance_importance;
+    # with alpha 1 every column is coded at the same RMS)
     weighting: str = "balance"
     alpha: float = 1.0  # strength of the weighting (1: weighted reverse water-filling)
     shared_scale: bool = False  # one quantization step per tensor instead of one per row
@@ -106,8 +98,6 @@ class CompressSettings:
     # the first and last ``edge_layers`` blocks of the stack get a step ``2^-edge_octaves`` times the
     # rest's (QP offsets; edge_offsets): the ends of a network are the most sensitive to their error.
     # None: EDGE_OCTAVES below EDGE_MAX_BPW bits per weight, off from there and with --qp/--lossless.
-    # Measured on SmolLM2 (benchmarks/rd/EDGES.md, chosen on PTB valid): at equal rate ECSQ's test
-    # perplexity -21% / -8% / -2% / +1% at 2.5 / 3.0 / 3.5 / 4.0; VVC -7.5% / 0% / +4% / -3%.
     edge_layers: int = 1
     edge_octaves: float | None = None
     # grouped-query attention: k_proj and v_proj, whose heads each serve n_rep query heads, get a step
@@ -116,16 +106,15 @@ class CompressSettings:
     # --qp/--lossless/calibration.
     kv_sharing: float | None = None
     rotate: bool = False  # code R W R' (random orthogonal R, R'; rotation.py), undone on restore
-    # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). It helps the
-    # sample-domain profiles (0.8 best of 0.5-0.9 there) and hurts the default coefficient-domain
-    # profile, whose error is already per weight (benchmarks/ablation, benchmarks/rd/FIXED_QP.md)
+    # code sign(w)|w|^p so the codec's error grows with |w| (1: off; quant.compand). Meant for the
+    # sample-domain profiles; the coefficient-domain profiles' error is already per weight
     compand: float = 1.0
     # coefficient domain: restore each decoded level at the mean of the weights that reached it
     # (quant.Recon), which undoes the codec's rounding toward zero
     centroids: bool = True
     # "packed": column multipliers and (coefficient domain) row scales as 8-bit logarithmic codes,
-    # no offsets, the codes Golomb-Rice packed (sideinfo.py); "log8": the same codes a byte each (the
-    # default until 2026-12-04); "fp16": fp16 scale and offset per row, fp16 multipliers
+    # no offsets, the codes Golomb-Rice packed (sideinfo.py); "log8": the same codes a byte each;
+    # "fp16": fp16 scale and offset per row, fp16 multipliers
     side: str = "packed"
     # Optional and data-aware (calibration.py): a text ("ptb-train", "ptb-valid", "ptb-test" or a file)
     # whose first ``calibration_tokens`` tokens estimate each matrix's loss per unit of error; its QP
@@ -315,8 +304,8 @@ def encode_job(
 ) -> bytes:
     """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
 
-    Quantizing again for every QP costs a few per cent of an encode (measured) and saves keeping
-    every tensor's frames in memory while rate control revisits them.
+    Quantizing again for every QP is cheap next to an encode and saves keeping every tensor's
+    frames in memory while rate control revisits them.
     """
     w = _coded_domain(spec, name, w)  # rotate first: a row sample of a rotated matrix is rotated rows
     if sample:
@@ -685,10 +674,8 @@ def capped_steps(steps: Sequence[float], rms: Sequence[float], cap: float) -> li
     """Steps for ``qp_offsets`` that give every tensor the same absolute error, except that no
     tensor's error relative to its own RMS exceeds ``cap`` times that of the median-RMS tensor.
 
-    Equal absolute error minimizes the total squared weight error, but it leaves a tensor much
-    smaller than the rest mostly noise: on SmolLM2-135M the layer-0 v_proj and o_proj (RMS 0.047
-    and 0.065 against a median of 0.19) carry most of the perplexity that equal error loses
-    (benchmarks/rd/RESULTS.md, llmcodec-vvc-capr). A tensor below ``1/cap`` of the median RMS gets its step scaled
+    Equal absolute error minimizes the total squared weight error, but leaves a tensor much smaller
+    than the rest mostly noise. A tensor below ``1/cap`` of the median RMS gets its step scaled
     down with its RMS, so it keeps the relative error of one at that bound."""
     r = np.maximum(np.asarray(rms, dtype=np.float64), 1e-30)
     shrink = np.minimum(1.0, cap * r / float(np.median(r)))
@@ -708,8 +695,7 @@ def layer_index(name: str) -> int | None:
 def edge_offsets(names: Sequence[str], layers: int, octaves: float, qp_per_octave: float = 6.0) -> list[int]:
     """QP offsets that code the first and last ``layers`` blocks among ``names`` with a step
     ``2^-octaves`` times the others'. The first block reads the embeddings and the last feeds the
-    output head; their errors reach the output with the least correction by the layers between,
-    and their error cost SmolLM2 the most perplexity per bit (benchmarks/rd/EDGES.md)."""
+    output head; their errors reach the output with the least correction by the layers between."""
     idx = [layer_index(n) for n in names]
     known = [i for i in idx if i is not None]
     if not known or layers <= 0 or octaves <= 0:
@@ -731,7 +717,7 @@ def kv_offsets(names: Sequence[str], shapes: Sequence[Sequence[int]], strength: 
     the outputs of all ``n_rep`` heads, so a weight of k_proj or v_proj costs about ``n_rep`` times
     the loss of one elsewhere. Equal slopes then give those matrices a step ``n_rep^(-1/2)`` times the
     rest's (``strength`` 1). Models without GQA (``n_rep`` 1, e.g. BERT) and names without the Llama
-    projections get nothing. Measured on SmolLM2 (``n_rep`` 3): benchmarks/rd/EDGES.md."""
+    projections get nothing."""
     if strength <= 0:
         return [0] * len(names)
     shape = dict(zip(names, shapes, strict=True))

@@ -9,8 +9,8 @@ steps chosen like a video QP (6 steps double the distortion knob):
 - JPEG XL: Butteraugli ``distance = 0.1 * 2**((qp - 1) / 6)`` for qp 1..44 (0.1 .. 14.4);
   lossless is distance 0 (modular mode).
 - JPEG 2000: FFmpeg's native encoder, 9/7 irreversible wavelet, rate-distortion slope
-  ``-q:v 2**(qp / 4) * 4**(bits - 10)`` for qp 0..80 (the depth factor was measured: the same
-  index then gives the same rate and relative error at 8, 10 and 12 bits); lossless is the
+  ``-q:v 2**(qp / 4) * 4**(bits - 10)`` for qp 0..80 (the depth factor makes the same
+  index give about the same rate and relative error at 8, 10 and 12 bits); lossless is the
   reversible 5/3 wavelet.
 """
 

@@ -21,8 +21,7 @@ def _vvc_profiles() -> dict[str, Profile]:
         out[name] = Profile(name, preset="faster", intra=intra, max_frame_h=INTER_FRAME_H)
     out["ai-faster-yuv420"] = Profile("ai-faster-yuv420", preset="faster", intra=True, packing="yuv420")
     # Dependent (trellis-coded) quantization: the faster presets leave it off and hide sign bits
-    # instead; the two exclude each other. Measured on SmolLM2 matrices at QP 34: 5% less weight
-    # error at 1% fewer bits, about 1.3x the encode time.
+    # instead; the two exclude each other. Less weight error for a slower encode.
     dq = (("DepQuant", "1"), ("SignHideFlag", "0"))
     for preset in ("faster", "fast"):
         out[f"ai-{preset}-dq"] = Profile(f"ai-{preset}-dq", preset=preset, intra=True, options=dq)
@@ -31,10 +30,9 @@ def _vvc_profiles() -> dict[str, Profile]:
     # the codec's forward transform of a frame made by our blockwise inverse transform is the
     # weights. The encoder codes luma only (ChromaFormatIDC 400; its input stays 4:2:0, all libvvenc
     # takes): the same decoded weights as with constant chroma planes, fewer bits and less work.
-    # Dependent quantization lowers the weight error there too (5% at 2.5 bits per weight)
-    # but spreads it evenly over small and large weights, which cost perplexity on SmolLM2-135M
-    # at 2.5 bits per weight (benchmarks/rd/FIXED_QP.md): plain RDOQ is the default there, and
-    # dependent quantization from 3.25 bits per weight up (VVC.high_rate_profile).
+    # Dependent quantization lowers the weight error there too but spreads it evenly over small and
+    # large weights: plain RDOQ is the default at low rates, dependent quantization from
+    # VVC.high_rate_profile's threshold up (evidence: docs/research-log.md).
     coef = (
         ("CTUSize", "32"), ("MinQTLumaISlice", "32"), ("MaxMTTDepth", "0"), ("MaxMTTDepthI", "0"),
         ("MTS", "0"), ("LFNST", "0"), ("ISP", "0"),
@@ -67,8 +65,7 @@ def _vvc_profiles() -> dict[str, Profile]:
         out[name] = Profile(name, preset="faster", intra=True, options=coef + (("LambdaModifierI", lm),), coef_block=32)
     # The same without intra block copy, which libvvenc's medium preset turns on: it predicts a block
     # from another block of weights, so that block's decoded coefficients are no longer the weights'
-    # own quantized values (measured: 1-2.5% of blocks off the quantizer's lattice at QP 26). Not the
-    # default: on SmolLM2-135M it did not lower perplexity (README, "Intra block copy")
+    # own quantized values. Not the default (docs/research-log.md).
     for base in ("ai-medium-coef-rdoq", "ai-medium-coef-dq"):
         out[f"{base}-noibc"] = replace(out[base], name=f"{base}-noibc", options=out[base].options + (("IBC", "0"),))
     # Half-filled blocks (coefdomain.place): weights in the left 16 coefficient columns of each 32x32
@@ -76,15 +73,11 @@ def _vvc_profiles() -> dict[str, Profile]:
     for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq"):
         out[f"{base}-half"] = replace(out[base], name=f"{base}-half", coef_cols=16)
     # The defaults are named copies, so a default's point and its profile's point are one encoding.
-    # Below 3.25 bits per weight the faster preset with RDOQ, in half-filled blocks: on SmolLM2-135M
-    # at 20,440 tokens 99.3 against full blocks' 107.0 at 3.0 bits per weight and 200.3 against 200.0
-    # at 2.5 (benchmarks/rd/w40), for about 1.5x the encode time. ai-medium-coef-rdoq codes 0.02 bits
-    # per weight closer to ideal scalar coding at QP 30 and lowered SmolLM2-135M's weight error at 2-3
-    # bits per weight, but not its perplexity (benchmarks/rd/NOISE.md: 3.0 bits per weight, three draws).
+    # Below the high-rate threshold: the faster preset with RDOQ, in half-filled blocks (how it was
+    # chosen over full blocks and the medium preset: docs/research-log.md).
     out["default"] = replace(out["ai-faster-coef-half"], name="default")
-    # From 3.25 bits per weight up the default adds dependent quantization (high_rate_profile), with
-    # the medium preset's search: on SmolLM2-135M at 3.5 bits per weight 0.9% less weight error
-    # than the faster preset (84.2 against 85.2 perplexity), for about 1.2-1.7x the encode time.
+    # From the high-rate threshold up the default adds dependent quantization (high_rate_profile),
+    # with the medium preset's search: less weight error for a slower encode.
     out["default-dq"] = replace(out["ai-medium-coef-dq"], name="default-dq")
     return out
 
@@ -102,10 +95,7 @@ class VVC(FFmpegCodec):
     max_h = 4352
     profiles = _vvc_profiles()
     # Dependent quantization's lower error wins from here up; below, plain RDOQ's rounding of small
-    # weights matters more. Measured on SmolLM2-135M (benchmarks/rd/RESULTS.md, 8 windows): 85.2
-    # against 98.5 at 3.5 bits per weight; at QP 30 (about 2.5) 266 against 226
-    # (benchmarks/rd/FIXED_QP.md). On MiniLM it had the lower error and higher similarity at 2.5-4.
-    # default-dq uses the medium preset (see _vvc_profiles).
+    # weights matters more (docs/research-log.md). default-dq uses the medium preset (_vvc_profiles).
     high_rate_profile = ("default-dq", 3.25)
     seconds_per_msample = 120.0
     concat_decode = True
