@@ -30,13 +30,14 @@ from .artifact import Artifact
 from .codecs import get_codec
 from .codecs.base import Profile
 from .coder import CodedTensor, decode_tensor, decode_tensors
-from .compress import CompressSettings, Progress, WorkDir, compress_matrices, is_codable
+from .compress import CompressSettings, Progress, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales
 from .modelcheck import ConfigMismatch, build_checked, check_config
 from .modelio import ModelSource, build_model, load_folder_model, plain_layout, resolve, save_folder
 from .modelio import load as load_source
 from .outputs import check_output_file, check_output_folder
+from .workdir import WorkDir
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:

@@ -19,11 +19,7 @@ from .codecs import CODECS, CodecError
 from .compress import (
     ALLOCATIONS,
     BUDGETS,
-    EDGE_MAX_BPW,
-    EDGE_OCTAVES,
     EMBEDDING_OFFSET,
-    KV_MAX_BPW,
-    KV_SHARING,
     OBJECTIVE_PROFILES,
     OBJECTIVES,
     SIDES,
@@ -34,6 +30,7 @@ from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
 from .modelio import DEFAULT_MODEL, ModelError
 from .outputs import describe_os_error
+from .priors import EDGE_MAX_BPW, EDGE_OCTAVES, KV_MAX_BPW, KV_SHARING
 from .rate import BudgetError
 from .untrusted import shown
 
@@ -131,12 +128,12 @@ def settings_from_args(args) -> CompressSettings:
 def cmd_compress(args) -> int:
     from .api import compress_source, save
     from .budget import whole_file
-    from .compress import WorkDir
     from .evaluate import perplexity
     from .modelcheck import build_checked
     from .modelio import build_model
     from .modelio import load as load_source
     from .outputs import check_output_file
+    from .workdir import WorkDir
 
     settings = settings_from_args(args)
     if settings.calibration is not None:

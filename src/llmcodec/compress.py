@@ -5,16 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -23,22 +19,30 @@ from .calibration import sensitivity_offsets
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
+from .priors import (  # noqa: F401  (also re-exported for callers of compress)
+    EDGE_MAX_BPW,
+    EDGE_OCTAVES,
+    KV_MAX_BPW,
+    KV_SHARING,
+    TOKEN_MATRIX,
+    capped_steps,
+    edge_offsets,
+    embedding_offsets,
+    kv_offsets,
+    layer_index,
+    qp_offsets,
+)
 from .quant import RECON_MAX_BITS, SIDE_BITS_PER_GROUP, compand, group_count, group_rms
 from .rate import allocate
 from .rotation import rotate
 from .sysinfo import ffmpeg_version
+from .workdir import WorkDir, WorkDirError  # noqa: F401  (re-exported)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 WEIGHTINGS = ("none", "data-free", "balance")
 SIDES = ("packed", "log8", "fp16")
 ALLOCATIONS = ("equal-qp", "equal-error", "capped-error", "equal-relative", "equal-rate")
-# The default edge layers' step (CompressSettings.edge_octaves None): one octave finer below
-# EDGE_MAX_BPW bits per weight, where it helps (evidence: docs/research-log.md).
-EDGE_OCTAVES, EDGE_MAX_BPW = 1.0, 3.25
-# The default strength of the grouped-query attention prior (CompressSettings.kv_sharing None, kv_offsets):
-# the equal-slope step, below KV_MAX_BPW bits per weight, off from there (docs/research-log.md).
-KV_SHARING, KV_MAX_BPW = 1.0, 3.25
 # Named starting points for the shaping options (CompressSettings.for_objective, ``--objective``).
 # "model" is the defaults: error goes where the model's output minds it least (per-row steps, full
 # column balance, one QP). "weights" minimizes squared weight error instead: one absolute step
@@ -50,10 +54,8 @@ OBJECTIVES: dict[str, dict[str, object]] = {
 # The profile each objective codes with where it differs from the codec's default, by codec.
 OBJECTIVE_PROFILES: dict[tuple[str, str], str] = {("weights", "vvc"): "ai-medium-coef-dq-half"}
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
-# Token embeddings and output heads (CompressSettings.embedding_offset): the vocabulary-sized matrices.
-TOKEN_MATRIX = re.compile(r"(?:^|\.)(?:embed_tokens|lm_head|wte|word_embeddings|embed_in|embed_out|tok_embeddings)"
-                          r"(?:\.|$)")
-# Their default QP offset against the other matrices under a bit budget (docs/research-log.md).
+# The default QP offset of token embeddings and output heads (priors.TOKEN_MATRIX) against the other
+# matrices under a bit budget (docs/research-log.md).
 EMBEDDING_OFFSET = 0
 BUDGETS = ("model", "coded")
 
@@ -356,108 +358,6 @@ def scan_job(
     return p.quantized.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64))
 
 
-class WorkDirError(ValueError):
-    """``OUT.work`` exists but is not a work folder llmcodec made (it is never deleted then)."""
-
-
-class WorkDir:
-    """Finished encodes on disk next to the output, so an interrupted run can resume.
-
-    Each bitstream is stored under a hash of everything that determines it: llmcodec and FFmpeg
-    versions, codec and profile, quantization group, the matrix content, the QP and whether it is
-    a rate probe. Rate control then repeats its decisions from the stored sizes, so a resumed run
-    writes the same artifact as an uninterrupted one. Files are written under a temporary name
-    and renamed, so a kill leaves no half-written entry; each entry carries the SHA-256 of its
-    bytes, and a damaged one is named, dropped and encoded again.
-
-    The folder holds a marker file (``MARKER``) from the moment it is made: a folder of that name
-    without one is the user's, and is refused, never deleted; a symbolic link there is refused too.
-    """
-
-    MARKER = ".llmcodec-work"
-    _MAGIC = b"llmcodec-work 1\n"
-
-    def __init__(self, path: str | os.PathLike, resume: bool = False) -> None:
-        self.path = Path(path)
-        self.hits = 0
-        self.stored = 0
-        self.damaged: list[str] = []
-        self._check()
-        if self.path.exists():
-            if resume:
-                self._clean_temporaries()
-            else:
-                self.remove()  # a stale run of ours: start from scratch unless asked to resume
-
-    @classmethod
-    def for_output(cls, out: str | os.PathLike, resume: bool = False) -> WorkDir:
-        out = Path(out)
-        return cls(out.with_name(out.name + ".work"), resume)
-
-    def _check(self) -> None:
-        p = self.path
-        if p.is_symlink():
-            raise WorkDirError(f"{p} is a symbolic link; llmcodec keeps its work files there only in a folder "
-                               "it makes itself: remove the link or choose another output name")
-        if p.exists() and not p.is_dir():
-            raise WorkDirError(f"{p} exists and is not a folder; move it away or choose another output name")
-        if p.is_dir() and not (p / self.MARKER).is_file():
-            raise WorkDirError(f"{p} exists but llmcodec did not make it (no {self.MARKER} inside); it is left "
-                               "untouched: move it away or choose another output name")
-
-    def _make(self) -> None:
-        if not self.path.is_dir():
-            self._check()
-            self.path.mkdir(parents=True, exist_ok=True)
-        marker = self.path / self.MARKER
-        if not marker.is_file():
-            marker.write_text("made by llmcodec compress: finished encodes for --resume; safe to delete\n")
-
-    def _clean_temporaries(self) -> None:
-        # temporaries of a killed run (never renamed into place), not links or folders
-        for f in self.path.glob(".*.tmp"):
-            if f.is_file() and not f.is_symlink():
-                f.unlink(missing_ok=True)
-
-    def get(self, key: str) -> bytes | None:
-        f = self.path / f"{key}.bin"
-        if f.is_symlink() or not f.is_file():
-            return None
-        data = f.read_bytes()
-        n = len(self._MAGIC) + 64
-        body = data[n:]
-        if data[: len(self._MAGIC)] != self._MAGIC or data[len(self._MAGIC) : n].decode(errors="replace") != (
-            hashlib.sha256(body).hexdigest()
-        ):
-            self.damaged.append(f.name)
-            logging.getLogger("llmcodec").warning(
-                "%s: damaged resume-cache entry in %s (checksum mismatch); encoding it again", f.name, self.path
-            )
-            f.unlink(missing_ok=True)
-            return None
-        self.hits += 1
-        return body
-
-    def put(self, key: str, data: bytes) -> None:
-        self._make()  # made on first use: bad input leaves nothing behind
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._MAGIC + hashlib.sha256(data).hexdigest().encode() + data)
-            os.replace(tmp, self.path / f"{key}.bin")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.stored += 1
-
-    def remove(self) -> None:
-        """Delete the folder, only if it is ours (a real folder with the marker)."""
-        p = self.path
-        if p.is_symlink() or not p.is_dir() or not (p / self.MARKER).is_file():
-            return
-        shutil.rmtree(p, ignore_errors=True)  # rmtree does not follow links inside the folder
-
-
 def _digest(w: np.ndarray) -> str:
     h = hashlib.sha256(repr((w.shape, str(w.dtype))).encode())
     h.update(np.ascontiguousarray(w).data)
@@ -668,84 +568,6 @@ def compress_matrices(
     finally:
         if executor is None:
             ex.close()
-
-
-def capped_steps(steps: Sequence[float], rms: Sequence[float], cap: float) -> list[float]:
-    """Steps for ``qp_offsets`` that give every tensor the same absolute error, except that no
-    tensor's error relative to its own RMS exceeds ``cap`` times that of the median-RMS tensor.
-
-    Equal absolute error minimizes the total squared weight error, but leaves a tensor much smaller
-    than the rest mostly noise. A tensor below ``1/cap`` of the median RMS gets its step scaled
-    down with its RMS, so it keeps the relative error of one at that bound."""
-    r = np.maximum(np.asarray(rms, dtype=np.float64), 1e-30)
-    shrink = np.minimum(1.0, cap * r / float(np.median(r)))
-    return list(np.asarray(steps, dtype=np.float64) / shrink)
-
-
-_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
-
-
-def layer_index(name: str) -> int | None:
-    """The block a tensor belongs to, from its name (``model.layers.3.mlp...``, BERT's
-    ``encoder.layer.3...``, GPT-2's ``h.3...``); None outside the stack."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
-
-
-def edge_offsets(names: Sequence[str], layers: int, octaves: float, qp_per_octave: float = 6.0) -> list[int]:
-    """QP offsets that code the first and last ``layers`` blocks among ``names`` with a step
-    ``2^-octaves`` times the others'. The first block reads the embeddings and the last feeds the
-    output head; their errors reach the output with the least correction by the layers between."""
-    idx = [layer_index(n) for n in names]
-    known = [i for i in idx if i is not None]
-    if not known or layers <= 0 or octaves <= 0:
-        return [0] * len(names)
-    lo, hi = min(known), max(known)
-    fine = -int(round(octaves * qp_per_octave))
-    return [fine if i is not None and (i < lo + layers or i > hi - layers) else 0 for i in idx]
-
-
-_KV = re.compile(r"^(.*[._])(k_proj|v_proj)(\.weight)?$")
-
-
-def kv_offsets(names: Sequence[str], shapes: Sequence[Sequence[int]], strength: float,
-               qp_per_octave: float = 6.0) -> list[int]:
-    """QP offsets for grouped-query attention, read from the matrices' names and shapes alone.
-
-    One key/value head serves ``n_rep`` query heads (``n_rep`` = the rows of the block's q_proj, or
-    the columns of its o_proj, over the rows of its k_proj); an error in its keys or values reaches
-    the outputs of all ``n_rep`` heads, so a weight of k_proj or v_proj costs about ``n_rep`` times
-    the loss of one elsewhere. Equal slopes then give those matrices a step ``n_rep^(-1/2)`` times the
-    rest's (``strength`` 1). Models without GQA (``n_rep`` 1, e.g. BERT) and names without the Llama
-    projections get nothing."""
-    if strength <= 0:
-        return [0] * len(names)
-    shape = dict(zip(names, shapes, strict=True))
-    out = []
-    for n in names:
-        m = _KV.match(n)
-        rep = 1.0
-        if m:
-            pre, suf = m.group(1), m.group(3) or ""
-            q, o = shape.get(f"{pre}q_proj{suf}"), shape.get(f"{pre}o_proj{suf}")
-            heads_dim = q[0] if q is not None else (o[1] if o is not None else None)
-            if heads_dim is not None and heads_dim > shape[n][0]:
-                rep = heads_dim / shape[n][0]
-        out.append(-int(round(strength * 0.5 * np.log2(rep) * qp_per_octave)))
-    return out
-
-
-def qp_offsets(steps: Sequence[float], qp_per_octave: float = 6.0) -> list[int]:
-    """QP offsets that give every tensor the same absolute error: a tensor whose samples stand for
-    twice the weight step needs half the sample error, i.e. ``qp_per_octave`` lower QP (the codec's
-    step doubles every 6 QP in H.264/HEVC/VVC). Offsets are relative to the median tensor."""
-    logs = np.log2(np.maximum(np.asarray(steps, dtype=np.float64), 1e-30))
-    return [int(round(-qp_per_octave * (v - float(np.median(logs))))) for v in logs]
-
-
-def embedding_offsets(names: Sequence[str], offset: int) -> list[int]:
-    """``offset`` for token embeddings and output heads (TOKEN_MATRIX), 0 for the other matrices."""
-    return [offset if TOKEN_MATRIX.search(n) else 0 for n in names]
 
 
 def _rate_controlled(

@@ -25,11 +25,12 @@ import torch
 from . import artifact
 from ._version import __version__
 from .artifact import Artifact, ArtifactError
-from .compress import CompressSettings, Progress, WorkDir, is_codable
+from .compress import CompressSettings, Progress, is_codable
 from .executors import Executor
 from .modelio import ModelSource
 from .rate import BudgetError
 from .stacking import from_matrix, matrix_shape, normalize_axis, to_matrix
+from .workdir import WorkDir
 
 TENSORS_FILE = "tensors.json"
 INDEX_VERSION = 1
