@@ -59,3 +59,13 @@ def tiny_llama_sharded_bf16(tmp_path_factory) -> Path:
     folder = make_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-bf16", dtype=torch.bfloat16, shard=True)
     assert (folder / "model.safetensors.index.json").is_file(), json.dumps(sorted(p.name for p in folder.iterdir()))
     return folder
+
+
+@pytest.fixture
+def fresh_ffmpeg_cache():
+    """Forget the FFmpeg executable and its capabilities after a test that swaps in a fake one."""
+    from llmcodec.codecs import base
+
+    yield
+    base.ffmpeg_exe.cache_clear()
+    base.ffmpeg_capabilities.cache_clear()

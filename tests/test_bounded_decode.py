@@ -30,12 +30,7 @@ from llmcodec.codecs.vvc import VVC
 from llmcodec.frames import FrameLayout
 from llmcodec.sysinfo import ffmpeg_version
 
-
-@pytest.fixture(autouse=True)
-def _fresh_ffmpeg_cache():
-    yield
-    base.ffmpeg_exe.cache_clear()
-    base.ffmpeg_capabilities.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_ffmpeg_cache")  # tests point llmcodec at fake FFmpegs
 
 
 @pytest.fixture

@@ -29,12 +29,7 @@ from llmcodec.codecs.base import CodecError
 from llmcodec.codecs.vvc import VVC
 from llmcodec.compress import WorkDir
 
-
-@pytest.fixture(autouse=True)
-def _fresh_ffmpeg_cache():
-    yield
-    base.ffmpeg_exe.cache_clear()
-    base.ffmpeg_capabilities.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_ffmpeg_cache")  # tests point llmcodec at fake FFmpegs
 
 
 @pytest.fixture
