@@ -230,14 +230,16 @@ def finish(
     rotation: int | None = None,
     compand: float | None = None,
     centroids: bool = True,
+    frames: list[list[np.ndarray]] | None = None,
 ) -> CodedTensor:
     """Decode the stream once, check it, and package it; catches a codec returning garbage now.
 
     ``w`` is the matrix as coded; ``original`` the weights it came from by ``rotation`` and
     ``compand`` (see ``to_weights``), against which the stored relative error is measured.
     ``centroids``: fit a reconstruction table (``quant.fit_recon``) in the coefficient domain.
+    ``frames``: the stream already decoded (``finish_many`` decodes several in one process).
     """
-    q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec)
+    q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec, frames)
     q = p.quantized.q
     rms = _rms_diff(q_hat, q)
     bound = max_plausible_rms(q, qp)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._version import __version__
 from .calibration import sensitivity_offsets
-from .codecs import FFmpegCodec, Profile, get_codec
+from .codecs import CodecError, FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
 from .priors import (  # noqa: F401  (also re-exported for callers of compress)
@@ -58,6 +58,8 @@ EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "positio
 # matrices under a bit budget: two octaves finer, since they feed and read out every layer (docs/research-log.md).
 EMBEDDING_OFFSET = -12
 BUDGETS = ("model", "coded")
+# Matrices are decoded for checking several to a decoder process, up to this many weights a process.
+FINISH_BATCH_WEIGHTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,49 @@ def finish_job(
     )
 
 
+def finish_many_job(
+    spec: JobSpec,
+    names: Sequence[str],
+    ws: Sequence[np.ndarray],
+    dtypes: Sequence[str],
+    qps: Sequence[int | None],
+    streams: Sequence[bytes],
+    col_scales: Sequence[np.ndarray | None],
+) -> list[CodedTensor]:
+    """``finish_job`` of several matrices whose streams are decoded by one decoder process
+    (``FFmpegCodec.decode_many``): small matrices stop paying a process start each. If that process
+    fails, each stream is decoded on its own, so an error names its tensor. Runs on a worker."""
+    coded = [_coded_domain(spec, n, w) for n, w in zip(names, ws, strict=True)]
+    preps = [_prepare(spec, n, c, cs)[0] for n, c, cs in zip(names, coded, col_scales, strict=True)]
+    codec, profile = spec.resolve()
+    try:
+        frames: list = codec.decode_many(list(streams), [p.layout for p in preps], profile)
+    except CodecError:
+        frames = [None] * len(preps)
+    return [
+        finish(p, c, dt, qp, b, codec, profile, w, rotation_seed(spec, n), spec.compand, spec.centroids, f)
+        for p, c, w, n, dt, qp, b, f in zip(preps, coded, ws, names, dtypes, qps, streams, frames, strict=True)
+    ]
+
+
+def finish_batches(numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS) -> list[list[int]]:
+    """Matrix indices in order, cut into runs of at most ``limit`` weights (a larger matrix alone)."""
+    out: list[list[int]] = []
+    total = 0
+    for i, n in enumerate(numel):
+        if out and total + n <= limit:
+            out[-1].append(i)
+            total += n
+        else:
+            out.append([i])
+            total = n
+    return out
+
+
+def _load_all(loaders: Sequence[Callable[[], np.ndarray]]) -> list[np.ndarray]:
+    return [f() for f in loaders]
+
+
 def scan_job(
     spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
 ) -> tuple[int, float, float | None, float]:
@@ -447,12 +492,16 @@ class _Runner:
         return out  # type: ignore[return-value]
 
     def finish(self, qps: list[int | None], streams: list[bytes]) -> list[CodedTensor]:
-        n = len(qps)
+        """Decode, check and package every matrix; small ones several to a job (``finish_many_job``)."""
+        batches = finish_batches(self.numel)
         args = [
-            (self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i], self.col_scales[i])
-            for i in range(n)
+            (self.spec, [self.names[i] for i in b], Lazy(functools.partial(_load_all, [self.loaders[i] for i in b])),
+             [self.dtypes[i] for i in b], [qps[i] for i in b], [streams[i] for i in b],
+             [self.col_scales[i] for i in b])
+            for b in batches
         ]
-        return self._map(finish_job, args, self.numel, "verify")
+        done = self._map(finish_many_job, args, [sum(self.numel[i] for i in b) for b in batches], "verify")
+        return [ct for cts in done for ct in cts]
 
     def side_bits(self) -> list[int]:
         """Each matrix's side information, with the largest reconstruction table it may get (the
