@@ -1,23 +1,26 @@
 """Before/after speed of the default path (issue 31), side by side in one run, with reference rates.
 
-    .venv/bin/python benchmarks/speed/compare.py                      # writes benchmarks/speed/compare/
-    .venv/bin/python benchmarks/speed/compare.py --bpw 2.5 --no-ppl   # a shorter run
+    nice -n 5 .venv/bin/python benchmarks/speed/compare.py                # writes benchmarks/speed/RESULTS.md
+    nice -n 5 .venv/bin/python benchmarks/speed/compare.py --bpw 2.5,3.5  # and 3.5 (no perplexity there)
+    .venv/bin/python benchmarks/speed/compare.py --skip-builtin --out /tmp/x  # the tiny model only
 
-"Before" is llmcodec at ``--before`` (a git commit, checked out with ``git worktree add`` into a
-temporary folder and imported through PYTHONPATH); "after" is this tree. Each measurement runs in a
-fresh process (run.py's ``--child``), so its peak resident memory and CPU time (own + FFmpeg
-children) are its own. Before and after run at the same time, each with ``--workers`` threads, so
-both see the same machine load (on an idle 2-core machine that halves each one's wall-clock rate;
-the CPU rates do not depend on it); the 1-minute load average at each start is in the table, and
-``uptime`` at the start and end of the run. ``--after`` (default HEAD) is checked out like
-``--before``, so the measured code is a commit.
+"Before" is llmcodec at ``--before`` (the commit before issue 31's speed work), "after" at ``--after``
+(default HEAD); each is unpacked with ``git archive`` into a temporary folder and imported through
+PYTHONPATH (each child checks where llmcodec came from). Each measurement runs in a fresh process
+(run.py's ``--child``), so its peak resident memory and CPU time (own + FFmpeg children) are its
+own. Before and after run at the same time, each with ``--workers`` threads, so both see the same
+machine load (on an idle 2-core machine that halves each one's wall-clock rate; the CPU times do
+not depend on it); the 1-minute load average at each start is in the table, and ``uptime`` at the
+start and end of the run.
 
 Rows: the built-in model (SmolLM2-135M-Instruct from its Q4_1 GGUF, exported once to float32
-safetensors; its weights were already 4-bit) compressed with the default settings at each ``--bpw``,
-then restored to a state dict; a ~1 M-weight random Llama (hidden 256, 2 layers) compressed and
-restored; HQQ (2 and 3 bits, group 64, on the same matrices) and llama.cpp's ``llama-quantize``
-(Q2_K, when its binary is given or built under benchmarks/peers) as reference rates; with ``--ppl``,
-perplexity of the before and after artifacts at the first bits-per-weight (PTB test, 40 windows).
+safetensors; its weights were already 4-bit) compressed at each ``--bpw`` as before's default
+meant it (bits per coded weight, embeddings kept; after gets ``budget="coded",
+include_embeddings=False``), then restored to a state dict; perplexity of both artifacts at the
+first budget (PTB test, ``--windows`` windows); a ~1.4 M-weight random Llama (hidden 256, 2 layers)
+compressed and restored, in-process and as whole ``llmcodec`` commands; HQQ (2 and 3 bits, group 64)
+and llama.cpp's ``llama-quantize`` (Q2_K, when its binary is built under benchmarks/peers) as
+reference rates; and after's own default (whole-file budget, embedding and head coded), alone.
 """
 
 from __future__ import annotations
@@ -120,11 +123,19 @@ def llama_quantize(exe: Path, f32_gguf: Path, out: Path, kind: str = "Q2_K") -> 
 
 
 def cli(argv: list[str], src: Path) -> dict:
-    """Wall time of one ``llmcodec`` command, process start and imports included."""
-    load1, t0 = os.getloadavg()[0], time.perf_counter()
+    """Wall and CPU time (the command's process and its FFmpeg children) of one ``llmcodec`` command,
+    process start and imports included. Run one at a time: the CPU time is what this process's
+    finished children used."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    load1, t0, c0 = os.getloadavg()[0], time.perf_counter(), cpu()
     subprocess.run([sys.executable, "-c", "import sys; from llmcodec.cli import main; sys.exit(main())", *argv],
                    check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(src)})
-    return {"seconds": time.perf_counter() - t0, "load1": load1}
+    return {"seconds": time.perf_counter() - t0, "cpu_s": cpu() - c0, "load1": load1}
 
 
 def perplexity(artifact: Path, src: Path, windows: int) -> float:
