@@ -104,8 +104,8 @@ def test_small_matrices_are_checked_by_one_decoder_process_with_the_same_result(
     ]
     spec = JobSpec("vvc", "default", None, 0.1)
     seen = _decoder_runs(monkeypatch)
-    many = finish_many_job(spec, [m[0] for m in mats], [m[1] for m in mats], ["float32"] * 4,
-                           [ct.qp for ct in coded], [ct.bitstream for ct in coded], [None] * 4)
+    many = finish_many_job(spec, [m[0] for m in mats], [m[1].shape for m in mats], [m[1].copy for m in mats],
+                           ["float32"] * 4, [ct.qp for ct in coded], [ct.bitstream for ct in coded], [None] * 4)
     assert sum("decoder" in w for w in seen) == 1
     seen.clear()
     one = [finish_job(spec, n, w, dt, ct.qp, ct.bitstream) for (n, w, dt), ct in zip(mats, coded, strict=True)]
@@ -124,8 +124,19 @@ def test_a_bad_stream_among_batched_checks_is_named(coded):
     streams = [ct.bitstream for ct in coded]
     streams[1] = streams[1][: len(streams[1]) // 3]
     with pytest.raises(CodecError, match="'m1'"):
-        finish_many_job(JobSpec("vvc", "default", None, 0.1), [f"m{i}" for i in range(4)], mats, ["float32"] * 4,
-                        [ct.qp for ct in coded], streams, [None] * 4)
+        finish_many_job(JobSpec("vvc", "default", None, 0.1), [f"m{i}" for i in range(4)], [m.shape for m in mats],
+                        [m.copy for m in mats], ["float32"] * 4, [ct.qp for ct in coded], streams, [None] * 4)
+
+
+def test_frame_layout_is_the_layout_prepare_gives():
+    from llmcodec.coder import frame_layout, prepare
+
+    codec = get_codec("vvc")
+    for name in ("default", "default-dq", "ai-faster"):
+        profile = codec.profile(name)
+        for shape in ((64, 128), (100, 37), (576, 1536), (4400, 70)):
+            w = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+            assert frame_layout(*shape, codec, profile) == prepare("w", w, codec, profile, None).layout
 
 
 def test_compress_matrices_checks_small_matrices_in_fewer_decoder_processes(monkeypatch):

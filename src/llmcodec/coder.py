@@ -9,7 +9,7 @@ import numpy as np
 
 from . import sideinfo
 from .codecs.base import CodecError, FFmpegCodec, Profile
-from .coefdomain import gather, spread
+from .coefdomain import gather, padded_shape, spread
 from .frames import FrameLayout, from_frames, to_frames
 from .quant import (
     Quantized,
@@ -132,6 +132,14 @@ def prepare(
     samples = qz.q if profile.coef_block is None else spread(qz.q, profile.coef_block, 1 << (spec.bits - 1))
     layout = codec.plan(samples.shape[0], samples.shape[1], profile)
     return Prepared(name, qz, layout, to_frames(samples, layout), col_scale)
+
+
+def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile) -> FrameLayout:
+    """The frame layout ``prepare`` gives a ``rows x cols`` matrix, without quantizing it."""
+    if profile.coef_block is not None:
+        rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
+        rows, cols = 2 * rows, 2 * cols  # coefdomain.spread's checkerboard
+    return codec.plan(rows, cols, profile)
 
 
 def unscale(w_hat: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
