@@ -260,7 +260,7 @@ def test_default_vvc_profile_follows_the_budget():
     half = "ai-faster-coef-half"
     assert CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile=half, workers=1))
     assert not CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-faster-coef"))
-    assert CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-medium-coef-dq"))
+    assert CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-medium-coef-dq-lean"))
     assert not CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile=half, group=64))
     w = np.random.default_rng(0).standard_normal((96, 128)).astype(np.float32) * 0.02
     art = llmcodec.compress_state_dict({"m.w": torch.from_numpy(w)}, CompressSettings(bpw=3.5, budget="coded"))

@@ -68,3 +68,81 @@ def test_monochrome_coefficient_domain_decodes_the_same_integers_in_fewer_bytes(
     q_color = decode_matrix(streams["color"], p.layout, codec, color, color.coef_block)
     assert np.array_equal(q_mono, q_color)
     assert len(streams["mono"]) < len(streams["color"])
+
+
+def test_finish_batches_cut_runs_by_weights():
+    from llmcodec.compress import finish_batches
+
+    assert finish_batches([10, 20, 30, 100, 5, 5], limit=60) == [[0, 1, 2], [3], [4, 5]]
+    assert finish_batches([70, 70], limit=60) == [[0], [1]]  # a large matrix alone, none dropped
+    assert finish_batches([], limit=60) == []
+
+
+def _decoder_runs(monkeypatch) -> list[str]:
+    import llmcodec.codecs.base as base
+
+    seen: list[str] = []
+    real = base.run_ffmpeg
+
+    def counting(args, data, timeout, what, *a, **kw):
+        seen.append(what)
+        return real(args, data, timeout, what, *a, **kw)
+
+    monkeypatch.setattr(base, "run_ffmpeg", counting)
+    return seen
+
+
+def test_small_matrices_are_checked_by_one_decoder_process_with_the_same_result(coded, monkeypatch):
+    """compress_matrices decodes its small matrices' streams together; the coded tensors are those
+    of one decoder process per tensor (finish_job)."""
+    from llmcodec.compress import JobSpec, finish_job, finish_many_job
+
+    rng = np.random.default_rng(0)
+    mats = [  # the fixture's matrices, regenerated
+        (f"m{i}", (rng.standard_normal((64 + 96 * i, 128 + 64 * (i % 3))) * 0.02).astype(np.float32), "float32")
+        for i in range(4)
+    ]
+    spec = JobSpec("vvc", "default", None, 0.1)
+    seen = _decoder_runs(monkeypatch)
+    many = finish_many_job(spec, [m[0] for m in mats], [m[1].shape for m in mats], [m[1].copy for m in mats],
+                           ["float32"] * 4, [ct.qp for ct in coded], [ct.bitstream for ct in coded], [None] * 4)
+    assert sum("decoder" in w for w in seen) == 1
+    seen.clear()
+    one = [finish_job(spec, n, w, dt, ct.qp, ct.bitstream) for (n, w, dt), ct in zip(mats, coded, strict=True)]
+    assert sum("decoder" in w for w in seen) == 4
+    for a, b, c in zip(many, one, coded, strict=True):
+        assert a.decoded_sha256 == b.decoded_sha256 == c.decoded_sha256
+        assert a.rel_error == b.rel_error == c.rel_error
+        assert np.array_equal(a.scale, b.scale) and a.recon == b.recon
+
+
+def test_a_bad_stream_among_batched_checks_is_named(coded):
+    from llmcodec.compress import JobSpec, finish_many_job
+
+    rng = np.random.default_rng(0)
+    mats = [(rng.standard_normal((64 + 96 * i, 128 + 64 * (i % 3))) * 0.02).astype(np.float32) for i in range(4)]
+    streams = [ct.bitstream for ct in coded]
+    streams[1] = streams[1][: len(streams[1]) // 3]
+    with pytest.raises(CodecError, match="'m1'"):
+        finish_many_job(JobSpec("vvc", "default", None, 0.1), [f"m{i}" for i in range(4)], [m.shape for m in mats],
+                        [m.copy for m in mats], ["float32"] * 4, [ct.qp for ct in coded], streams, [None] * 4)
+
+
+def test_frame_layout_is_the_layout_prepare_gives():
+    from llmcodec.coder import frame_layout, prepare
+
+    codec = get_codec("vvc")
+    for name in ("default", "default-dq", "ai-faster"):
+        profile = codec.profile(name)
+        for shape in ((64, 128), (100, 37), (576, 1536), (4400, 70)):
+            w = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+            assert frame_layout(*shape, codec, profile) == prepare("w", w, codec, profile, None).layout
+
+
+def test_compress_matrices_checks_small_matrices_in_fewer_decoder_processes(monkeypatch):
+    rng = np.random.default_rng(1)
+    mats = [(f"s{i}", (rng.standard_normal((64, 128)) * 0.02).astype(np.float32), "float32") for i in range(5)]
+    seen = _decoder_runs(monkeypatch)
+    out = compress_matrices(mats, CompressSettings(qp=30, workers=1))
+    assert [ct.name for ct in out] == [m[0] for m in mats]
+    assert sum("decoder" in w for w in seen) == 1

@@ -1,23 +1,26 @@
 """Before/after speed of the default path (issue 31), side by side in one run, with reference rates.
 
-    .venv/bin/python benchmarks/speed/compare.py                      # writes benchmarks/speed/compare/
-    .venv/bin/python benchmarks/speed/compare.py --bpw 2.5 --no-ppl   # a shorter run
+    nice -n 5 .venv/bin/python benchmarks/speed/compare.py                # writes benchmarks/speed/RESULTS.md
+    nice -n 5 .venv/bin/python benchmarks/speed/compare.py --bpw 2.5,3.5  # and 3.5 (no perplexity there)
+    .venv/bin/python benchmarks/speed/compare.py --skip-builtin --out /tmp/x  # the tiny model only
 
-"Before" is llmcodec at ``--before`` (a git commit, checked out with ``git worktree add`` into a
-temporary folder and imported through PYTHONPATH); "after" is this tree. Each measurement runs in a
-fresh process (run.py's ``--child``), so its peak resident memory and CPU time (own + FFmpeg
-children) are its own. Before and after run at the same time, each with ``--workers`` threads, so
-both see the same machine load (on an idle 2-core machine that halves each one's wall-clock rate;
-the CPU rates do not depend on it); the 1-minute load average at each start is in the table, and
-``uptime`` at the start and end of the run. ``--after`` (default HEAD) is checked out like
-``--before``, so the measured code is a commit.
+"Before" is llmcodec at ``--before`` (the commit before issue 31's speed work), "after" at ``--after``
+(default HEAD); each is unpacked with ``git archive`` into a temporary folder and imported through
+PYTHONPATH (each child checks where llmcodec came from). Each measurement runs in a fresh process
+(run.py's ``--child``), so its peak resident memory and CPU time (own + FFmpeg children) are its
+own. Before and after run at the same time, each with ``--workers`` threads, so both see the same
+machine load (on an idle 2-core machine that halves each one's wall-clock rate; the CPU times do
+not depend on it); the 1-minute load average at each start is in the table, and ``uptime`` at the
+start and end of the run.
 
 Rows: the built-in model (SmolLM2-135M-Instruct from its Q4_1 GGUF, exported once to float32
-safetensors; its weights were already 4-bit) compressed with the default settings at each ``--bpw``,
-then restored to a state dict; a ~1 M-weight random Llama (hidden 256, 2 layers) compressed and
-restored; HQQ (2 and 3 bits, group 64, on the same matrices) and llama.cpp's ``llama-quantize``
-(Q2_K, when its binary is given or built under benchmarks/peers) as reference rates; with ``--ppl``,
-perplexity of the before and after artifacts at the first bits-per-weight (PTB test, 40 windows).
+safetensors; its weights were already 4-bit) compressed at each ``--bpw`` as before's default
+meant it (bits per coded weight, embeddings kept; after gets ``budget="coded",
+include_embeddings=False``), then restored to a state dict; perplexity of both artifacts at the
+first budget (PTB test, ``--windows`` windows); a ~1.4 M-weight random Llama (hidden 256, 2 layers)
+compressed and restored, in-process and as whole ``llmcodec`` commands; HQQ (2 and 3 bits, group 64)
+and llama.cpp's ``llama-quantize`` (Q2_K, when its binary is built under benchmarks/peers) as
+reference rates; and after's own default (whole-file budget, embedding and head coded), alone.
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ TINY_CONFIG = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers"
 
 
 def tree(ref: str) -> Path:
-    """llmcodec at ``ref`` as a detached git worktree in a temporary folder (made once per commit)."""
+    """llmcodec at ``ref``, unpacked with ``git archive`` into a temporary folder (once per commit)."""
     sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", ref], capture_output=True, text=True,
                          check=True).stdout.strip()
     path = Path(tempfile.gettempdir()) / f"llmcodec-speed-{sha}"
     if not (path / "src" / "llmcodec").is_dir():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), sha], check=True,
-                       capture_output=True)
+        path.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "src"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(path)], input=archive.stdout, check=True)
     return path
 
 
@@ -66,6 +70,8 @@ def child(task: dict, src: Path) -> dict:
     if res.returncode != 0:
         raise RuntimeError(f"child {task} failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
+    if Path(out.pop("llmcodec_path", "")).resolve() != (src / "llmcodec").resolve():
+        raise RuntimeError(f"child {task} imported llmcodec from elsewhere than {src}")
     out["load1"] = load1
     return out
 
@@ -117,11 +123,19 @@ def llama_quantize(exe: Path, f32_gguf: Path, out: Path, kind: str = "Q2_K") -> 
 
 
 def cli(argv: list[str], src: Path) -> dict:
-    """Wall time of one ``llmcodec`` command, process start and imports included."""
-    load1, t0 = os.getloadavg()[0], time.perf_counter()
+    """Wall and CPU time (the command's process and its FFmpeg children) of one ``llmcodec`` command,
+    process start and imports included. Run one at a time: the CPU time is what this process's
+    finished children used."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    load1, t0, c0 = os.getloadavg()[0], time.perf_counter(), cpu()
     subprocess.run([sys.executable, "-c", "import sys; from llmcodec.cli import main; sys.exit(main())", *argv],
                    check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(src)})
-    return {"seconds": time.perf_counter() - t0, "load1": load1}
+    return {"seconds": time.perf_counter() - t0, "cpu_s": cpu() - c0, "load1": load1}
 
 
 def perplexity(artifact: Path, src: Path, windows: int) -> float:
@@ -143,10 +157,16 @@ def write(rows: list[dict], info: dict, out: Path) -> None:
     lines = ["# Speed before and after issue 31 (compress and restore, side by side in one run)", "",
              f"Generated by `{info['command']}`; raw numbers in `results.csv`.", ""]
     lines += [f"- {k}: `{v}`" for k, v in info.items() if k != "command"]
-    lines += ["", "Mw/s = million coded weights per second of wall time on this 2-core machine (shared with other",
-              "jobs: see load1, the 1-minute load average at each start; above 2 the wall times are pessimistic).",
-              "Mw per CPU-s = the same per CPU-second of llmcodec plus its FFmpeg children, which depends less on",
-              "the load. Peak RSS is the measuring process's own.", ""]
+    lines += ["", "Before and after ran at the same time on this 2-core machine, which other jobs shared (load1: the",
+              "1-minute load average at each start; above 2 every wall time is pessimistic, and 'before' and",
+              "'after' saw the same load). Mw/s = million coded weights per second of wall time; CPU s = llmcodec",
+              "plus its FFmpeg children, which depends less on the load; Mw per CPU-s = the rate of one core",
+              "that is ours alone. Peak RSS is the measuring process's own. The built-in model is SmolLM2-135M-",
+              "Instruct from its Q4_1 GGUF (its weights were already 4-bit). 'after' at the built-in model's",
+              "budget codes what 'before' coded: bits per coded weight, embedding and head kept",
+              "(`budget=\"coded\", include_embeddings=False`); 'after (its default)' is today's `--bpw 2.5`",
+              "(whole file, embedding and head coded), measured alone. 'command' rows are whole `llmcodec`",
+              "commands (process start, imports, the config check included), one at a time.", ""]
     head = ["model", "task", "code", "target bpw", "workers", "Mweights", "s", "Mw/s", "CPU s", "Mw per CPU-s",
             "peak RSS MB", "bpw", "load1", "note"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -174,16 +194,22 @@ def _speedups(rows: list[dict]) -> list[str]:
     return out
 
 
+# "after" with the budget "before" had: bits per coded weight, embeddings and output head kept
+LIKE_BEFORE = {"budget": "coded", "include_embeddings": False}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default="3db0cab", help="git commit to compare against (default: %(default)s)")
     ap.add_argument("--after", default="HEAD", help="git commit measured as after (default: %(default)s)")
-    ap.add_argument("--bpw", default="2.5,3.5")
+    ap.add_argument("--bpw", default="2.5", help="comma-separated budgets; the first gets perplexities")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-ppl", action="store_true", help="skip the perplexity check at the first --bpw")
+    ap.add_argument("--no-default", action="store_true",
+                    help="skip after's own default (whole-file budget, embeddings coded), which before lacks")
     ap.add_argument("--windows", type=int, default=40)
     ap.add_argument("--llama-quantize", type=Path, default=LLAMA_QUANTIZE)
-    ap.add_argument("--out", type=Path, default=HERE / "compare")
+    ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--skip-builtin", action="store_true", help="only the tiny model (a quick check of this script)")
     args = ap.parse_args()
 
@@ -192,11 +218,13 @@ def main() -> None:
     run.make_cache()
     cache = run.CACHE
     info = sysinfo.describe()
-    info["command"] = "python benchmarks/speed/compare.py " + " ".join(sys.argv[1:])
+    info["command"] = "nice -n 5 .venv/bin/python benchmarks/speed/compare.py " + " ".join(sys.argv[1:])
     info["uptime at start"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     trees = {"before": tree(args.before) / "src", "after": tree(args.after) / "src"}
-    info["before"] = f"{args.before} ({trees['before'].parent})"
-    info["after"] = f"{args.after} ({trees['after'].parent})"
+    for code, ref in (("before", args.before), ("after", args.after)):
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", ref], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        info[code] = f"{ref} ({sha})"
     folder = run.export_builtin(cache / "smollm2-135m-f32")
     tiny = tiny_model(cache / "tiny-llama-1m")
     rows: list[dict] = []
@@ -212,48 +240,50 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         write(rows, info, args.out)
 
-    budgets = [float(b) for b in args.bpw.split(",")]
-    arts: dict[tuple[str, float], Path] = {}
-
-    def both(task: dict, row: dict, art: str | None = None) -> None:
-        """``task`` with before's and after's code at once; one row each."""
+    def both(tasks: dict[str, dict], row: dict) -> None:
+        """One task per code (``tasks[code]``), before's and after's at the same time; one row each."""
         with ThreadPoolExecutor(2) as pool:
-            futs = {code: pool.submit(child, {**task, **({"out": art.format(code=code)} if art else {})}, trees[code])
-                    for code in ("before", "after")}
+            futs = {code: pool.submit(child, tasks[code], trees[code]) for code in ("before", "after")}
             for code, f in futs.items():
                 add({**row, "code": code, **f.result()})
 
-    def restore_task(path: Path) -> dict:
-        return {"task": "restore", "artifact": str(path), "workers": args.workers, "mode": "state_dict"}
+    def compress(bpw: float, code: str, art: Path, settings: dict | None = None, model: Path = folder) -> dict:
+        return {"task": "compress", "model": str(model), "codec": "vvc", "bpw": bpw, "workers": args.workers,
+                "out": str(art), **({"settings": settings} if settings else {})}
 
-    main_bpw = [] if args.skip_builtin else budgets[:1]
-    for bpw in main_bpw:
-        both({"task": "compress", "model": str(folder), "codec": "vvc", "bpw": bpw, "workers": args.workers},
-             {"model": "smollm2-135m", "task": "compress", "bpw_target": bpw, "workers": args.workers,
-              "note": "default settings"}, str(cache / f"cmp-{{code}}-{bpw}.llmc"))
-        for code in ("before", "after"):
-            arts[code, bpw] = cache / f"cmp-{code}-{bpw}.llmc"
-        with ThreadPoolExecutor(2) as pool:  # restore each artifact with its own code, at once
-            futs = {code: pool.submit(child, restore_task(arts[code, bpw]), trees[code]) for code in trees}
-            for code, f in futs.items():
-                add({"model": "smollm2-135m", "task": "restore (state dict)", "code": code, "bpw_target": bpw,
-                     "workers": args.workers, "note": "decode + dequantize", **f.result()})
-    tiny_art = cache / "cmp-tiny-{code}.llmc"
-    both({"task": "compress", "model": str(tiny), "codec": "vvc", "bpw": budgets[0], "workers": args.workers},
+    def restore(art: Path) -> dict:
+        return {"task": "restore", "artifact": str(art), "workers": args.workers, "mode": "state_dict"}
+
+    budgets = [float(b) for b in args.bpw.split(",")]
+    builtin = [] if args.skip_builtin else budgets
+    for k, bpw in enumerate(builtin):
+        arts = {code: cache / f"cmp-{code}-{bpw}.llmc" for code in trees}
+        note = "bits per coded weight, embeddings kept (before's default)"
+        both({"before": compress(bpw, "before", arts["before"]),
+              "after": compress(bpw, "after", arts["after"], LIKE_BEFORE)},
+             {"model": "smollm2-135m", "task": "compress", "bpw_target": bpw, "workers": args.workers, "note": note})
+        both({code: restore(arts[code]) for code in trees},
+             {"model": "smollm2-135m", "task": "restore (state dict)", "bpw_target": bpw, "workers": args.workers,
+              "note": "decode + dequantize"})
+        if k == 0 and not args.no_ppl:
+            with ThreadPoolExecutor(2) as pool:
+                futs = {code: pool.submit(perplexity, arts[code], trees[code], args.windows) for code in trees}
+                for code, f in futs.items():
+                    info[f"perplexity {code} at {bpw} ({args.windows} PTB test windows)"] = f"{f.result():.2f}"
+            write(rows, info, args.out)
+    tiny_art = {code: cache / f"cmp-tiny-{code}.llmc" for code in trees}
+    both({code: compress(budgets[0], code, tiny_art[code], model=tiny) for code in trees},
          {"model": "tiny-llama-1m", "task": "compress", "bpw_target": budgets[0], "workers": args.workers,
-          "note": "random weights; process start not counted"}, str(tiny_art))
-    with ThreadPoolExecutor(2) as pool:
-        futs = {code: pool.submit(child, restore_task(Path(str(tiny_art).format(code=code))), trees[code])
-                for code in trees}
-        for code, f in futs.items():
-            add({"model": "tiny-llama-1m", "task": "restore (state dict)", "code": code, "bpw_target": budgets[0],
-                 "workers": args.workers, "note": "process start not counted", **f.result()})
+          "note": "each code's default; random weights; process start not counted"})
+    both({code: restore(tiny_art[code]) for code in trees},
+         {"model": "tiny-llama-1m", "task": "restore (state dict)", "bpw_target": budgets[0], "workers": args.workers,
+          "note": "process start not counted"})
     for code in ("before", "after"):  # what a user waits for, process start and imports included
         art, restored = cache / f"cmp-tiny-cli-{code}.llmc", cache / f"cmp-tiny-cli-{code}"
         shutil.rmtree(restored, ignore_errors=True)
         res = cli(["compress", str(tiny), str(art), "--bpw", str(budgets[0]), "--quiet"], trees[code])
         add({"model": "tiny-llama-1m", "task": "llmcodec compress (command)", "code": code,
-             "bpw_target": budgets[0], "workers": 2, "note": "whole command", **res})
+             "bpw_target": budgets[0], "workers": 2, "note": "whole command, each code's default", **res})
         res = cli(["decompress", str(art), str(restored), "--quiet"], trees[code])
         add({"model": "tiny-llama-1m", "task": "llmcodec decompress (command)", "code": code,
              "bpw_target": budgets[0], "workers": 2, "note": "whole command, writes a model folder", **res})
@@ -272,22 +302,14 @@ def main() -> None:
         out.unlink(missing_ok=True)
     else:
         info["llama-quantize"] = f"not measured: no binary at {exe} (benchmarks/peers/llamacpp/setup.sh builds it)"
-    if not args.no_ppl and main_bpw:
-        with ThreadPoolExecutor(2) as pool:
-            futs = {code: pool.submit(perplexity, arts[code, budgets[0]], trees[code], args.windows) for code in trees}
-            for code, f in futs.items():
-                info[f"perplexity {code} at {budgets[0]} ({args.windows} PTB test windows)"] = f"{f.result():.2f}"
-                write(rows, info, args.out)
-    for bpw in [] if args.skip_builtin else budgets[1:]:
-        both({"task": "compress", "model": str(folder), "codec": "vvc", "bpw": bpw, "workers": args.workers},
-             {"model": "smollm2-135m", "task": "compress", "bpw_target": bpw, "workers": args.workers,
-              "note": "default settings"}, str(cache / f"cmp-{{code}}-{bpw}.llmc"))
-        with ThreadPoolExecutor(2) as pool:
-            futs = {code: pool.submit(child, restore_task(cache / f"cmp-{code}-{bpw}.llmc"), trees[code])
-                    for code in trees}
-            for code, f in futs.items():
-                add({"model": "smollm2-135m", "task": "restore (state dict)", "code": code, "bpw_target": bpw,
-                     "workers": args.workers, "note": "decode + dequantize", **f.result()})
+    if not args.no_default and not args.skip_builtin:  # after's default, alone: before has no such budget
+        art = cache / "cmp-after-default.llmc"
+        add({"model": "smollm2-135m", "task": "compress", "code": "after (its default)", "bpw_target": budgets[0],
+             "workers": args.workers, "note": "whole-file budget, embedding and head coded (alone, not side by side)",
+             **child(compress(budgets[0], "after", art), trees["after"])})
+        add({"model": "smollm2-135m", "task": "restore (state dict)", "code": "after (its default)",
+             "bpw_target": budgets[0], "workers": args.workers, "note": "alone, not side by side",
+             **child(restore(art), trees["after"])})
     info["uptime at end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     write(rows, info, args.out)
     for f in cache.glob("cmp-*.llmc"):

@@ -1,6 +1,6 @@
 """Speed and memory of compression and restore (issue 6), against RTN and plain safetensors loading.
 
-    .venv/bin/python benchmarks/speed/run.py                 # writes benchmarks/speed/results.csv, RESULTS.md
+    .venv/bin/python benchmarks/speed/run.py  # writes benchmarks/speed/all-codecs/ (results.csv, RESULTS.md)
     .venv/bin/python benchmarks/speed/run.py --codecs vvc --skip-synthetic    # a shorter run
 
 Every measurement runs in a fresh Python process, so its peak resident memory (``ru_maxrss``) is
@@ -89,14 +89,15 @@ def child(task: dict) -> dict:
     from llmcodec.modelio import load
 
     base = _status_mb("VmRSS")
-    out: dict = {"base_rss_mb": base}
+    out: dict = {"base_rss_mb": base, "llmcodec_path": str(Path(llmcodec.__file__).parent)}
     kind = task["task"]
     t0 = time.perf_counter()
     s0, c0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     if kind == "compress":
         src = load(task["model"])
         settings = CompressSettings(
-            codec=task["codec"], qp=task.get("qp"), bpw=task.get("bpw"), workers=task["workers"]
+            codec=task["codec"], qp=task.get("qp"), bpw=task.get("bpw"), workers=task["workers"],
+            **task.get("settings", {}),
         )
         t0 = time.perf_counter()  # reading the model (GGUF: all of it) is reported separately
         s0, c0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
@@ -530,7 +531,8 @@ def main() -> None:
     ap.add_argument("--speedup", metavar="CODEC", help="only compress the built-in model with 1 and 2 workers")
     ap.add_argument("--from-log", metavar="LOG", help="rebuild the table from the JSON lines an earlier run printed")
     ap.add_argument("--append", action="store_true", help="keep the rows of --from-log and add the new ones")
-    ap.add_argument("--out", type=Path, default=HERE, help="folder for results.csv and RESULTS.md (default: here)")
+    ap.add_argument("--out", type=Path, default=HERE / "all-codecs",
+                    help="folder for results.csv and RESULTS.md (default: %(default)s)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import sideinfo
 from .codecs.base import CodecError, FFmpegCodec, Profile
-from .coefdomain import gather, spread
+from .coefdomain import gather, padded_shape, spread
 from .frames import FrameLayout, from_frames, to_frames
 from .quant import (
     Quantized,
@@ -134,6 +134,14 @@ def prepare(
     return Prepared(name, qz, layout, to_frames(samples, layout), col_scale)
 
 
+def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile) -> FrameLayout:
+    """The frame layout ``prepare`` gives a ``rows x cols`` matrix, without quantizing it."""
+    if profile.coef_block is not None:
+        rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
+        rows, cols = 2 * rows, 2 * cols  # coefdomain.spread's checkerboard
+    return codec.plan(rows, cols, profile)
+
+
 def unscale(w_hat: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
     """Undo the column multipliers applied before quantization."""
     return w_hat if col_scale is None else w_hat / col_scale.astype(np.float32)[None, :]
@@ -230,14 +238,16 @@ def finish(
     rotation: int | None = None,
     compand: float | None = None,
     centroids: bool = True,
+    frames: list[list[np.ndarray]] | None = None,
 ) -> CodedTensor:
     """Decode the stream once, check it, and package it; catches a codec returning garbage now.
 
     ``w`` is the matrix as coded; ``original`` the weights it came from by ``rotation`` and
     ``compand`` (see ``to_weights``), against which the stored relative error is measured.
     ``centroids``: fit a reconstruction table (``quant.fit_recon``) in the coefficient domain.
+    ``frames``: the stream already decoded (``finish_many`` decodes several in one process).
     """
-    q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec)
+    q_hat = _decode_named(p.name, bitstream, p.layout, codec, profile, p.quantized.spec, frames)
     q = p.quantized.q
     rms = _rms_diff(q_hat, q)
     bound = max_plausible_rms(q, qp)

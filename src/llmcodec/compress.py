@@ -16,8 +16,8 @@ import numpy as np
 
 from ._version import __version__
 from .calibration import sensitivity_offsets
-from .codecs import FFmpegCodec, Profile, get_codec
-from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
+from .codecs import CodecError, FFmpegCodec, Profile, get_codec
+from .coder import CodedTensor, column_bits, encode_prepared, finish, frame_layout, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
 from .priors import (  # noqa: F401  (also re-exported for callers of compress)
     EDGE_MAX_BPW,
@@ -59,6 +59,8 @@ EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "positio
 # matrices under a bit budget: two octaves finer, since they feed and read out every layer (docs/research-log.md).
 EMBEDDING_OFFSET = -12
 BUDGETS = ("model", "coded")
+# Matrices are decoded for checking several to a decoder process, up to this many weights a process.
+FINISH_BATCH_WEIGHTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,59 @@ def finish_job(
     )
 
 
+def finish_many_job(
+    spec: JobSpec,
+    names: Sequence[str],
+    shapes: Sequence[tuple[int, int]],
+    loaders: Sequence[Callable[[], np.ndarray]],
+    dtypes: Sequence[str],
+    qps: Sequence[int | None],
+    streams: Sequence[bytes],
+    col_scales: Sequence[np.ndarray | None],
+) -> list[CodedTensor]:
+    """``finish_job`` of several matrices whose streams are decoded by one decoder process
+    (``FFmpegCodec.decode_many``): small matrices stop paying a process start each. The matrices
+    are read one at a time after decoding (``loaders``), so one is in memory at once. If that
+    process fails, each stream is decoded on its own, so an error names its tensor. Runs on a
+    local worker (the loaders read the source)."""
+    codec, profile = spec.resolve()
+    layouts = [frame_layout(r, c, codec, profile) for r, c in shapes]
+    try:
+        frames: list = codec.decode_many(list(streams), layouts, profile)
+    except CodecError:
+        frames = [None] * len(streams)
+    out = []
+    for k, load in enumerate(loaders):
+        w = load()
+        coded = _coded_domain(spec, names[k], w)
+        p = _prepare(spec, names[k], coded, col_scales[k])[0]
+        f = frames[k] if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
+        frames[k] = None
+        out.append(finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w, rotation_seed(spec, names[k]),
+                          spec.compand, spec.centroids, f))
+        del w, coded, p, f
+    return out
+
+
+def _run_finish(fn: Callable, job: tuple):
+    """One finish job of either kind (``finish_job`` or ``finish_many_job``), lazy arguments loaded."""
+    return fn(*(a.get() if isinstance(a, Lazy) else a for a in job))
+
+
+def finish_batches(numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS) -> list[list[int]]:
+    """Matrix indices in order, cut into runs of at most ``limit`` weights (a larger matrix alone)."""
+    out: list[list[int]] = []
+    total = 0
+    for i, n in enumerate(numel):
+        if out and total + n <= limit:
+            out[-1].append(i)
+            total += n
+        else:
+            out.append([i])
+            total = n
+    return out
+
+
 def scan_job(
     spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
 ) -> tuple[int, float, float | None, float]:
@@ -448,12 +503,28 @@ class _Runner:
         return out  # type: ignore[return-value]
 
     def finish(self, qps: list[int | None], streams: list[bytes]) -> list[CodedTensor]:
-        n = len(qps)
-        args = [
-            (self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i], self.col_scales[i])
-            for i in range(n)
-        ]
-        return self._map(finish_job, args, self.numel, "verify")
+        """Decode, check and package every matrix; on a local pool, small ones several to a job
+        (``finish_many_job``; elsewhere the workers cannot read the source)."""
+        if not isinstance(self.ex, LocalExecutor):
+            args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i],
+                     self.col_scales[i]) for i in range(len(qps))]
+            return self._map(finish_job, args, self.numel, "verify")
+        batches = finish_batches(self.numel)
+        jobs, fns = [], []
+        for b in batches:
+            if len(b) == 1:
+                i = b[0]
+                fns.append(finish_job)
+                jobs.append((self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i],
+                             self.col_scales[i]))
+            else:
+                fns.append(finish_many_job)
+                jobs.append((self.spec, [self.names[i] for i in b], [self.shapes[i] for i in b],
+                             [self.loaders[i] for i in b], [self.dtypes[i] for i in b], [qps[i] for i in b],
+                             [streams[i] for i in b], [self.col_scales[i] for i in b]))
+        args = [(fn, job) for fn, job in zip(fns, jobs, strict=True)]
+        done = self._map(_run_finish, args, [sum(self.numel[i] for i in b) for b in batches], "verify")
+        return [ct for res in done for ct in (res if isinstance(res, list) else [res])]
 
     def side_bits(self) -> list[int]:
         """Each matrix's side information, with the largest reconstruction table it may get (the

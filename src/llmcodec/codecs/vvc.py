@@ -68,6 +68,13 @@ def _vvc_profiles() -> dict[str, Profile]:
     # own quantized values. Not the default (docs/research-log.md).
     for base in ("ai-medium-coef-rdoq", "ai-medium-coef-dq"):
         out[f"{base}-noibc"] = replace(out[base], name=f"{base}-noibc", options=out[base].options + (("IBC", "0"),))
+    # The medium preset without the intra searches that find nothing in the coefficient domain
+    # (matrix-based prediction, extra reference lines, a fine first pass over the angular modes and
+    # full rate-distortion checks of several modes): every weight block is predicted from constant
+    # blocks. The same bits and weight error in less encoder time (docs/research-log.md).
+    lean_intra = (("MIP", "0"), ("MRL", "0"), ("IntraEstDecBit", "3"), ("NumIntraModesFullRD", "1"))
+    for base in ("ai-medium-coef-dq", "ai-medium-coef-rdoq"):
+        out[f"{base}-lean"] = replace(out[base], name=f"{base}-lean", options=out[base].options + lean_intra)
     # Half-filled blocks (coefdomain.place): weights in the left 16 coefficient columns of each 32x32
     # transform, zeros in the right 16, which doubles the context-coded bin budget per weight.
     for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq"):
@@ -77,8 +84,9 @@ def _vvc_profiles() -> dict[str, Profile]:
     # chosen over full blocks and the medium preset: docs/research-log.md).
     out["default"] = replace(out["ai-faster-coef-half"], name="default")
     # From the high-rate threshold up the default adds dependent quantization (high_rate_profile),
-    # with the medium preset's search: less weight error for a slower encode.
-    out["default-dq"] = replace(out["ai-medium-coef-dq"], name="default-dq")
+    # with the medium preset's search: less weight error for a slower encode; without the intra
+    # searches that find nothing here (-lean, above).
+    out["default-dq"] = replace(out["ai-medium-coef-dq-lean"], name="default-dq")
     return out
 
 
