@@ -635,8 +635,8 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
     for target in sorted({float(r["target"]) for r in pts}):
         at = [r for r in pts if float(r["target"]) == target]
         at.sort(key=lambda r: float(r[metric]) if r.get(metric) else math.inf)
-        lines += [f"### Budget {target:g} bits per weight", ""]
-        head = "| codec:profile | coded profile | bits/weight | landed | file bits/param | QPs | weight error |"
+        lines += [f"### Budget {target:g} (--bpw)", ""]
+        head = "| codec:profile | coded profile | bits/coded weight | landed | file bits/param | QPs | weight error |"
         head += " perplexity |" if has_ppl else ""
         head += " encode Mw/s | decode Mw/s |"
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -649,8 +649,10 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
             cells += [f"{float(r['encode_mweights_s']):.3f}", f"{float(r['decode_mweights_s']):.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        if at and at[0].get(metric):
-            winners.append(f"- {target:g}: {at[0]['codec']}:{at[0]['profile']} ({metric} {float(at[0][metric]):.4g})")
+        # the winner is rate-controlled: a point off its budget is shown, not ranked
+        ok = [r for r in at if (r.get("status") or OK) == OK and r.get(metric)]
+        if ok:
+            winners.append(f"- {target:g}: {ok[0]['codec']}:{ok[0]['profile']} ({metric} {float(ok[0][metric]):.4g})")
     if winners:
         lines += [f"Best {metric} at each budget:", "", *winners, ""]
     other = [r for r in rows if r["scope"] == scope and r["kind"] in ("rtn", "reference")]
@@ -676,7 +678,7 @@ def grid(rows: list[dict[str, str]], scope: str, curves: tuple[str, ...], budget
     best: dict[float, float] = {}
     for b in budgets:
         vals = [float(r["perplexity"]) for s in series.values() for r in s
-                if float(r["target"]) == b and r.get("perplexity")]
+                if float(r["target"]) == b and r.get("perplexity") and (r.get("status") or OK) == OK]
         if vals:
             best[b] = min(vals)
     for curve in curves:
@@ -688,7 +690,7 @@ def grid(rows: list[dict[str, str]], scope: str, curves: tuple[str, ...], budget
                 cells.append(refusals.get((curve, b), "not measured"))
                 continue
             ppl = f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"
-            if r.get("perplexity") and float(r["perplexity"]) == best.get(b):
+            if r.get("perplexity") and float(r["perplexity"]) == best.get(b) and (r.get("status") or OK) == OK:
                 ppl = f"**{ppl}**"
             off = f" (landed {float(r['landed']):.3f})" if r.get("status") == OFF_BUDGET else ""
             cells.append(f"{ppl} / {float(r['rel_error']):.3f}{off}")
