@@ -196,3 +196,9 @@ def test_cli_rtn_list(tiny_llama, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "2,nine"])
     assert "expected bits" in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_is_recorded_by_its_type():
+    row = bench.refused(bench.Point("rav1e", "default", 2.0), bench.ERROR, TimeoutError())
+    assert row["note"] == "TimeoutError" and row["status"] == bench.ERROR
+    assert bench.refused(bench.Point("aom", "default", 2.0), bench.ERROR, OSError("pipe\nx"))["note"] == "OSError: pipe"

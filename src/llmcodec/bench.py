@@ -402,9 +402,13 @@ def budget_rate(budget: str, bits: int, weights: int, whole: dict) -> float:
 
 
 def refused(point: Point, status: str, error: Exception) -> dict:
-    """The row of a point the codec could not measure: which point, why (the error's first line)."""
+    """The row of a point the codec could not measure: which point, why (the error's first line,
+    named by its type unless it is the library's own refusal)."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    if not isinstance(error, (CodecError, BudgetError)):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return {"kind": "codec", "codec": point.codec, "profile": point.profile, "target": point.target,
-            "status": status, "note": str(error).splitlines()[0][:300] if str(error) else type(error).__name__}
+            "status": status, "note": text[:300]}
 
 
 def measure_rtn(model: Model, bits: int, settings: BenchSettings) -> dict:
@@ -517,9 +521,10 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
         load1 = os.getloadavg()[0]
         try:
             row = {**common, **fn(), "load1": load1}
-        except (CodecError, BudgetError) as e:
-            # A budget a codec cannot reach is a measured result; an encoder failing one point is
-            # recorded too (a rerun retries it). Neither ends a long sweep.
+        except Exception as e:
+            # A budget a codec cannot reach is a measured result; any other failure of one point (an
+            # encoder refusing it, a timeout) is recorded too, and a rerun retries it. Neither ends a
+            # long sweep.
             if point is None:
                 raise
             status = UNREACHABLE if isinstance(e, BudgetError) else ERROR
