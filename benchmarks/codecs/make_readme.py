@@ -33,10 +33,11 @@ NAMES = {
 # Within this factor of the best perplexity at a budget a curve counts as usable for the speed picks.
 USABLE = 1.25
 
+# --rtn none: round-to-nearest codes the decoder matrices only (embedding exact), not the whole file
 COMMAND = (
     "OMP_NUM_THREADS=1 nice -n 19 .venv/bin/llmcodec bench --codecs "
     + ",".join(c.split(":")[0] for c in CURVES)
-    + " --budgets " + ",".join(f"{b:g}" for b in ORDER) + " --workers 1 --out benchmarks/codecs/whole-file"
+    + " --budgets " + ",".join(f"{b:g}" for b in ORDER) + " --rtn none --workers 1 --out benchmarks/codecs/whole-file"
 )
 
 PREAMBLE = """# Codecs at equal file size (`llmcodec bench`)
