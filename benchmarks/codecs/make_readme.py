@@ -240,6 +240,9 @@ def protocol(rows: list[dict[str, str]], log: Path) -> list[str]:
     m = machine_lines(log)
     if m:
         out += ["Machine and versions (from `whole-file/sweep.log`):", "", *m, ""]
+    notes = [line[4:] for line in log.read_text().splitlines() if line.startswith("--- ")] if log.is_file() else []
+    if notes:
+        out += ["Which code measured the cells (the sweep log's notes):", "", *(f"- {n}" for n in notes), ""]
     return out
 
 
