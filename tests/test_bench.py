@@ -145,3 +145,60 @@ def test_grid_marks_the_best_and_the_cells_not_measured():
     text = bench.grid(rows, "s", ("vvc:default", "x265:default"), (2.5, 3.0))
     assert "| vvc:default | **150.0** / 0.200 | not measured | 1.00 | 4.00 |" in text
     assert "| x265:default | 170.0 / 0.200 | **90.0** / 0.200 |" in text
+
+
+def test_refused_points_are_recorded_and_only_encoder_errors_retried(tiny_llama, tmp_path, monkeypatch):
+    from llmcodec.codecs import CodecError
+    from llmcodec.rate import BudgetError
+
+    def refuse(model, point, settings):
+        if point.codec == "j2k":
+            raise BudgetError(f"{point.target} is below what j2k reaches\nsecond line")
+        raise CodecError("libaom failed")
+
+    monkeypatch.setattr(bench, "measure_codec", refuse)
+    settings = bench.BenchSettings(model=str(tiny_llama), out=tmp_path / "r", quick=True,
+                                   curves=("j2k:default", "aom:default"), budgets=(2.0,), rtn_bits=())
+    logs: list[str] = []
+    rows = bench.run(settings, log=logs.append)
+    by = {r["codec"]: r for r in rows}
+    assert by["j2k"]["status"] == bench.UNREACHABLE and by["j2k"]["note"] == "2.0 is below what j2k reaches"
+    assert by["aom"]["status"] == bench.ERROR and by["aom"]["rel_error"] == ""
+    assert "| j2k:default | unreachable |" in (settings.out / f"summary_{settings.scope}.md").read_text()
+    # a rerun keeps the measured refusal and retries the encoder error; the retry's row replaces it
+    logs.clear()
+    rows = bench.run(settings, log=logs.append)
+    assert any("1 already in" in m and "1 to measure" in m for m in logs)
+    assert [r["status"] for r in rows if r["codec"] == "aom"] == [bench.ERROR]
+    assert len(bench.read_points(settings.out / "points.csv")) == 3
+
+
+def test_latest_keeps_the_last_row_of_each_point():
+    base = {"model": "m", "scope": "s", "kind": "codec", "codec": "aom", "profile": "default"}
+    rows = [{**base, "target": "2", "status": "error"}, {**base, "target": "3", "status": "ok"},
+            {**base, "target": "2.0", "status": "ok"}]
+    assert [(r["target"], r["status"]) for r in bench.latest(rows)] == [("3", "ok"), ("2.0", "ok")]
+
+
+def test_off_budget_cells_say_where_they_landed():
+    base = {"model": "m", "scope": "s", "kind": "codec", "rel_error": "0.2", "encode_mweights_s": "1",
+            "decode_mweights_s": "4", "codec": "jxl", "profile": "default", "target": "4", "perplexity": "70"}
+    text = bench.grid([{**base, "status": "off-budget", "landed": "0.9612"}], "s", ("jxl:default",), (4.0,))
+    assert "| jxl:default | 70.0 / 0.200 (landed 0.961) |" in text  # shown, not ranked
+
+
+def test_cli_rtn_list(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "n"
+    args = ["bench", str(tiny_llama), "--out", str(out), "--quick", "--codecs", "svtav1", "--budgets", "3", "--rtn"]
+    assert main([*args, "none"]) == 0
+    assert not any(r["kind"] == "rtn" for r in bench.read_points(out / "points.csv"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*args, "2,nine"])
+    assert "expected bits" in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_is_recorded_by_its_type():
+    row = bench.refused(bench.Point("rav1e", "default", 2.0), bench.ERROR, TimeoutError())
+    assert row["note"] == "TimeoutError" and row["status"] == bench.ERROR
+    assert bench.refused(bench.Point("aom", "default", 2.0), bench.ERROR, OSError("pipe\nx"))["note"] == "OSError: pipe"

@@ -77,3 +77,16 @@ BPW = number(0, 32, lo_open=True, hi_open=True)
 QP = integer(-1024, 1024)  # then checked against the chosen codec's range
 GROUP = integer(1, 1 << 24)
 TENSORS = integer(1)
+
+
+def rtn_bits(text: str) -> tuple[int, ...]:
+    """Round-to-nearest reference bits, comma-separated (each 1..8), or ``none`` for no reference."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        out = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bits like 2,3,4 or none") from None
+    if not out or not all(1 <= b <= 8 for b in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bits from 1 to 8, like 2,3,4, or none")
+    return out

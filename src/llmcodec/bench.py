@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .budget import whole_file
 from .codecs import CodecError, get_codec
 from .compress import CompressSettings, is_codable
 from .evaluate import EvalSettings
@@ -35,19 +36,19 @@ from .rate import BudgetError
 # Whole-model budgets the sweep measures (``--bpw`` of each point).
 BUDGETS: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5, 4.0)
 # Default sweep: every codec at its default profile ("default" follows the budget where a codec has
-# a high-rate default: codecs/base.py profile_for), most informative curves first.
+# a high-rate default: codecs/base.py profile_for), most informative curves first. Other profiles
+# (x265:ai-medium, HEVC in the sample domain; svtav1:ai-p8-coef) are named with --codecs.
 DEFAULT_SWEEP: tuple[str, ...] = (
     "vvc:default",
     "x265:default",
     "svtav1:default",
-    "x264:default",
     "kvazaar:default",
     "aom:default",
+    "x264:default",
     "vp9:default",
     "rav1e:default",
     "jxl:default",
     "j2k:default",
-    "x265:ai-medium",  # HEVC in the sample domain: what the coefficient domain buys
 )
 # Quick mode: a smoke run of two codecs at two budgets on a few tensors, no perplexity.
 QUICK_SWEEP: tuple[str, ...] = ("x265:default", "svtav1:default")
@@ -84,7 +85,17 @@ COLUMNS = (
     "decode_s",
     "encode_mweights_s",
     "decode_mweights_s",
+    "file_bytes",
+    "eval_s",
+    "load1",
+    "status",
+    "note",
 )
+# What a codec point's ``status`` says. Every status but ERROR is a measured result a rerun keeps:
+# OK landed within the tolerance below its budget, OFF_BUDGET was measured but landed outside it,
+# UNREACHABLE is a budget the codec cannot reach at any QP. ERROR (an encoder that failed) is retried.
+OK, OFF_BUDGET, UNREACHABLE, ERROR = "ok", "off-budget", "unreachable", "error"
+TOLERANCE = 0.015  # a point counts as rate-controlled when it lands this close below its budget
 
 Log = Callable[[str], None]
 
@@ -182,6 +193,20 @@ def read_points(path: Path) -> list[dict[str, str]]:
         rows = list(csv.DictReader(f))
     # A torn line has fewer fields than the header: DictReader leaves the missing ones as None.
     return [r for r in rows if r.get(COLUMNS[-1]) is not None]
+
+
+def latest(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One row per point, the last one written (a retried point replaces its earlier error)."""
+    out: dict[tuple, dict[str, str]] = {}
+    for r in rows:
+        out.pop(point_key(r), None)
+        out[point_key(r)] = r
+    return list(out.values())
+
+
+def measured(row: dict[str, str]) -> bool:
+    """Whether a codec row carries a measurement (it landed somewhere), as against a refusal."""
+    return (row.get("status") or OK) in (OK, OFF_BUDGET)
 
 
 def point_key(row: dict) -> tuple[str, str, str, str, str, str]:
@@ -323,7 +348,7 @@ def measure_codec(model: Model, point: Point, settings: BenchSettings) -> dict:
     with tempfile.TemporaryDirectory(prefix="llmcodec-bench-", dir=settings.out) as tmp:
         path = Path(tmp) / "point.llmc"
         save(art, path)
-        file_bits = 8 * path.stat().st_size
+        whole = whole_file(path)
     t1 = time.perf_counter()
     state = restore_state_dict(art, workers=settings.workers)
     decode_s = time.perf_counter() - t1
@@ -333,6 +358,7 @@ def measure_codec(model: Model, point: Point, settings: BenchSettings) -> dict:
     side = sum(ct.side_bits for ct in cts)
     qps = [ct.qp for ct in cts if ct.qp is not None]
     params = model.params
+    counted = budget_rate(cs.budget, bits, weights, whole)
     row = {
         "kind": "codec",
         "codec": point.codec,
@@ -343,8 +369,9 @@ def measure_codec(model: Model, point: Point, settings: BenchSettings) -> dict:
         "coef_domain": profile.coef_block is not None,
         "target": point.target,
         "bits_per_weight": bits / weights,
-        "landed": budget_bits(bits, weights, file_bits, params) / point.target,
-        "file_bits_per_param": file_bits / params,
+        "landed": counted / point.target,
+        "file_bits_per_param": whole["bits_per_parameter"],
+        "file_bytes": whole["file_bytes"],
         "tensors": len(cts),
         "weights": weights,
         "params": params,
@@ -356,17 +383,32 @@ def measure_codec(model: Model, point: Point, settings: BenchSettings) -> dict:
         "decode_s": decode_s,
         "encode_mweights_s": weights / 1e6 / encode_s,
         "decode_mweights_s": weights / 1e6 / decode_s,
+        "status": OK if 1 - TOLERANCE <= counted / point.target <= 1 else OFF_BUDGET,
     }
     if not settings.quick:
-        replaced = {ct.name: state[ct.name] for ct in cts}
-        row["perplexity"], row["eval_tokens"] = evaluate(model, replaced, settings)
+        # the model as the file gives it back: coded matrices decoded, kept tensors at their stored
+        # precision, tied tensors from their one copy
+        t2 = time.perf_counter()
+        row["perplexity"], row["eval_tokens"] = evaluate(model, state, settings)
+        row["eval_s"] = time.perf_counter() - t2
     return row
 
 
-def budget_bits(bits: int, weights: int, file_bits: int, params: int) -> float:
-    """The bits per weight ``--bpw`` counts: coded bits (bitstreams and side information) over the
-    coded weights."""
-    return bits / weights
+def budget_rate(budget: str, bits: int, weights: int, whole: dict) -> float:
+    """What ``--bpw`` counts under ``budget``: with "model" the whole file's bits per parameter
+    (``budget.whole_file``: every stored tensor and the header, config and tokenizer files aside);
+    with "coded" the coded matrices' bits (bitstreams and side information) over their weights."""
+    return whole["bits_per_parameter"] if budget == "model" else bits / weights
+
+
+def refused(point: Point, status: str, error: Exception) -> dict:
+    """The row of a point the codec could not measure: which point, why (the error's first line,
+    named by its type unless it is the library's own refusal)."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    if not isinstance(error, (CodecError, BudgetError)):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return {"kind": "codec", "codec": point.codec, "profile": point.profile, "target": point.target,
+            "status": status, "note": text[:300]}
 
 
 def measure_rtn(model: Model, bits: int, settings: BenchSettings) -> dict:
@@ -442,7 +484,7 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
         get_codec(codec).check_available()  # a missing encoder stops the sweep before any work
     settings.out.mkdir(parents=True, exist_ok=True)
     csv_path = settings.out / "points.csv"
-    done = {point_key(r) for r in read_points(csv_path)}
+    done = {point_key(r) for r in latest(read_points(csv_path)) if r.get("status") != ERROR}
     t_load = time.perf_counter()
     model = load_model(settings.model, settings.tensor_limit, settings.only)
     n_weights = sum(math.prod(model.src.shape(n)) for n in model.coded)
@@ -456,38 +498,46 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     def key(kind: str, codec: str, profile: str, target) -> tuple:
         return point_key({**common, "kind": kind, "codec": codec, "profile": profile, "target": target})
 
-    jobs: list[tuple[tuple, str, Callable[[], dict]]] = []
+    jobs: list[tuple[tuple, str, Callable[[], dict], Point | None]] = []
     if not settings.quick:
         ref = key("reference", "none", "source", "")
-        jobs.append((ref, "uncompressed", lambda: measure_reference(model, settings)))
+        jobs.append((ref, "uncompressed", lambda: measure_reference(model, settings), None))
     for p in points:
         jobs.append(
             (key("codec", p.codec, p.profile, p.target), f"{p.curve} at {p.target:g}",
-             lambda p=p: measure_codec(model, p, settings))
+             lambda p=p: measure_codec(model, p, settings), p)
         )
     # round-to-nearest references last: the codec points are what a short run is for
     for b in settings.rtn_bits:
         jobs.append(
-            (key("rtn", "rtn", f"g{RTN_GROUP}-{b}bit", b), f"rtn {b} bit", lambda b=b: measure_rtn(model, b, settings))
+            (key("rtn", "rtn", f"g{RTN_GROUP}-{b}bit", b), f"rtn {b} bit", lambda b=b: measure_rtn(model, b, settings),
+             None)
         )
     todo = [j for j in jobs if j[0] not in done]
     log(f"{len(jobs)} points, {len(jobs) - len(todo)} already in {csv_path}, {len(todo)} to measure")
     failed = 0
-    for i, (_, what, fn) in enumerate(todo, 1):
+    for i, (_, what, fn, point) in enumerate(todo, 1):
         t0 = time.perf_counter()
+        load1 = os.getloadavg()[0]
         try:
-            row = {**common, **fn()}
-        except (CodecError, BudgetError) as e:
-            # One encoder refusing one point, or a budget below a codec's coarsest QP, should not end
-            # a long sweep: it is reported, not recorded, so a rerun tries it again.
-            failed += 1
-            log(f"[{i}/{len(todo)}] {what}: FAILED, not recorded: {str(e).splitlines()[0][:300]}")
+            row = {**common, **fn(), "load1": load1}
+        except Exception as e:
+            # A budget a codec cannot reach is a measured result; any other failure of one point (an
+            # encoder refusing it, a timeout) is recorded too, and a rerun retries it. Neither ends a
+            # long sweep.
+            if point is None:
+                raise
+            status = UNREACHABLE if isinstance(e, BudgetError) else ERROR
+            failed += status == ERROR
+            row = {**common, **refused(point, status, e), "load1": load1}
+            append_point(csv_path, row)
+            log(f"[{i}/{len(todo)}] {what}: {status.upper()}: {row['note']} ({time.perf_counter() - t0:.0f} s)")
             continue
         append_point(csv_path, row)
         log(f"[{i}/{len(todo)}] {what}: {_describe(row)} ({time.perf_counter() - t0:.0f} s)")
     if failed:
-        log(f"{failed} points failed (see above); rerun the same command to retry them")
-    rows = read_points(csv_path)
+        log(f"{failed} points failed in the encoder (see above); rerun the same command to retry them")
+    rows = latest(read_points(csv_path))
     for path in plot(rows, settings.out, settings.scope):
         log(f"wrote {path}")
     table = grid(rows, settings.scope, settings.curves, settings.budgets) + "\n" + summary(rows, settings.scope)
@@ -510,6 +560,8 @@ def _describe(row: dict) -> str:
     parts.append(f"rel.err {row['rel_error']:.4f}")
     if row.get("perplexity") is not None:
         parts.append(f"ppl {row['perplexity']:.2f}")
+    if row.get("status") not in (None, OK):
+        parts.append(str(row["status"]).upper())
     if row.get("encode_s") is not None:
         parts.append(f"enc {row['encode_s']:.1f} s, dec {row['decode_s']:.1f} s")
     return ", ".join(parts)
@@ -519,9 +571,14 @@ def _describe(row: dict) -> str:
 def _series(rows: list[dict[str, str]], scope: str) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
     for r in rows:
-        if r["scope"] == scope and r["kind"] == "codec":
+        if r["scope"] == scope and r["kind"] == "codec" and measured(r):
             out.setdefault(f"{r['codec']}:{r['profile']}", []).append(r)
     return {k: sorted(v, key=lambda r: float(r["target"])) for k, v in sorted(out.items())}
+
+
+def counted_rate(row: dict[str, str]) -> float:
+    """The rate a codec row landed on, as its budget counts it (``landed`` times the target)."""
+    return float(row["landed"]) * float(row["target"])
 
 
 def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
@@ -544,7 +601,7 @@ def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(9, 6))
         for name, pts in series.items():
-            xs = [float(r["bits_per_weight"]) for r in pts if r.get(metric)]
+            xs = [counted_rate(r) for r in pts if r.get(metric)]
             ys = [float(r[metric]) for r in pts if r.get(metric)]
             if xs:
                 ax.plot(xs, ys, marker="o", ms=4, lw=1.2, label=name)
@@ -556,7 +613,7 @@ def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
             ax.axhline(float(ref[0]["perplexity"]), color="grey", ls="--", lw=1, label="uncompressed")
         if logy:
             ax.set_yscale("log")
-        ax.set_xlabel("bits per coded weight (side information included)")
+        ax.set_xlabel("bits per weight as the budget counts them (whole model: per parameter of the file)")
         ax.set_ylabel(label)
         ax.set_title(f"{model}: {label}, rate-controlled ({scope})")
         ax.grid(True, which="both", alpha=0.3)
@@ -583,8 +640,8 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
     for target in sorted({float(r["target"]) for r in pts}):
         at = [r for r in pts if float(r["target"]) == target]
         at.sort(key=lambda r: float(r[metric]) if r.get(metric) else math.inf)
-        lines += [f"### Budget {target:g} bits per weight", ""]
-        head = "| codec:profile | coded profile | bits/weight | landed | file bits/param | QPs | weight error |"
+        lines += [f"### Budget {target:g} (--bpw)", ""]
+        head = "| codec:profile | coded profile | bits/coded weight | landed | file bits/param | QPs | weight error |"
         head += " perplexity |" if has_ppl else ""
         head += " encode Mw/s | decode Mw/s |"
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -597,8 +654,10 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
             cells += [f"{float(r['encode_mweights_s']):.3f}", f"{float(r['decode_mweights_s']):.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        if at and at[0].get(metric):
-            winners.append(f"- {target:g}: {at[0]['codec']}:{at[0]['profile']} ({metric} {float(at[0][metric]):.4g})")
+        # the winner is rate-controlled: a point off its budget is shown, not ranked
+        ok = [r for r in at if (r.get("status") or OK) == OK and r.get(metric)]
+        if ok:
+            winners.append(f"- {target:g}: {ok[0]['codec']}:{ok[0]['profile']} ({metric} {float(ok[0][metric]):.4g})")
     if winners:
         lines += [f"Best {metric} at each budget:", "", *winners, ""]
     other = [r for r in rows if r["scope"] == scope and r["kind"] in ("rtn", "reference")]
@@ -613,15 +672,18 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
 
 
 def grid(rows: list[dict[str, str]], scope: str, curves: tuple[str, ...], budgets: tuple[float, ...]) -> str:
-    """Markdown: one row per curve, one column per budget, each cell perplexity / weight error (or
+    """Markdown: one row per curve, one column per budget, each cell perplexity / weight error (a
+    point off its budget says where it landed; a refused one says why: "unreachable", "error"; else
     "not measured"); then encode and decode Mweights/s over the curve's measured points."""
     series = _series(rows, scope)
+    refusals = {(f"{r['codec']}:{r['profile']}", float(r["target"])): r["status"] for r in rows
+                if r["scope"] == scope and r["kind"] == "codec" and not measured(r)}
     head = ["codec:profile", *(f"{b:g}" for b in budgets), "encode Mw/s", "decode Mw/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best: dict[float, float] = {}
     for b in budgets:
         vals = [float(r["perplexity"]) for s in series.values() for r in s
-                if float(r["target"]) == b and r.get("perplexity")]
+                if float(r["target"]) == b and r.get("perplexity") and (r.get("status") or OK) == OK]
         if vals:
             best[b] = min(vals)
     for curve in curves:
@@ -630,14 +692,15 @@ def grid(rows: list[dict[str, str]], scope: str, curves: tuple[str, ...], budget
         for b in budgets:
             r = pts.get(b)
             if r is None:
-                cells.append("not measured")
+                cells.append(refusals.get((curve, b), "not measured"))
                 continue
             ppl = f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"
-            if r.get("perplexity") and float(r["perplexity"]) == best.get(b):
+            if r.get("perplexity") and float(r["perplexity"]) == best.get(b) and (r.get("status") or OK) == OK:
                 ppl = f"**{ppl}**"
-            cells.append(f"{ppl} / {float(r['rel_error']):.3f}")
-        measured = list(pts.values())
+            off = f" (landed {float(r['landed']):.3f})" if r.get("status") == OFF_BUDGET else ""
+            cells.append(f"{ppl} / {float(r['rel_error']):.3f}{off}")
+        done = list(pts.values())
         for col in ("encode_mweights_s", "decode_mweights_s"):
-            cells.append(f"{np.mean([float(r[col]) for r in measured]):.2f}" if measured else "-")
+            cells.append(f"{np.mean([float(r[col]) for r in done]):.2f}" if done else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -338,6 +338,7 @@ def cmd_bench(args) -> int:
         workers=args.workers,
         max_tensors=args.tensors,
         only=args.only,
+        **({} if args.rtn is None else {"rtn_bits": args.rtn}),
     )
     bench.run(settings, log=lambda m: print(m, flush=True))
     if Path(str(args.model)).name == DEFAULT_MODEL or str(args.model) == DEFAULT_MODEL:
@@ -576,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--window", type=at.WINDOW, default=512, help="tokens per perplexity window")
     b.add_argument("--windows", type=at.WINDOWS, default=None, help="perplexity windows per point (default: 40)")
     b.add_argument("--workers", type=at.WORKERS, default=1, help="encoder processes at once (default: 1)")
+    b.add_argument("--rtn", type=at.rtn_bits, default=None, metavar="LIST",
+                   help="round-to-nearest reference points, bits comma-separated, or none (default: 2,3,4)")
     b.set_defaults(fn=cmd_bench)
 
     v = sub.add_parser("verify", help="check every checksum and decode every tensor, writing nothing")

@@ -1,0 +1,47 @@
+"""benchmarks/codecs/make_readme.py: the codec README written from a sweep's CSV alone."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "codecs"))
+
+import make_readme  # noqa: E402
+
+from llmcodec import bench  # noqa: E402
+
+
+def _row(codec, target, ppl, status="ok", **kw):
+    row = {"model": "smollm2-135m", "scope": make_readme.SCOPE, "kind": "codec", "codec": codec,
+           "profile": "default", "coded_profile": "default", "target": target, "bits_per_weight": target,
+           "landed": 0.99, "file_bits_per_param": target * 0.99, "file_bytes": 4e7, "params": 134515008,
+           "qp_min": 30, "qp_max": 40, "rel_error": 0.2, "perplexity": ppl, "eval_tokens": 20440,
+           "encode_mweights_s": 0.5, "decode_mweights_s": 5.0, "load1": 3.0, "status": status}
+    row.update(kw)
+    return row
+
+
+def test_readme_names_winners_findings_and_missing_cells(tmp_path):
+    csv = tmp_path / "points.csv"
+    rows = [
+        {"model": "smollm2-135m", "scope": make_readme.SCOPE, "kind": "reference", "codec": "none",
+         "profile": "source", "perplexity": 57.5, "eval_tokens": 20440, "tensors": 0},
+        _row("vvc", 2.5, 150.0, encode_mweights_s=0.1, decode_mweights_s=1.0),
+        _row("x265", 2.5, 160.0, encode_mweights_s=0.4, decode_mweights_s=9.0),
+        _row("svtav1", 2.5, 900.0, encode_mweights_s=2.0, decode_mweights_s=12.0),
+        _row("x265", 3.0, 90.0),
+        _row("vvc", 3.0, 80.0, status="off-budget", landed=1.02),
+        {"model": "smollm2-135m", "scope": make_readme.SCOPE, "kind": "codec", "codec": "j2k", "profile": "default",
+         "target": 2.5, "status": "unreachable", "note": "2.5 bits per parameter is below j2k's coarsest QP"},
+    ]
+    for r in rows:
+        bench.append_point(csv, r)
+    text = make_readme.render(csv, tmp_path / "no.log")
+    assert "- **2.5 bits per parameter: VVC (libvvenc)**, perplexity 150.0" in text
+    assert "next HEVC (x265) at 160.0 (1.07x)" in text
+    # the off-budget VVC point is shown but does not win 3.0
+    assert "- **3 bits per parameter: HEVC (x265)**" in text and "80.0 / 0.200 (landed 1.020)" in text
+    assert "| j2k:default | not measured | unreachable |" in text and "below j2k's coarsest QP" in text
+    assert "Fastest restore** at usable quality (perplexity within 1.25x of the best at the same budget): " \
+           "HEVC (x265)" in text and "fastest of all AV1 (SVT-AV1)" in text
+    assert "Not measured" in text and "2.5: kvazaar, aom, x264" in text and "3.5:" in text
+    assert "Uncompressed perplexity: 57.50" in text
