@@ -115,14 +115,13 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
                      "key_rel_error": f"{_rel(kv, kv_hat, 0):.4f}", "value_rel_error": f"{_rel(kv, kv_hat, 1):.4f}",
                      "bytes": math.ceil(bpe * elements / 8)})
 
-    jobs = [(b, KVOptions(args.key_layout, args.value_layout)) for b in map(float, args.bpw.split(","))]
+    jobs = [(b, KVOptions(args.key_layout, args.value_layout, args.sinks)) for b in map(float, args.bpw.split(","))]
     if args.layouts and prefix == int(args.prefixes.split(",")[0]):
         b = float(args.layout_bpw)
-        jobs = [(b, KVOptions(k, v)) for k in LAYOUTS for v in LAYOUTS] + jobs
+        jobs = [(b, KVOptions(k, v, args.sinks)) for k in LAYOUTS for v in LAYOUTS] + jobs
     extra = _extra(args.set)
     for bpw, opts in jobs:
-        setting = f"bpw={bpw:g} keys={opts.key_layout} values={opts.value_layout}"
-        setting += "".join(f" {k}={v}" for k, v in extra.items())
+        setting = _setting(bpw, opts) + "".join(f" {k}={v}" for k, v in extra.items())
         if done("llmcodec", setting):
             continue
         print(f"[{time.strftime('%H:%M:%S')}] prefix {prefix}: llmcodec {setting} (load {_load()})", flush=True)
@@ -146,17 +145,23 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
                      "bytes": size})
 
 
+def _setting(bpw: float, opts: KVOptions) -> str:
+    """A row's name for llmcodec at ``bpw`` with ``opts`` (sinks named when there are any)."""
+    out = f"bpw={bpw:g} keys={opts.key_layout} values={opts.value_layout}"
+    return out + (f" sinks={opts.sinks}" if opts.sinks else "")
+
+
 def _summary(rows: list[dict]) -> list[str]:
-    """The issue's two checks, read from the rows: at 2 bits per element llmcodec (default layouts) against
-    KIVI-style rounding at no more bits; at 3 bits llmcodec against the exact cache (within 2%)."""
+    """The issue's two checks, read from the rows: at 2 bits per element llmcodec (``kv save``'s defaults)
+    against KIVI-style rounding at no more bits; at 3 bits llmcodec against the exact cache (within 2%)."""
     out = []
     for prefix in sorted({int(r["prefix"]) for r in rows}):
         sub = [r for r in rows if int(r["prefix"]) == prefix]
         exact = next((float(r["perplexity"]) for r in sub if r["method"] == "exact"), None)
 
         def ours(b: str, sub=sub):
-            return next((r for r in sub if r["method"] == "llmcodec"
-                         and r["setting"] == f"bpw={b} keys=channels values=tokens"), None)
+            name = _setting(float(b), KVOptions())
+            return next((r for r in sub if r["method"] == "llmcodec" and r["setting"] == name), None)
 
         two, three = ours("2"), ours("3")
         if two is not None:
@@ -211,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="KIVI-style bits:group pairs (default: %(default)s)")
     p.add_argument("--key-layout", choices=LAYOUTS, default="channels")
     p.add_argument("--value-layout", choices=LAYOUTS, default="tokens")
+    p.add_argument("--sinks", type=int, default=KVOptions().sinks,
+                   help="first tokens kept in 16 bits, not coded (default: %(default)s)")
     p.add_argument("--layouts", action="store_true", help="also code the first prefix with all four layouts")
     p.add_argument("--layout-bpw", default="2", help="budget of the layout comparison")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

@@ -406,7 +406,7 @@ def cmd_kv_save(args) -> int:
     settings = _tensor_settings(args)
     _not_over(args.out, args.prompt)
     text = Path(args.prompt).read_text(encoding="utf-8")
-    rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout),
+    rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout, args.sinks),
                   progress=Bars(args.quiet))
     print(f"prompt: {rep.tokens} tokens through {args.model}; cache {rep.elements:,} elements "
           f"({rep.layers} layers, keys and values)")
@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(dt)
     dt.set_defaults(fn=cmd_decompress_tensors)
 
-    from .kv import LAYOUTS
+    from .kv import LAYOUTS, KVOptions
 
     kv = sub.add_parser("kv", help="a model's KV cache: code it (save), load it back and score a continuation (eval)")
     kvs = kv.add_subparsers(dest="kv_cmd", required=True)
@@ -627,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rows of each head's key matrix: tokens or head channels (default: %(default)s)")
     ks.add_argument("--value-layout", choices=LAYOUTS, default="tokens",
                     help="rows of each head's value matrix (default: %(default)s)")
+    ks.add_argument("--sinks", type=at.integer(0), default=KVOptions().sinks, metavar="N",
+                    help="keep the first N tokens' keys and values (attention sinks) in 16 bits, uncoded; "
+                         "0: code them too (default: %(default)s)")
     tensor_codec_opts(ks)
     ks.set_defaults(fn=cmd_kv_save)
     ke = kvs.add_parser("eval", help="load a coded KV cache and score a continuation (perplexity)")
