@@ -122,3 +122,22 @@ def test_sink_tokens_kept_in_16_bits(model, tmp_path):
         assert torch.allclose(layer.keys, k, atol=1e-3 * float(k.abs().max()))
     with pytest.raises(ValueError, match="sink tokens"):
         KVOptions(sinks=-1)
+
+
+def test_key_bits_shift_the_budget_from_values_to_keys(model, tmp_path):
+    prompt = _ids(300)
+    kv = layer_tensors(prefill(model, prompt[:-1]))
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    errors = []
+    for key_bits in (0.0, 1.0):
+        path = tmp_path / f"kv{key_bits}.llmc"
+        llmcodec.save(compress_kv(kv, int(prompt[-1]), tensor_settings(bpw=3.0), KVOptions(key_bits=key_bits)), path)
+        assert 3.0 * 0.97 <= 8 * path.stat().st_size / elements <= 3.0
+        layers = load_kv(path, model).cache.layers
+        pairs = [((lay.keys, lay.values), ref) for lay, ref in zip(layers, kv, strict=True)]
+        errors.append([math.sqrt(sum(float((got[j] - ref[j]).pow(2).sum()) for got, ref in pairs)
+                                 / sum(float(ref[j].pow(2).sum()) for ref in kv)) for j in (0, 1)])
+    (k0, v0), (k1, v1) = errors
+    assert k1 < 0.8 * k0 and v1 > 1.2 * v0
+    with pytest.raises(ValueError, match="key_bits"):
+        KVOptions(key_bits=float("nan"))

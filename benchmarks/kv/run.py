@@ -115,10 +115,11 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
                      "key_rel_error": f"{_rel(kv, kv_hat, 0):.4f}", "value_rel_error": f"{_rel(kv, kv_hat, 1):.4f}",
                      "bytes": math.ceil(bpe * elements / 8)})
 
-    jobs = [(b, KVOptions(args.key_layout, args.value_layout, args.sinks)) for b in map(float, args.bpw.split(","))]
+    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits)
+    jobs = [(b, opts) for b in map(float, args.bpw.split(","))]
     if args.layouts and prefix == int(args.prefixes.split(",")[0]):
         b = float(args.layout_bpw)
-        jobs = [(b, KVOptions(k, v, args.sinks)) for k in LAYOUTS for v in LAYOUTS] + jobs
+        jobs = [(b, KVOptions(k, v, args.sinks, args.key_bits)) for k in LAYOUTS for v in LAYOUTS] + jobs
     extra = _extra(args.set)
     for bpw, opts in jobs:
         setting = _setting(bpw, opts) + "".join(f" {k}={v}" for k, v in extra.items())
@@ -148,7 +149,8 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
 def _setting(bpw: float, opts: KVOptions) -> str:
     """A row's name for llmcodec at ``bpw`` with ``opts`` (sinks named when there are any)."""
     out = f"bpw={bpw:g} keys={opts.key_layout} values={opts.value_layout}"
-    return out + (f" sinks={opts.sinks}" if opts.sinks else "")
+    out += f" sinks={opts.sinks}" if opts.sinks else ""
+    return out + (f" key_bits={opts.key_bits:g}" if opts.key_bits else "")
 
 
 def _summary(rows: list[dict]) -> list[str]:
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--value-layout", choices=LAYOUTS, default="tokens")
     p.add_argument("--sinks", type=int, default=KVOptions().sinks,
                    help="first tokens kept in 16 bits, not coded (default: %(default)s)")
+    p.add_argument("--key-bits", type=float, default=KVOptions().key_bits,
+                   help="bits per element moved from the values to the keys (default: %(default)s)")
     p.add_argument("--layouts", action="store_true", help="also code the first prefix with all four layouts")
     p.add_argument("--layout-bpw", default="2", help="budget of the layout comparison")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

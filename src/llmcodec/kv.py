@@ -37,8 +37,12 @@ class KVOptions:
     value_layout: str = "tokens"  # rows of each head's value matrix: tokens (columns: head channels)
     # the first ``sinks`` tokens' keys and values (attention sinks) are kept in 16 bits, not coded
     sinks: int = 0
+    # bits per element moved from the values to the keys (keys: the budget + key_bits, values: - key_bits)
+    key_bits: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.key_bits, (int, float)) and math.isfinite(self.key_bits)):
+            raise ValueError(f"key_bits must be a finite number, got {self.key_bits!r}")
         if not isinstance(self.sinks, int) or self.sinks < 0:
             raise ValueError(f"the number of sink tokens must be a whole number >= 0, got {self.sinks!r}")
         for what, v in (("key", self.key_layout), ("value", self.value_layout)):
@@ -147,8 +151,12 @@ def compress_kv(
             "last_token": int(last_token), "key_layout": options.key_layout, "value_layout": options.value_layout,
             "sinks": min(options.sinks, int(kv[0][0].shape[-2])), "head_dim": int(kv[0][0].shape[-1])}
     files = {KV_FILE: json.dumps(meta, sort_keys=True).encode()}
-    return compress_tensors(kv_tensors(kv, options), settings or tensor_settings(), TensorOptions(stack_axis=0),
-                            progress, extra_files=files)
+    settings = settings or tensor_settings()
+    tensors = kv_tensors(kv, options)
+    shift = options.key_bits if settings.bpw is not None else 0.0  # a fixed QP or lossless has no budget to share
+    offsets = {n: (shift if n.endswith(".keys") else -shift) for n in tensors} if shift else None
+    return compress_tensors(tensors, settings, TensorOptions(stack_axis=0), progress, extra_files=files,
+                            bits_offsets=offsets)
 
 
 def _meta(art: artifact.Artifact, where: str) -> dict:
