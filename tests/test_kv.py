@@ -122,6 +122,7 @@ def test_sink_tokens_kept_in_16_bits(model, tmp_path):
         assert torch.allclose(layer.keys, k, atol=1e-3 * float(k.abs().max()))
     with pytest.raises(ValueError, match="sink tokens"):
         KVOptions(sinks=-1)
+    assert KVOptions().sinks > 0  # kv save keeps sinks by default (--sinks 0 turns it off)
 
 
 def test_key_bits_shift_the_budget_from_values_to_keys(model, tmp_path):

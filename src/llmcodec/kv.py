@@ -36,7 +36,7 @@ class KVOptions:
     key_layout: str = "channels"  # rows of each head's key matrix: head channels (columns: tokens)
     value_layout: str = "tokens"  # rows of each head's value matrix: tokens (columns: head channels)
     # the first ``sinks`` tokens' keys and values (attention sinks) are kept in 16 bits, not coded
-    sinks: int = 0
+    sinks: int = 4
     # bits per element moved from the values to the keys (keys: the budget + key_bits, values: - key_bits)
     key_bits: float = 0.0
 
