@@ -194,7 +194,9 @@ def report(results: ResultsCSV, info: dict[str, str], measured: bool) -> None:
              "stored byte x 8 over the cache's elements (llmcodec: the whole artifact file; KIVI-style: codes plus "
              "fp16 scales and zero points, no full-precision window). Save = prefill + coding + writing; load = "
              "reading + decoding + building the DynamicCache; times depend on the machine's load (below) and are "
-             "comparable only within one run. Regenerate: `.venv/bin/python benchmarks/kv/run.py --layouts`.",
+             "comparable only within one run. Regenerate: `.venv/bin/python benchmarks/kv/run.py --layouts` "
+             "(`kv save`'s defaults; rows already in results.csv are kept); the variants: add `--sinks 0` "
+             "(no sink tokens) or `--key-bits 0.5`, with `--prefixes` and `--bpw` to choose the points.",
              "", *_summary(rows), ""]
     for prefix in sorted({int(r["prefix"]) for r in rows}):
         sub = [r for r in rows if int(r["prefix"]) == prefix]
