@@ -99,3 +99,46 @@ def test_cli_kv_save_eval(tiny_llama, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "continuation perplexity" in text and "30 tokens scored" in text
     assert cli.main(["kv", "eval", str(tiny_llama), str(tmp_path / "none.llmc"), str(cont), "--quiet"]) == 2
+
+
+def test_sink_tokens_kept_in_16_bits(model, tmp_path):
+    prompt = _ids(300)
+    kv = layer_tensors(prefill(model, prompt[:-1]))
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    path = tmp_path / "kv.llmc"
+    llmcodec.save(compress_kv(kv, int(prompt[-1]), tensor_settings(bpw=3.0), KVOptions(sinks=4)), path)
+    assert 3.0 * 0.985 <= 8 * path.stat().st_size / elements <= 3.0  # the sinks are counted in the budget
+    loaded = load_kv(path, model)
+    for (k, v), layer in zip(kv, loaded.cache.layers, strict=True):
+        assert layer.keys.shape == k.shape and layer.values.shape == v.shape
+        for got, ref in ((layer.keys, k), (layer.values, v)):
+            sink, rest = got[:, :, :4] - ref[:, :, :4], got[:, :, 4:] - ref[:, :, 4:]
+            assert float(sink.abs().max()) <= 1e-3 * float(ref[:, :, :4].abs().max())  # fp16, not coded
+            assert 0 < float(rest.norm() / ref[:, :, 4:].norm()) < 0.5
+    # a cache no longer than the sinks is stored whole in 16 bits
+    short = [(k[:, :, :3], v[:, :, :3]) for k, v in kv]
+    llmcodec.save(compress_kv(short, 5, tensor_settings(bpw=3.0), KVOptions(sinks=4)), path)
+    for (k, _), layer in zip(short, load_kv(path, model).cache.layers, strict=True):
+        assert torch.allclose(layer.keys, k, atol=1e-3 * float(k.abs().max()))
+    with pytest.raises(ValueError, match="sink tokens"):
+        KVOptions(sinks=-1)
+    assert KVOptions().sinks > 0  # kv save keeps sinks by default (--sinks 0 turns it off)
+
+
+def test_key_bits_shift_the_budget_from_values_to_keys(model, tmp_path):
+    prompt = _ids(300)
+    kv = layer_tensors(prefill(model, prompt[:-1]))
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    errors = []
+    for key_bits in (0.0, 1.0):
+        path = tmp_path / f"kv{key_bits}.llmc"
+        llmcodec.save(compress_kv(kv, int(prompt[-1]), tensor_settings(bpw=3.0), KVOptions(key_bits=key_bits)), path)
+        assert 3.0 * 0.97 <= 8 * path.stat().st_size / elements <= 3.0
+        layers = load_kv(path, model).cache.layers
+        pairs = [((lay.keys, lay.values), ref) for lay, ref in zip(layers, kv, strict=True)]
+        errors.append([math.sqrt(sum(float((got[j] - ref[j]).pow(2).sum()) for got, ref in pairs)
+                                 / sum(float(ref[j].pow(2).sum()) for ref in kv)) for j in (0, 1)])
+    (k0, v0), (k1, v1) = errors
+    assert k1 < 0.8 * k0 and v1 > 1.2 * v0
+    with pytest.raises(ValueError, match="key_bits"):
+        KVOptions(key_bits=float("nan"))

@@ -407,8 +407,8 @@ def cmd_kv_save(args) -> int:
     settings = _tensor_settings(args)
     _not_over(args.out, args.prompt)
     text = Path(args.prompt).read_text(encoding="utf-8")
-    rep = save_kv(args.model, text, args.out, settings, KVOptions(args.key_layout, args.value_layout),
-                  progress=Bars(args.quiet))
+    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits)
+    rep = save_kv(args.model, text, args.out, settings, opts, progress=Bars(args.quiet))
     print(f"prompt: {rep.tokens} tokens through {args.model}; cache {rep.elements:,} elements "
           f"({rep.layers} layers, keys and values)")
     print(f"artifact {args.out}: {_mb(rep.bytes)}, {rep.bits_per_element:.4f} bits per element over the whole file "
@@ -618,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(dt)
     dt.set_defaults(fn=cmd_decompress_tensors)
 
-    from .kv import LAYOUTS
+    from .kv import LAYOUTS, KVOptions
 
     kv = sub.add_parser("kv", help="a model's KV cache: code it (save), load it back and score a continuation (eval)")
     kvs = kv.add_subparsers(dest="kv_cmd", required=True)
@@ -630,6 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rows of each head's key matrix: tokens or head channels (default: %(default)s)")
     ks.add_argument("--value-layout", choices=LAYOUTS, default="tokens",
                     help="rows of each head's value matrix (default: %(default)s)")
+    ks.add_argument("--sinks", type=at.integer(0), default=KVOptions().sinks, metavar="N",
+                    help="keep the first N tokens' keys and values (attention sinks) in 16 bits, uncoded; "
+                         "0: code them too (default: %(default)s)")
+    ks.add_argument("--key-bits", type=at.number(-8, 8), default=KVOptions().key_bits, metavar="B",
+                    help="bits per element moved from the values to the keys, within the same budget; "
+                         "0: one budget for both (default: %(default)s)")
     tensor_codec_opts(ks)
     ks.set_defaults(fn=cmd_kv_save)
     ke = kvs.add_parser("eval", help="load a coded KV cache and score a continuation (perplexity)")

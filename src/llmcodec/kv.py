@@ -35,8 +35,16 @@ KV_VERSION = 1
 class KVOptions:
     key_layout: str = "channels"  # rows of each head's key matrix: head channels (columns: tokens)
     value_layout: str = "tokens"  # rows of each head's value matrix: tokens (columns: head channels)
+    # the first ``sinks`` tokens' keys and values (attention sinks) are kept in 16 bits, not coded
+    sinks: int = 4
+    # bits per element moved from the values to the keys (keys: the budget + key_bits, values: - key_bits)
+    key_bits: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.key_bits, (int, float)) and math.isfinite(self.key_bits)):
+            raise ValueError(f"key_bits must be a finite number, got {self.key_bits!r}")
+        if not isinstance(self.sinks, int) or self.sinks < 0:
+            raise ValueError(f"the number of sink tokens must be a whole number >= 0, got {self.sinks!r}")
         for what, v in (("key", self.key_layout), ("value", self.value_layout)):
             if v not in LAYOUTS:
                 raise ValueError(f"unknown {what} layout {v!r}; choose one of {', '.join(LAYOUTS)}")
@@ -114,13 +122,20 @@ def _from_rows(t: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 def kv_tensors(kv: list[tuple[torch.Tensor, torch.Tensor]], options: KVOptions) -> dict[str, torch.Tensor]:
-    """The named 3-D stacks ``compress_tensors`` codes (batch size 1 only)."""
+    """The named tensors ``compress_tensors`` stores (batch size 1 only): per layer the coded 3-D stacks
+    of keys and values after the sink tokens, and the sink tokens' keys and values flattened to 1-D
+    (1-D tensors are kept in 16 bits)."""
     out = {}
     for i, (k, v) in enumerate(kv):
         if k.shape[0] != 1 or v.shape[0] != 1:
             raise ValueError(f"only a cache of batch size 1 can be stored, layer {i} has {k.shape[0]}")
-        out[f"layers.{i}.keys"] = _to_rows(k, options.key_layout)
-        out[f"layers.{i}.values"] = _to_rows(v, options.value_layout)
+        s = min(options.sinks, k.shape[2])
+        if s:
+            out[f"layers.{i}.sink_keys"] = k[0, :, :s].reshape(-1)
+            out[f"layers.{i}.sink_values"] = v[0, :, :s].reshape(-1)
+        if s < k.shape[2]:
+            out[f"layers.{i}.keys"] = _to_rows(k[:, :, s:], options.key_layout)
+            out[f"layers.{i}.values"] = _to_rows(v[:, :, s:], options.value_layout)
     return out
 
 
@@ -133,10 +148,15 @@ def compress_kv(
 ) -> artifact.Artifact:
     """Code a cache's (keys, values) per layer; ``settings.bpw`` counts the whole file."""
     meta = {"version": KV_VERSION, "layers": len(kv), "tokens": int(kv[0][0].shape[-2]) + 1,
-            "last_token": int(last_token), "key_layout": options.key_layout, "value_layout": options.value_layout}
+            "last_token": int(last_token), "key_layout": options.key_layout, "value_layout": options.value_layout,
+            "sinks": min(options.sinks, int(kv[0][0].shape[-2])), "head_dim": int(kv[0][0].shape[-1])}
     files = {KV_FILE: json.dumps(meta, sort_keys=True).encode()}
-    return compress_tensors(kv_tensors(kv, options), settings or tensor_settings(), TensorOptions(stack_axis=0),
-                            progress, extra_files=files)
+    settings = settings or tensor_settings()
+    tensors = kv_tensors(kv, options)
+    shift = options.key_bits if settings.bpw is not None else 0.0  # a fixed QP or lossless has no budget to share
+    offsets = {n: (shift if n.endswith(".keys") else -shift) for n in tensors} if shift else None
+    return compress_tensors(tensors, settings, TensorOptions(stack_axis=0), progress, extra_files=files,
+                            bits_offsets=offsets)
 
 
 def _meta(art: artifact.Artifact, where: str) -> dict:
@@ -147,7 +167,9 @@ def _meta(art: artifact.Artifact, where: str) -> dict:
         meta = json.loads(raw)
         ok = (meta.get("version") == KV_VERSION and isinstance(meta.get("layers"), int)
               and isinstance(meta.get("last_token"), int) and isinstance(meta.get("tokens"), int)
-              and meta.get("key_layout") in LAYOUTS and meta.get("value_layout") in LAYOUTS)
+              and meta.get("key_layout") in LAYOUTS and meta.get("value_layout") in LAYOUTS
+              and isinstance(meta.get("sinks", 0), int) and 0 <= meta.get("sinks", 0) < meta["tokens"]
+              and (meta.get("sinks", 0) == 0 or isinstance(meta.get("head_dim"), int) and meta["head_dim"] > 0))
     except (ValueError, AttributeError):
         ok = False
     if not ok:
@@ -160,13 +182,22 @@ def restore_kv(art: artifact.Artifact, workers: int = 0, progress: Progress | No
     """The (keys, values) of every layer as the model's cache holds them, and the stored metadata."""
     meta = _meta(art, where)
     tensors = restore_tensors(art, workers, progress, where)
+    sinks, rest = meta.get("sinks", 0), meta["tokens"] - 1 - meta.get("sinks", 0)
     kv = []
     for i in range(meta["layers"]):
         try:
-            k, v = tensors[f"layers.{i}.keys"], tensors[f"layers.{i}.values"]
+            parts = []
+            for name, layout in (("keys", meta["key_layout"]), ("values", meta["value_layout"])):
+                coded = _from_rows(tensors[f"layers.{i}.{name}"], layout) if rest else None
+                if sinks:
+                    sink = tensors[f"layers.{i}.sink_{name}"].reshape(1, -1, sinks, meta["head_dim"])
+                    coded = sink if coded is None else torch.cat([sink.to(coded.dtype), coded], dim=2)
+                parts.append(coded)
         except KeyError:
             raise ArtifactError(f"{where}: layer {i}'s keys or values are missing: the file is corrupt") from None
-        kv.append((_from_rows(k, meta["key_layout"]), _from_rows(v, meta["value_layout"])))
+        except RuntimeError:
+            raise ArtifactError(f"{where}: layer {i}'s sink tokens do not fit its cache: the file is corrupt") from None
+        kv.append((parts[0], parts[1]))
     return kv, meta
 
 

@@ -120,10 +120,14 @@ def compress_tensors(
     executor: Executor | None = None,
     work: WorkDir | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    bits_offsets: Mapping[str, float] | None = None,
 ) -> Artifact:
     """Code a dict of tensors into one artifact; ``settings.bpw`` counts the whole file.
 
     ``extra_files`` (name -> bytes) are stored with the tensors, checksummed, and counted in the budget.
+    ``bits_offsets`` (name -> bits per element, with a budget only): coded tensors named there get that
+    many bits per element more (or fewer, negative) than the rest; each group of tensors sharing an
+    offset is rate-controlled on its own, all with the profile the mean budget selects.
 
     With a budget, the coded tensors get what the kept tensors and the file's header leave; the
     header is measured after a first pass and the coded tensors are coded again (finished encodes
@@ -135,6 +139,9 @@ def compress_tensors(
     if not tensors:
         raise ValueError("no tensors to compress")
     views, index, coded = _plan(tensors, settings, options)
+    offsets = {n: float((bits_offsets or {}).get(n, 0.0)) for n in coded}
+    if any(offsets.values()) and settings.bpw is None:
+        raise ValueError("bits offsets between tensors need a bit budget (bpw), not a fixed QP or lossless")
     meta = {"version": INDEX_VERSION, "tensors": index, "bpw": settings.bpw,
             "stack_axis": options.stack_axis, "exact": options.exact}
     files = {**(extra_files or {}), TENSORS_FILE: json.dumps(meta).encode()}  # tensors in source order
@@ -155,14 +162,19 @@ def compress_tensors(
     work = WorkDir(Path(tmp.name, "work")) if own else work
     try:
         best: tuple[int, Artifact] | None = None
-        target = (budget - overhead) / n_coded
+        shift = sum(offsets[n] * views[n].numel() for n in coded)  # bits the offsets add over the coded
+        target = (budget - overhead - shift) / n_coded
+        if any(offsets.values()) and settings.profile is None:  # one profile for every group
+            settings = replace(settings, profile=replace(settings, bpw=target).codec_profile()[1].name)
         for _ in range(_PASSES):
-            if target <= 0:
+            low = min(target + o for o in offsets.values())
+            if low <= 0:
                 raise BudgetError(
                     f"{settings.bpw} bits per element does not cover the kept tensors and the file header alone "
-                    f"({overhead / total:.3f} bits per element); ask for more, or keep fewer tensors uncoded"
+                    f"({overhead / total:.3f} bits per element), or a bits offset takes a group's budget below 0; "
+                    "ask for more, or keep fewer tensors uncoded"
                 )
-            art = compress_source(src, replace(settings, bpw=target), progress, executor, work)
+            art = _compress_groups(src, views, coded, offsets, settings, target, progress, executor, work)
             bits = _file_bits(art)
             if bits <= budget and (best is None or bits > best[0]):
                 best = (bits, art)
@@ -171,14 +183,46 @@ def compress_tensors(
             coded_bits = sum(c.bits for c in art.coded.values())
             overhead = bits - coded_bits
             # aim at the middle of the window, allowing for where rate control landed against its target
-            landed = coded_bits / (target * n_coded)
-            target = (budget * (1 - settings.tolerance / 2) - overhead) / (n_coded * landed)
+            landed = coded_bits / (target * n_coded + shift)
+            target = ((budget * (1 - settings.tolerance / 2) - overhead) / landed - shift) / n_coded
         if best is None:
             raise BudgetError(f"the file came out at {bits / total:.4f} bits per element, over {settings.bpw}")
         art = best[1]
     finally:
         if tmp is not None:
             tmp.cleanup()
+    return art
+
+
+def _compress_groups(src: ModelSource, views: Mapping[str, torch.Tensor], coded: list[str],
+                     offsets: Mapping[str, float], settings: CompressSettings, target: float,
+                     progress: Progress | None, executor: Executor | None, work: WorkDir | None) -> Artifact:
+    """The coded tensors at ``target`` bits per coded element plus each one's offset: one rate-controlled
+    run per distinct offset (the kept tensors go with the first), merged into one artifact."""
+    from .api import compress_source
+
+    groups = sorted(set(offsets.values()))
+    if len(groups) == 1:
+        return compress_source(src, replace(settings, bpw=target + groups[0]), progress, executor, work)
+    art: Artifact | None = None
+    seen: set[str] = set()
+    for g in groups:
+        names = [n for n in views if n not in coded or (offsets[n] == g)] if art is None else \
+            [n for n in coded if offsets[n] == g]
+        part_src = ModelSource("tensors", None, src.files, _tensors={n: views[n] for n in names})
+        part = compress_source(part_src, replace(settings, bpw=target + g), progress, executor, work)
+        seen.update(part.order)
+        if art is None:
+            art = part
+            art.settings = {**art.settings, "bpw": target}
+        else:
+            art.coded.update(part.coded)
+            art.raw.update(part.raw)
+            art.stacks.update(part.stacks)
+            art.source_dtypes.update(part.source_dtypes)
+            art.aliases.update(part.aliases)
+    assert art is not None
+    art.order = [n for n in views if n in seen]
     return art
 
 
