@@ -1,6 +1,6 @@
 """Does a config fit a set of weights? Checked on the meta device: nothing is allocated.
 
-The restore builds a model from the config and loads the weights into it (``modelio.build_model``);
+The restore builds a model from the config and loads the weights into it (``modelbuild.build_model``);
 running that same code on meta tensors finds a config that does not fit the weights (missing or
 extra weights, other shapes, fields transformers refuses) before anything is decoded.
 """
@@ -12,6 +12,7 @@ import math
 import torch
 
 from . import limits
+from .modelbuild import ModelError, make_config, model_class
 
 
 class ConfigMismatch(ValueError):
@@ -24,8 +25,6 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
     The config's model is built on the meta device (nothing allocated). transformers may rename and
     fuse checkpoint tensors when it loads them (mixture-of-experts experts), so names are compared
     only where they agree; the parameter count must agree in any case."""
-    from .modelio import make_config, model_class
-
     try:
         cfg = make_config(config)
         with torch.device("meta"):
@@ -49,10 +48,8 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
 
 
 def build_checked(build, *args):
-    """``build(*args)`` (``modelio.build_model`` or ``load_folder_model``), with whatever transformers
+    """``build(*args)`` (``modelbuild.build_model`` or ``load_folder_model``), with whatever transformers
     raises for a config that does not fit turned into a ModelError naming it."""
-    from .modelio import ModelError
-
     try:
         return build(*args)
     except (KeyboardInterrupt, SystemExit, MemoryError, ModelError):
@@ -83,8 +80,6 @@ def check_gguf(path) -> None:
     transformers builds (and allocates) that model: no tensors, a block without tensors, no token
     embedding, or far fewer parameters than the metadata implies (``limits.MIN_GGUF_COVERAGE``)."""
     from gguf import GGUFReader
-
-    from .modelio import ModelError
 
     try:
         reader = GGUFReader(str(path))
