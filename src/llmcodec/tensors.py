@@ -30,6 +30,7 @@ from .executors import Executor
 from .modelio import ModelSource
 from .rate import BudgetError
 from .stacking import from_matrix, matrix_shape, normalize_axis, to_matrix
+from .stfile import ST_DTYPES
 from .workdir import WorkDir
 
 TENSORS_FILE = "tensors.json"
@@ -64,7 +65,7 @@ def _as_tensor(name: str, t) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(t))
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"tensor {name!r} is a {type(t).__name__}, not a torch tensor or numpy array")
-    if t.dtype not in artifact._ST_DTYPES:
+    if t.dtype not in ST_DTYPES:
         raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which cannot be stored")
     return t.detach().cpu()
 
