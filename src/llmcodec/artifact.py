@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import lzma
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -206,16 +204,10 @@ def write(path: str | os.PathLike, art: Artifact, version: str) -> dict:
     path = outputs.check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     outputs.clean_stale(path.parent, path.name)  # a killed writer's temporary of this artifact
-    fd, tmp = tempfile.mkstemp(prefix=outputs.temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with outputs.replacing(path, outputs.temp_prefix(path.name)) as tmp:
         text = json.dumps(header)
         write_safetensors(tmp, tensors, {FORMAT_NAME: text, HEADER_SHA_KEY: digest(text.encode())})
-        outputs.honour_umask(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        outputs.honour_umask(tmp)
     return header
 
 

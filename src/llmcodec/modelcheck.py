@@ -34,8 +34,7 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as e:  # the config is untrusted: transformers raises many kinds (pyo3 panics too)
-        msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
-        raise ConfigMismatch(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
+        raise ConfigMismatch(f"the model config does not fit the weights ({_reason(e)})") from None
     for n, (shape, _) in shapes.items():
         if n in own and tuple(own[n].shape) != tuple(shape):
             raise ConfigMismatch(f"the model config does not fit the weights: {n} is {tuple(shape)} in the "
@@ -47,6 +46,12 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
                              f"model, {have:,} in the artifact")
 
 
+def _reason(e: BaseException) -> str:
+    """``Type: first line of the message`` (at most 500 characters of it)."""
+    msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
+    return f"{type(e).__name__}: {msg}"
+
+
 def build_checked(build, *args):
     """``build(*args)`` (``modelbuild.build_model`` or ``load_folder_model``), with whatever transformers
     raises for a config that does not fit turned into a ModelError naming it."""
@@ -55,8 +60,7 @@ def build_checked(build, *args):
     except (KeyboardInterrupt, SystemExit, MemoryError, ModelError):
         raise
     except BaseException as e:
-        msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
-        raise ModelError(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
+        raise ModelError(f"the model config does not fit the weights ({_reason(e)})") from None
 
 
 def _field(reader, key: str):
