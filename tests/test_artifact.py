@@ -95,10 +95,10 @@ def test_truncated_foreign_and_newer_files(small_artifact, tmp_path):
 def test_writer_matches_safetensors_reader_for_every_dtype(tmp_path):
     from safetensors.torch import load_file
 
-    from llmcodec.artifact import _ST_DTYPES, write_safetensors
+    from llmcodec.stfile import ST_DTYPES, write_safetensors
 
     g = torch.Generator().manual_seed(0)
-    tensors = {f"t{k}": (torch.randn(3, 5, generator=g) * 50).to(dt) for k, dt in enumerate(_ST_DTYPES)}
+    tensors = {f"t{k}": (torch.randn(3, 5, generator=g) * 50).to(dt) for k, dt in enumerate(ST_DTYPES)}
     tensors["empty"] = torch.zeros(0, 4)
     tensors["scalar"] = torch.tensor(2.5)
     meta = {"b": "2", "a": "1"}

@@ -11,8 +11,9 @@ import torch
 import llmcodec
 from llmcodec.cli import main
 from llmcodec.codecs.base import FFmpegCodec
-from llmcodec.compress import CompressSettings, WorkDir, compress_matrices
+from llmcodec.compress import CompressSettings, compress_matrices
 from llmcodec.executors import LocalExecutor, make_executor
+from llmcodec.workdir import WorkDir
 
 
 def same_file(a, b) -> bool:

@@ -6,8 +6,9 @@ import torch
 
 import llmcodec
 from llmcodec import sideinfo
-from llmcodec.compress import CompressSettings, capped_steps, qp_offsets
+from llmcodec.compress import CompressSettings
 from llmcodec.importance import column_importance, column_scales
+from llmcodec.priors import capped_steps, qp_offsets
 from llmcodec.quant import affine_bits
 from llmcodec.rate import allocate
 
@@ -317,7 +318,7 @@ def test_weights_objective_has_less_weight_error_at_the_same_budget():
 
 
 def test_edge_offsets_code_the_ends_of_the_stack_finer():
-    from llmcodec.compress import edge_offsets, layer_index
+    from llmcodec.priors import edge_offsets, layer_index
 
     names = ("model.layers.12.mlp.up_proj.weight", "encoder.layer.0.attention.self.query.weight",
              "transformer.h.3.attn.c_attn.weight", "lm_head.weight", "players.1.weight")
@@ -350,7 +351,7 @@ def test_edge_layers_get_a_finer_qp_and_less_error():
 
 
 def test_kv_offsets_follow_the_grouped_query_sharing():
-    from llmcodec.compress import kv_offsets
+    from llmcodec.priors import kv_offsets
 
     pre = "model.layers.0.self_attn."
     names = [pre + k + "_proj.weight" for k in "qkvo"] + ["model.layers.0.mlp.up_proj.weight"]

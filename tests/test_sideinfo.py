@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 import llmcodec
 from llmcodec import artifact, sideinfo
+from llmcodec.artifact_format import digest
 from llmcodec.quant import QuantSpec, dequantize, quantize, refit, relative_error
 
 
@@ -205,7 +206,7 @@ def _as_format_7(path, out):
         for key, sha, shape in (("scale", "scale", (e["shape"][0], 1)), ("colscale", "col_scale", (e["shape"][1],))):
             codes = sideinfo.unpack(tensors[f"{name}::{key}"].numpy(), int(np.prod(shape))).reshape(shape)
             tensors[f"{name}::{key}"] = torch.from_numpy(codes)
-            e["sha256"][sha] = artifact._sha(codes)
+            e["sha256"][sha] = digest(codes)
     _save_signed(tensors, header, out)
 
 
@@ -232,7 +233,7 @@ def test_a_damaged_packed_stream_is_a_clear_error(tmp_path):
         header = json.loads(f.metadata()["llmcodec"])
     key = "l.0.w::colscale"
     tensors[key] = torch.cat([tensors[key], torch.zeros(1, dtype=torch.uint8)])  # one byte too many
-    header["tensors"]["l.0.w"]["sha256"]["col_scale"] = artifact._sha(tensors[key])
+    header["tensors"]["l.0.w"]["sha256"]["col_scale"] = digest(tensors[key])
     _save_signed(tensors, header, bad)
     with pytest.raises(artifact.ArtifactError, match="column scales.*data after its last code.*corrupt"):
         artifact.read(bad)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 import llmcodec
 from llmcodec import cli
 from llmcodec.artifact import ArtifactError
-from llmcodec.stacking import from_matrix, matrix_shape, to_matrix
+from llmcodec.stacks import from_matrix, matrix_shape, to_matrix
 from llmcodec.tensors import TensorOptions, compress_tensors, decompress_tensors, tensor_settings
 
 

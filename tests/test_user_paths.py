@@ -27,7 +27,7 @@ from llmcodec.cli import main
 from llmcodec.codecs import base, registry
 from llmcodec.codecs.base import CodecError
 from llmcodec.codecs.vvc import VVC
-from llmcodec.compress import WorkDir
+from llmcodec.workdir import WorkDir
 
 pytestmark = pytest.mark.usefixtures("fresh_ffmpeg_cache")  # tests point llmcodec at fake FFmpegs
 

@@ -33,8 +33,9 @@ from .coder import CodedTensor, decode_tensor, decode_tensors
 from .compress import CompressSettings, Progress, compress_matrices, is_codable
 from .executors import Executor
 from .importance import balance_importance, column_importance, column_scales, head_importance
+from .modelbuild import build_model, load_folder_model
 from .modelcheck import ConfigMismatch, build_checked, check_config
-from .modelio import ModelSource, build_model, load_folder_model, plain_layout, resolve, save_folder
+from .modelio import ModelSource, plain_layout, resolve, save_folder
 from .modelio import load as load_source
 from .outputs import check_output_file, check_output_folder
 from .priors import TOKEN_MATRIX

@@ -312,7 +312,7 @@ def evaluate(model: Model, replaced: dict[str, torch.Tensor] | None, settings: B
     """Perplexity of the model with some tensors replaced (None: the model as it is)."""
     from .api import load_tokenizer
     from .evaluate import perplexity
-    from .modelio import build_model
+    from .modelbuild import build_model
 
     if model.src.config is None:
         raise ValueError(f"{model.name}: no config.json, cannot measure perplexity (use --quick)")

@@ -28,7 +28,8 @@ from .compress import (
 )
 from .evaluate import QUICK_WINDOWS, EvalSettings
 from .executors import EXECUTORS, make_executor
-from .modelio import DEFAULT_MODEL, ModelError
+from .modelbuild import ModelError
+from .modelio import DEFAULT_MODEL
 from .outputs import describe_os_error
 from .priors import EDGE_MAX_BPW, EDGE_OCTAVES, KV_MAX_BPW, KV_SHARING
 from .rate import BudgetError
@@ -129,8 +130,8 @@ def cmd_compress(args) -> int:
     from .api import compress_source, save
     from .budget import whole_file
     from .evaluate import perplexity
+    from .modelbuild import build_model
     from .modelcheck import build_checked
-    from .modelio import build_model
     from .modelio import load as load_source
     from .outputs import check_output_file
     from .workdir import WorkDir

@@ -1,6 +1,6 @@
 """Does a config fit a set of weights? Checked on the meta device: nothing is allocated.
 
-The restore builds a model from the config and loads the weights into it (``modelio.build_model``);
+The restore builds a model from the config and loads the weights into it (``modelbuild.build_model``);
 running that same code on meta tensors finds a config that does not fit the weights (missing or
 extra weights, other shapes, fields transformers refuses) before anything is decoded.
 """
@@ -12,6 +12,7 @@ import math
 import torch
 
 from . import limits
+from .modelbuild import ModelError, make_config, model_class
 
 
 class ConfigMismatch(ValueError):
@@ -24,8 +25,6 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
     The config's model is built on the meta device (nothing allocated). transformers may rename and
     fuse checkpoint tensors when it loads them (mixture-of-experts experts), so names are compared
     only where they agree; the parameter count must agree in any case."""
-    from .modelio import make_config, model_class
-
     try:
         cfg = make_config(config)
         with torch.device("meta"):
@@ -35,8 +34,7 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as e:  # the config is untrusted: transformers raises many kinds (pyo3 panics too)
-        msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
-        raise ConfigMismatch(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
+        raise ConfigMismatch(f"the model config does not fit the weights ({_reason(e)})") from None
     for n, (shape, _) in shapes.items():
         if n in own and tuple(own[n].shape) != tuple(shape):
             raise ConfigMismatch(f"the model config does not fit the weights: {n} is {tuple(shape)} in the "
@@ -48,18 +46,21 @@ def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config:
                              f"model, {have:,} in the artifact")
 
 
-def build_checked(build, *args):
-    """``build(*args)`` (``modelio.build_model`` or ``load_folder_model``), with whatever transformers
-    raises for a config that does not fit turned into a ModelError naming it."""
-    from .modelio import ModelError
+def _reason(e: BaseException) -> str:
+    """``Type: first line of the message`` (at most 500 characters of it)."""
+    msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
+    return f"{type(e).__name__}: {msg}"
 
+
+def build_checked(build, *args):
+    """``build(*args)`` (``modelbuild.build_model`` or ``load_folder_model``), with whatever transformers
+    raises for a config that does not fit turned into a ModelError naming it."""
     try:
         return build(*args)
     except (KeyboardInterrupt, SystemExit, MemoryError, ModelError):
         raise
     except BaseException as e:
-        msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
-        raise ModelError(f"the model config does not fit the weights ({type(e).__name__}: {msg})") from None
+        raise ModelError(f"the model config does not fit the weights ({_reason(e)})") from None
 
 
 def _field(reader, key: str):
@@ -83,8 +84,6 @@ def check_gguf(path) -> None:
     transformers builds (and allocates) that model: no tensors, a block without tensors, no token
     embedding, or far fewer parameters than the metadata implies (``limits.MIN_GGUF_COVERAGE``)."""
     from gguf import GGUFReader
-
-    from .modelio import ModelError
 
     try:
         reader = GGUFReader(str(path))

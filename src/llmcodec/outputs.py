@@ -8,10 +8,12 @@ leftovers of a killed writer (``clean_stale``) from a writer still at work.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -65,6 +67,20 @@ def check_output_folder(path: str | os.PathLike, what: str = "the restored model
 def temp_prefix(name: str) -> str:
     """Prefix of a hidden temporary next to ``name``: ``.NAME.PID.`` (see ``clean_stale``)."""
     return f".{name}.{os.getpid()}."
+
+
+@contextlib.contextmanager
+def replacing(path: Path, prefix: str) -> Iterator[Path]:
+    """A new temporary file next to ``path`` (named ``prefix*.tmp``) for the block to fill; renamed over
+    ``path`` when the block ends, deleted if it raises: ``path`` is never left half-written."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _alive(pid: int) -> bool:

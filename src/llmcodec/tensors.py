@@ -1,7 +1,7 @@
 """Any float tensors, not only a model's weights: compress a dict (or safetensors files) to one artifact.
 
 Tensors of 2 or more dimensions are coded (higher ones as stacks of matrices along a chosen axis,
-``stacking.py``); 1-D tensors and matrices too small to code are kept, in 16 bits unless asked to
+``stacks.py``); 1-D tensors and matrices too small to code are kept, in 16 bits unless asked to
 keep them exactly. ``bpw`` is the budget of the whole file: every byte of the artifact (header,
 kept tensors, side information, bitstreams) times 8 over the number of elements.
 
@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import artifact
+from . import artifact, outputs
 from ._version import __version__
 from .artifact import Artifact, ArtifactError
 from .compress import CompressSettings, Progress, is_codable
 from .executors import Executor
 from .modelio import ModelSource
 from .rate import BudgetError
-from .stacking import from_matrix, matrix_shape, normalize_axis, to_matrix
+from .stacks import from_matrix, matrix_shape, normalize_axis, to_matrix
+from .stfile import ST_DTYPES
 from .workdir import WorkDir
 
 TENSORS_FILE = "tensors.json"
@@ -64,7 +65,7 @@ def _as_tensor(name: str, t) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(t))
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"tensor {name!r} is a {type(t).__name__}, not a torch tensor or numpy array")
-    if t.dtype not in artifact._ST_DTYPES:
+    if t.dtype not in ST_DTYPES:
         raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which cannot be stored")
     return t.detach().cpu()
 
@@ -317,12 +318,6 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLi
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with outputs.replacing(path, f".{path.name}.") as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     return path

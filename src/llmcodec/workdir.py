@@ -6,8 +6,9 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from . import outputs
 
 
 class WorkDirError(ValueError):
@@ -94,14 +95,8 @@ class WorkDir:
 
     def put(self, key: str, data: bytes) -> None:
         self._make()  # made on first use: bad input leaves nothing behind
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._MAGIC + hashlib.sha256(data).hexdigest().encode() + data)
-            os.replace(tmp, self.path / f"{key}.bin")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with outputs.replacing(self.path / f"{key}.bin", ".") as tmp:
+            tmp.write_bytes(self._MAGIC + hashlib.sha256(data).hexdigest().encode() + data)
         self.stored += 1
 
     def remove(self) -> None:

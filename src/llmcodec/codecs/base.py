@@ -467,8 +467,8 @@ class FFmpegCodec:
             "pipe:1",
         ]
         what = f"{self.name} encoder ({self.encoder})"
-        # libvvenc now and then exits 0 with an empty stream on inputs of 9+ frames (seen 1 run in 12
-        # to 9 in 20): the encoders are deterministic, so running again gives the stream it should have.
+        # libvvenc now and then exits 0 with an empty stream on inputs of 9+ frames (docs/research-log.md):
+        # the encoders are deterministic, so running again gives the stream it should have.
         for _ in range(self.empty_retries + 1):
             timeout = self._timeout(h * w * len(frames))
             out = run_ffmpeg(args, raw, timeout, what, to_file=True, cancel=self.cancel_event)
@@ -479,7 +479,7 @@ class FFmpegCodec:
     def decode(self, data: bytes, layout: FrameLayout, profile: Profile) -> list[list[np.ndarray]]:
         pix_fmt = self.decoded_pix_fmt(profile)
         # One decoder thread: FFmpeg's native vvc decoder gave different samples from run to run
-        # with its default frame/slice threading (seen on a 192x64 frame, 1 run in 8).
+        # with its default frame/slice threading (docs/research-log.md).
         args = ["-threads", "1", "-f", self.demuxer or self.fmt]
         if self.decoder:
             args += ["-c:v", self.decoder]

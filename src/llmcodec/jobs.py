@@ -1,0 +1,170 @@
+"""The jobs a worker runs on one matrix: scan it (side information, step sizes), encode it (or its row
+sample) at a QP, and decode, check and package the chosen stream. Small, picklable arguments only."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codecs import CodecError, FFmpegCodec, Profile, get_codec
+from .coder import CodedTensor, column_bits, encode_prepared, finish, frame_layout, prepare, row_sample
+from .executors import Lazy
+from .quant import compand, group_rms
+from .rotation import rotate
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a worker needs to code a matrix besides the matrix and the QP; small and picklable."""
+
+    codec: str
+    profile: str | None
+    group: int | None
+    sample_fraction: float
+    shared_scale: bool = False
+    rotate: bool = False
+    compand: float | None = None
+    centroids: bool = True
+    compact: bool = True
+    packed: bool = True
+
+    def resolve(self) -> tuple[FFmpegCodec, Profile]:
+        codec = get_codec(self.codec)
+        return codec, codec.profile(self.profile)
+
+
+def rotation_seed(spec: JobSpec, name: str) -> int | None:
+    """A tensor's rotation seed (None: not rotated): from its name, so it does not depend on order
+    or worker."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little") if spec.rotate else None
+
+
+def _coded_domain(spec: JobSpec, name: str, w: np.ndarray) -> np.ndarray:
+    """The matrix the codec sees: ``w``, rotated and/or companded (undone by ``coder.to_weights``)."""
+    seed = rotation_seed(spec, name)
+    if seed is not None:
+        w = rotate(w, seed).astype(np.float32)
+    return w if spec.compand is None else compand(w, spec.compand)
+
+
+def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None):
+    codec, profile = spec.resolve()
+    p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed)
+    return p, codec, profile
+
+
+def encode_job(
+    spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None
+) -> bytes:
+    """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
+
+    Quantizing again for every QP is cheap next to an encode and saves keeping every tensor's
+    frames in memory while rate control revisits them.
+    """
+    w = _coded_domain(spec, name, w)  # rotate first: a row sample of a rotated matrix is rotated rows
+    if sample:
+        w = row_sample(w, spec.sample_fraction)
+    p, codec, profile = _prepare(spec, name, w, col_scale)
+    return encode_prepared(p, codec, profile, qp)
+
+
+def finish_job(
+    spec: JobSpec,
+    name: str,
+    w: np.ndarray,
+    dtype: str,
+    qp: int | None,
+    bitstream: bytes,
+    col_scale: np.ndarray | None = None,
+) -> CodedTensor:
+    """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
+    coded = _coded_domain(spec, name, w)
+    p, codec, profile = _prepare(spec, name, coded, col_scale)
+    return finish(
+        p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand, spec.centroids
+    )
+
+
+# Matrices are decoded for checking several to a decoder process, up to this many weights a process.
+FINISH_BATCH_WEIGHTS = 1 << 20
+
+
+def finish_many_job(
+    spec: JobSpec,
+    names: Sequence[str],
+    shapes: Sequence[tuple[int, int]],
+    loaders: Sequence[Callable[[], np.ndarray]],
+    dtypes: Sequence[str],
+    qps: Sequence[int | None],
+    streams: Sequence[bytes],
+    col_scales: Sequence[np.ndarray | None],
+) -> list[CodedTensor]:
+    """``finish_job`` of several matrices whose streams are decoded by one decoder process
+    (``FFmpegCodec.decode_many``): small matrices stop paying a process start each. The matrices
+    are read one at a time after decoding (``loaders``), so one is in memory at once. If that
+    process fails, each stream is decoded on its own, so an error names its tensor. Runs on a
+    local worker (the loaders read the source)."""
+    codec, profile = spec.resolve()
+    layouts = [frame_layout(r, c, codec, profile) for r, c in shapes]
+    try:
+        frames: list = codec.decode_many(list(streams), layouts, profile)
+    except CodecError:
+        frames = [None] * len(streams)
+    out = []
+    for k, load in enumerate(loaders):
+        w = load()
+        coded = _coded_domain(spec, names[k], w)
+        p = _prepare(spec, names[k], coded, col_scales[k])[0]
+        f = frames[k] if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
+        frames[k] = None
+        out.append(finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w, rotation_seed(spec, names[k]),
+                          spec.compand, spec.centroids, f))
+        del w, coded, p, f
+    return out
+
+
+def run_finish(fn: Callable, job: tuple):
+    """One finish job of either kind (``finish_job`` or ``finish_many_job``), lazy arguments loaded."""
+    return fn(*(a.get() if isinstance(a, Lazy) else a for a in job))
+
+
+def finish_batches(numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS) -> list[list[int]]:
+    """Matrix indices in order, cut into runs of at most ``limit`` weights (a larger matrix alone)."""
+    out: list[list[int]] = []
+    total = 0
+    for i, n in enumerate(numel):
+        if out and total + n <= limit:
+            out[-1].append(i)
+            total += n
+        else:
+            out.append([i])
+            total = n
+    return out
+
+
+def scan_job(
+    spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
+) -> tuple[int, float, float | None, float]:
+    """What rate control needs from a matrix before coding, from one quantization. Runs on a worker.
+
+    Returns its side information (compact side information depends on the matrix, see
+    ``quant._worth_centring``), the RMS quantization step in weight units (what equal-error
+    allocation equalizes) and, with ``relative``, the RMS over rows (groups) of the step divided by
+    that row's RMS about its mean (what equal-relative allocation equalizes; None without: it costs
+    another pass over the matrix that the default allocation does not need), and the matrix's RMS
+    (what capped-error allocation compares its step with).
+    """
+    coded = _coded_domain(spec, name, w)
+    p, _, _ = _prepare(spec, name, coded, col_scale)
+    s = p.quantized.scale.astype(np.float64)
+    if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
+        s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))
+
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.square(x))))
+
+    rel = rms(s / group_rms(coded, spec.group)) if relative else None
+    return p.quantized.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64))
