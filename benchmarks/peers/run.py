@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--peers", default="reference,llamacpp,gptq,llmcodec,rtn,hqq")
     ap.add_argument("--windows", type=int, default=40, help="PTB test windows scored (the issue's 40)")
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--calib-windows", type=int, default=8, help="PTB train windows for calibration")
+    ap.add_argument("--calib-windows", type=int, default=32, help="PTB train windows for calibration")
     ap.add_argument("--types", default=",".join(__import__("quantize").TYPES), help="llama.cpp types, in order")
     ap.add_argument("--imatrix", default="with,without", help="llama.cpp: with and/or without the imatrix")
     ap.add_argument("--bits", default="2,3,4", help="GPTQ, RTN and HQQ bit widths")
