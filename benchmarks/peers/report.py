@@ -92,7 +92,8 @@ def strongest_peer(rows: list[dict], ref: float | None) -> list[str]:
     for size in sorted({float(p["bpp"]) for p in peers}):
         peer = min((p for p in peers if float(p["bpp"]) <= size), key=lambda p: float(p["perplexity"]))
         pex = float(peer["perplexity"]) - ref
-        head = (f"| {size:.3f} | {group(peer)} {peer['setting']} | {float(peer['bpp']):.3f} | {pex:.1f} | ")
+        name = peer["setting"] if peer["setting"].startswith(peer["peer"]) else f"{peer['peer']} {peer['setting']}"
+        head = f"| {size:.3f} | {name} | {float(peer['bpp']):.3f} | {pex:.1f} | "
         best = _best_at_most(ours, size)
         if best is None:
             out.append(head + "none measured | — | — | — | not shown |")
