@@ -61,7 +61,7 @@ def test_versus_llamacpp_takes_the_best_llmcodec_row_at_or_below_each_file() -> 
     out = "\n".join(versus_llamacpp(ROWS))
     assert "| Q2_0 | 3.600 | 500.00 | 100.00 | 3.500 | 0.200 | yes |" in out
     assert "| Q2_K imatrix | 5.100 | 70.00 | 100.00 | 3.500 | 1.429 | **no** |" in out
-    assert "holds for 1 of the 2" in out
+    assert "holds for 1 of the 2 llama.cpp files" in out
 
 
 def test_strongest_peer_compares_excess_over_the_uncompressed_model() -> None:
