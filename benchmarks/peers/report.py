@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
                   "No row (the run did not reach them; `run.py` resumes with them): " + ", ".join(todo) + "."]
     lines += ["", f"![perplexity against bits per parameter]({png.name})"]
     plot(rows, ref, png)
-    lines += ["", "Runs that measured these rows (machine, versions, load when each started, command):", ""]
+    lines += ["", "Runs of `run.py` into this folder (machine, versions, load when each started, command); each row "
+              "was measured by one of them, and some were stopped before measuring anything:", ""]
     for info in json.loads(runs.read_text()) if runs.is_file() else []:
         lines.append("- " + "; ".join(f"{k}: `{v}`" for k, v in info.items()))
     write_markdown(out, lines, {"report": command}, measured=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,9 @@ def record_run(path: Path) -> None:
     sdists = sorted((HERE / "llamacpp/build/sdist").glob("*.tar.gz"))
     info["llama.cpp"] = f"vendored in {sdists[-1].name}" if sdists else "not built"
     info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    info["commit"] = git.stdout.strip() or "unknown"
+    info["threads"] = os.environ.get("OMP_NUM_THREADS", "unset")
     runs = json.loads(path.read_text()) if path.is_file() else []
     path.write_text(json.dumps([*runs, info], indent=1) + "\n")
 
