@@ -3,6 +3,7 @@ report's clause tables on made-up rows."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -10,10 +11,20 @@ import numpy as np
 
 PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers"
 sys.path.insert(0, str(PEERS / "llamacpp"))
-sys.path.insert(0, str(PEERS))
 
 from gguf_files import dequantize_q1_0, dequantize_q2_0  # noqa: E402
-from report import strongest_peer, versus_llamacpp  # noqa: E402
+
+
+def _peers_report():
+    """benchmarks/peers/report.py under its own name (benchmarks/rd has a report.py too)."""
+    spec = importlib.util.spec_from_file_location("peers_report", PEERS / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_REPORT = _peers_report()
+strongest_peer, versus_llamacpp = _REPORT.strongest_peer, _REPORT.versus_llamacpp
 
 
 def _pack(d: np.ndarray, codes: np.ndarray, per_byte: int) -> np.ndarray:
