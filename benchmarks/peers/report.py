@@ -73,7 +73,8 @@ def versus_llamacpp(rows: list[dict]) -> list[str]:
         out.append(f"| {r['setting']} | {float(r['bpp']):.3f} | {p:.2f} | {q:.2f} | {float(best['bpp']):.3f} | "
                    f"{q / p:.3f} | {'yes' if q < p else '**no**'} |")
     out += ["", f"The clause holds for {held} of the {total} llama.cpp files that have an llmcodec row at or below "
-                "their size (files without one: not shown)."]
+                "their size (files without one: not shown)." if total else
+            "**No llama.cpp file has an llmcodec row at or below its size yet: the clause is untested.**"]
     return out
 
 
