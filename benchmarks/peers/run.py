@@ -11,6 +11,8 @@ matrix, GPTQ's Hessians): the first ``--calib-windows`` windows of ``--window`` 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -139,8 +141,8 @@ class Bench:
                                  f"{st['raw_tensors']} small tensors kept at their dtype"}, state, t0)
 
     def llamacpp(self, imatrix_modes: list[bool], types: list[str]) -> None:
-        from gguf_files import file_bits
-        from quantize import f32_file, imatrix_file, quantized_file, tensor_digest
+        from gguf_files import file_bits, tensor_digest, vendored_bits, vendored_f32
+        from quantize import f32_file, imatrix_file, quantized_file
 
         from llmcodec.modelio import ModelError, builtin_path, load
 
@@ -160,26 +162,28 @@ class Bench:
                 if path is None:
                     self.csv.add({**row, "note": f"refused: {tail}"})
                     continue
+                load_path, reader = path, "gguf"
                 try:
-                    fb = file_bits(path)
-                    digest = tensor_digest(path)
-                except (ValueError, KeyError) as e:  # a type newer than the gguf package: size from the file
-                    n = self.h.coded_weights_all
-                    approx = (path.stat().st_size - (f32.stat().st_size - 4 * n)) * 8 / n
-                    self.csv.add({**row, "note": f"bits/param about {approx:.3f} (file size less the F32 file's "
-                                                 f"metadata); gguf cannot read it: {type(e).__name__}: {e}"[:300]})
-                    continue
+                    fb, digest = file_bits(path), tensor_digest(path)
+                except (ValueError, KeyError):  # a type newer than the gguf package: llama.cpp's own gguf-py
+                    try:
+                        fb, digest = vendored_bits(path)
+                        load_path = vendored_f32(path, path.with_name(path.stem + "-dequantized-f32.gguf"))
+                        reader = "llama.cpp's gguf-py, dequantized to an F32 GGUF to load"
+                    except ValueError as e:
+                        self.csv.add({**row, "note": f"neither gguf nor llama.cpp's gguf-py reads it: {e}"[:300]})
+                        continue
                 types_note = ", ".join(f"{k} {v}" for k, v in sorted(fb.types.items(), key=lambda x: -x[1]))
                 row |= {"bpp": f"{fb.bpp:.4f}", "decoder_bpw": f"{fb.decoder_bpw:.4f}",
                         "storage": f"token_embd {fb.embedding_type}; decoder matrices: {types_note}",
-                        "note": f"tensors {digest}"}
+                        "note": f"tensors {digest}" + ("" if reader == "gguf" else f"; read with {reader}")}
                 if digest in seen and seen[digest].get("perplexity"):  # identical tensors: same measurement
                     same = seen[digest]
                     self.csv.add({**row, **{k: same[k] for k in FIELDS[6:14]}, "seconds": "0",
                                   "note": f"tensors {digest} (identical to {same['setting']})"})
                     continue
                 try:
-                    src = load(path)
+                    src = load(load_path)
                 except ModelError as e:  # a type transformers' GGUF loader cannot dequantize
                     self.csv.add({**row, "note": f"tensors {digest}; not loadable by transformers: {e}"[:300]})
                     continue
@@ -188,13 +192,14 @@ class Bench:
                 seen[digest] = self.csv.rows[("llama.cpp", setting)]
                 if not self.args.keep_files and qtype != "F16":
                     path.unlink()
+                    if load_path != path:
+                        load_path.unlink()
 
 
 def record_run(path: Path) -> None:
     """Machine, versions, load and command of each run, for the report's footer."""
     import importlib.metadata as md
     import json
-    import os
 
     from llmcodec import sysinfo
 
@@ -204,6 +209,9 @@ def record_run(path: Path) -> None:
     sdists = sorted((HERE / "llamacpp/build/sdist").glob("*.tar.gz"))
     info["llama.cpp"] = f"vendored in {sdists[-1].name}" if sdists else "not built"
     info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    info["commit"] = git.stdout.strip() or "unknown"
+    info["threads"] = os.environ.get("OMP_NUM_THREADS", "unset")
     runs = json.loads(path.read_text()) if path.is_file() else []
     path.write_text(json.dumps([*runs, info], indent=1) + "\n")
 
@@ -213,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--peers", default="reference,llamacpp,gptq,llmcodec,rtn,hqq")
     ap.add_argument("--windows", type=int, default=40, help="PTB test windows scored (the issue's 40)")
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--calib-windows", type=int, default=8, help="PTB train windows for calibration")
+    ap.add_argument("--calib-windows", type=int, default=32, help="PTB train windows for calibration")
     ap.add_argument("--types", default=",".join(__import__("quantize").TYPES), help="llama.cpp types, in order")
     ap.add_argument("--imatrix", default="with,without", help="llama.cpp: with and/or without the imatrix")
     ap.add_argument("--bits", default="2,3,4", help="GPTQ, RTN and HQQ bit widths")
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--csv", type=Path, default=CSV)
     ap.add_argument("--keep-files", action="store_true", help="keep the quantized GGUF files")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     record_run(args.csv.parent / "runs.json")
     b = Bench(args)
     bits = [int(x) for x in args.bits.split(",")]

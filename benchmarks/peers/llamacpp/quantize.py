@@ -3,7 +3,7 @@ text, and one file per quantization type with and without it (binaries from setu
 
 from __future__ import annotations
 
-import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,7 +11,12 @@ HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 BIN = BUILD / "cmake" / "bin"
 
-# Every type llama-quantize offers for a dense model, smallest files last; F16 is the reference.
+
+def threads() -> str:
+    """The tools' thread count: OMP_NUM_THREADS when set (the machine is shared), else 2."""
+    return os.environ.get("OMP_NUM_THREADS", "2")
+
+
 # Every type llama-quantize offers for a dense model, in the order they are measured: the low-bit
 # types a reader compares first, then the rest. F16 is the reference.
 TYPES = ["Q2_0", "Q2_K", "IQ2_XXS", "Q1_0", "IQ1_S", "IQ3_XXS", "Q3_K_M", "IQ4_XS", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0",
@@ -43,7 +48,7 @@ def imatrix_file(f32: Path, calib_text: str, chunks: int, window: int) -> Path:
     txt.write_text(calib_text)
     tmp = out.with_name("tmp-" + out.name)
     cmd = [str(tool("llama-imatrix")), "-m", str(f32), "-f", str(txt), "-o", str(tmp), "-c", str(window),
-           "--chunks", str(chunks), "-t", "2"]
+           "--chunks", str(chunks), "-t", threads()]
     log = BUILD / "imatrix.log"
     with log.open("w") as f:
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
@@ -55,7 +60,7 @@ def imatrix_file(f32: Path, calib_text: str, chunks: int, window: int) -> Path:
 
 def quantized_file(f32: Path, qtype: str, imatrix: Path | None) -> tuple[Path | None, str]:
     """The quantized file (None if llama-quantize refused) and llama-quantize's last lines."""
-    out = BUILD / f"model-{qtype}{'-imat' if imatrix else ''}.gguf"
+    out = BUILD / f"model-{qtype}{'-' + imatrix.stem if imatrix else ''}.gguf"  # one file per imatrix
     log = out.with_suffix(".log")
     if out.is_file():
         return out, ""
@@ -63,7 +68,7 @@ def quantized_file(f32: Path, qtype: str, imatrix: Path | None) -> tuple[Path | 
     if imatrix:
         cmd += ["--imatrix", str(imatrix)]
     tmp = out.with_name("tmp-" + out.name)
-    cmd += [str(f32), str(tmp), qtype, "2"]
+    cmd += [str(f32), str(tmp), qtype, threads()]
     with log.open("w") as f:
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     tail = " ".join(log.read_text(errors="replace").strip().splitlines()[-2:])[-300:]
@@ -72,15 +77,3 @@ def quantized_file(f32: Path, qtype: str, imatrix: Path | None) -> tuple[Path | 
         return None, tail
     tmp.replace(out)
     return out, tail
-
-
-def tensor_digest(path: Path) -> str:
-    """A digest of the tensor data alone (two types can make identical tensors, differing metadata)."""
-    from gguf import GGUFReader
-
-    h = hashlib.sha256()
-    for t in GGUFReader(str(path)).tensors:
-        h.update(t.name.encode())
-        h.update(str(t.tensor_type).encode())
-        h.update(bytes(memoryview(t.data)))
-    return h.hexdigest()[:16]
