@@ -52,7 +52,8 @@ def test_block_update_matches_brute_force():
         fixed[:, b0:b1] = cur[:, b0:b1] + 0.3 * rng.standard_normal((4, b1 - b0))
         cur[:, b1:] = fb.block_update(cur[:, b1:], cur[:, b0:b1] - fixed[:, b0:b1], u, b0, b1)
         done, free = np.arange(b1), np.arange(b1, 10)
-        want = w[:, free] + np.linalg.solve(hd[np.ix_(free, free)], hd[np.ix_(free, done)] @ (w[:, done] - fixed[:, done]).T).T
+        d = (w[:, done] - fixed[:, done]).T
+        want = w[:, free] + np.linalg.solve(hd[np.ix_(free, free)], hd[np.ix_(free, done)] @ d).T
         np.testing.assert_allclose(cur[:, b1:], want, atol=1e-9)
 
 
@@ -76,3 +77,73 @@ def test_dead_columns_and_bad_hessians():
         fb.inverse_factor(np.full((2, 2), np.nan))
     with pytest.raises(ValueError, match="step"):
         fb.feedback(w, u, 0.0)
+
+
+def test_vvc_coef_step_is_the_codecs_lattice():
+    from llmcodec.codecs import get_codec
+    from llmcodec.coder import decode_matrix, prepare
+    from llmcodec.quant import _lattice_step, _raw_units
+
+    codec = get_codec("vvc")
+    profile = codec.profile("default")
+    w = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    p = prepare("w", w, codec, profile, None, compact=True)
+    for qp in (23, 30):
+        q = decode_matrix(codec.encode(p.frames, qp, profile), p.layout, codec, profile, profile.coef_block)
+        step = _lattice_step(np.abs(_raw_units(p.quantized, q, 0, 64)).ravel())
+        assert step == pytest.approx(fb.vvc_coef_step(qp), rel=0.01)
+
+
+def _coded(w, qp, c, factor):
+    from llmcodec.coder import decode_tensor
+    from llmcodec.compress import JobSpec, encode_job, finish_job
+
+    spec = JobSpec("vvc", "default", None, 0.125)
+    stream = encode_job(spec, "w", w, qp, False, c, factor)
+    ct = finish_job(spec, "w", w, "float32", qp, stream, c)
+    codec, profile = spec.resolve()
+    return decode_tensor(ct, codec, profile), 8 * len(stream)
+
+
+def test_codec_in_the_loop_lowers_held_out_output_error_at_equal_qp():
+    from llmcodec.importance import balance_importance, column_scales
+
+    rng = np.random.default_rng(4)
+    rows, cols = 64, 384
+    mix = rng.standard_normal((24, cols))  # inputs near a low-dimensional subspace, as in LLM layers
+
+    def hessian(n):
+        x = rng.standard_normal((n, 24)) @ mix + 0.3 * rng.standard_normal((n, cols))
+        return x.T @ x
+
+    h_fit, h_eval = hessian(3000), hessian(3000)
+    w = (0.05 * rng.standard_normal((rows, cols))).astype(np.float32)
+    c = column_scales(balance_importance(w))
+    factor = fb.inverse_factor(fb.column_hessian(h_fit, c)).astype(np.float32)
+    plain, bits = _coded(w, 30, c, None)
+    fed, bits_fb = _coded(w, 30, c, factor)
+    assert fb.output_error(w, fed, h_eval) < 0.8 * fb.output_error(w, plain, h_eval)
+    assert bits_fb < 1.15 * bits  # about the same rate at that QP
+
+
+def test_error_feedback_is_optional_and_data_aware(tiny_llama):
+    from llmcodec.api import compress_source
+    from llmcodec.cli import build_parser, settings_from_args
+    from llmcodec.compress import CompressSettings, compress_matrices
+    from llmcodec.modelio import load
+
+    assert CompressSettings().error_feedback is False
+    with pytest.raises(ValueError, match="calibration text"):
+        CompressSettings(error_feedback=True)
+    args = build_parser().parse_args(["compress", "m", "o.llmc", "--calibration", "ptb-train", "--error-feedback"])
+    assert settings_from_args(args).error_feedback
+    w = np.zeros((64, 64), np.float32)
+    with pytest.raises(ValueError, match="only with error feedback"):
+        compress_matrices([("w", w, "float32")], CompressSettings(qp=30), factors=[np.eye(64)])
+    s = CompressSettings(calibration="ptb-train", calibration_tokens=512, qp=30, error_feedback=True)
+    art = compress_source(load(tiny_llama), s)
+    assert art.settings["error_feedback"] is True
+    plain = compress_source(load(tiny_llama), CompressSettings(calibration="ptb-train", calibration_tokens=512, qp=30))
+    down = [n for n in art.coded if "down_proj" in n]  # 192 columns: the only ones wider than a strip
+    assert down and all(art.coded[n].bitstream != plain.coded[n].bitstream for n in down)
+    assert all(art.coded[n].bitstream == plain.coded[n].bitstream for n in art.coded if "q_proj" in n)

@@ -219,8 +219,9 @@ def report(rows: list[dict], command: str, out: Path, targets=(2.0, 2.5, 3.0)) -
               "|---|---:|---:|---:|---:|"]
     for r in rows:
         if r["variant"] == "model-rtn":
-            g = next(x for x in rows if x["matrix"] == r["matrix"] and x["qp"] == r["qp"] and x["variant"] == "model-gptq")
-            mv = next(x for x in rows if x["matrix"] == r["matrix"] and x["qp"] == r["qp"] and x["variant"] == "coef")
+            same = [x for x in rows if x["matrix"] == r["matrix"] and x["qp"] == r["qp"]]
+            g = next(x for x in same if x["variant"] == "model-gptq")
+            mv = next(x for x in same if x["variant"] == "coef")
             lines.append(f"| {r['matrix'].removeprefix('model.')} | {r['qp']} | {r['out_err']:.4f} | "
                          f"{g['out_err']:.4f} | {mv['moved']:.3f} |")
     info = sysinfo.describe()

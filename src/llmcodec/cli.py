@@ -121,6 +121,7 @@ def settings_from_args(args) -> CompressSettings:
         keep_nonfinite=args.keep_nonfinite,
         calibration=args.calibration,
         calibration_tokens=args.calibration_tokens,
+        error_feedback=args.error_feedback,
         **given,
     )
 
@@ -530,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--calibration-tokens", type=at.integer(1, 1 << 24), metavar="N",
                     default=default["calibration_tokens"],
                     help="tokens of the calibration text to use (default: %(default)s)")
+    da.add_argument("--error-feedback", action="store_true",
+                    help="with --calibration: code each matrix in strips of columns and fold each strip's "
+                         "decoded error into the columns not yet coded through the inverse Hessian of the "
+                         "layer's inputs on the text (GPTQ's update with the codec in the loop; about "
+                         "2-3x the encode time)")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

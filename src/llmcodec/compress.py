@@ -19,6 +19,7 @@ from .calibration import sensitivity_offsets
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
+from .feedback import prepare_with_feedback
 from .priors import (  # noqa: F401  (also re-exported for callers of compress)
     EDGE_MAX_BPW,
     EDGE_OCTAVES,
@@ -123,6 +124,10 @@ class CompressSettings:
     # offsets replace the one-QP-for-all allocation and the default edge layers. None: data-free.
     calibration: str | None = None
     calibration_tokens: int = 2048
+    # Optional and data-aware, with a calibration text (feedback.py): code each matrix in strips of
+    # columns at its QP and fold each strip's decoded error into the columns not yet coded through
+    # the inverse Hessian of the layer's inputs on that text (GPTQ's update, the codec in the loop).
+    error_feedback: bool = False
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -175,6 +180,8 @@ class CompressSettings:
             raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
             raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
+        if self.error_feedback and self.calibration is None:
+            raise ValueError("error feedback is data-aware: it needs a calibration text (calibration, --calibration)")
         if self.calibration is not None:
             if self.calibration_tokens < 1:
                 raise ValueError(f"calibration tokens must be positive, got {self.calibration_tokens}")
@@ -302,17 +309,21 @@ def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | No
 
 
 def encode_job(
-    spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None
+    spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None,
+    factor: np.ndarray | None = None,
 ) -> bytes:
     """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
 
     Quantizing again for every QP is cheap next to an encode and saves keeping every tensor's
-    frames in memory while rate control revisits them.
+    frames in memory while rate control revisits them. ``factor`` (data-aware, feedback.py): code
+    with error feedback through this inverse-Hessian factor.
     """
     w = _coded_domain(spec, name, w)  # rotate first: a row sample of a rotated matrix is rotated rows
     if sample:
         w = row_sample(w, spec.sample_fraction)
     p, codec, profile = _prepare(spec, name, w, col_scale)
+    if factor is not None and qp is not None:
+        p = prepare_with_feedback(p, w, factor, qp, codec, profile)
     return encode_prepared(p, codec, profile, qp)
 
 
@@ -384,10 +395,12 @@ class _Runner:
     """Runs encode and finish jobs on an executor, with the work directory as a cache."""
 
     def __init__(
-        self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress, col_scales=None
+        self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress, col_scales=None,
+        factors=None,
     ) -> None:
         self.ex, self.spec, self.work, self.progress = executor, spec, work, progress
         self.col_scales = list(col_scales) if col_scales is not None else [None] * len(matrices)
+        self.factors = list(factors) if factors is not None else [None] * len(matrices)
         self.names = [m[0] for m in matrices]
         self.dtypes = [m[2] for m in matrices]
         self.loaders = loaders
@@ -404,8 +417,13 @@ class _Runner:
     def _key(self, i: int, qp: int | None, sample: bool) -> str:
         cs = self.col_scales[i]
         parts = [*self._salt, self.spec.sample_fraction if sample else None, self.digests[i], qp, sample,
-                 None if cs is None else _digest(cs)]
+                 None if cs is None else _digest(cs), *self._factor_digest(i)]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    @functools.cache  # noqa: B019  (one runner per compression; its factors do not change)
+    def _factor_digest(self, i: int) -> list[str]:
+        """A matrix's error-feedback factor in its cache key (nothing without one: keys as before)."""
+        return [] if self.factors[i] is None else [_digest(self.factors[i])]
 
     def _map(self, fn, jobs: list[tuple], weights: list[float], stage: str, save=None) -> list:
         total, done = int(sum(weights)), [0.0]
@@ -431,7 +449,7 @@ class _Runner:
         frac = self.spec.sample_fraction if sample else 1.0
         args = [
             (self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample,
-             self.col_scales[jobs[k][0]])
+             self.col_scales[jobs[k][0]], self.factors[jobs[k][0]])
             for k in todo
         ]
         weights = [self.numel[jobs[k][0]] * frac for k in todo]
@@ -497,6 +515,7 @@ def compress_matrices(
     col_scales: Sequence[np.ndarray | None] | None = None,
     loss_weights: Sequence[float] | None = None,
     budget_bits: float | None = None,
+    factors: Sequence[np.ndarray | None] | None = None,
 ) -> list[CodedTensor]:
     """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
 
@@ -508,7 +527,10 @@ def compress_matrices(
     ``work`` keeps finished encodes on disk for resuming. ``loss_weights`` (one per matrix,
     calibration.py; needed with ``settings.calibration``) set each matrix's QP offset.
     ``budget_bits``: the bits the matrices may take together (bitstreams and side information),
-    instead of ``settings.bpw`` per weight (compress_source's whole-file budget).
+    instead of ``settings.bpw`` per weight (compress_source's whole-file budget). ``factors`` (one
+    per matrix or None; data-aware, ``settings.error_feedback``): inverse-Hessian factors of
+    ``feedback.inverse_factor`` for the columns of ``W * c``; matrices with one are coded with
+    error feedback.
     """
     codec, profile = settings.codec_profile()
     codec.check_available()
@@ -524,6 +546,11 @@ def compress_matrices(
                          "compress_source (a single tensor or a state dict without a config cannot be calibrated)")
     if loss_weights is not None and settings.calibration is None:
         raise ValueError("loss weights set QPs only with a calibration text in the settings")
+    if factors is not None and any(f is not None for f in factors):
+        if not settings.error_feedback:
+            raise ValueError("inverse-Hessian factors are used only with error feedback in the settings")
+        if not profile.coef_block:
+            raise ValueError(f"error feedback needs a coefficient-domain profile; {profile.name!r} codes samples")
     spec = JobSpec(
         settings.codec,
         profile.name,
@@ -543,7 +570,7 @@ def compress_matrices(
     ex = executor if executor is not None else LocalExecutor(settings.resolved_workers())
     try:
         shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
-        run = _Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales)
+        run = _Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales, factors)
         n = len(matrices)
         if loss_weights is not None:
             offsets = sensitivity_offsets(loss_weights, run.numel, codec.qp_per_octave)
