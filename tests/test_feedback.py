@@ -79,6 +79,13 @@ def test_dead_columns_and_bad_hessians():
         fb.feedback(w, u, 0.0)
 
 
+def test_feedback_with_a_step_per_row_is_feedback_on_scaled_rows():
+    w, h = _layer(6, 20, 50, seed=6)
+    s = np.linspace(0.5, 2.0, 6)[:, None]
+    f = fb.inverse_factor(h)
+    np.testing.assert_allclose(fb.feedback(w, f, 0.3 * s), s * fb.feedback(w / s, f, 0.3), atol=1e-12)
+
+
 def test_vvc_coef_step_is_the_codecs_lattice():
     from llmcodec.codecs import get_codec
     from llmcodec.coder import decode_matrix, prepare
@@ -98,7 +105,7 @@ def _coded(w, qp, c, factor):
     from llmcodec.coder import decode_tensor
     from llmcodec.compress import JobSpec, encode_job, finish_job
 
-    spec = JobSpec("vvc", "default", None, 0.125)
+    spec = JobSpec("vvc", fb.FEEDBACK_PROFILE, None, 0.125)
     stream = encode_job(spec, "w", w, qp, False, c, factor)
     ct = finish_job(spec, "w", w, "float32", qp, stream, c)
     codec, profile = spec.resolve()
@@ -142,8 +149,14 @@ def test_error_feedback_is_optional_and_data_aware(tiny_llama):
         compress_matrices([("w", w, "float32")], CompressSettings(qp=30), factors=[np.eye(64)])
     s = CompressSettings(calibration="ptb-train", calibration_tokens=512, qp=30, error_feedback=True)
     art = compress_source(load(tiny_llama), s)
-    assert art.settings["error_feedback"] is True
-    plain = compress_source(load(tiny_llama), CompressSettings(calibration="ptb-train", calibration_tokens=512, qp=30))
-    down = [n for n in art.coded if "down_proj" in n]  # 192 columns: the only ones wider than a strip
-    assert down and all(art.coded[n].bitstream != plain.coded[n].bitstream for n in down)
-    assert all(art.coded[n].bitstream == plain.coded[n].bitstream for n in art.coded if "q_proj" in n)
+    assert art.settings["error_feedback"] is True and s.codec_profile()[1].name == fb.FEEDBACK_PROFILE
+    plain = compress_source(load(tiny_llama), CompressSettings(
+        calibration="ptb-train", calibration_tokens=512, qp=30, profile=fb.FEEDBACK_PROFILE))
+    linear = [n for n in art.coded if n.endswith("_proj.weight")]
+    assert all(art.coded[n].bitstream != plain.coded[n].bitstream for n in linear)
+    emb = [n for n in art.coded if "embed" in n]  # no Hessian for a lookup table: coded as without
+    assert emb and all(art.coded[n].bitstream == plain.coded[n].bitstream for n in emb)
+    with pytest.raises(ValueError, match="sign-bit"):
+        compress_matrices([("w", w, "float32")], CompressSettings(qp=30, calibration="x", error_feedback=True,
+                                                                  profile="default"),
+                          loss_weights=[1.0], factors=[np.eye(64)])

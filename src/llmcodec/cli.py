@@ -532,10 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
                     default=default["calibration_tokens"],
                     help="tokens of the calibration text to use (default: %(default)s)")
     da.add_argument("--error-feedback", action="store_true",
-                    help="with --calibration: code each matrix in strips of columns and fold each strip's "
-                         "decoded error into the columns not yet coded through the inverse Hessian of the "
-                         "layer's inputs on the text (GPTQ's update with the codec in the loop; about "
-                         "2-3x the encode time)")
+                    help="with --calibration: put each matrix's coefficients on the codec's lattice at its "
+                         "QP column by column, folding each column's error into the columns not yet done "
+                         "through the inverse Hessian of the layer's inputs on the text (GPTQ's update), "
+                         "coded with a profile without sign-bit hiding")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

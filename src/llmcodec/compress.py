@@ -19,7 +19,7 @@ from .calibration import sensitivity_offsets
 from .codecs import FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, prepare, row_sample
 from .executors import Executor, Lazy, LocalExecutor
-from .feedback import prepare_with_feedback
+from .feedback import FEEDBACK_PROFILE, check_profile, prepare_with_feedback
 from .priors import (  # noqa: F401  (also re-exported for callers of compress)
     EDGE_MAX_BPW,
     EDGE_OCTAVES,
@@ -124,9 +124,10 @@ class CompressSettings:
     # offsets replace the one-QP-for-all allocation and the default edge layers. None: data-free.
     calibration: str | None = None
     calibration_tokens: int = 2048
-    # Optional and data-aware, with a calibration text (feedback.py): code each matrix in strips of
-    # columns at its QP and fold each strip's decoded error into the columns not yet coded through
-    # the inverse Hessian of the layer's inputs on that text (GPTQ's update, the codec in the loop).
+    # Optional and data-aware, with a calibration text (feedback.py): quantize each matrix's coded
+    # coefficients column by column on the codec's lattice at its QP, folding each column's error into
+    # the columns not yet quantized through the inverse Hessian of the layer's inputs on that text
+    # (GPTQ's update), then code them at that QP; profile None: feedback.FEEDBACK_PROFILE.
     error_feedback: bool = False
 
     def __post_init__(self) -> None:
@@ -233,6 +234,8 @@ class CompressSettings:
         """The codec and the profile these settings code with: the one named, or the codec's default
         for the budget (``FFmpegCodec.profile_for``)."""
         codec = get_codec(self.codec)
+        if self.error_feedback and self.profile is None and not self.lossless:
+            return codec, codec.profile(FEEDBACK_PROFILE)  # keeps the values feedback puts on its lattice
         return codec, codec.profile_for(self.profile, self.bpw, self.lossless)
 
     def same_encoding(self, other: CompressSettings) -> bool:
@@ -323,7 +326,7 @@ def encode_job(
         w = row_sample(w, spec.sample_fraction)
     p, codec, profile = _prepare(spec, name, w, col_scale)
     if factor is not None and qp is not None:
-        p = prepare_with_feedback(p, w, factor, qp, codec, profile)
+        p = prepare_with_feedback(p, w, factor, qp)
     return encode_prepared(p, codec, profile, qp)
 
 
@@ -549,8 +552,7 @@ def compress_matrices(
     if factors is not None and any(f is not None for f in factors):
         if not settings.error_feedback:
             raise ValueError("inverse-Hessian factors are used only with error feedback in the settings")
-        if not profile.coef_block:
-            raise ValueError(f"error feedback needs a coefficient-domain profile; {profile.name!r} codes samples")
+        check_profile(codec, profile)
     spec = JobSpec(
         settings.codec,
         profile.name,

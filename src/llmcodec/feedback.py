@@ -15,24 +15,22 @@ factor ``s_i^2``, which does not change the update), and a scalar quantizer of t
 puts the result on the codec's lattice; the codec then codes it at that QP and RDOQ rarely moves a
 value that already sits on its lattice.
 
-A codec's RDOQ does not keep every value that sits on its lattice (it moves a few per cent of them a
-level toward zero for rate), so the default codes the codec in the loop instead
-(:func:`prepare_with_feedback`): strips of columns are coded one after another at the matrix's QP,
-each decoded, and its real error folded into the columns not yet coded (:func:`block_update`). The
-decoded values, all on the codec's lattice, are then coded again as one matrix at that QP, so the
-artifact keeps one bitstream per matrix (why this design: docs/research-log.md).
+Sign-bit hiding would move about one value in 32 off the lattice (to fix a parity), so this runs
+with a profile without it (``FEEDBACK_PROFILE``, :func:`check_profile`). The other design, coding
+strips of columns with the codec in the loop and folding each strip's decoded error forward
+(:func:`block_update`), did worse at equal bits for about six encodes per matrix instead of one
+(docs/research-log.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 
 DAMP = 0.01  # dampening: this fraction of the mean diagonal added to H (GPTQ's default)
 BLOCK = 128  # columns per lazy batch: a blocked update, same result as column by column
-STRIP = 128  # columns coded per strip by the codec in the loop (a multiple of every block's used columns)
+FEEDBACK_PROFILE = "ai-faster-coef-sq-half"  # the default's coding without sign-bit hiding (check_profile)
 
 
 # VVC's dequantization multipliers (levelScale), one per QP modulo 6
@@ -82,22 +80,23 @@ def round_to_step(x: np.ndarray, step: float) -> np.ndarray:
     return step * np.rint(x / step)
 
 
-def feedback(u: np.ndarray, factor: np.ndarray, step: float, block: int = BLOCK) -> np.ndarray:
-    """GPTQ on the rows of ``u`` with quantizer ``round_to_step(., step)`` and ``factor`` from
-    :func:`inverse_factor`: values on the lattice whose output error ``e H e^T`` is lower than
-    rounding each value on its own."""
+def feedback(u: np.ndarray, factor: np.ndarray, step: float | np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """GPTQ on the rows of ``u`` with quantizer ``round_to_step(., step)`` (``step``: one, or one per
+    value, broadcast to ``u``'s shape) and ``factor`` from :func:`inverse_factor`: values on the
+    lattice whose output error ``e H e^T`` is lower than rounding each value on its own."""
     w = np.array(u, dtype=np.float64)
     cols = w.shape[1]
     if factor.shape != (cols, cols):
         raise ValueError(f"a {factor.shape} factor for a matrix of {cols} columns")
-    if not step > 0:
-        raise ValueError(f"the quantizer step must be positive, got {step}")
+    steps = np.broadcast_to(np.asarray(step, dtype=np.float64), w.shape)
+    if not np.all(steps > 0):
+        raise ValueError("the quantizer step must be positive")
     out = np.empty_like(w)
     for b0 in range(0, cols, block):
         b1 = min(cols, b0 + block)
         err = np.empty((w.shape[0], b1 - b0))
         for j in range(b0, b1):
-            q = round_to_step(w[:, j], step)
+            q = round_to_step(w[:, j], steps[:, j])
             out[:, j] = q
             e = (w[:, j] - q) / factor[j, j]
             w[:, j + 1 : b1] -= np.outer(e, factor[j, j + 1 : b1])
@@ -121,38 +120,32 @@ def output_error(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray) -> float:
     return float(np.einsum("ij,jk,ik->", e, np.asarray(h, dtype=np.float64), e))
 
 
-def strip_feedback(
-    x: np.ndarray, factor: np.ndarray, code: Callable[[np.ndarray, int, int], np.ndarray], width: int = STRIP
-) -> np.ndarray:
-    """Quantize ``x`` in strips of ``width`` columns with ``code(strip, b0, b1)`` (a quantizer that
-    takes a strip at once, e.g. a codec: returns the strip as decoded), folding each strip's error
-    into the later columns (:func:`block_update`). Returns the decoded matrix."""
-    w = np.array(x, dtype=np.float64)
-    cols = w.shape[1]
-    if factor.shape != (cols, cols):
-        raise ValueError(f"a {factor.shape} factor for a matrix of {cols} columns")
-    out = np.empty_like(w)
-    for b0 in range(0, cols, width):
-        b1 = min(cols, b0 + width)
-        out[:, b0:b1] = code(w[:, b0:b1], b0, b1)
-        if b1 < cols:
-            w[:, b1:] = block_update(w[:, b1:], w[:, b0:b1] - out[:, b0:b1], factor, b0, b1)
-    return out
-
-
 def _per_column(v: np.ndarray, cols: int, group: int | None) -> np.ndarray:
     """(rows, groups) side information broadcast to (rows, cols)."""
     v = v.astype(np.float64)
     return np.broadcast_to(v[:, :1], (v.shape[0], cols)) if group is None else np.repeat(v, group, axis=1)[:, :cols]
 
 
-def prepare_with_feedback(p, w: np.ndarray, factor: np.ndarray, qp: int, codec, profile, width: int = STRIP):
-    """``p`` (``coder.prepare`` of ``w``, coefficient domain) with other integers: those the codec
-    decodes when strips of columns are coded at ``qp`` with error feedback (:func:`strip_feedback`;
-    ``factor``: :func:`inverse_factor` of :func:`column_hessian`). Coding the result at ``qp``
-    gives back nearly the same values."""
-    from .coder import Prepared, decode_matrix
-    from .coefdomain import block_dct, block_idct, place, spread, take
+def check_profile(codec, profile) -> None:
+    """Error feedback needs the codec to keep values that sit on its lattice: VVC in the coefficient
+    domain, 32x32 blocks at 10 bits, without dependent quantization and without sign-bit hiding
+    (which moves about one coefficient in 32 to fix a parity: docs/research-log.md)."""
+    opts = dict(profile.options)
+    ok = (codec.name == "vvc" and profile.coef_block == 32 and codec.sample_bits(profile) == 10
+          and opts.get("DepQuant") == "0" and opts.get("SignHideFlag") == "0")
+    if not ok:
+        raise ValueError(
+            f"error feedback needs VVC in the coefficient domain without dependent quantization or sign-bit "
+            f"hiding (e.g. profile {FEEDBACK_PROFILE!r}); {codec.name} profile {profile.name!r} is not one"
+        )
+
+
+def prepare_with_feedback(p, w: np.ndarray, factor: np.ndarray, qp: int):
+    """``p`` (``coder.prepare`` of ``w``, coefficient domain) with other integers: :func:`feedback`
+    on ``W * c - offset`` with the codec's lattice at ``qp`` in each row's (group's) units, so that
+    coding the result at ``qp`` (a :func:`check_profile` profile) keeps nearly every value."""
+    from .coder import Prepared
+    from .coefdomain import block_idct, place, spread
     from .frames import to_frames
 
     qz = p.quantized
@@ -161,25 +154,14 @@ def prepare_with_feedback(p, w: np.ndarray, factor: np.ndarray, qp: int, codec, 
     if n is None:
         raise ValueError(f"tensor {p.name!r}: error feedback needs a coefficient-domain profile")
     rows, cols = w.shape
-    if cols <= width:  # one strip: nothing to feed forward
-        return p
     used, mid = spec.block_cols or n, 1 << (spec.bits - 1)
     x = np.asarray(w, dtype=np.float64)
     if p.col_scale is not None:
         x = x * p.col_scale.astype(np.float32).astype(np.float64)[None, :]
     s = _per_column(qz.scale, cols, spec.group)
     x = x - _per_column(qz.offset, cols, spec.group)
-
-    def samples(u: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(block_idct(place(u, n, used), n)) + mid, 0, spec.levels).astype(np.uint16)
-
-    def code(strip: np.ndarray, b0: int, b1: int) -> np.ndarray:
-        frame = spread(samples(strip / s[:, b0:b1]), n, mid)
-        layout = codec.plan(frame.shape[0], frame.shape[1], profile)
-        dec = decode_matrix(codec.encode(to_frames(frame, layout), qp, profile), layout, codec, profile, n)
-        return take(block_dct(dec.astype(np.float64) - mid, n), n, used, rows, b1 - b0) * s[:, b0:b1]
-
-    q = samples(strip_feedback(x, factor, code, width) / s)
+    u = feedback(x, factor, vvc_coef_step(qp) * s) / s
+    q = np.clip(np.rint(block_idct(place(u, n, used), n)) + mid, 0, spec.levels).astype(np.uint16)
     return Prepared(p.name, replace(qz, q=q), p.layout, to_frames(spread(q, n, mid), p.layout), p.col_scale)
 
 
