@@ -151,3 +151,22 @@ def test_rates_that_rise_with_the_qp_somewhere_still_end():
     a = allocate(numel, [0] * 8, 3.0, (0, 63), lambda jobs: [bpw(q) * 1000 for _, q in jobs],
                  lambda jobs: [bpw(q) for _, q in jobs], tolerance=0.03)
     assert a.total_bits <= 3.0 * 8000
+
+
+@pytest.mark.parametrize("target, bias_small", [(3.0, 1.3), (4.0, 1.0)])
+def test_landing_keeps_a_large_tensors_offset(target, bias_small):
+    """One tensor as large as all the others together with a QP offset of -12 (an embedding) keeps
+    its offset when the landing has to correct the plan: the tensors furthest from their place move
+    first, not the largest one. Here the small tensors cost more than their samples say and the
+    large one less, so the first stage's correction misleads the second."""
+    numel = [400_000] + [10_000] * 40
+    off = [-12] + [0] * 40
+    full, sample = _synthetic(numel)
+
+    def biased_full(jobs):
+        return [(0.8 if i == 0 else bias_small) * b for (i, _), b in zip(jobs, full(jobs), strict=True)]
+
+    a = allocate(numel, [300] * 41, target, (13, 63), biased_full, sample, tolerance=0.015, qp_offsets=off)
+    assert target * 0.985 <= a.total_bits / sum(numel) <= target
+    median = int(np.median(a.qps[1:]))
+    assert a.qps[0] <= max(13, median - 12) + 1, (a.qps[0], median)

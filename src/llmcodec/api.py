@@ -37,6 +37,7 @@ from .modelcheck import ConfigMismatch, build_checked, check_config
 from .modelio import ModelSource, build_model, load_folder_model, plain_layout, resolve, save_folder
 from .modelio import load as load_source
 from .outputs import check_output_file, check_output_folder
+from .priors import TOKEN_MATRIX
 from .workdir import WorkDir
 
 
@@ -193,7 +194,9 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
 
     out = []
     for n in names:
-        if settings.weighting == "balance":
+        if TOKEN_MATRIX.search(n):  # a lookup table and an output head, not a layer with inputs to balance
+            imp = None
+        elif settings.weighting == "balance":
             imp = balance_importance(get(n))
         else:
             imp = column_importance(n, get, present, src.config)

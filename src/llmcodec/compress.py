@@ -32,6 +32,7 @@ from .priors import (  # noqa: F401  (also re-exported for callers of compress)
     kv_offsets,
     layer_index,
     qp_offsets,
+    with_token_offsets,
 )
 from .quant import RECON_MAX_BITS, SIDE_BITS_PER_GROUP, compand, group_count, group_rms
 from .rate import allocate
@@ -582,8 +583,12 @@ def compress_matrices(
             offsets = qp_offsets(run.steps(settings.allocation, settings.error_cap), codec.qp_per_octave)
         edge = edge_offsets(names, settings.edge_layers, settings.resolved_edge_octaves(), codec.qp_per_octave)
         kv = kv_offsets(names, run.shapes, settings.resolved_kv_sharing(), codec.qp_per_octave)
-        emb = embedding_offsets(names, settings.resolved_embedding_offset())
-        offsets = [o + e + k + m for o, e, k, m in zip(offsets, edge, kv, emb, strict=True)]
+        offsets = [o + e + k for o, e, k in zip(offsets, edge, kv, strict=True)]
+        if loss_weights is None:  # the data-free priors place embeddings and heads by the offset alone
+            offsets = with_token_offsets(offsets, names, settings.resolved_embedding_offset())
+        else:  # measured sensitivities already place them; the offset shifts them further
+            emb = embedding_offsets(names, settings.resolved_embedding_offset())
+            offsets = [o + m for o, m in zip(offsets, emb, strict=True)]
         if settings.lossless:
             qps: list[int | None] = [None] * n
             streams = run.encode([(i, None) for i in range(n)], sample=False)

@@ -98,3 +98,10 @@ def qp_offsets(steps: Sequence[float], qp_per_octave: float = 6.0) -> list[int]:
 def embedding_offsets(names: Sequence[str], offset: int) -> list[int]:
     """``offset`` for token embeddings and output heads (TOKEN_MATRIX), 0 for the other matrices."""
     return [offset if TOKEN_MATRIX.search(n) else 0 for n in names]
+
+
+def with_token_offsets(offsets: Sequence[int], names: Sequence[str], offset: int) -> list[int]:
+    """``offsets`` with each token embedding / output head's replaced by ``offset``, relative to the
+    median tensor: the equal-error prior would code them like any matrix, but an output head's
+    error reaches every logit, so they are placed against the other matrices' QP directly."""
+    return [offset if TOKEN_MATRIX.search(n) else o for o, n in zip(offsets, names, strict=True)]

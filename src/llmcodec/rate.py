@@ -373,8 +373,9 @@ def _land(
         if not cand:
             break
         deltas = {i: estimate(i, qps[i], qps[i] + step) - full[i, qps[i]] for i in cand}
-        # Big movers first when far away, then finer ones; stop once the estimate reaches the goal.
-        order = sorted(cand, key=lambda i: -abs(deltas[i]))
+        # Tensors furthest from their place (QP minus offset) in the move's direction first, so the
+        # offsets hold (a large tensor moved first would lose its offset); stop at the goal.
+        order = sorted(cand, key=lambda i: (step * (qps[i] - off[i]), -abs(deltas[i])))
         moves, est = [], t
         for i in order:
             if (step == 1 and est <= goal) or (step == -1 and est + deltas[i] > goal):
@@ -394,7 +395,7 @@ def _land(
             break
         deltas = {i: estimate(i, qps[i], qps[i] - 1) - full[i, qps[i]] for i in cand}
         moves, used = [], 0.0
-        for i in sorted(cand, key=lambda i: (-qps[i], deltas[i])):  # coarsest first: QPs stay close
+        for i in sorted(cand, key=lambda i: (off[i] - qps[i], deltas[i])):  # coarsest for its place first
             if used + deltas[i] <= slack:
                 moves.append(i)
                 used += deltas[i]

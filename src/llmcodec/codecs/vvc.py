@@ -89,7 +89,7 @@ class VVC(FFmpegCodec):
     decoder = "vvc"
     fmt = "vvc"
     pix_fmts = ("yuv420p10le",)  # the only input libvvenc takes
-    qp_range = (16, 63)  # libvvenc fails ("Generic error") at QP <= 10, and at 12 on small frames
+    qp_range = (13, 63)  # libvvenc fails ("Generic error") below: at QP <= 11 on some small frames
     align = 8
     min_size = 64  # 16x16 frames fail inside libvvenc
     max_w = 8192
