@@ -7,8 +7,8 @@
 
 Calibration: the first ``--tokens`` tokens of PTB *train*; evaluation: the first 40 windows of 512
 tokens of PTB test (the README's protocol). Writes benchmarks/dataaware/results.csv (resumable: rows
-already there are skipped) and the note benchmarks/peers/dataaware.md. The default's rows come from
-benchmarks/filesize/results.csv unless ``default`` is among ``--modes``. The built-in
+already there are skipped) and the note benchmarks/peers/dataaware.md. Rows are keyed by the commit the
+library was at (``code``): the default changes between commits, so compare rows of one commit. The built-in
 SmolLM2-135M-Instruct's weights were already 4-bit (GGUF Q4_1).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,9 +31,9 @@ from llmcodec.budget import whole_file  # noqa: E402
 from llmcodec.compress import CompressSettings, WorkDir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FIELDS = ["mode", "target_bpw", "calibration", "bits_per_parameter", "bits_per_coded_weight", "file_bytes",
+FIELDS = ["code", "mode", "target_bpw", "calibration", "bits_per_parameter", "bits_per_coded_weight", "file_bytes",
           "perplexity", "next_token_acc", "next_word_acc", "last_word_acc", "tokens", "windows", "seconds",
-          "load"]
+          "load", "source"]
 MODES = {
     "default": {},
     "calibration": {"calibration": "ptb-train"},
@@ -46,39 +47,39 @@ def _f(x) -> str:
     return "" if x is None else f"{x:.4f}"
 
 
-def report(path: Path, rows: list[dict], filesize: dict, info: dict, tokens: int) -> None:
-    ref = filesize.get("uncompressed", {})
+def report(path: Path, rows: list[dict], info: dict, tokens: int, uncompressed: str) -> None:
     lines = [
         "# The data-aware mode at whole-file budgets (issue 30, item 2)",
         "",
         "Built-in SmolLM2-135M-Instruct; **its weights were already 4-bit (GGUF Q4_1)**. Whole-file bits per",
         "parameter (`--bpw`), PTB test perplexity and accuracy over the first 40 windows of 512 tokens",
-        f"(uncompressed: {ref.get('perplexity', '?')}). Data-aware rows: calibration on the first {tokens} tokens",
-        "of PTB *train* (`--calibration-tokens`). Regenerate: `.venv/bin/python benchmarks/dataaware.py`",
-        "(raw rows: benchmarks/dataaware/results.csv). Default rows marked * come from",
-        "benchmarks/filesize/results.csv (same protocol and settings).",
+        f"(uncompressed: {uncompressed}). Data-aware rows: calibration on the first {tokens} tokens of PTB",
+        "*train* (`--calibration-tokens`). Regenerate: `.venv/bin/python benchmarks/dataaware.py --modes",
+        "feedback,calibration,default` (raw rows: benchmarks/dataaware/results.csv). `code`: the commit",
+        "the library was at; the calibration-free default changed between them, so compare within one.",
         "",
-        "| llmcodec | --bpw | bits per parameter | perplexity | next token | next word | last word | seconds |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| code | llmcodec | --bpw | bits per parameter | perplexity | next token | next word | last word | seconds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    have = {(r["mode"], r["target_bpw"]) for r in rows}
-    for b in sorted({r["target_bpw"] for r in rows}, key=float):
-        if ("default", b) not in have and f"bpw={b}" in filesize:
-            d = filesize[f"bpw={b}"]
-            lines.append(f"| default* | {b} | {float(d['bits_per_parameter']):.3f} | {float(d['perplexity']):.1f} "
-                         f"| - | - | - | {d['seconds']} |")
-        for m in MODES:
-            r = next((x for x in rows if x["mode"] == m and x["target_bpw"] == b), None)
-            if r is None:
-                continue
+    order = {m: i for i, m in enumerate(MODES)}
+    for r in sorted(rows, key=lambda r: (r["code"], float(r["target_bpw"]), order.get(r["mode"], 9))):
+        def pct(k, r=r):
+            return f"{100 * float(r[k]):.1f}%" if r[k] else "-"
 
-            def pct(k, r=r):
-                return f"{100 * float(r[k]):.1f}%" if r[k] else "-"
-
-            lines.append(f"| {m} `{FLAGS[m]}` | {b} | {float(r['bits_per_parameter']):.3f} | "
-                         f"{float(r['perplexity']):.1f} | {pct('next_token_acc')} | {pct('next_word_acc')} | "
-                         f"{pct('last_word_acc')} | {r['seconds']} |")
+        src = f" ({r['source']})" if r.get("source") else ""
+        lines.append(f"| {r['code']} | {r['mode']} `{FLAGS[r['mode']]}`{src} | {r['target_bpw']} | "
+                     f"{float(r['bits_per_parameter']):.3f} | {float(r['perplexity']):.1f} | {pct('next_token_acc')} | "
+                     f"{pct('next_word_acc')} | {pct('last_word_acc')} | {r['seconds']} |")
     write_markdown(path, lines, info)
+
+
+def commit() -> str:
+    """The short commit of the checkout, marked if the library's sources differ from it."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "src") else "")
 
 
 def main() -> None:
@@ -95,18 +96,19 @@ def main() -> None:
     args = ap.parse_args()
     info = sysinfo.describe()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-    csv = ResultsCSV(args.csv, FIELDS, ("mode", "target_bpw", "calibration"))
+    csv = ResultsCSV(args.csv, FIELDS, ("code", "mode", "target_bpw", "calibration"))
     filesize = ResultsCSV(ROOT / "benchmarks/filesize/results.csv", [], ("setting",))
-    fs = {k[0]: v for k, v in filesize.rows.items()}
+    uncompressed = filesize.rows.get(("uncompressed",), {}).get("perplexity", "?")
+    code = commit()
     if args.report_only:
-        report(args.note, list(csv.rows.values()), fs, info, args.tokens)
+        report(args.note, list(csv.rows.values()), info, args.tokens, uncompressed)
         return
     h = Harness("smollm2-135m", args.windows)
     args.out.mkdir(parents=True, exist_ok=True)
     for b in (float(x) for x in args.bpw.split(",")):
         for m in args.modes.split(","):
             calib = f"ptb-train {args.tokens}" if m != "default" else "none"
-            if csv.has(m, str(b), calib):
+            if csv.has(code, m, str(b), calib):
                 continue
             extra = dict(MODES[m])
             if m != "default":
@@ -119,7 +121,7 @@ def main() -> None:
             secs = time.perf_counter() - t0
             whole = whole_file(path)
             res = h.evaluate(restore_state_dict(art))
-            csv.add({"mode": m, "target_bpw": b, "calibration": calib,
+            csv.add({"code": code, "mode": m, "target_bpw": b, "calibration": calib,
                      "bits_per_parameter": f"{whole['bits_per_parameter']:.4f}",
                      "bits_per_coded_weight": f"{art.stats()['bits_per_weight']:.4f}",
                      "file_bytes": whole["file_bytes"], "perplexity": f"{res.perplexity:.3f}",
@@ -127,7 +129,7 @@ def main() -> None:
                      "last_word_acc": _f(res.last_word_accuracy), "tokens": res.tokens, "windows": args.windows,
                      "seconds": f"{secs:.0f}", "load": " ".join(f"{x:.1f}" for x in os.getloadavg())})
             info["load (1, 5, 15 min)"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-            report(args.note, list(csv.rows.values()), fs, info, args.tokens)
+            report(args.note, list(csv.rows.values()), info, args.tokens, uncompressed)
 
 
 if __name__ == "__main__":
