@@ -39,15 +39,15 @@ MODES = {
     "calibration": {"calibration": "ptb-train"},
     "feedback": {"calibration": "ptb-train", "error_feedback": True},
 }
-FLAGS = {"default": "", "calibration": "--calibration ptb-train",
-         "feedback": "--calibration ptb-train --error-feedback"}
+FLAGS = {"default": "(no data)", "calibration": "--calibration ptb-train --calibration-tokens 4096",
+         "feedback": "--calibration ptb-train --calibration-tokens 4096 --error-feedback"}
 
 
 def _f(x) -> str:
     return "" if x is None else f"{x:.4f}"
 
 
-def report(path: Path, rows: list[dict], info: dict, tokens: int, uncompressed: str) -> None:
+def report(path: Path, rows: list[dict], info: dict, tokens: int, uncompressed: str, measured: bool = True) -> None:
     lines = [
         "# The data-aware mode at whole-file budgets (issue 30, item 2)",
         "",
@@ -70,7 +70,7 @@ def report(path: Path, rows: list[dict], info: dict, tokens: int, uncompressed: 
         lines.append(f"| {r['code']} | {r['mode']} `{FLAGS[r['mode']]}`{src} | {r['target_bpw']} | "
                      f"{float(r['bits_per_parameter']):.3f} | {float(r['perplexity']):.1f} | {pct('next_token_acc')} | "
                      f"{pct('next_word_acc')} | {pct('last_word_acc')} | {r['seconds']} |")
-    write_markdown(path, lines, info)
+    write_markdown(path, lines, info, measured)
 
 
 def commit() -> str:
@@ -101,7 +101,7 @@ def main() -> None:
     uncompressed = filesize.rows.get(("uncompressed",), {}).get("perplexity", "?")
     code = commit()
     if args.report_only:
-        report(args.note, list(csv.rows.values()), info, args.tokens, uncompressed)
+        report(args.note, list(csv.rows.values()), info, args.tokens, uncompressed, measured=False)
         return
     h = Harness("smollm2-135m", args.windows)
     args.out.mkdir(parents=True, exist_ok=True)
