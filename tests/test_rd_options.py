@@ -388,3 +388,22 @@ def test_kv_sharing_gives_shared_heads_a_finer_qp_and_less_error():
     assert max(err["k"], err["v"]) < 0.85 * min(err["q"], err["o"])
     off = llmcodec.compress_state_dict(st, CompressSettings(qp=32, weighting="none"))  # off with a fixed QP
     assert {c.qp for c in off.coded.values()} == {32}
+
+
+def test_head_importance_reads_the_final_norm_for_heads_and_tied_embeddings_only():
+    from llmcodec.importance import head_importance
+
+    g = np.array([0.5, 2.0, 1.0, 3.0])
+    mats = {"model.embed_tokens.weight": np.ones((10, 4)), "lm_head.weight": np.ones((10, 4)),
+            "model.norm.weight": g, "model.layers.0.input_layernorm.weight": np.ones(4)}
+    get = mats.__getitem__
+    untied = set(mats)
+    assert np.allclose(head_importance("lm_head.weight", get, untied, {}), g ** 2)
+    assert head_importance("model.embed_tokens.weight", get, untied, {}) is None
+    tied = {"lm_head.weight": "model.embed_tokens.weight"}
+    assert np.allclose(head_importance("model.embed_tokens.weight", get, untied, {}, tied), g ** 2)
+    alone = untied - {"lm_head.weight"}  # a folder of a tied model holds the embedding only
+    assert np.allclose(head_importance("model.embed_tokens.weight", get, alone, {}), g ** 2)
+    assert np.allclose(head_importance("model.embed_tokens.weight", get, alone, {"model_type": "gemma3_text"}),
+                       (1 + g) ** 2)
+    assert head_importance("model.embed_tokens.weight", get, alone - {"model.norm.weight"}, {}) is None

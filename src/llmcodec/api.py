@@ -32,7 +32,7 @@ from .codecs.base import Profile
 from .coder import CodedTensor, decode_tensor, decode_tensors
 from .compress import CompressSettings, Progress, compress_matrices, is_codable
 from .executors import Executor
-from .importance import balance_importance, column_importance, column_scales
+from .importance import balance_importance, column_importance, column_scales, head_importance
 from .modelcheck import ConfigMismatch, build_checked, check_config
 from .modelio import ModelSource, build_model, load_folder_model, plain_layout, resolve, save_folder
 from .modelio import load as load_source
@@ -194,8 +194,8 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
 
     out = []
     for n in names:
-        if TOKEN_MATRIX.search(n):  # a lookup table and an output head, not a layer with inputs to balance
-            imp = None
+        if TOKEN_MATRIX.search(n):  # the output head's inputs are the final norm's, whatever the weighting
+            imp = head_importance(n, get, present, src.config, src.tied())
         elif settings.weighting == "balance":
             imp = balance_importance(get(n))
         else:
