@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import artifact, budget, calibration, kept, stacks
+from . import artifact, budget, calibration, feedback, kept, stacks
 from ._version import __version__
 from .artifact import Artifact
 from .codecs import get_codec
@@ -145,10 +145,11 @@ def compress_source(
     names = [n for n, _, _ in todo]
     col_scales = _column_scales(src, names, settings)
     weights = _loss_weights(src, names, settings, col_scales, progress)
+    factors = _feedback_factors(src, names, settings, col_scales, progress)
     budget_bits = None
     if todo and settings.bpw is not None and settings.budget == "model":
         budget_bits = budget.coded_bits(art, settings, shapes, __version__)
-    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights, budget_bits):
+    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights, budget_bits, factors):
         art.coded[ct.name] = ct
     return art
 
@@ -232,6 +233,26 @@ def _loss_weights(
     model, windows = _calibration_model(src, settings)
     weights = calibration.squared_gradients(model, windows, names, progress, per, reduce)
     return [float(weights[n]) for n in names]
+
+
+def _feedback_factors(
+    src: ModelSource,
+    names: list[str],
+    settings: CompressSettings,
+    col_scales: list[np.ndarray | None],
+    progress: Progress | None,
+) -> list[np.ndarray | None] | None:
+    """With error feedback (optional, data-aware; feedback.py): each coded linear layer's
+    inverse-Hessian factor from its inputs on the calibration text, for the columns it is coded in
+    (``W * c``); None for matrices that are not a linear layer's weight (embeddings)."""
+    if not settings.error_feedback or not names:
+        return None
+    model, windows = _calibration_model(src, settings)
+    hessians = feedback.input_hessians(model, windows, names, progress)
+    del model
+    return [None if n not in hessians else
+            feedback.inverse_factor(feedback.column_hessian(hessians.pop(n), c)).astype(np.float32)
+            for n, c in zip(names, col_scales, strict=True)]
 
 
 def compress_state_dict(

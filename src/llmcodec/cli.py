@@ -122,6 +122,7 @@ def settings_from_args(args) -> CompressSettings:
         keep_nonfinite=args.keep_nonfinite,
         calibration=args.calibration,
         calibration_tokens=args.calibration_tokens,
+        error_feedback=args.error_feedback,
         **given,
     )
 
@@ -532,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--calibration-tokens", type=at.integer(1, 1 << 24), metavar="N",
                     default=default["calibration_tokens"],
                     help="tokens of the calibration text to use (default: %(default)s)")
+    da.add_argument("--error-feedback", action="store_true",
+                    help="with --calibration: put each matrix's coefficients on the codec's lattice at its "
+                         "QP column by column, folding each column's error into the columns not yet done "
+                         "through the inverse Hessian of the layer's inputs on the text (GPTQ's update), "
+                         "coded with a profile without sign-bit hiding")
     evalopts(c)
     common(c)
     c.set_defaults(fn=cmd_compress)

@@ -16,6 +16,7 @@ from .calibration import sensitivity_offsets
 from .codecs import FFmpegCodec
 from .coder import CodedTensor, row_sample
 from .executors import Executor, LocalExecutor
+from .feedback import check_profile
 from .jobs import JobSpec, finish_batches, finish_job, finish_many_job
 from .priors import (
     EDGE_MAX_BPW,
@@ -96,6 +97,7 @@ def compress_matrices(
     col_scales: Sequence[np.ndarray | None] | None = None,
     loss_weights: Sequence[float] | None = None,
     budget_bits: float | None = None,
+    factors: Sequence[np.ndarray | None] | None = None,
 ) -> list[CodedTensor]:
     """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
 
@@ -107,7 +109,10 @@ def compress_matrices(
     ``work`` keeps finished encodes on disk for resuming. ``loss_weights`` (one per matrix,
     calibration.py; needed with ``settings.calibration``) set each matrix's QP offset.
     ``budget_bits``: the bits the matrices may take together (bitstreams and side information),
-    instead of ``settings.bpw`` per weight (compress_source's whole-file budget).
+    instead of ``settings.bpw`` per weight (compress_source's whole-file budget). ``factors`` (one
+    per matrix or None; data-aware, ``settings.error_feedback``): inverse-Hessian factors of
+    ``feedback.inverse_factor`` for the columns of ``W * c``; matrices with one are coded with
+    error feedback.
     """
     codec, profile = settings.codec_profile()
     codec.check_available()
@@ -123,6 +128,10 @@ def compress_matrices(
                          "compress_source (a single tensor or a state dict without a config cannot be calibrated)")
     if loss_weights is not None and settings.calibration is None:
         raise ValueError("loss weights set QPs only with a calibration text in the settings")
+    if factors is not None and any(f is not None for f in factors):
+        if not settings.error_feedback:
+            raise ValueError("inverse-Hessian factors are used only with error feedback in the settings")
+        check_profile(codec, profile)
     spec = JobSpec(
         settings.codec,
         profile.name,
@@ -142,7 +151,7 @@ def compress_matrices(
     ex = executor if executor is not None else LocalExecutor(settings.resolved_workers())
     try:
         shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
-        run = Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales)
+        run = Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales, factors)
         n = len(matrices)
         if loss_weights is not None:
             offsets = sensitivity_offsets(loss_weights, run.numel, codec.qp_per_octave)

@@ -12,6 +12,7 @@ import numpy as np
 from .codecs import CodecError, FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, frame_layout, prepare, row_sample
 from .executors import Lazy
+from .feedback import prepare_with_feedback
 from .quant import compand, group_rms
 from .rotation import rotate
 
@@ -57,17 +58,21 @@ def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | No
 
 
 def encode_job(
-    spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None
+    spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None,
+    factor: np.ndarray | None = None,
 ) -> bytes:
     """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
 
     Quantizing again for every QP is cheap next to an encode and saves keeping every tensor's
-    frames in memory while rate control revisits them.
+    frames in memory while rate control revisits them. ``factor`` (data-aware, feedback.py): code
+    with error feedback through this inverse-Hessian factor.
     """
     w = _coded_domain(spec, name, w)  # rotate first: a row sample of a rotated matrix is rotated rows
     if sample:
         w = row_sample(w, spec.sample_fraction)
     p, codec, profile = _prepare(spec, name, w, col_scale)
+    if factor is not None and qp is not None:
+        p = prepare_with_feedback(p, w, factor, qp)
     return encode_prepared(p, codec, profile, qp)
 
 

@@ -51,10 +51,14 @@ class Runner:
     """Runs encode and finish jobs on an executor, with the work directory as a cache."""
 
     def __init__(
-        self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress, col_scales=None
+        self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress, col_scales=None,
+        factors=None,
     ) -> None:
         self.ex, self.spec, self.work, self.progress = executor, spec, work, progress
         self.col_scales = list(col_scales) if col_scales is not None else [None] * len(matrices)
+        self.factors = list(factors) if factors is not None else [None] * len(matrices)
+        # a matrix's error-feedback factor goes into its cache keys (nothing without one: keys as before)
+        self._factor_digests = [[] if f is None else [matrix_digest(f)] for f in self.factors]
         self.names = [m[0] for m in matrices]
         self.dtypes = [m[2] for m in matrices]
         self.loaders = loaders
@@ -71,7 +75,7 @@ class Runner:
     def _key(self, i: int, qp: int | None, sample: bool) -> str:
         cs = self.col_scales[i]
         parts = [*self._salt, self.spec.sample_fraction if sample else None, self.digests[i], qp, sample,
-                 None if cs is None else matrix_digest(cs)]
+                 None if cs is None else matrix_digest(cs), *self._factor_digests[i]]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def _map(self, fn, jobs: list[tuple], weights: list[float], stage: str, save=None) -> list:
@@ -98,7 +102,7 @@ class Runner:
         frac = self.spec.sample_fraction if sample else 1.0
         args = [
             (self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample,
-             self.col_scales[jobs[k][0]])
+             self.col_scales[jobs[k][0]], self.factors[jobs[k][0]])
             for k in todo
         ]
         weights = [self.numel[jobs[k][0]] * frac for k in todo]

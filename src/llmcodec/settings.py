@@ -95,6 +95,11 @@ class CompressSettings:
     # offsets replace the one-QP-for-all allocation and the default edge layers. None: data-free.
     calibration: str | None = None
     calibration_tokens: int = 2048
+    # Optional and data-aware, with a calibration text (feedback.py): quantize each matrix's coded
+    # coefficients column by column on the codec's lattice at its QP, folding each column's error into
+    # the columns not yet quantized through the inverse Hessian of the layer's inputs on that text
+    # (GPTQ's update), then code them at that QP; profile None: feedback.FEEDBACK_PROFILE.
+    error_feedback: bool = False
 
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
@@ -147,6 +152,8 @@ class CompressSettings:
             raise ValueError(f"the relative error cap must be positive, got {self.error_cap}")
         if not 0 < self.compand <= 1:
             raise ValueError(f"the companding exponent must be in (0, 1], got {self.compand}")
+        if self.error_feedback and self.calibration is None:
+            raise ValueError("error feedback is data-aware: it needs a calibration text (calibration, --calibration)")
         if self.calibration is not None:
             if self.calibration_tokens < 1:
                 raise ValueError(f"calibration tokens must be positive, got {self.calibration_tokens}")
@@ -198,6 +205,10 @@ class CompressSettings:
         """The codec and the profile these settings code with: the one named, or the codec's default
         for the budget (``FFmpegCodec.profile_for``)."""
         codec = get_codec(self.codec)
+        if self.error_feedback and self.profile is None and not self.lossless:
+            from .feedback import FEEDBACK_PROFILE
+
+            return codec, codec.profile(FEEDBACK_PROFILE)  # keeps the values feedback puts on its lattice
         return codec, codec.profile_for(self.profile, self.bpw, self.lossless)
 
     def same_encoding(self, other: CompressSettings) -> bool:

@@ -77,7 +77,8 @@ def _vvc_profiles() -> dict[str, Profile]:
         out[f"{base}-lean"] = replace(out[base], name=f"{base}-lean", options=out[base].options + lean_intra)
     # Half-filled blocks (coefdomain.place): weights in the left 16 coefficient columns of each 32x32
     # transform, zeros in the right 16, which doubles the context-coded bin budget per weight.
-    for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq"):
+    for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq",
+                 "ai-faster-coef-sq"):
         out[f"{base}-half"] = replace(out[base], name=f"{base}-half", coef_cols=16)
     # The defaults are named copies, so a default's point and its profile's point are one encoding.
     # Below the high-rate threshold: the faster preset with RDOQ, in half-filled blocks (how it was
