@@ -103,7 +103,7 @@ def test_vvc_coef_step_is_the_codecs_lattice():
 
 def _coded(w, qp, c, factor):
     from llmcodec.coder import decode_tensor
-    from llmcodec.compress import JobSpec, encode_job, finish_job
+    from llmcodec.jobs import JobSpec, encode_job, finish_job
 
     spec = JobSpec("vvc", fb.FEEDBACK_PROFILE, None, 0.125)
     stream = encode_job(spec, "w", w, qp, False, c, factor)
