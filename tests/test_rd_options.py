@@ -399,12 +399,12 @@ def test_head_importance_reads_the_final_norm_for_heads_and_tied_embeddings_only
             "model.norm.weight": g, "model.layers.0.input_layernorm.weight": np.ones(4)}
     get = mats.__getitem__
     untied = set(mats)
-    assert np.allclose(head_importance("lm_head.weight", get, untied, {}), g ** 2)
-    assert head_importance("model.embed_tokens.weight", get, untied, {}) is None
+    assert np.allclose(head_importance("lm_head.weight", 4, get, untied, {}), g ** 2)
+    assert head_importance("model.embed_tokens.weight", 4, get, untied, {}) is None
     tied = {"lm_head.weight": "model.embed_tokens.weight"}
-    assert np.allclose(head_importance("model.embed_tokens.weight", get, untied, {}, tied), g ** 2)
+    assert np.allclose(head_importance("model.embed_tokens.weight", 4, get, untied, {}, tied), g ** 2)
     alone = untied - {"lm_head.weight"}  # a folder of a tied model holds the embedding only
-    assert np.allclose(head_importance("model.embed_tokens.weight", get, alone, {}), g ** 2)
-    assert np.allclose(head_importance("model.embed_tokens.weight", get, alone, {"model_type": "gemma3_text"}),
+    assert np.allclose(head_importance("model.embed_tokens.weight", 4, get, alone, {}), g ** 2)
+    assert np.allclose(head_importance("model.embed_tokens.weight", 4, get, alone, {"model_type": "gemma3_text"}),
                        (1 + g) ** 2)
-    assert head_importance("model.embed_tokens.weight", get, alone - {"model.norm.weight"}, {}) is None
+    assert head_importance("model.embed_tokens.weight", 4, get, alone - {"model.norm.weight"}, {}) is None

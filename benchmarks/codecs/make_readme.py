@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llmcodec import bench
 from llmcodec.codecs.registry import get_codec
-from llmcodec.compress import EMBEDDING_OFFSET
+from llmcodec.compress import EMBEDDING_OFFSET, CompressSettings
 
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "whole-file"
@@ -99,7 +99,8 @@ def what_each_codec_gets() -> str:
         codec = get_codec(c.split(":")[0])
         prof = codec.profile_for(None, 2.5)
         dom = "coefficient" if prof.coef_block else "sample"
-        lines.append(f"| {NAMES[codec.name]} | {dom} | {-EMBEDDING_OFFSET / codec.qp_per_octave:.2f} finer |")
+        off = CompressSettings(codec=codec.name, bpw=2.5).resolved_embedding_offset()
+        lines.append(f"| {NAMES[codec.name]} | {dom} | {-off / codec.qp_per_octave:.2f} finer |")
     return "\n".join(lines)
 
 
@@ -232,7 +233,7 @@ def protocol(rows: list[dict[str, str]], log: Path) -> list[str]:
         "- **Each codec at its default profile**: rate control, column balance and packed side information for "
         "all; the coefficient domain (forced 32x32 transforms, reconstruction tables) where the transform "
         "allows it ([TRANSFORMS.md](TRANSFORMS.md) measures which do). The embedding's QP offset "
-        f"({EMBEDDING_OFFSET}) is in each codec's own QP steps, so it means a different step ratio per codec:",
+        f"({EMBEDDING_OFFSET} in VVC's QP steps) is scaled to each codec's QP steps per octave:",
         "",
         what_each_codec_gets(),
         "",

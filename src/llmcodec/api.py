@@ -196,7 +196,7 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
     out = []
     for n in names:
         if TOKEN_MATRIX.search(n):  # the output head's inputs are the final norm's, whatever the weighting
-            imp = head_importance(n, get, present, src.config, src.tied())
+            imp = head_importance(n, src.shape(n)[1], get, present, src.config, src.tied())
         elif settings.weighting == "balance":
             imp = balance_importance(get(n))
         else:

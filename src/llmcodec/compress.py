@@ -163,8 +163,6 @@ def compress_matrices(
         kv = kv_offsets(names, run.shapes, settings.resolved_kv_sharing(), codec.qp_per_octave)
         offsets = [o + e + k for o, e, k in zip(offsets, edge, kv, strict=True)]
         emb_off = settings.resolved_embedding_offset()
-        if settings.embedding_offset is None:  # the default is in VVC's QP units (6 per octave of step)
-            emb_off = int(round(emb_off * codec.qp_per_octave / 6.0))
         if loss_weights is None:  # the data-free priors place embeddings and heads by the offset alone
             offsets = with_token_offsets(offsets, names, emb_off)
         else:  # measured sensitivities already place them; the offset shifts them further

@@ -98,16 +98,16 @@ _HEAD = re.compile(r"(?:^|\.)(?:lm_head|embed_out)\.weight$")
 
 
 def head_importance(
-    name: str, get: Get, names: set[str], config: dict | None, tied: dict[str, str] | None = None
+    name: str, cols: int, get: Get, names: set[str], config: dict | None, tied: dict[str, str] | None = None
 ) -> np.ndarray | None:
     """Importance of each column of an output head (or of a token embedding tied to one): the head
     reads the final norm's output, a unit mean-square state times the norm's weight ``g``, so column
-    ``j`` matters as ``g_j^2`` (``(1 + g_j)^2`` for Gemma's norm). None for an embedding that no head
-    shares (``tied``: tensor -> the tensor it shares storage with), or when no final norm is found."""
+    ``j`` of its ``cols`` matters as ``g_j^2`` (``(1 + g_j)^2`` for Gemma's norm). None for an
+    embedding that no head shares (``tied``: tensor -> the tensor it shares storage with), or when
+    no final norm is found."""
     tied = tied or {}
     if not _HEAD.search(name) and any(_HEAD.search(n) and tied.get(n) != name for n in names):
         return None  # an untied embedding: a lookup table whose error is normalized before use
-    cols = get(name).shape[1]
     for n in sorted(names):
         if _FINAL_NORM.match(n) and not re.search(r"\.\d+\.", n):
             g = get(n).astype(np.float64).reshape(-1)

@@ -178,10 +178,13 @@ class CompressSettings:
         return self._prior(self.edge_octaves, EDGE_OCTAVES, EDGE_MAX_BPW)
 
     def resolved_embedding_offset(self) -> int:
-        """``embedding_offset``, or for None EMBEDDING_OFFSET under a budget (none with --qp/--lossless)."""
+        """``embedding_offset``, or for None EMBEDDING_OFFSET under a budget (none with --qp/--lossless),
+        which is in VVC's QP units (6 per octave of step) and so is scaled to the codec's."""
         if self.embedding_offset is not None:
             return self.embedding_offset
-        return EMBEDDING_OFFSET if self.bpw is not None else 0
+        if self.bpw is None:
+            return 0
+        return int(round(EMBEDDING_OFFSET * get_codec(self.codec).qp_per_octave / 6.0))
 
     def resolved_kv_sharing(self) -> float:
         """``kv_sharing``, or for None KV_SHARING below KV_MAX_BPW (``_prior``)."""
