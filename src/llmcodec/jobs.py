@@ -99,8 +99,9 @@ def finish_job(
     )
 
 
-# Matrices are decoded for checking several to a decoder process, up to this many weights a process.
-FINISH_BATCH_WEIGHTS = 1 << 20
+# Matrices are decoded for checking several to a decoder process, up to this many weights a process
+# (their decoded frames, 16 bytes a weight in the coefficient domain, are held until checked).
+FINISH_BATCH_WEIGHTS = 1 << 22
 
 
 def finish_many_job(
@@ -143,11 +144,19 @@ def run_finish(fn: Callable, job: tuple):
     return fn(*(a.get() if isinstance(a, Lazy) else a for a in job))
 
 
-def finish_batches(numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS) -> list[list[int]]:
-    """Matrix indices in order, cut into runs of at most ``limit`` weights (a larger matrix alone)."""
+def finish_batches(
+    numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS, keys: Sequence | None = None
+) -> list[list[int]]:
+    """Matrix indices in order, cut into runs of at most ``limit`` weights (a larger matrix alone).
+    ``keys`` (one per matrix, e.g. its frame size): matrices of one key are put together first (in
+    order within each), since a decoder process reuses its buffers from frame to frame of one size."""
+    order = list(range(len(numel)))
+    if keys is not None:
+        first = {k: j for j, k in reversed(list(enumerate(keys)))}
+        order.sort(key=lambda i: first[keys[i]])
     out: list[list[int]] = []
     total = 0
-    for i, n in enumerate(numel):
+    for i, n in ((i, numel[i]) for i in order):
         if out and total + n <= limit:
             out[-1].append(i)
             total += n

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._version import __version__
 from .codecs import get_codec
-from .coder import CodedTensor, column_bits
+from .coder import CodedTensor, column_bits, frame_layout
 from .executors import Executor, Lazy, LocalExecutor
 from .jobs import JobSpec, encode_job, finish_batches, finish_job, finish_many_job, run_finish, scan_job
 from .priors import capped_steps
@@ -126,7 +126,9 @@ class Runner:
             args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i],
                      self.col_scales[i], self._known[i]) for i in range(len(qps))]
             return self._map(finish_job, args, self.numel, "verify")
-        batches = finish_batches(self.numel)
+        codec, profile = self.spec.resolve()
+        sizes = [(lay.frame_h, lay.frame_w) for lay in (frame_layout(r, c, codec, profile) for r, c in self.shapes)]
+        batches = finish_batches(self.numel, keys=sizes)
         args = []
         for b in batches:
             if len(b) == 1:
@@ -139,7 +141,11 @@ class Runner:
                                                [qps[i] for i in b], [streams[i] for i in b],
                                                [self.col_scales[i] for i in b], [self._known[i] for i in b])))
         done = self._map(run_finish, args, [sum(self.numel[i] for i in b) for b in batches], "verify")
-        return [ct for res in done for ct in (res if isinstance(res, list) else [res])]
+        out: list[CodedTensor | None] = [None] * len(qps)
+        for b, res in zip(batches, done, strict=True):
+            for i, ct in zip(b, res if isinstance(res, list) else [res], strict=True):
+                out[i] = ct
+        return out  # type: ignore[return-value]
 
     def side_bits(self) -> list[int]:
         """Each matrix's side information, with the largest reconstruction table it may get (the
