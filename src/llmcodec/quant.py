@@ -397,12 +397,20 @@ def unit_values(qz: Quantized, units: np.ndarray | None) -> np.ndarray | None:
 def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
     """Move each decoded level to its table entry (see :class:`Recon`)."""
     level = np.rint(u / recon.step)
-    mag = np.abs(level)
-    table = np.concatenate([[0.0], np.asarray(recon.offsets, dtype=np.float64)])
+    n = len(recon.offsets)
+    # each level in -n..n restored by a lookup, (k + sign(k) offsets[|k| - 1]) step; past the table
+    # k step; level 0 keeps u
+    k = np.arange(-n, n + 1, dtype=np.float64)
+    off = np.concatenate([[0.0], np.asarray(recon.offsets, dtype=np.float64)])[np.abs(k).astype(np.int64)]
+    lut = (k + np.sign(k) * off) * recon.step
     # clip before the integer cast: a tiny step (a corrupt file) would overflow int64 into an index
-    idx = np.minimum(mag, len(recon.offsets)).astype(np.int64)
-    shift = np.where(mag <= len(recon.offsets), table[idx], 0.0)
-    return np.where(mag > 0, (level + np.sign(level) * shift) * recon.step, u)
+    out = lut[(np.clip(level, -n, n) + n).astype(np.int64)]
+    far = np.abs(level) > n
+    if far.any():
+        out[far] = level[far] * recon.step
+    zero = level == 0
+    out[zero] = u[zero]
+    return out
 
 
 def _lattice_step(a: np.ndarray) -> float | None:
@@ -466,8 +474,9 @@ def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray, units: np.ndarray | N
         target = _normalized(w, qz, qz.scale.astype(np.float64), r, k) / step
         mag = np.abs(level).astype(np.int64)
         use = (mag > 0) & (mag <= RECON_LEVELS)
-        np.add.at(sums, mag[use], (np.sign(level) * target - mag)[use])
-        np.add.at(counts, mag[use], 1)
+        m = mag[use]
+        sums += np.bincount(m, (np.sign(level) * target - mag)[use], RECON_LEVELS + 1)
+        counts += np.bincount(m, minlength=RECON_LEVELS + 1)
     off = np.where(counts[1:] >= RECON_MIN_COUNT, sums[1:] / np.maximum(counts[1:], 1), 0.0)
     off = np.clip(off, -0.5, 0.5)  # a centroid stays within its level's cell
     while off.size and off[-1] == 0.0:
