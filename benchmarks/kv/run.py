@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from kivi import kivi  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import load_source_model, save  # noqa: E402
+from llmcodec.argtypes import layer_bits  # noqa: E402
 from llmcodec.evaluate import ptb_text  # noqa: E402
 from llmcodec.kv import (  # noqa: E402
     LAYOUTS,
@@ -115,11 +117,11 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
                      "key_rel_error": f"{_rel(kv, kv_hat, 0):.4f}", "value_rel_error": f"{_rel(kv, kv_hat, 1):.4f}",
                      "bytes": math.ceil(bpe * elements / 8)})
 
-    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits)
+    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits, args.recent, args.layer_bits)
     jobs = [(b, opts) for b in map(float, args.bpw.split(","))]
     if args.layouts and prefix == int(args.prefixes.split(",")[0]):
         b = float(args.layout_bpw)
-        jobs = [(b, KVOptions(k, v, args.sinks, args.key_bits)) for k in LAYOUTS for v in LAYOUTS] + jobs
+        jobs = [(b, replace(opts, key_layout=k, value_layout=v)) for k in LAYOUTS for v in LAYOUTS] + jobs
     extra = _extra(args.set)
     for bpw, opts in jobs:
         setting = _setting(bpw, opts) + "".join(f" {k}={v}" for k, v in extra.items())
@@ -150,7 +152,9 @@ def _setting(bpw: float, opts: KVOptions) -> str:
     """A row's name for llmcodec at ``bpw`` with ``opts`` (sinks named when there are any)."""
     out = f"bpw={bpw:g} keys={opts.key_layout} values={opts.value_layout}"
     out += f" sinks={opts.sinks}" if opts.sinks else ""
-    return out + (f" key_bits={opts.key_bits:g}" if opts.key_bits else "")
+    out += f" key_bits={opts.key_bits:g}" if opts.key_bits else ""
+    out += f" recent={opts.recent}" if opts.recent else ""
+    return out + (" layer_bits=" + ",".join(f"{i}:{b:g}" for i, b in opts.layer_bits) if opts.layer_bits else "")
 
 
 def _summary(rows: list[dict]) -> list[str]:
@@ -226,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="first tokens kept in 16 bits, not coded (default: %(default)s)")
     p.add_argument("--key-bits", type=float, default=KVOptions().key_bits,
                    help="bits per element moved from the values to the keys (default: %(default)s)")
+    p.add_argument("--recent", type=int, default=KVOptions().recent,
+                   help="last tokens kept in 16 bits, not coded (default: %(default)s)")
+    p.add_argument("--layer-bits", type=layer_bits, default=KVOptions().layer_bits, metavar="L:B,...",
+                   help="bits per element a layer's keys and values get over the other layers'")
     p.add_argument("--layouts", action="store_true", help="also code the first prefix with all four layouts")
     p.add_argument("--layout-bpw", default="2", help="budget of the layout comparison")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
