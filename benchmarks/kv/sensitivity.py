@@ -4,9 +4,11 @@
 
 The cache of the first P-1 PTB test tokens is coded once (llmcodec, ``kv save``'s options unless
 given) and decoded; then parts of the exact cache are replaced by their decoded version and the
-continuation is scored each time: every part coded; only the keys or only the values coded; one
-layer coded (the rest exact); the whole cache coded except its last R tokens. Each row's gap to the
-exact cache says how much of the loss that part carries (gaps of parts need not add up).
+continuation is scored each time: every part coded; only the keys or only the values coded; the
+whole cache coded except its last R tokens; with --per-layer, one layer (or one layer's keys) coded,
+the rest exact. Each row's gap to the exact cache says how much of the loss that part carries (gaps
+of parts need not add up). Realization noise: the coded cache's error with its sign flipped at
+random per layer, head and keys/values (--flips draws): errors of the same size and structure.
 
 The "s.e." column is the paired standard error of the gap over the continuation's tokens (per-token
 log-likelihood differences): how much the gap would move on another continuation of that length.
@@ -59,9 +61,22 @@ def token_nll(model, kv, last: int, cont: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, cont, reduction="none").double()
 
 
-def hybrids(kv, hat, layers: int, recent: list[int]):
+def flipped(kv, hat, seed: int):
+    """The exact cache plus the coded cache's error with its sign flipped at random per layer, head and
+    keys/values: errors of the same size and structure, another draw of how they fall."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for pair, pair_hat in zip(kv, hat, strict=True):
+        out.append(tuple(t + (th - t) * (2 * torch.randint(0, 2, (1, t.shape[1], 1, 1), generator=g) - 1)
+                         for t, th in zip(pair, pair_hat, strict=True)))
+    return out
+
+
+def hybrids(kv, hat, layers: int, recent: list[int], flips: int, per_layer: bool):
     """(part name, cache) pairs: the exact cache with the named part taken from the decoded one."""
     yield "all coded", hat
+    for seed in range(flips):
+        yield f"all coded, error signs flipped per layer and head (draw {seed})", flipped(kv, hat, seed)
     yield "keys coded, values exact", [(kh, v) for (_, v), (kh, _) in zip(kv, hat, strict=True)]
     yield "values coded, keys exact", [(k, vh) for (k, _), (_, vh) in zip(kv, hat, strict=True)]
     for r in recent:
@@ -69,6 +84,8 @@ def hybrids(kv, hat, layers: int, recent: list[int]):
             return torch.cat([b[:, :, :-r], a[:, :, -r:]], dim=2)
         yield f"all coded but the last {r} tokens", [(mix(k, kh), mix(v, vh))
                                                      for (k, v), (kh, vh) in zip(kv, hat, strict=True)]
+    if not per_layer:
+        return
     for i in range(layers):
         yield f"layer {i} coded", [hat[j] if j == i else kv[j] for j in range(layers)]
     for i in range(layers):
@@ -83,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sinks", type=int, default=KVOptions().sinks)
     p.add_argument("--key-bits", type=float, default=KVOptions().key_bits)
     p.add_argument("--exact-tails", default="16,64,256", help="tails of the cache left exact in the hybrids")
+    p.add_argument("--flips", type=int, default=8, help="draws of the error's signs (realization noise)")
+    p.add_argument("--per-layer", action="store_true", help="also one layer coded at a time")
     p.add_argument("--recent", type=int, default=KVOptions().recent, help="kv save's --recent")
     p.add_argument("--layer-bits", type=layer_bits, default=KVOptions().layer_bits, metavar="L:B,...")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
@@ -113,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     exact = math.exp(float(ref.mean()))
     base = {"prefix": args.prefix, "setting": setting, "bits_per_element": f"{bpe:.4f}"}
     results.add({**base, "part": "none (exact cache)", "perplexity": f"{exact:.4f}", "vs_exact": "+0.00%", "se": ""})
-    for part, c in hybrids(kv, hat, len(kv), [int(r) for r in args.exact_tails.split(",") if r]):
+    tails = [int(r) for r in args.exact_tails.split(",") if r]
+    for part, c in hybrids(kv, hat, len(kv), tails, args.flips, args.per_layer):
         d = token_nll(model, c, last, cont) - ref
         gap, se = math.expm1(float(d.mean())), float(d.std()) / math.sqrt(len(d))
         results.add({**base, "part": part, "perplexity": f"{exact * (1 + gap):.4f}", "vs_exact": f"{gap:+.2%}",
