@@ -17,6 +17,7 @@ Rows already in results.csv are kept (delete it or pass --fresh to measure again
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import sys
@@ -189,6 +190,46 @@ def _summary(rows: list[dict]) -> list[str]:
     return out
 
 
+def _noise() -> list[str]:
+    """The 2% clause against the measurement's own noise, from sensitivity.py's and windows.py's rows: the
+    paired standard error of one continuation's gap, the gap's spread over draws of the same error, and
+    the gap pooled over disjoint windows."""
+    out = []
+    sens = HERE / "sensitivity.csv"
+    if sens.is_file():
+        with sens.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for prefix, setting in sorted({(int(r["prefix"]), r["setting"]) for r in rows}):
+            sub = [r for r in rows if (int(r["prefix"]), r["setting"]) == (prefix, setting)]
+            whole = next((r for r in sub if r["part"] == "all coded"), None)
+            flips = [float(r["vs_exact"].rstrip("%")) for r in sub if r["part"].startswith("all coded, error signs")]
+            if whole is None or len(flips) < 2:
+                continue
+            mean = sum(flips) / len(flips)
+            std = math.sqrt(sum((x - mean) ** 2 for x in flips) / (len(flips) - 1))
+            out.append(f"- Noise, {prefix} tokens, {setting} (SENSITIVITY.md): one continuation's gap "
+                       f"{whole['vs_exact']} has a paired standard error of {whole['se']} over its tokens; the same "
+                       f"error with its signs "
+                       f"drawn again per layer and head gave {min(flips):+.2f}% to {max(flips):+.2f}% (mean "
+                       f"{mean:+.2f}%, std {std:.2f}%, {len(flips)} draws).")
+    wins = HERE / "windows.csv"
+    if wins.is_file():
+        with wins.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for prefix, setting in sorted({(int(r["prefix"]), r["setting"]) for r in rows}):
+            sub = [r for r in rows if (int(r["prefix"]), r["setting"]) == (prefix, setting)]
+            d = [float(x) for r in sub for x in r["nll_diff"].split()]
+            mean = sum(d) / len(d)
+            se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+            gap = math.expm1(mean)
+            verdict = "met" if gap + 2 * se <= 0.02 else "NOT within 2%" if gap - 2 * se > 0.02 else \
+                "within 2% at the pooled gap, but not by two standard errors" if gap <= 0.02 else \
+                "above 2% at the pooled gap, but not by two standard errors"
+            out.append(f"- {prefix} tokens, {setting}, pooled over {len(sub)} disjoint windows (WINDOWS.md): "
+                       f"{gap:+.2%} from the exact cache, s.e. {se:.2%}: {verdict}.")
+    return out
+
+
 def report(results: ResultsCSV, info: dict[str, str], measured: bool) -> None:
     rows = list(results.rows.values())
     lines = ["# KV cache: continuation perplexity after a coded cache (built-in model)", "",
@@ -200,8 +241,11 @@ def report(results: ResultsCSV, info: dict[str, str], measured: bool) -> None:
              "reading + decoding + building the DynamicCache; times depend on the machine's load (below) and are "
              "comparable only within one run. Regenerate: `.venv/bin/python benchmarks/kv/run.py --layouts` "
              "(`kv save`'s defaults; rows already in results.csv are kept); the variants: add `--sinks 0` "
-             "(no sink tokens) or `--key-bits 0.5`, with `--prefixes` and `--bpw` to choose the points.",
-             "", *_summary(rows), ""]
+             "(no sink tokens), `--key-bits 0.5`, `--recent N` or `--layer-bits L:B`, with `--prefixes` and `--bpw` "
+             "to choose the points. One 512-token continuation is a noisy measurement of a gap of a few per "
+             "cent (the noise lines below): `benchmarks/kv/sensitivity.py` and `benchmarks/kv/windows.py` "
+             "measure it.",
+             "", *_summary(rows), *_noise(), ""]
     for prefix in sorted({int(r["prefix"]) for r in rows}):
         sub = [r for r in rows if int(r["prefix"]) == prefix]
         lines += [f"## Prefix of {prefix} tokens, continuation of {sub[0]['continuation']} tokens", "",
