@@ -418,7 +418,7 @@ def cmd_kv_save(args) -> int:
     settings = _tensor_settings(args)
     _not_over(args.out, args.prompt)
     text = Path(args.prompt).read_text(encoding="utf-8")
-    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits)
+    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits, args.recent, args.layer_bits)
     rep = save_kv(args.model, text, args.out, settings, opts, progress=Bars(args.quiet))
     print(f"prompt: {rep.tokens} tokens through {args.model}; cache {rep.elements:,} elements "
           f"({rep.layers} layers, keys and values)")
@@ -652,6 +652,12 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_argument("--key-bits", type=at.number(-8, 8), default=KVOptions().key_bits, metavar="B",
                     help="bits per element moved from the values to the keys, within the same budget; "
                          "0: one budget for both (default: %(default)s)")
+    ks.add_argument("--recent", type=at.integer(0), default=KVOptions().recent, metavar="N",
+                    help="keep the last N tokens' keys and values in 16 bits, uncoded, within the same budget "
+                         "(default: %(default)s)")
+    ks.add_argument("--layer-bits", type=at.layer_bits, default=KVOptions().layer_bits, metavar="L:B,...",
+                    help="layer L's keys and values get B bits per element more than the other layers, within "
+                         "the same budget (layers count from 0; default: none)")
     tensor_codec_opts(ks)
     ks.set_defaults(fn=cmd_kv_save)
     ke = kvs.add_parser("eval", help="load a coded KV cache and score a continuation (perplexity)")
