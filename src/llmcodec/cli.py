@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -147,8 +148,12 @@ def cmd_compress(args) -> int:
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
     src = load_source(args.model)
-    _warn_if_unrestorable(src)
+    # the config check (mostly transformers' imports) runs beside the first encodes: its warning
+    # still comes long before a large model is done, and a small model does not wait for it
+    check = threading.Thread(target=_warn_if_unrestorable, args=(src,), daemon=True)
+    check.start()
     if args.eval:
+        check.join()  # the check imports what building the model needs: one import at a time
         from .api import load_tokenizer
 
         tok = load_tokenizer(src.config, src.files)
@@ -158,6 +163,7 @@ def cmd_compress(args) -> int:
         del model  # not held while compressing
     with make_executor(args.executor, args.workers, args.address) as ex:
         art = compress_source(src, settings, progress=bars, executor=ex, work=work)
+    check.join()
     save(art, args.out)
     work.remove()  # only once the artifact is in place
     secs = time.perf_counter() - t0
@@ -191,7 +197,7 @@ def cmd_compress(args) -> int:
 
 
 def _warn_if_unrestorable(src) -> None:
-    """Say before encoding when the source's config does not fit its weights: decompress and
+    """Say early (beside the first encodes) when the source's config does not fit its weights: decompress and
     load_model will refuse the artifact (load_state_dict still works)."""
     import torch
 
@@ -204,6 +210,9 @@ def _warn_if_unrestorable(src) -> None:
     except ConfigMismatch as e:
         print(f"llmcodec: warning: {shown(str(e))}: decompress and load_model will refuse the artifact "
               "(load_state_dict still reads it)", file=sys.stderr)
+    except Exception as e:  # runs in a thread: a message, never a traceback
+        print(f"llmcodec: warning: the model config could not be checked ({type(e).__name__}: {shown(str(e))})",
+              file=sys.stderr)
 
 
 def cmd_decompress(args) -> int:
