@@ -212,6 +212,12 @@ def _noise() -> list[str]:
                        f"error with its signs "
                        f"drawn again per layer and head gave {min(flips):+.2f}% to {max(flips):+.2f}% (mean "
                        f"{mean:+.2f}%, std {std:.2f}%, {len(flips)} draws).")
+            part = {r["part"]: r for r in sub}
+            keys, values = part.get("keys coded, values exact"), part.get("values coded, keys exact")
+            if keys and values:
+                out.append(f"- Where, {prefix} tokens, {setting} (SENSITIVITY.md): of the {whole['vs_exact']}, the "
+                           f"coded keys alone (values exact) cost {keys['vs_exact']}, the coded values alone "
+                           f"{values['vs_exact']}.")
     wins = HERE / "windows.csv"
     if wins.is_file():
         with wins.open(newline="") as f:
