@@ -88,12 +88,30 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def prefix_cache(model, ids: torch.Tensor, prefix: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values of every layer after the first ``prefix - 1`` tokens (the P-th is fed with the
+    continuation)."""
+    return [(k.clone(), v.clone()) for k, v in layer_tensors(prefill(model, ids[: prefix - 1]))]
+
+
+def coded_roundtrip(kv, last: int, model, bpw: float, workers: int, extra: dict, opts: KVOptions):
+    """Code ``kv`` into a file, load it back: (file bytes, the loaded cache, save s, load s)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, "kv.llmc")
+        t0 = time.perf_counter()
+        save(compress_kv(kv, last, tensor_settings(bpw=bpw, workers=workers, **extra), opts), path)
+        save_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        loaded = load_kv(path, model, workers=workers)
+        return path.stat().st_size, loaded, save_s, time.perf_counter() - t0
+
+
 def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) -> None:
     cont = ids[prefix: prefix + args.continuation]
     last = int(ids[prefix - 1])
     base = {"model": MODEL, "prefix": prefix, "continuation": len(cont)}
     t0 = time.perf_counter()
-    kv = [(k.clone(), v.clone()) for k, v in layer_tensors(prefill(model, ids[: prefix - 1]))]
+    kv = prefix_cache(model, ids, prefix)
     prefill_s = time.perf_counter() - t0
     elements = sum(k.numel() + v.numel() for k, v in kv)
     exact = _ppl(model, kv, last, cont)
@@ -129,16 +147,8 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
         if done("llmcodec", setting):
             continue
         print(f"[{time.strftime('%H:%M:%S')}] prefix {prefix}: llmcodec {setting} (load {_load()})", flush=True)
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d, "kv.llmc")
-            t0 = time.perf_counter()
-            art = compress_kv(kv, last, tensor_settings(bpw=bpw, workers=args.workers, **extra), opts)
-            save(art, path)
-            save_s = prefill_s + time.perf_counter() - t0
-            size = path.stat().st_size
-            t0 = time.perf_counter()
-            loaded = load_kv(path, model, workers=args.workers)
-            load_s = time.perf_counter() - t0
+        size, loaded, save_s, load_s = coded_roundtrip(kv, last, model, bpw, args.workers, extra, opts)
+        save_s += prefill_s
         kv_hat = [(layer.keys, layer.values) for layer in loaded.cache.layers]
         rel_k, rel_v = _rel(kv, kv_hat, 0), _rel(kv, kv_hat, 1)
         nll, n = continuation_nll(model, loaded.cache, loaded.last_token, cont)

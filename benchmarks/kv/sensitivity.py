@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,23 +30,18 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from common import ResultsCSV, write_markdown  # noqa: E402
-from run import _extra, _load, _setting  # noqa: E402
+from run import _extra, _load, _setting, coded_roundtrip, prefix_cache  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.api import load_source_model, save  # noqa: E402
+from llmcodec.api import load_source_model  # noqa: E402
 from llmcodec.argtypes import layer_bits  # noqa: E402
 from llmcodec.evaluate import ptb_text  # noqa: E402
 from llmcodec.kv import (  # noqa: E402
     KVOptions,
     _cache_kwarg,
     build_cache,
-    compress_kv,
-    layer_tensors,
-    load_kv,
-    prefill,
     tokenize,
 )
-from llmcodec.tensors import tensor_settings  # noqa: E402
 
 FIELDS = ["prefix", "setting", "bits_per_element", "part", "perplexity", "vs_exact", "se"]
 KEY = ("prefix", "setting", "part")
@@ -115,17 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     ids = tokenize(tok, ptb_text("test"), special=False)
     cont, last = ids[args.prefix: args.prefix + args.continuation], int(ids[args.prefix - 1])
-    kv = [(k.clone(), v.clone()) for k, v in layer_tensors(prefill(model, ids[: args.prefix - 1]))]
+    kv = prefix_cache(model, ids, args.prefix)
     elements = sum(k.numel() + v.numel() for k, v in kv)
     opts = KVOptions(sinks=args.sinks, key_bits=args.key_bits, recent=args.recent, layer_bits=args.layer_bits)
     extra = _extra(args.set)
     setting = _setting(args.bpw, opts) + "".join(f" {k}={v}" for k, v in extra.items())
     print(f"[{time.strftime('%H:%M:%S')}] coding {setting} at prefix {args.prefix}", flush=True)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d, "kv.llmc")
-        save(compress_kv(kv, last, tensor_settings(bpw=args.bpw, workers=args.workers, **extra), opts), path)
-        bpe = 8 * path.stat().st_size / elements
-        loaded = load_kv(path, model, workers=args.workers)
+    size, loaded, _, _ = coded_roundtrip(kv, last, model, args.bpw, args.workers, extra, opts)
+    bpe = 8 * size / elements
     hat = [(layer.keys.clone(), layer.values.clone()) for layer in loaded.cache.layers]
     results = ResultsCSV(HERE / "sensitivity.csv", FIELDS, KEY)
     ref = token_nll(model, kv, last, cont)

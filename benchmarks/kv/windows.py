@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,15 +25,14 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from common import ResultsCSV, write_markdown  # noqa: E402
-from run import _extra, _load, _setting  # noqa: E402
+from run import _extra, _load, _setting, coded_roundtrip, prefix_cache  # noqa: E402
 from sensitivity import token_nll  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
-from llmcodec.api import load_source_model, save  # noqa: E402
+from llmcodec.api import load_source_model  # noqa: E402
 from llmcodec.argtypes import layer_bits  # noqa: E402
 from llmcodec.evaluate import ptb_text  # noqa: E402
-from llmcodec.kv import KVOptions, compress_kv, layer_tensors, load_kv, prefill, tokenize  # noqa: E402
-from llmcodec.tensors import tensor_settings  # noqa: E402
+from llmcodec.kv import KVOptions, tokenize  # noqa: E402
 
 FIELDS = ["prefix", "setting", "window", "bits_per_element", "exact", "perplexity", "vs_exact", "nll_diff"]
 KEY = ("prefix", "setting", "window")
@@ -80,14 +78,11 @@ def measure(args, results: ResultsCSV) -> None:
         if len(part) < span:
             raise SystemExit(f"PTB test holds only {w} windows of {span} tokens")
         cont, last = part[args.prefix:], int(part[args.prefix - 1])
-        kv = [(k.clone(), v.clone()) for k, v in layer_tensors(prefill(model, part[: args.prefix - 1]))]
+        kv = prefix_cache(model, part, args.prefix)
         elements = sum(k.numel() + v.numel() for k, v in kv)
         print(f"[{time.strftime('%H:%M:%S')}] window {w}: {setting} (load {_load()})", flush=True)
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d, "kv.llmc")
-            save(compress_kv(kv, last, tensor_settings(bpw=args.bpw, workers=args.workers, **extra), opts), path)
-            bpe = 8 * path.stat().st_size / elements
-            loaded = load_kv(path, model, workers=args.workers)
+        size, loaded, _, _ = coded_roundtrip(kv, last, model, args.bpw, args.workers, extra, opts)
+        bpe = 8 * size / elements
         hat = [(layer.keys, layer.values) for layer in loaded.cache.layers]
         ref = token_nll(model, kv, last, cont)
         d = token_nll(model, hat, last, cont) - ref
