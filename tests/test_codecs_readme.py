@@ -45,3 +45,21 @@ def test_readme_names_winners_findings_and_missing_cells(tmp_path):
            "HEVC (x265)" in text and "fastest of all AV1 (SVT-AV1)" in text
     assert "Not measured" in text and "2.5: kvazaar, aom, x264" in text and "3.5:" in text
     assert "Uncompressed perplexity: 57.50" in text
+
+
+def test_readme_does_not_judge_the_default_without_its_cell_and_cites_filesize(tmp_path, monkeypatch):
+    csv = tmp_path / "points.csv"
+    bench.append_point(csv, _row("x265", 2.5, 364.0, encode_mweights_s=0.16, decode_mweights_s=1.4))
+    sizes = tmp_path / "filesize.csv"
+    sizes.write_text("setting,target_bpw,bits_per_parameter,perplexity,windows\n"
+                     "uncompressed,,5.85,57.5,40\nbpw=2.5,2.5,2.4901,290.887,40\n"
+                     "bpw=2.5 embedding_offset=-6,2.5,2.49,1344.3,40\n")
+    monkeypatch.setattr(make_readme, "FILESIZE", sizes)
+    monkeypatch.setattr(make_readme, "HERE", tmp_path / "benchmarks" / "codecs")
+    text = make_readme.render(csv, tmp_path / "no.log")
+    assert "encode 0.160 / decode 1.40 Mweights/s" in text
+    assert "The default (`vvc`) has no measured cell at these budgets yet" in text
+    assert "1 of 10 codecs measured)" in text
+    # only the default-setting rows of benchmarks/filesize, outside the grid
+    assert "2.5: perplexity 290.9 at 2.490 bits per parameter." in text and "1344" not in text
+    assert "| vvc:default | not measured | not measured |" in text
