@@ -206,7 +206,9 @@ def filesize_vvc(path: Path) -> list[str]:
                           f"{float(r['bits_per_parameter']):.3f} bits per parameter" for r in pts)
     return [f"- VVC at its default profile, measured by `benchmarks/filesize.py` on the same whole-file budget and "
             f"the same {pts[0]['windows']} windows (`{path.relative_to(HERE.parent.parent)}`, no weight error or "
-            f"speed there, so not a cell of the grid): {cells_txt}."]
+            f"speed there, so not a cell of the grid): {cells_txt}. These come from the library of that script's "
+            "last run, which can be newer than the grid's cells (the sweep log says which code measured each): "
+            "compare only points measured on the same code."]
 
 
 def gaps(rows: list[dict[str, str]]) -> list[str]:

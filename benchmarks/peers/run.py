@@ -137,7 +137,7 @@ class Bench:
             dec = [c for n, c in art.coded.items() if "layers." in n]
             self.add({"peer": "llmcodec", "setting": setting, "calibration": "none", "bpp": f"{bits / params:.4f}",
                       "decoder_bpw": f"{sum(c.bits for c in dec) / sum(c.numel for c in dec):.4f}",
-                      "storage": f"all matrices coded (--bpw {b}: bits over coded weights), "
+                      "storage": f"all matrices coded (--bpw {b}, the whole file), "
                                  f"{st['raw_tensors']} small tensors kept at their dtype"}, state, t0)
 
     def llamacpp(self, imatrix_modes: list[bool], types: list[str]) -> None:
