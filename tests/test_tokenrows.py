@@ -76,3 +76,28 @@ def test_frequent_token_rows_get_smaller_error_than_rare_ones(strength):
         assert frequent < 0.6 * rare
     else:  # without the prior every row gets about the same error
         assert 0.8 < frequent / rare < 1.25
+
+
+def test_token_rows_option_and_settings():
+    from llmcodec.cli import build_parser, settings_from_args
+
+    def settings(*argv):
+        return settings_from_args(build_parser().parse_args(["compress", "m", "o.llmc", *argv]))
+
+    assert settings().token_rows == 1.0
+    assert settings("--token-rows", "0").token_rows == 0.0
+    with pytest.raises(ValueError, match="token_rows"):
+        llmcodec.CompressSettings(token_rows=-1.0)
+
+
+def test_rate_control_probes_with_the_same_rows_steps():
+    rng = np.random.default_rng(2)
+    vocab = 1024
+    emb = torch.from_numpy((rng.standard_normal((vocab, 64)) * 0.02).astype(np.float32))
+    settings = llmcodec.CompressSettings(bpw=3.0, budget="coded", sample_fraction=0.25)
+    art = llmcodec.compress_state_dict({"model.embed_tokens.weight": emb}, settings, config=None,
+                                       files={"tokenizer.json": bpe_tokenizer(vocab)})
+    assert art.stats()["bits_per_weight"] <= 3.0
+    back = restore_state_dict(art)["model.embed_tokens.weight"].numpy()
+    err = np.sqrt(np.mean(np.square(back - emb.numpy()), axis=1))
+    assert err[:128].mean() < 0.6 * err[-128:].mean()

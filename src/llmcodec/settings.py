@@ -27,8 +27,9 @@ OBJECTIVES: dict[str, dict[str, object]] = {
 OBJECTIVE_PROFILES: dict[tuple[str, str], str] = {("weights", "vvc"): "ai-medium-coef-dq-half"}
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 # The default QP offset of token embeddings and output heads (priors.TOKEN_MATRIX) against the other
-# matrices under a bit budget: two octaves finer, since they feed and read out every layer (docs/research-log.md).
-EMBEDDING_OFFSET = -12
+# matrices under a bit budget: finer, since they feed and read out every layer; chosen together with the
+# per-token steps (token_rows), which spread the rows' steps around it (docs/research-log.md).
+EMBEDDING_OFFSET = -16
 BUDGETS = ("model", "coded")
 
 
