@@ -142,3 +142,54 @@ def test_key_bits_shift_the_budget_from_values_to_keys(model, tmp_path):
     assert k1 < 0.8 * k0 and v1 > 1.2 * v0
     with pytest.raises(ValueError, match="key_bits"):
         KVOptions(key_bits=float("nan"))
+
+
+def test_recent_tokens_kept_in_16_bits(model, tmp_path):
+    prompt = _ids(300)
+    kv = layer_tensors(prefill(model, prompt[:-1]))
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    path = tmp_path / "kv.llmc"
+    opts = KVOptions(sinks=2, recent=8)
+    llmcodec.save(compress_kv(kv, int(prompt[-1]), tensor_settings(bpw=4.0), opts), path)
+    assert 4.0 * 0.985 <= 8 * path.stat().st_size / elements <= 4.0  # the recent tokens are counted
+    for (k, v), layer in zip(kv, load_kv(path, model).cache.layers, strict=True):
+        assert layer.keys.shape == k.shape and layer.values.shape == v.shape
+        for got, ref in ((layer.keys, k), (layer.values, v)):
+            for kept in (slice(0, 2), slice(-8, None)):  # sinks and recent tokens: fp16, not coded
+                assert float((got[:, :, kept] - ref[:, :, kept]).abs().max()) <= 1e-3 * float(ref.abs().max())
+            mid = ref[:, :, 2:-8]
+            assert 0 < float((got[:, :, 2:-8] - mid).norm() / mid.norm()) < 0.4  # coded, in its place
+    # sinks and recent tokens covering the whole cache: nothing coded, everything in 16 bits
+    short = [(k[:, :, :9], v[:, :, :9]) for k, v in kv]
+    llmcodec.save(compress_kv(short, 5, tensor_settings(bpw=30.0), opts), path)
+    for (k, _), layer in zip(short, load_kv(path, model).cache.layers, strict=True):
+        assert torch.allclose(layer.keys, k, atol=1e-3 * float(k.abs().max()))
+    with pytest.raises(ValueError, match="recent tokens"):
+        KVOptions(recent=-1)
+
+
+def test_layer_bits_move_the_budget_to_a_layer(model, tmp_path):
+    prompt = _ids(300)
+    kv = layer_tensors(prefill(model, prompt[:-1]))
+    elements = sum(k.numel() + v.numel() for k, v in kv)
+    errors = []
+    for opts in (KVOptions(), KVOptions(layer_bits=((0, 1.0),))):
+        path = tmp_path / "kv.llmc"
+        llmcodec.save(compress_kv(kv, int(prompt[-1]), tensor_settings(bpw=3.0), opts), path)
+        assert 3.0 * 0.97 <= 8 * path.stat().st_size / elements <= 3.0
+        layers = load_kv(path, model).cache.layers
+        errors.append([float((lay.keys - k).norm() / k.norm()) for lay, (k, _) in zip(layers, kv, strict=True)])
+    (a0, a1), (b0, b1) = errors
+    assert b0 < 0.8 * a0 and b1 > 1.2 * a1
+    for bad in (((0, 1.0), (0, 2.0)), ((-1, 1.0),), ((0, float("inf")),)):
+        with pytest.raises(ValueError, match="layer_bits"):
+            KVOptions(layer_bits=bad)
+
+
+def test_cli_layer_bits_errors(capsys):
+    for bad in ("0", "x:1", "0:1,0:2", "-1:1", "0:nan"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["kv", "save", "m", "p", "o", "--layer-bits", bad])
+        assert "--layer-bits" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["kv", "save", "m", "p", "o", "--layer-bits", "0:1, 3:-0.5", "--recent", "8"])
+    assert args.layer_bits == ((0, 1.0), (3, -0.5)) and args.recent == 8

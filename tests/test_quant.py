@@ -144,3 +144,30 @@ def test_reconstruction_table_survives_a_step_far_below_the_values():
     u = np.array([[1e3, -2e4, 0.0]])
     out = apply_recon(u, Recon(step=1e-22, offsets=(0.25, -0.25)))
     np.testing.assert_allclose(out, u)
+
+
+@pytest.mark.parametrize("group,compact,cols", [(None, True, 16), (64, False, None)])
+def test_known_side_information_and_whole_units_give_the_same_results(group, compact, cols):
+    """Quantizing again with a scan's scale and offset, and the table, refit and dequantization from
+    one whole-matrix transform, give exactly what the band-by-band passes give."""
+    from dataclasses import replace
+
+    from llmcodec.quant import fit_recon, raw_units, refit, side_of, unit_values
+
+    rng = np.random.default_rng(11)
+    w = (rng.laplace(size=(200, 160)) * 0.02).astype(np.float32)
+    spec = QuantSpec(bits=10, group=group, block=32, compact=compact, block_cols=cols)
+    qz = quantize(w, spec)
+    again = quantize(w, spec, known=side_of(qz))
+    assert np.array_equal(again.q, qz.q) and np.array_equal(again.scale, qz.scale)
+    with pytest.raises(ValueError, match="side information"):
+        quantize(w[:100], spec, known=side_of(qz))
+    q_hat = _dead_zone_codec(qz, step=40.0, dz=0.2)
+    units = raw_units(qz, q_hat)
+    rc, rc_units = fit_recon(qz, q_hat, w), fit_recon(qz, q_hat, w, units)
+    assert rc is not None and rc == rc_units
+    qr = replace(qz, recon=rc)
+    values = unit_values(qr, units)
+    a, b = refit(qr, q_hat, w), refit(qr, q_hat, w, values)
+    assert np.array_equal(a.scale, b.scale) and np.array_equal(a.offset, b.offset)
+    assert np.array_equal(dequantize(a, q_hat), dequantize(a, q_hat, values))

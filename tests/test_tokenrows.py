@@ -51,14 +51,14 @@ def test_quantize_row_steps_code_rows_finer_and_refuse_the_sample_domain():
     def row_err(qz):
         return np.sqrt(np.mean(np.square(dequantize(qz) - w), axis=1))
 
-    plain, stepped = row_err(quantize(w, spec)), row_err(quantize(w, spec, f))
+    plain, stepped = row_err(quantize(w, spec)), row_err(quantize(w, spec, row_step=f))
     # the sample range is shared: a quarter of the step in the rows with factor 0.5 against those with 2
     assert stepped[:32].mean() < 0.35 * stepped[32:].mean()
     assert 0.8 < plain[:32].mean() / plain[32:].mean() < 1.25
     with pytest.raises(ValueError, match="coefficient domain"):
-        quantize(w, QuantSpec(bits=8), f)
+        quantize(w, QuantSpec(bits=8), row_step=f)
     with pytest.raises(ValueError, match="positive"):
-        quantize(w, spec, -f)
+        quantize(w, spec, row_step=-f)
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.0])

@@ -10,6 +10,7 @@ recommendation per need, and which cells are missing and why. Rerun it after eve
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from llmcodec.compress import EMBEDDING_OFFSET, CompressSettings
 
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "whole-file"
+FILESIZE = HERE.parent / "filesize" / "results.csv"
 SCOPE = "all-ptb40x512"
 # The sweep's plan: every codec at its default profile, each budget over every codec, in this order.
 CURVES = tuple(c for c in bench.DEFAULT_SWEEP if c.endswith(":default"))
@@ -35,7 +37,7 @@ USABLE = 1.25
 
 # --rtn none: round-to-nearest codes the decoder matrices only (embedding exact), not the whole file
 COMMAND = (
-    "OMP_NUM_THREADS=1 nice -n 19 .venv/bin/llmcodec bench --codecs "
+    "OMP_NUM_THREADS=1 nice -n 15 .venv/bin/llmcodec bench --codecs "
     + ",".join(c.split(":")[0] for c in CURVES)
     + " --budgets " + ",".join(f"{b:g}" for b in ORDER) + " --rtn none --workers 1 --out benchmarks/codecs/whole-file"
 )
@@ -127,7 +129,9 @@ def results(rows: list[dict[str, str]]) -> list[str]:
             continue
         best = at[0]
         line = (f"- **{b:g} bits per parameter: {who(best)}**, perplexity {fnum(best, 'perplexity'):.1f}, "
-                f"weight error {fnum(best, 'rel_error'):.3f}, {fnum(best, 'file_bytes') / 1e6:.1f} MB")
+                f"weight error {fnum(best, 'rel_error'):.3f}, {fnum(best, 'file_bytes') / 1e6:.1f} MB, "
+                f"encode {fnum(best, 'encode_mweights_s'):.3f} / decode {fnum(best, 'decode_mweights_s'):.2f} "
+                "Mweights/s")
         if len(at) > 1:
             nxt = at[1]
             line += (f"; next {who(nxt)} at {fnum(nxt, 'perplexity'):.1f} "
@@ -154,7 +158,8 @@ def recommendations(grid: dict, win: dict[float, list[dict[str, str]]]) -> list[
     budgets = ", ".join(f"{b:g}" for b, at in win.items() if at[0]["codec"] == top)
     lines = ["Recommendation per need (from the measured cells only):", "",
              f"- **Best quality at a given file size**: {NAMES[top]}, best at {budgets} "
-             f"({wins[top]} of {len(win)} budgets measured)."]
+             f"({wins[top]} of {len(win)} budgets measured; "
+             f"{len({r['codec'] for at in win.values() for r in at})} of {len(CURVES)} codecs measured)."]
     usable = {}
     for at in win.values():
         lim = USABLE * fnum(at[0], "perplexity")
@@ -176,12 +181,32 @@ def recommendations(grid: dict, win: dict[float, list[dict[str, str]]]) -> list[
             text += f"; fastest of all {NAMES[fastest]} ({f_mean:.2f} Mweights/s) but outside that quality"
         lines.append(text + ".")
     default = "vvc"
-    if top != default:
+    if not any(r["codec"] == default for at in win.values() for r in at):
+        lines.append(f"- **The default (`{default}`) has no measured cell at these budgets yet**, so this table "
+                     "cannot say whether it should stay the default.")
+    elif top != default:
         lines.append(f"- **The default (`{default}`) is not the best measured**: {NAMES[top]} wins more budgets; "
                      "see the closing note of issue 32 for the decision.")
     else:
         lines.append(f"- **The default (`{default}`) follows the data**: it wins the most measured budgets.")
     return lines
+
+
+def filesize_vvc(path: Path) -> list[str]:
+    """VVC's whole-file points from benchmarks/filesize (same budget and evaluation, no weight error or
+    speeds there, so they are not cells of the grid above)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        pts = [r for r in csv.DictReader(f) if re.fullmatch(r"bpw=[0-9.]+", r["setting"]) and r.get("perplexity")]
+    if not pts:
+        return []
+    pts.sort(key=lambda r: float(r["target_bpw"]))
+    cells_txt = "; ".join(f"{float(r['target_bpw']):g}: perplexity {float(r['perplexity']):.1f} at "
+                          f"{float(r['bits_per_parameter']):.3f} bits per parameter" for r in pts)
+    return [f"- VVC at its default profile, measured by `benchmarks/filesize.py` on the same whole-file budget and "
+            f"the same {pts[0]['windows']} windows (`{path.relative_to(HERE.parent.parent)}`, no weight error or "
+            f"speed there, so not a cell of the grid): {cells_txt}."]
 
 
 def gaps(rows: list[dict[str, str]]) -> list[str]:
@@ -205,6 +230,7 @@ def gaps(rows: list[dict[str, str]]) -> list[str]:
         out.append("- **Not measured** (the sweep had not reached these cells when this file was written; the "
                    "command above continues where it stopped): "
                    + "; ".join(f"{b:g}: {', '.join(cs)}" for b, cs in by_budget.items()) + ".")
+    out += filesize_vvc(FILESIZE)
     out.append("- Not on this footing yet: MiniLM (embedding similarity), all-intra against inter coding, 8 against "
                "10 bit samples and encoder presets (measured only in the superseded fixed-QP sweep).")
     if len(out) == 2:
@@ -227,8 +253,8 @@ def protocol(rows: list[dict[str, str]], log: Path) -> list[str]:
         "- **Weight error**: `||W - Ŵ|| / ||W||` over all coded matrices, the embedding included.",
         "- **Speed**: megaweights of coded matrices per second of wall time for the whole `compress_source` "
         "(rate control's probes and re-encodes included) and for `restore_state_dict`, one encoder process "
-        f"(`--workers 1`), under `nice -n 19` on a 2-core machine shared with other jobs (1-minute load average "
-        f"at the start of each cell: {load}): compare codecs within this table only; `benchmarks/speed/` has "
+        f"(`--workers 1`), under `nice -n 15` or `19` on a 2-core machine shared with other jobs (1-minute load "
+        f"average at the start of each cell: {load}): compare codecs within this table only; `benchmarks/speed/` has "
         "cleaner speeds.",
         "- **Each codec at its default profile**: rate control, column balance and packed side information for "
         "all; the coefficient domain (forced 32x32 transforms, reconstruction tables) where the transform "

@@ -75,11 +75,11 @@ def main() -> None:
     current: dict[str, np.ndarray | None] = {"f": None}
     plain = coder.quantize
 
-    def wrapped(x, spec, row_step=None):
+    def wrapped(x, spec, known=None, row_step=None):
         f = current["f"]
         if f is not None and row_step is None and x.shape[0] == f.shape[0]:
-            return plain(x, spec, f)
-        return plain(x, spec, row_step)
+            return plain(x, spec, row_step=f)
+        return plain(x, spec, known, row_step)
 
     coder.quantize = wrapped
     for variant in args.variants.split(","):

@@ -17,11 +17,13 @@ Rows already in results.csv are kept (delete it or pass --fresh to measure again
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,6 +37,7 @@ from kivi import kivi  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.api import load_source_model, save  # noqa: E402
+from llmcodec.argtypes import layer_bits  # noqa: E402
 from llmcodec.evaluate import ptb_text  # noqa: E402
 from llmcodec.kv import (  # noqa: E402
     LAYOUTS,
@@ -115,11 +118,11 @@ def measure(args, model, ids: torch.Tensor, results: ResultsCSV, prefix: int) ->
                      "key_rel_error": f"{_rel(kv, kv_hat, 0):.4f}", "value_rel_error": f"{_rel(kv, kv_hat, 1):.4f}",
                      "bytes": math.ceil(bpe * elements / 8)})
 
-    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits)
+    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits, args.recent, args.layer_bits)
     jobs = [(b, opts) for b in map(float, args.bpw.split(","))]
     if args.layouts and prefix == int(args.prefixes.split(",")[0]):
         b = float(args.layout_bpw)
-        jobs = [(b, KVOptions(k, v, args.sinks, args.key_bits)) for k in LAYOUTS for v in LAYOUTS] + jobs
+        jobs = [(b, replace(opts, key_layout=k, value_layout=v)) for k in LAYOUTS for v in LAYOUTS] + jobs
     extra = _extra(args.set)
     for bpw, opts in jobs:
         setting = _setting(bpw, opts) + "".join(f" {k}={v}" for k, v in extra.items())
@@ -150,7 +153,9 @@ def _setting(bpw: float, opts: KVOptions) -> str:
     """A row's name for llmcodec at ``bpw`` with ``opts`` (sinks named when there are any)."""
     out = f"bpw={bpw:g} keys={opts.key_layout} values={opts.value_layout}"
     out += f" sinks={opts.sinks}" if opts.sinks else ""
-    return out + (f" key_bits={opts.key_bits:g}" if opts.key_bits else "")
+    out += f" key_bits={opts.key_bits:g}" if opts.key_bits else ""
+    out += f" recent={opts.recent}" if opts.recent else ""
+    return out + (" layer_bits=" + ",".join(f"{i}:{b:g}" for i, b in opts.layer_bits) if opts.layer_bits else "")
 
 
 def _summary(rows: list[dict]) -> list[str]:
@@ -185,6 +190,46 @@ def _summary(rows: list[dict]) -> list[str]:
     return out
 
 
+def _noise() -> list[str]:
+    """The 2% clause against the measurement's own noise, from sensitivity.py's and windows.py's rows: the
+    paired standard error of one continuation's gap, the gap's spread over draws of the same error, and
+    the gap pooled over disjoint windows."""
+    out = []
+    sens = HERE / "sensitivity.csv"
+    if sens.is_file():
+        with sens.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for prefix, setting in sorted({(int(r["prefix"]), r["setting"]) for r in rows}):
+            sub = [r for r in rows if (int(r["prefix"]), r["setting"]) == (prefix, setting)]
+            whole = next((r for r in sub if r["part"] == "all coded"), None)
+            flips = [float(r["vs_exact"].rstrip("%")) for r in sub if r["part"].startswith("all coded, error signs")]
+            if whole is None or len(flips) < 2:
+                continue
+            mean = sum(flips) / len(flips)
+            std = math.sqrt(sum((x - mean) ** 2 for x in flips) / (len(flips) - 1))
+            out.append(f"- Noise, {prefix} tokens, {setting} (SENSITIVITY.md): one continuation's gap "
+                       f"{whole['vs_exact']} has a paired standard error of {whole['se']} over its tokens; the same "
+                       f"error with its signs "
+                       f"drawn again per layer and head gave {min(flips):+.2f}% to {max(flips):+.2f}% (mean "
+                       f"{mean:+.2f}%, std {std:.2f}%, {len(flips)} draws).")
+    wins = HERE / "windows.csv"
+    if wins.is_file():
+        with wins.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for prefix, setting in sorted({(int(r["prefix"]), r["setting"]) for r in rows}):
+            sub = [r for r in rows if (int(r["prefix"]), r["setting"]) == (prefix, setting)]
+            d = [float(x) for r in sub for x in r["nll_diff"].split()]
+            mean = sum(d) / len(d)
+            se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+            gap = math.expm1(mean)
+            verdict = "met" if gap + 2 * se <= 0.02 else "NOT within 2%" if gap - 2 * se > 0.02 else \
+                "within 2% at the pooled gap, but not by two standard errors" if gap <= 0.02 else \
+                "above 2% at the pooled gap, but not by two standard errors"
+            out.append(f"- {prefix} tokens, {setting}, pooled over {len(sub)} disjoint windows (WINDOWS.md): "
+                       f"{gap:+.2%} from the exact cache, s.e. {se:.2%}: {verdict}.")
+    return out
+
+
 def report(results: ResultsCSV, info: dict[str, str], measured: bool) -> None:
     rows = list(results.rows.values())
     lines = ["# KV cache: continuation perplexity after a coded cache (built-in model)", "",
@@ -196,8 +241,11 @@ def report(results: ResultsCSV, info: dict[str, str], measured: bool) -> None:
              "reading + decoding + building the DynamicCache; times depend on the machine's load (below) and are "
              "comparable only within one run. Regenerate: `.venv/bin/python benchmarks/kv/run.py --layouts` "
              "(`kv save`'s defaults; rows already in results.csv are kept); the variants: add `--sinks 0` "
-             "(no sink tokens) or `--key-bits 0.5`, with `--prefixes` and `--bpw` to choose the points.",
-             "", *_summary(rows), ""]
+             "(no sink tokens), `--key-bits 0.5`, `--recent N` or `--layer-bits L:B`, with `--prefixes` and `--bpw` "
+             "to choose the points. One 512-token continuation is a noisy measurement of a gap of a few per "
+             "cent (the noise lines below): `benchmarks/kv/sensitivity.py` and `benchmarks/kv/windows.py` "
+             "measure it.",
+             "", *_summary(rows), *_noise(), ""]
     for prefix in sorted({int(r["prefix"]) for r in rows}):
         sub = [r for r in rows if int(r["prefix"]) == prefix]
         lines += [f"## Prefix of {prefix} tokens, continuation of {sub[0]['continuation']} tokens", "",
@@ -226,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="first tokens kept in 16 bits, not coded (default: %(default)s)")
     p.add_argument("--key-bits", type=float, default=KVOptions().key_bits,
                    help="bits per element moved from the values to the keys (default: %(default)s)")
+    p.add_argument("--recent", type=int, default=KVOptions().recent,
+                   help="last tokens kept in 16 bits, not coded (default: %(default)s)")
+    p.add_argument("--layer-bits", type=layer_bits, default=KVOptions().layer_bits, metavar="L:B,...",
+                   help="bits per element a layer's keys and values get over the other layers'")
     p.add_argument("--layouts", action="store_true", help="also code the first prefix with all four layouts")
     p.add_argument("--layout-bpw", default="2", help="budget of the layout comparison")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

@@ -265,12 +265,8 @@ def main() -> None:
         both({code: restore(arts[code]) for code in trees},
              {"model": "smollm2-135m", "task": "restore (state dict)", "bpw_target": bpw, "workers": args.workers,
               "note": "decode + dequantize"})
-        if k == 0 and not args.no_ppl:
-            with ThreadPoolExecutor(2) as pool:
-                futs = {code: pool.submit(perplexity, arts[code], trees[code], args.windows) for code in trees}
-                for code, f in futs.items():
-                    info[f"perplexity {code} at {bpw} ({args.windows} PTB test windows)"] = f"{f.result():.2f}"
-            write(rows, info, args.out)
+        if k == 0:
+            ppl_arts = (bpw, arts)
     tiny_art = {code: cache / f"cmp-tiny-{code}.llmc" for code in trees}
     both({code: compress(budgets[0], code, tiny_art[code], model=tiny) for code in trees},
          {"model": "tiny-llama-1m", "task": "compress", "bpw_target": budgets[0], "workers": args.workers,
@@ -302,6 +298,13 @@ def main() -> None:
         out.unlink(missing_ok=True)
     else:
         info["llama-quantize"] = f"not measured: no binary at {exe} (benchmarks/peers/llamacpp/setup.sh builds it)"
+    if builtin and not args.no_ppl:  # last of the side-by-side rows: the speed rows are written first
+        bpw, arts = ppl_arts
+        with ThreadPoolExecutor(2) as pool:
+            futs = {code: pool.submit(perplexity, arts[code], trees[code], args.windows) for code in trees}
+            for code, f in futs.items():
+                info[f"perplexity {code} at {bpw} ({args.windows} PTB test windows)"] = f"{f.result():.2f}"
+        write(rows, info, args.out)
     if not args.no_default and not args.skip_builtin:  # after's default, alone: before has no such budget
         art = cache / "cmp-after-default.llmc"
         add({"model": "smollm2-135m", "task": "compress", "code": "after (its default)", "bpw_target": budgets[0],

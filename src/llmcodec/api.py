@@ -324,13 +324,19 @@ def decoders_for(art: Artifact):
 
 
 def decode_batches(
-    coded: Mapping[str, CodedTensor], max_samples: int = 1 << 23, max_tensors: int = 16
+    coded: Mapping[str, CodedTensor], max_samples: int = 1 << 25, max_tensors: int = 64
 ) -> list[list[str]]:
-    """Runs of consecutive coded tensors to decode in one decoder process each: at most
-    ``max_tensors``, and at most ``max_samples`` frame samples unless one tensor alone has more."""
+    """Runs of coded tensors to decode in one decoder process each: at most ``max_tensors``, and at
+    most ``max_samples`` frame samples unless one tensor alone has more. Tensors of one frame size
+    go together (in order within each size): a decoder process reuses its buffers between frames
+    of one size, and each process start costs the decoder's set-up again."""
+    first: dict[tuple[int, int], int] = {}
+    for j, ct in enumerate(coded.values()):
+        first.setdefault((ct.layout.frame_h, ct.layout.frame_w), j)
+    items = sorted(coded.items(), key=lambda kv: first[kv[1].layout.frame_h, kv[1].layout.frame_w])
     out: list[list[str]] = []
     size = 0
-    for n, ct in coded.items():
+    for n, ct in items:
         s = ct.layout.frame_h * ct.layout.frame_w * ct.layout.n_frames
         if not out or len(out[-1]) >= max_tensors or size + s > max_samples:
             out.append([])

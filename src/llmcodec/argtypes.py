@@ -69,6 +69,23 @@ def budget_list(text: str) -> str:
     return text
 
 
+def layer_bits(text: str) -> tuple[tuple[int, float], ...]:
+    """``LAYER:BITS`` pairs, comma-separated (layer an integer >= 0, bits a finite number, each layer once)."""
+    out = []
+    for part in (t.strip() for t in text.split(",") if t.strip()):
+        layer, sep, bits = part.partition(":")
+        try:
+            pair = (int(layer), float(bits))
+        except ValueError:
+            pair = None
+        if not sep or pair is None or pair[0] < 0 or not math.isfinite(pair[1]) or abs(pair[1]) > 8:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected LAYER:BITS like 0:1 (layer >= 0, bits in [-8, 8])")
+        out.append(pair)
+    if len({i for i, _ in out}) != len(out):
+        raise argparse.ArgumentTypeError(f"{text!r} names a layer twice")
+    return tuple(out)
+
+
 # The same option, the same rule, in every command that has it.
 WORKERS = integer(0, 4096)  # 0: one per core
 WINDOW = integer(2, 1 << 20)  # tokens per perplexity window: a prediction needs two

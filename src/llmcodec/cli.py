@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -147,8 +148,12 @@ def cmd_compress(args) -> int:
     bars = Bars(args.quiet)
     t0 = time.perf_counter()
     src = load_source(args.model)
-    _warn_if_unrestorable(src)
+    # the config check (mostly transformers' imports) runs beside the first encodes: its warning
+    # still comes long before a large model is done, and a small model does not wait for it
+    check = threading.Thread(target=_warn_if_unrestorable, args=(src,), daemon=True)
+    check.start()
     if args.eval:
+        check.join()  # the check imports what building the model needs: one import at a time
         from .api import load_tokenizer
 
         tok = load_tokenizer(src.config, src.files)
@@ -158,6 +163,7 @@ def cmd_compress(args) -> int:
         del model  # not held while compressing
     with make_executor(args.executor, args.workers, args.address) as ex:
         art = compress_source(src, settings, progress=bars, executor=ex, work=work)
+    check.join()
     save(art, args.out)
     work.remove()  # only once the artifact is in place
     secs = time.perf_counter() - t0
@@ -191,7 +197,7 @@ def cmd_compress(args) -> int:
 
 
 def _warn_if_unrestorable(src) -> None:
-    """Say before encoding when the source's config does not fit its weights: decompress and
+    """Say early (beside the first encodes) when the source's config does not fit its weights: decompress and
     load_model will refuse the artifact (load_state_dict still works)."""
     import torch
 
@@ -204,6 +210,9 @@ def _warn_if_unrestorable(src) -> None:
     except ConfigMismatch as e:
         print(f"llmcodec: warning: {shown(str(e))}: decompress and load_model will refuse the artifact "
               "(load_state_dict still reads it)", file=sys.stderr)
+    except Exception as e:  # runs in a thread: a message, never a traceback
+        print(f"llmcodec: warning: the model config could not be checked ({type(e).__name__}: {shown(str(e))})",
+              file=sys.stderr)
 
 
 def cmd_decompress(args) -> int:
@@ -409,7 +418,7 @@ def cmd_kv_save(args) -> int:
     settings = _tensor_settings(args)
     _not_over(args.out, args.prompt)
     text = Path(args.prompt).read_text(encoding="utf-8")
-    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits)
+    opts = KVOptions(args.key_layout, args.value_layout, args.sinks, args.key_bits, args.recent, args.layer_bits)
     rep = save_kv(args.model, text, args.out, settings, opts, progress=Bars(args.quiet))
     print(f"prompt: {rep.tokens} tokens through {args.model}; cache {rep.elements:,} elements "
           f"({rep.layers} layers, keys and values)")
@@ -647,6 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_argument("--key-bits", type=at.number(-8, 8), default=KVOptions().key_bits, metavar="B",
                     help="bits per element moved from the values to the keys, within the same budget; "
                          "0: one budget for both (default: %(default)s)")
+    ks.add_argument("--recent", type=at.integer(0), default=KVOptions().recent, metavar="N",
+                    help="keep the last N tokens' keys and values in 16 bits, uncoded, within the same budget "
+                         "(default: %(default)s)")
+    ks.add_argument("--layer-bits", type=at.layer_bits, default=KVOptions().layer_bits, metavar="L:B,...",
+                    help="layer L's keys and values get B bits per element more than the other layers, within "
+                         "the same budget (layers count from 0; default: none)")
     tensor_codec_opts(ks)
     ks.set_defaults(fn=cmd_kv_save)
     ke = kvs.add_parser("eval", help="load a coded KV cache and score a continuation (perplexity)")

@@ -20,9 +20,11 @@ from .quant import (
     expand,
     fit_recon,
     quantize,
+    raw_units,
     refit,
     relative_error,
     sum_sq_diff,
+    unit_values,
 )
 from .rotation import unrotate
 
@@ -117,18 +119,22 @@ def prepare(
     col_scale: np.ndarray | None = None,
     compact: bool = False,
     packed: bool = False,
+    known: tuple[np.ndarray, np.ndarray] | None = None,
     row_step: np.ndarray | None = None,
 ) -> Prepared:
     """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
-    the coefficient domain; the sample domain keeps fp16 scale and offset. ``row_step``: per-row step
-    factors (``quant.quantize``; coefficient domain only, ignored in the sample domain)."""
+    the coefficient domain; the sample domain keeps fp16 scale and offset. ``known``: the scale and
+    offset an earlier ``prepare`` of this matrix chose (``quant.side_of``; coefficient domain).
+    ``row_step``: per-row step factors (``quant.quantize``; coefficient domain only, ignored in the
+    sample domain)."""
     spec = quant_spec(codec, profile, group, shared_scale, compact, packed)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")
         w = w * col_scale.astype(np.float32)[None, :]
     try:
-        qz = quantize(w, spec, row_step if spec.block is not None else None)
+        coef = spec.block is not None
+        qz = quantize(w, spec, known if coef else None, row_step if coef else None)
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
     samples = qz.q if profile.coef_block is None else spread(qz.q, profile.coef_block, 1 << (spec.bits - 1))
@@ -261,11 +267,15 @@ def finish(
     # Least-squares side information for what the decoder will really see (quant.refit).
     target = w if p.col_scale is None else w * p.col_scale.astype(np.float32)[None, :]
     qz = p.quantized
+    units = raw_units(qz, q_hat)  # one transform for the table, the refit and the check
+    values = units
     if qp is not None:
         if centroids:
-            qz = replace(qz, recon=fit_recon(qz, q_hat, target))
-        qz = refit(qz, q_hat, target)
-    restored = to_weights(unscale(dequantize(qz, q_hat), p.col_scale), rotation, compand)
+            qz = replace(qz, recon=fit_recon(qz, q_hat, target, units))
+            values = unit_values(qz, units)
+        qz = refit(qz, q_hat, target, values)
+    restored = to_weights(unscale(dequantize(qz, q_hat, values), p.col_scale), rotation, compand)
+    del units, values
     err = relative_error(w if original is None else original, restored)
     if not np.isfinite(err):
         raise CodecError(f"tensor {p.name!r}: decoded weights are not finite")

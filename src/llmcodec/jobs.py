@@ -13,7 +13,7 @@ from .codecs import CodecError, FFmpegCodec, Profile, get_codec
 from .coder import CodedTensor, column_bits, encode_prepared, finish, frame_layout, prepare, row_sample
 from .executors import Lazy
 from .feedback import prepare_with_feedback
-from .quant import compand, group_rms
+from .quant import compand, group_rms, side_of
 from .rotation import rotate
 
 
@@ -51,31 +51,37 @@ def _coded_domain(spec: JobSpec, name: str, w: np.ndarray) -> np.ndarray:
     return w if spec.compand is None else compand(w, spec.compand)
 
 
-def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None,
+Side = tuple[np.ndarray, np.ndarray]  # a matrix's scale and offset from its scan (quant.side_of)
+
+
+def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, known: Side | None = None,
              row_step: np.ndarray | None = None):
     codec, profile = spec.resolve()
-    p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed,
+    p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed, known,
                 row_step)
     return p, codec, profile
 
 
 def encode_job(
     spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None,
-    factor: np.ndarray | None = None, row_step: np.ndarray | None = None,
+    factor: np.ndarray | None = None,
+    known: Side | None = None,
+    row_step: np.ndarray | None = None,
 ) -> bytes:
     """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
 
     Quantizing again for every QP is cheap next to an encode and saves keeping every tensor's
-    frames in memory while rate control revisits them. ``factor`` (data-aware, feedback.py): code
-    with error feedback through this inverse-Hessian factor. ``row_step``: per-row step factors
-    (``quant.quantize``).
+    frames in memory while rate control revisits them; ``known`` (the matrix's scale and offset
+    from its scan, row steps included) makes it one transform. ``factor`` (data-aware,
+    feedback.py): code with error feedback through this inverse-Hessian factor. ``row_step``:
+    per-row step factors (``quant.quantize``).
     """
     w = _coded_domain(spec, name, w)  # rotate first: a row sample of a rotated matrix is rotated rows
-    if sample:
-        w = row_sample(w, spec.sample_fraction)
+    if sample:  # a sample chooses its own scales
+        w, known = row_sample(w, spec.sample_fraction), None
         if row_step is not None:  # the same rows' factors
             row_step = row_sample(row_step[:, None], spec.sample_fraction)[:, 0]
-    p, codec, profile = _prepare(spec, name, w, col_scale, row_step)
+    p, codec, profile = _prepare(spec, name, w, col_scale, known, row_step)
     if factor is not None and qp is not None:
         p = prepare_with_feedback(p, w, factor, qp)
     return encode_prepared(p, codec, profile, qp)
@@ -89,18 +95,20 @@ def finish_job(
     qp: int | None,
     bitstream: bytes,
     col_scale: np.ndarray | None = None,
+    known: Side | None = None,
     row_step: np.ndarray | None = None,
 ) -> CodedTensor:
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
     coded = _coded_domain(spec, name, w)
-    p, codec, profile = _prepare(spec, name, coded, col_scale, row_step)
+    p, codec, profile = _prepare(spec, name, coded, col_scale, known, row_step)
     return finish(
         p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand, spec.centroids
     )
 
 
-# Matrices are decoded for checking several to a decoder process, up to this many weights a process.
-FINISH_BATCH_WEIGHTS = 1 << 20
+# Matrices are decoded for checking several to a decoder process, up to this many weights a process
+# (their decoded frames, 16 bytes a weight in the coefficient domain, are held until checked).
+FINISH_BATCH_WEIGHTS = 1 << 22
 
 
 def finish_many_job(
@@ -112,6 +120,7 @@ def finish_many_job(
     qps: Sequence[int | None],
     streams: Sequence[bytes],
     col_scales: Sequence[np.ndarray | None],
+    known: Sequence[Side | None] | None = None,
     row_steps: Sequence[np.ndarray | None] | None = None,
 ) -> list[CodedTensor]:
     """``finish_job`` of several matrices whose streams are decoded by one decoder process
@@ -129,7 +138,8 @@ def finish_many_job(
     for k, load in enumerate(loaders):
         w = load()
         coded = _coded_domain(spec, names[k], w)
-        p = _prepare(spec, names[k], coded, col_scales[k], None if row_steps is None else row_steps[k])[0]
+        p = _prepare(spec, names[k], coded, col_scales[k], None if known is None else known[k],
+                     None if row_steps is None else row_steps[k])[0]
         f = frames[k] if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
         frames[k] = None
         out.append(finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w, rotation_seed(spec, names[k]),
@@ -143,11 +153,19 @@ def run_finish(fn: Callable, job: tuple):
     return fn(*(a.get() if isinstance(a, Lazy) else a for a in job))
 
 
-def finish_batches(numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS) -> list[list[int]]:
-    """Matrix indices in order, cut into runs of at most ``limit`` weights (a larger matrix alone)."""
+def finish_batches(
+    numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS, keys: Sequence | None = None
+) -> list[list[int]]:
+    """Matrix indices in order, cut into runs of at most ``limit`` weights (a larger matrix alone).
+    ``keys`` (one per matrix, e.g. its frame size): matrices of one key are put together first (in
+    order within each), since a decoder process reuses its buffers from frame to frame of one size."""
+    order = list(range(len(numel)))
+    if keys is not None:
+        first = {k: j for j, k in reversed(list(enumerate(keys)))}
+        order.sort(key=lambda i: first[keys[i]])
     out: list[list[int]] = []
     total = 0
-    for i, n in enumerate(numel):
+    for i, n in ((i, numel[i]) for i in order):
         if out and total + n <= limit:
             out[-1].append(i)
             total += n
@@ -160,7 +178,7 @@ def finish_batches(numel: Sequence[int], limit: int = FINISH_BATCH_WEIGHTS) -> l
 def scan_job(
     spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False,
     row_step: np.ndarray | None = None,
-) -> tuple[int, float, float | None, float]:
+) -> tuple[int, float, float | None, float, Side]:
     """What rate control needs from a matrix before coding, from one quantization. Runs on a worker.
 
     Returns its side information (compact side information depends on the matrix, see
@@ -168,10 +186,11 @@ def scan_job(
     allocation equalizes) and, with ``relative``, the RMS over rows (groups) of the step divided by
     that row's RMS about its mean (what equal-relative allocation equalizes; None without: it costs
     another pass over the matrix that the default allocation does not need), and the matrix's RMS
-    (what capped-error allocation compares its step with).
+    (what capped-error allocation compares its step with), and its scale and offset (``known`` for
+    the jobs after it).
     """
     coded = _coded_domain(spec, name, w)
-    p, _, _ = _prepare(spec, name, coded, col_scale, row_step)
+    p, _, _ = _prepare(spec, name, coded, col_scale, row_step=row_step)
     s = p.quantized.scale.astype(np.float64)
     if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
         s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))
@@ -180,4 +199,5 @@ def scan_job(
         return float(np.sqrt(np.mean(np.square(x))))
 
     rel = rms(s / group_rms(coded, spec.group)) if relative else None
-    return p.quantized.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64))
+    return (p.quantized.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64)),
+            side_of(p.quantized))

@@ -39,12 +39,29 @@ class KVOptions:
     sinks: int = 4
     # bits per element moved from the values to the keys (keys: the budget + key_bits, values: - key_bits)
     key_bits: float = 0.0
+    # the last ``recent`` tokens' keys and values (the newest, which the next tokens attend to most) kept
+    # in 16 bits, not coded, like KIVI's full-precision window; counted in the budget
+    recent: int = 0
+    # (layer, bits) pairs: that layer's keys and values get ``bits`` per element more than the other
+    # layers (negative: fewer) within the same budget
+    layer_bits: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.key_bits, (int, float)) and math.isfinite(self.key_bits)):
             raise ValueError(f"key_bits must be a finite number, got {self.key_bits!r}")
         if not isinstance(self.sinks, int) or self.sinks < 0:
             raise ValueError(f"the number of sink tokens must be a whole number >= 0, got {self.sinks!r}")
+        if not isinstance(self.recent, int) or self.recent < 0:
+            raise ValueError(f"the number of recent tokens must be a whole number >= 0, got {self.recent!r}")
+        layers = [p[0] for p in self.layer_bits if isinstance(p, tuple) and len(p) == 2]
+        if len(layers) != len(self.layer_bits) or len(set(layers)) != len(layers) or not all(
+                isinstance(i, int) and i >= 0 and isinstance(b, (int, float)) and math.isfinite(b)
+                for i, b in self.layer_bits):
+            raise ValueError(f"layer_bits must be distinct (layer >= 0, finite bits) pairs, got {self.layer_bits!r}")
+
+    def bits_offset(self, layer: int, keys: bool) -> float:
+        """Bits per element a layer's keys (or values) get over the budget's base."""
+        return (self.key_bits if keys else -self.key_bits) + dict(self.layer_bits).get(layer, 0.0)
         for what, v in (("key", self.key_layout), ("value", self.value_layout)):
             if v not in LAYOUTS:
                 raise ValueError(f"unknown {what} layout {v!r}; choose one of {', '.join(LAYOUTS)}")
@@ -121,21 +138,31 @@ def _from_rows(t: torch.Tensor, layout: str) -> torch.Tensor:
     return (t.transpose(1, 2) if layout == "channels" else t)[None]
 
 
+def _kept_tokens(tokens: int, options: KVOptions) -> tuple[int, int]:
+    """(sink, recent) tokens kept in 16 bits out of a cache of ``tokens``: sinks first, the rest recent."""
+    s = min(options.sinks, tokens)
+    return s, min(options.recent, tokens - s)
+
+
 def kv_tensors(kv: list[tuple[torch.Tensor, torch.Tensor]], options: KVOptions) -> dict[str, torch.Tensor]:
     """The named tensors ``compress_tensors`` stores (batch size 1 only): per layer the coded 3-D stacks
-    of keys and values after the sink tokens, and the sink tokens' keys and values flattened to 1-D
-    (1-D tensors are kept in 16 bits)."""
+    of keys and values between the sink and the recent tokens, and the sink and recent tokens' keys and
+    values flattened to 1-D (1-D tensors are kept in 16 bits)."""
     out = {}
     for i, (k, v) in enumerate(kv):
         if k.shape[0] != 1 or v.shape[0] != 1:
             raise ValueError(f"only a cache of batch size 1 can be stored, layer {i} has {k.shape[0]}")
-        s = min(options.sinks, k.shape[2])
+        t = k.shape[2]
+        s, r = _kept_tokens(t, options)
         if s:
             out[f"layers.{i}.sink_keys"] = k[0, :, :s].reshape(-1)
             out[f"layers.{i}.sink_values"] = v[0, :, :s].reshape(-1)
-        if s < k.shape[2]:
-            out[f"layers.{i}.keys"] = _to_rows(k[:, :, s:], options.key_layout)
-            out[f"layers.{i}.values"] = _to_rows(v[:, :, s:], options.value_layout)
+        if s + r < t:
+            out[f"layers.{i}.keys"] = _to_rows(k[:, :, s:t - r], options.key_layout)
+            out[f"layers.{i}.values"] = _to_rows(v[:, :, s:t - r], options.value_layout)
+        if r:
+            out[f"layers.{i}.recent_keys"] = k[0, :, t - r:].reshape(-1)
+            out[f"layers.{i}.recent_values"] = v[0, :, t - r:].reshape(-1)
     return out
 
 
@@ -147,14 +174,18 @@ def compress_kv(
     progress: Progress | None = None,
 ) -> artifact.Artifact:
     """Code a cache's (keys, values) per layer; ``settings.bpw`` counts the whole file."""
+    sinks, recent = _kept_tokens(int(kv[0][0].shape[-2]), options)
     meta = {"version": KV_VERSION, "layers": len(kv), "tokens": int(kv[0][0].shape[-2]) + 1,
             "last_token": int(last_token), "key_layout": options.key_layout, "value_layout": options.value_layout,
-            "sinks": min(options.sinks, int(kv[0][0].shape[-2])), "head_dim": int(kv[0][0].shape[-1])}
+            "sinks": sinks, "recent": recent, "head_dim": int(kv[0][0].shape[-1])}
     files = {KV_FILE: json.dumps(meta, sort_keys=True).encode()}
     settings = settings or tensor_settings()
     tensors = kv_tensors(kv, options)
-    shift = options.key_bits if settings.bpw is not None else 0.0  # a fixed QP or lossless has no budget to share
-    offsets = {n: (shift if n.endswith(".keys") else -shift) for n in tensors} if shift else None
+    offsets = None
+    if settings.bpw is not None:  # a fixed QP or lossless has no budget to share
+        offsets = {n: options.bits_offset(int(n.split(".")[1]), n.endswith(".keys")) for n in tensors
+                   if n.endswith((".keys", ".values")) and not n.split(".")[-1].startswith(("sink", "recent"))}
+        offsets = offsets if any(offsets.values()) else None
     return compress_tensors(tensors, settings, TensorOptions(stack_axis=0), progress, extra_files=files,
                             bits_offsets=offsets)
 
@@ -168,8 +199,11 @@ def _meta(art: artifact.Artifact, where: str) -> dict:
         ok = (meta.get("version") == KV_VERSION and isinstance(meta.get("layers"), int)
               and isinstance(meta.get("last_token"), int) and isinstance(meta.get("tokens"), int)
               and meta.get("key_layout") in LAYOUTS and meta.get("value_layout") in LAYOUTS
-              and isinstance(meta.get("sinks", 0), int) and 0 <= meta.get("sinks", 0) < meta["tokens"]
-              and (meta.get("sinks", 0) == 0 or isinstance(meta.get("head_dim"), int) and meta["head_dim"] > 0))
+              and isinstance(meta.get("sinks", 0), int) and isinstance(meta.get("recent", 0), int)
+              and meta.get("sinks", 0) >= 0 and meta.get("recent", 0) >= 0
+              and meta.get("sinks", 0) + meta.get("recent", 0) < meta["tokens"]
+              and (meta.get("sinks", 0) + meta.get("recent", 0) == 0
+                   or isinstance(meta.get("head_dim"), int) and meta["head_dim"] > 0))
     except (ValueError, AttributeError):
         ok = False
     if not ok:
@@ -182,21 +216,24 @@ def restore_kv(art: artifact.Artifact, workers: int = 0, progress: Progress | No
     """The (keys, values) of every layer as the model's cache holds them, and the stored metadata."""
     meta = _meta(art, where)
     tensors = restore_tensors(art, workers, progress, where)
-    sinks, rest = meta.get("sinks", 0), meta["tokens"] - 1 - meta.get("sinks", 0)
+    sinks, recent = meta.get("sinks", 0), meta.get("recent", 0)
+    rest = meta["tokens"] - 1 - sinks - recent
     kv = []
     for i in range(meta["layers"]):
         try:
             parts = []
             for name, layout in (("keys", meta["key_layout"]), ("values", meta["value_layout"])):
                 coded = _from_rows(tensors[f"layers.{i}.{name}"], layout) if rest else None
-                if sinks:
-                    sink = tensors[f"layers.{i}.sink_{name}"].reshape(1, -1, sinks, meta["head_dim"])
-                    coded = sink if coded is None else torch.cat([sink.to(coded.dtype), coded], dim=2)
-                parts.append(coded)
+                sink, tail = (tensors[f"layers.{i}.{kept}_{name}"].reshape(1, -1, n, meta["head_dim"]) if n else None
+                              for kept, n in (("sink", sinks), ("recent", recent)))
+                pieces = [p for p in (sink, coded, tail) if p is not None]
+                dtype = pieces[0].dtype if coded is None else coded.dtype
+                parts.append(torch.cat([p.to(dtype) for p in pieces], dim=2))
         except KeyError:
             raise ArtifactError(f"{where}: layer {i}'s keys or values are missing: the file is corrupt") from None
         except RuntimeError:
-            raise ArtifactError(f"{where}: layer {i}'s sink tokens do not fit its cache: the file is corrupt") from None
+            raise ArtifactError(f"{where}: layer {i}'s sink or recent tokens do not fit its cache: the file is "
+                                "corrupt") from None
         kv.append((parts[0], parts[1]))
     return kv, meta
 

@@ -149,9 +149,15 @@ def _row_blocks(shape: tuple[int, ...], elements: int = 1 << 22) -> range:
     return range(0, shape[0], step)
 
 
-def quantize(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray | None = None) -> Quantized:
+def quantize(
+    w: np.ndarray, spec: QuantSpec, known: tuple[np.ndarray, np.ndarray] | None = None,
+    row_step: np.ndarray | None = None,
+) -> Quantized:
     """Quantize a finite 2-D float matrix. Raises ValueError on bad shape or non-finite values.
 
+    ``known`` (coefficient domain only): the (scale, offset) an earlier ``quantize`` of this very
+    matrix with this spec chose (``side_of``); they are used as they are, which skips the passes
+    that choose them (the sample peaks) and gives the same integers (row steps included).
     ``row_step`` (coefficient domain only; one positive factor per row): each row's step relative
     to its RMS is multiplied by it, so rows with a factor below 1 are coded finer than the rest.
     The factors end up in the stored row scales and need nothing else to be undone."""
@@ -165,6 +171,8 @@ def quantize(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray | None = None)
         if row_step.shape != (w.shape[0],) or not (np.isfinite(row_step).all() and (row_step > 0).all()):
             raise ValueError(f"per-row steps must be {w.shape[0]} positive finite numbers, got shape {row_step.shape}")
     if spec.block is not None:
+        if known is not None:
+            return _quantize_known(w, spec, *known)
         return _quantize_coefficients(w, spec, row_step)
     blocks = _row_blocks(w.shape)
     step = blocks.step
@@ -195,11 +203,12 @@ def quantize(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray | None = None)
     return Quantized(q=q, scale=scale, offset=offset, spec=spec)
 
 
-def dequantize(qz: Quantized, q: np.ndarray | None = None) -> np.ndarray:
-    """Restore float32 weights; ``q`` overrides the stored integers (e.g. after lossy coding)."""
+def dequantize(qz: Quantized, q: np.ndarray | None = None, values: np.ndarray | None = None) -> np.ndarray:
+    """Restore float32 weights; ``q`` overrides the stored integers (e.g. after lossy coding);
+    ``values``: ``unit_values(qz, q)`` when already computed (coefficient domain)."""
     q = qz.q if q is None else q
     if qz.spec.block is not None:
-        return _dequantize_coefficients(qz, q)
+        return _dequantize_coefficients(qz, q, values)
     cols = q.shape[1]
     s = _expand(qz.scale.astype(np.float32), cols, qz.spec.group)
     o = _expand(qz.offset.astype(np.float32), cols, qz.spec.group)
@@ -316,6 +325,25 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray 
         if not np.isfinite(scale.astype(np.float64)).all():
             raise ValueError("weights exceed the fp16 range of the side information")
         scale = np.where(scale > 0, scale, np.float16(2.0**-24)).astype(np.float16)
+    return _quantize_known(w, spec, scale, offset)
+
+
+def side_of(qz: Quantized) -> tuple[np.ndarray, np.ndarray]:
+    """What ``quantize(w, spec, known=...)`` needs to quantize the same matrix again without
+    choosing its scales: a few values per row."""
+    return qz.scale, qz.offset
+
+
+def _quantize_known(w: np.ndarray, spec: QuantSpec, scale: np.ndarray, offset: np.ndarray) -> Quantized:
+    """Samples = mid + blockwise inverse transform of ``(w - offset) / scale``, with the scale and
+    offset already chosen (``_quantize_coefficients``)."""
+    n, (rows, cols) = spec.block, w.shape
+    groups = group_count(cols, spec.group)
+    if scale.shape != (rows, groups) or offset.shape != (rows, groups):
+        raise ValueError(f"side information of shape {scale.shape} for a {rows}x{cols} matrix in {groups} groups")
+    band = _band_rows(w.shape, n)
+    mid = 1 << (spec.bits - 1)
+    draft = Quantized(q=np.empty((0, 0), np.uint16), scale=scale, offset=offset, spec=spec)
     q = np.empty(padded_shape(rows, cols, n, spec.block_cols), np.uint16)
     for r in range(0, rows, band):
         y = _unit_samples(w, draft, scale.astype(np.float64), r, band)
@@ -323,7 +351,7 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray 
     return Quantized(q=q, scale=scale, offset=offset, spec=spec, shape=(rows, cols))
 
 
-def _dequantize_coefficients(qz: Quantized, q: np.ndarray) -> np.ndarray:
+def _dequantize_coefficients(qz: Quantized, q: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
     n, group = qz.spec.block, qz.spec.group
     rows, cols = qz.shape or (qz.scale.shape[0], q.shape[1])
     if q.shape != padded_shape(rows, cols, n, qz.spec.block_cols):
@@ -332,7 +360,7 @@ def _dequantize_coefficients(qz: Quantized, q: np.ndarray) -> np.ndarray:
     band = _band_rows((rows, cols), n)
     for r in range(0, rows, band):
         k = min(band, rows - r)
-        x = _unit_values(qz, q, r, k)
+        x = _unit_values(qz, q, r, k) if values is None else values[r : r + k]
         s = _expand(qz.scale[r : r + k].astype(np.float64), cols, group)
         out[r : r + k] = x * s + _expand(qz.offset[r : r + k].astype(np.float64), cols, group)
     return out
@@ -346,6 +374,23 @@ def _raw_units(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
     return take(block_dct(q[r : r + rows_p].astype(np.float64) - (1 << (qz.spec.bits - 1)), n), n, used, k, cols)
 
 
+# Matrices up to this many weights keep their unit values whole while the compressor checks them
+# (``raw_units``): one transform instead of one per use; larger ones go band by band.
+WHOLE_UNITS_MAX = 1 << 24
+
+
+def raw_units(qz: Quantized, q: np.ndarray) -> np.ndarray | None:
+    """The blockwise DCT of the centred samples, the whole matrix (float64; coefficient domain),
+    or None for a matrix over ``WHOLE_UNITS_MAX`` weights or in the sample domain."""
+    if qz.spec.block is None:
+        return None
+    rows, cols = qz.shape or q.shape
+    if rows * cols > WHOLE_UNITS_MAX:
+        return None
+    band = _band_rows((rows, cols), qz.spec.block)
+    return np.concatenate([_raw_units(qz, q, r, min(band, rows - r)) for r in range(0, rows, band)])
+
+
 def _unit_values(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
     """Rows ``r:r+k`` of the values that the scale multiplies: ``q`` itself in the sample domain,
     the blockwise DCT of the centred samples in the coefficient domain (float64, matrix width),
@@ -356,15 +401,30 @@ def _unit_values(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
     return u if qz.recon is None else apply_recon(u, qz.recon)
 
 
+def unit_values(qz: Quantized, units: np.ndarray | None) -> np.ndarray | None:
+    """``raw_units`` restored through ``qz``'s reconstruction table (what the scale multiplies)."""
+    if units is None or qz.recon is None:
+        return units
+    return apply_recon(units, qz.recon)
+
+
 def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
     """Move each decoded level to its table entry (see :class:`Recon`)."""
     level = np.rint(u / recon.step)
-    mag = np.abs(level)
-    table = np.concatenate([[0.0], np.asarray(recon.offsets, dtype=np.float64)])
+    n = len(recon.offsets)
+    # each level in -n..n restored by a lookup, (k + sign(k) offsets[|k| - 1]) step; past the table
+    # k step; level 0 keeps u
+    k = np.arange(-n, n + 1, dtype=np.float64)
+    off = np.concatenate([[0.0], np.asarray(recon.offsets, dtype=np.float64)])[np.abs(k).astype(np.int64)]
+    lut = (k + np.sign(k) * off) * recon.step
     # clip before the integer cast: a tiny step (a corrupt file) would overflow int64 into an index
-    idx = np.minimum(mag, len(recon.offsets)).astype(np.int64)
-    shift = np.where(mag <= len(recon.offsets), table[idx], 0.0)
-    return np.where(mag > 0, (level + np.sign(level) * shift) * recon.step, u)
+    out = lut[(np.clip(level, -n, n) + n).astype(np.int64)]
+    far = np.abs(level) > n
+    if far.any():
+        out[far] = level[far] * recon.step
+    zero = level == 0
+    out[zero] = u[zero]
+    return out
 
 
 def _lattice_step(a: np.ndarray) -> float | None:
@@ -400,31 +460,37 @@ def _lattice_above(a: np.ndarray, floor: float) -> float | None:
     return step
 
 
-def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Recon | None:
+def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray, units: np.ndarray | None = None) -> Recon | None:
     """The reconstruction table that restores ``w`` best from the decoded samples ``q`` (coefficient
     domain): the step from the decoded values, then each level's mean offset of the true
     coefficients ``(w - offset) / scale`` in units of the step. None when the decoded values show no
-    lattice (e.g. lossless or a codec that does not quantize coefficients uniformly)."""
+    lattice (e.g. lossless or a codec that does not quantize coefficients uniformly). ``units``:
+    ``raw_units(qz, q)`` when already computed."""
     if qz.spec.block is None:
         return None
     rows = w.shape[0]
     band = _band_rows(w.shape, qz.spec.block)
+
+    def raw(r: int, k: int) -> np.ndarray:
+        return _raw_units(qz, q, r, k) if units is None else units[r : r + k]
+
     sample = []
     for r in range(0, rows, band):
         k = min(band, rows - r)
-        sample.append(np.abs(_raw_units(qz, q, r, k)).ravel()[::7])  # a stride keeps it cheap
+        sample.append(np.abs(raw(r, k)).ravel()[::7])  # a stride keeps it cheap
     step = _lattice_step(np.concatenate(sample))
     if step is None:
         return None
     sums, counts = np.zeros(RECON_LEVELS + 1), np.zeros(RECON_LEVELS + 1)
     for r in range(0, rows, band):
         k = min(band, rows - r)
-        level = np.rint(_raw_units(qz, q, r, k) / step)
+        level = np.rint(raw(r, k) / step)
         target = _normalized(w, qz, qz.scale.astype(np.float64), r, k) / step
         mag = np.abs(level).astype(np.int64)
         use = (mag > 0) & (mag <= RECON_LEVELS)
-        np.add.at(sums, mag[use], (np.sign(level) * target - mag)[use])
-        np.add.at(counts, mag[use], 1)
+        m = mag[use]
+        sums += np.bincount(m, (np.sign(level) * target - mag)[use], RECON_LEVELS + 1)
+        counts += np.bincount(m, minlength=RECON_LEVELS + 1)
     off = np.where(counts[1:] >= RECON_MIN_COUNT, sums[1:] / np.maximum(counts[1:], 1), 0.0)
     off = np.clip(off, -0.5, 0.5)  # a centroid stays within its level's cell
     while off.size and off[-1] == 0.0:
@@ -439,7 +505,7 @@ def fit_recon(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Recon | None:
 REFIT_RANGE = (1 / 16, 4.0)
 
 
-def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
+def refit(qz: Quantized, q: np.ndarray, w: np.ndarray, values: np.ndarray | None = None) -> Quantized:
     """The fp16 scale and offset of each row (group) that best restore ``w`` from the *decoded*
     integers ``q``, by least squares.
 
@@ -448,7 +514,7 @@ def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
     with less squared error. The encoder has both ``w`` and ``q``, so the refit costs no bits:
     it replaces side information that is stored anyway. With compact side information
     (``QuantSpec.compact``) the offset stays zero and the scale, fitted through zero, is snapped to
-    its logarithmic grid."""
+    its logarithmic grid. ``values``: ``unit_values(qz, q)`` when already computed."""
     rows, cols = w.shape
     group = qz.spec.group or cols
     scale, offset = qz.scale.copy(), qz.offset.copy()
@@ -456,7 +522,8 @@ def refit(qz: Quantized, q: np.ndarray, w: np.ndarray) -> Quantized:
     step = _band_rows(w.shape, qz.spec.block) if qz.spec.block else _row_blocks(w.shape).step
     for r in range(0, rows, step):
         k = min(step, rows - r)
-        u_all, w_all = _unit_values(qz, q, r, k), w[r : r + k].astype(np.float64)
+        u_all = _unit_values(qz, q, r, k) if values is None else values[r : r + k]
+        w_all = w[r : r + k].astype(np.float64)
         for g, c0 in enumerate(range(0, cols, group)):
             u, t = u_all[:, c0 : c0 + group], w_all[:, c0 : c0 + group]
             old = qz.scale[r : r + k, g].astype(np.float64)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._version import __version__
 from .codecs import get_codec
-from .coder import CodedTensor, column_bits
+from .coder import CodedTensor, column_bits, frame_layout
 from .executors import Executor, Lazy, LocalExecutor
 from .jobs import JobSpec, encode_job, finish_batches, finish_job, finish_many_job, run_finish, scan_job
 from .priors import capped_steps
@@ -69,7 +69,9 @@ class Runner:
         self.numel = [r * c for r, c in shapes]
         self.digests = digests
         self.encodes = 0  # encoder runs in this process's jobs (cache hits excluded)
-        self._scanned: list[tuple[int, float, float | None]] | None = None
+        self._scanned: list[tuple[int, float, float | None, float]] | None = None
+        # each matrix's scale and offset once scanned: later jobs quantize it again without choosing them
+        self._known: list = [None] * len(matrices)
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
@@ -105,7 +107,8 @@ class Runner:
         frac = self.spec.sample_fraction if sample else 1.0
         args = [
             (self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample,
-             self.col_scales[jobs[k][0]], self.factors[jobs[k][0]], self.row_steps[jobs[k][0]])
+             self.col_scales[jobs[k][0]], self.factors[jobs[k][0]], None if sample else self._known[jobs[k][0]],
+             self.row_steps[jobs[k][0]])
             for k in todo
         ]
         weights = [self.numel[jobs[k][0]] * frac for k in todo]
@@ -125,23 +128,29 @@ class Runner:
         (``finish_many_job``; elsewhere the workers cannot read the source)."""
         if not isinstance(self.ex, LocalExecutor):
             args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i],
-                     self.col_scales[i], self.row_steps[i]) for i in range(len(qps))]
+                     self.col_scales[i], self._known[i], self.row_steps[i]) for i in range(len(qps))]
             return self._map(finish_job, args, self.numel, "verify")
-        batches = finish_batches(self.numel)
+        codec, profile = self.spec.resolve()
+        sizes = [(lay.frame_h, lay.frame_w) for lay in (frame_layout(r, c, codec, profile) for r, c in self.shapes)]
+        batches = finish_batches(self.numel, keys=sizes)
         args = []
         for b in batches:
             if len(b) == 1:
                 i = b[0]
                 args.append((finish_job, (self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i],
-                                          streams[i], self.col_scales[i], self.row_steps[i])))
+                                          streams[i], self.col_scales[i], self._known[i], self.row_steps[i])))
             else:
                 args.append((finish_many_job, (self.spec, [self.names[i] for i in b], [self.shapes[i] for i in b],
                                                [self.loaders[i] for i in b], [self.dtypes[i] for i in b],
                                                [qps[i] for i in b], [streams[i] for i in b],
-                                               [self.col_scales[i] for i in b],
+                                               [self.col_scales[i] for i in b], [self._known[i] for i in b],
                                                [self.row_steps[i] for i in b])))
         done = self._map(run_finish, args, [sum(self.numel[i] for i in b) for b in batches], "verify")
-        return [ct for res in done for ct in (res if isinstance(res, list) else [res])]
+        out: list[CodedTensor | None] = [None] * len(qps)
+        for b, res in zip(batches, done, strict=True):
+            for i, ct in zip(b, res if isinstance(res, list) else [res], strict=True):
+                out[i] = ct
+        return out  # type: ignore[return-value]
 
     def side_bits(self) -> list[int]:
         """Each matrix's side information, with the largest reconstruction table it may get (the
@@ -169,5 +178,7 @@ class Runner:
         if self._scanned is None or (relative and any(r[2] is None for r in self._scanned)):
             args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative, self.row_steps[i])
                     for i in range(len(self.names))]
-            self._scanned = self._map(scan_job, args, self.numel, "scan")
+            scanned = self._map(scan_job, args, self.numel, "scan")
+            self._scanned = [tuple(r[:4]) for r in scanned]
+            self._known = [r[4] for r in scanned]
         return self._scanned

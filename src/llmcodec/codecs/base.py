@@ -132,7 +132,7 @@ def unpack_raw(data: bytes, pix_fmt: str, n: int, h: int, w: int, planes: int) -
         for i, size in enumerate(sizes):
             shape = (h, w) if i == 0 else cshape
             if i < planes:
-                out.append(arr[pos : pos + size].reshape(shape).astype(np.uint16))
+                out.append(arr[pos : pos + size].reshape(shape).astype(np.uint16, copy=False))  # no copy on LE
             pos += size
         frames.append(out)
     return frames
@@ -522,10 +522,10 @@ class FFmpegCodec:
                              cancel=self.cancel_event)
             if len(raw) != sum(sizes):
                 raise CodecError(f"{what}: {len(raw)} bytes where {len(streams)} streams need {sum(sizes)}")
-            out, pos = [], 0
+            out, pos, view = [], 0, memoryview(raw)  # slices of the view, not copies of the output
             for lay, size in zip(layouts, sizes, strict=True):
                 planes = 3 if lay.packing == "yuv420" else 1
-                out.append(unpack_raw(raw[pos : pos + size], pix_fmt, lay.n_frames, lay.frame_h, lay.frame_w, planes))
+                out.append(unpack_raw(view[pos : pos + size], pix_fmt, lay.n_frames, lay.frame_h, lay.frame_w, planes))
                 pos += size
             return out
         except MemoryError:
