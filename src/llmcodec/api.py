@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import artifact, budget, calibration, feedback, kept, stacks
+from . import artifact, budget, calibration, feedback, kept, stacks, tokenrows
 from ._version import __version__
 from .artifact import Artifact
 from .codecs import get_codec
@@ -144,12 +144,14 @@ def compress_source(
         del t
     names = [n for n, _, _ in todo]
     col_scales = _column_scales(src, names, settings)
+    row_steps = _row_steps(src, names, settings)
     weights = _loss_weights(src, names, settings, col_scales, progress)
     factors = _feedback_factors(src, names, settings, col_scales, progress)
     budget_bits = None
     if todo and settings.bpw is not None and settings.budget == "model":
         budget_bits = budget.coded_bits(art, settings, shapes, __version__)
-    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights, budget_bits, factors):
+    for ct in compress_matrices(todo, settings, progress, executor, work, col_scales, weights, budget_bits, factors,
+                                row_steps):
         art.coded[ct.name] = ct
     return art
 
@@ -202,6 +204,21 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
         else:
             imp = column_importance(n, get, present, src.config)
         out.append(None if imp is None else column_scales(imp, settings.alpha, log8=settings.side != "fp16"))
+    return out
+
+
+def _row_steps(src: ModelSource, names: list[str], settings: CompressSettings) -> list[np.ndarray | None]:
+    """Per-token step factors for token embeddings and output heads (tokenrows.py) from the source's
+    BPE tokenizer; None for other matrices, for tokenizers that are not BPE, and without a budget or a
+    fixed QP (lossless) or with a sample-domain profile (whose rows span the sample range each)."""
+    tok = src.files.get("tokenizer.json")
+    _, profile = settings.codec_profile()
+    if settings.token_rows <= 0 or settings.lossless or tok is None or profile.coef_block is None:
+        return [None] * len(names)
+    out: list[np.ndarray | None] = []
+    for n in names:
+        ranks = tokenrows.bpe_ranks(tok, src.shape(n)[0]) if TOKEN_MATRIX.search(n) else None
+        out.append(None if ranks is None else tokenrows.row_steps(ranks, settings.token_rows))
     return out
 
 

@@ -38,7 +38,7 @@ from .untrusted import shown
 
 # The compress options that shape where the error goes (CompressSettings fields of the same names).
 SHAPING = ("weighting", "alpha", "shared_scale", "allocation", "error_cap", "edge_layers", "edge_octaves",
-           "kv_sharing", "rotate", "centroids", "side", "compand")
+           "kv_sharing", "token_rows", "rotate", "centroids", "side", "compand")
 
 PRETRAINED_NOTE = (
     "note: the built-in smollm2-135m was already quantized to 4 bits (GGUF Q4_1, blocks of 32), "
@@ -524,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="grouped-query attention: k_proj and v_proj, each of whose heads serves n_rep query heads, "
                          f"get a step n_rep^(-S/2) times the rest's; 0: off (default: {KV_SHARING:g} below "
                          f"{KV_MAX_BPW} bits per weight, 0 from there and with --qp; with --objective weights: 0)")
+    rd.add_argument("--token-rows", type=at.number(0, 16), metavar="S",
+                    help="token embeddings and output heads: row v gets a step rank_v^(S/2) times the median row's, "
+                         "its rank in a BPE tokenizer's merges standing for its frequency; 0: off "
+                         f"{dflt('token_rows')}")
     rd.add_argument("--rotate", action=argparse.BooleanOptionalAction,
                     help=f"code a random rotation of each matrix, undone on restore {dflt('rotate')}")
     rd.add_argument("--centroids", action=argparse.BooleanOptionalAction,

@@ -120,17 +120,21 @@ def prepare(
     compact: bool = False,
     packed: bool = False,
     known: tuple[np.ndarray, np.ndarray] | None = None,
+    row_step: np.ndarray | None = None,
 ) -> Prepared:
     """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
     the coefficient domain; the sample domain keeps fp16 scale and offset. ``known``: the scale and
-    offset an earlier ``prepare`` of this matrix chose (``quant.side_of``; coefficient domain)."""
+    offset an earlier ``prepare`` of this matrix chose (``quant.side_of``; coefficient domain).
+    ``row_step``: per-row step factors (``quant.quantize``; coefficient domain only, ignored in the
+    sample domain)."""
     spec = quant_spec(codec, profile, group, shared_scale, compact, packed)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")
         w = w * col_scale.astype(np.float32)[None, :]
     try:
-        qz = quantize(w, spec, known if spec.block is not None else None)
+        coef = spec.block is not None
+        qz = quantize(w, spec, known if coef else None, row_step if coef else None)
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
     samples = qz.q if profile.coef_block is None else spread(qz.q, profile.coef_block, 1 << (spec.bits - 1))

@@ -98,6 +98,7 @@ def compress_matrices(
     loss_weights: Sequence[float] | None = None,
     budget_bits: float | None = None,
     factors: Sequence[np.ndarray | None] | None = None,
+    row_steps: Sequence[np.ndarray | None] | None = None,
 ) -> list[CodedTensor]:
     """Code (name, float matrix or a function reading it, source dtype) triples; same order out.
 
@@ -112,7 +113,8 @@ def compress_matrices(
     instead of ``settings.bpw`` per weight (compress_source's whole-file budget). ``factors`` (one
     per matrix or None; data-aware, ``settings.error_feedback``): inverse-Hessian factors of
     ``feedback.inverse_factor`` for the columns of ``W * c``; matrices with one are coded with
-    error feedback.
+    error feedback. ``row_steps`` (one per matrix or None): per-row step factors (``quant.quantize``;
+    tokenrows.py gives them to token embeddings and output heads).
     """
     codec, profile = settings.codec_profile()
     codec.check_available()
@@ -151,7 +153,7 @@ def compress_matrices(
     ex = executor if executor is not None else LocalExecutor(settings.resolved_workers())
     try:
         shapes, digests = [s for s, _ in scanned], [d for _, d in scanned]
-        run = Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales, factors)
+        run = Runner(ex, spec, matrices, loaders, shapes, digests, work, progress, col_scales, factors, row_steps)
         n = len(matrices)
         if loss_weights is not None:
             offsets = sensitivity_offsets(loss_weights, run.numel, codec.qp_per_octave)

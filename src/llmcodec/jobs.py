@@ -54,9 +54,11 @@ def _coded_domain(spec: JobSpec, name: str, w: np.ndarray) -> np.ndarray:
 Side = tuple[np.ndarray, np.ndarray]  # a matrix's scale and offset from its scan (quant.side_of)
 
 
-def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, known: Side | None = None):
+def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, known: Side | None = None,
+             row_step: np.ndarray | None = None):
     codec, profile = spec.resolve()
-    p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed, known)
+    p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed, known,
+                row_step)
     return p, codec, profile
 
 
@@ -64,18 +66,22 @@ def encode_job(
     spec: JobSpec, name: str, w: np.ndarray, qp: int | None, sample: bool, col_scale: np.ndarray | None = None,
     factor: np.ndarray | None = None,
     known: Side | None = None,
+    row_step: np.ndarray | None = None,
 ) -> bytes:
     """Quantize, lay out and encode one matrix (or its row sample). Runs on a worker.
 
     Quantizing again for every QP is cheap next to an encode and saves keeping every tensor's
     frames in memory while rate control revisits them; ``known`` (the matrix's scale and offset
-    from its scan) makes it one transform. ``factor`` (data-aware, feedback.py): code with error
-    feedback through this inverse-Hessian factor.
+    from its scan, row steps included) makes it one transform. ``factor`` (data-aware,
+    feedback.py): code with error feedback through this inverse-Hessian factor. ``row_step``:
+    per-row step factors (``quant.quantize``).
     """
     w = _coded_domain(spec, name, w)  # rotate first: a row sample of a rotated matrix is rotated rows
     if sample:  # a sample chooses its own scales
         w, known = row_sample(w, spec.sample_fraction), None
-    p, codec, profile = _prepare(spec, name, w, col_scale, known)
+        if row_step is not None:  # the same rows' factors
+            row_step = row_sample(row_step[:, None], spec.sample_fraction)[:, 0]
+    p, codec, profile = _prepare(spec, name, w, col_scale, known, row_step)
     if factor is not None and qp is not None:
         p = prepare_with_feedback(p, w, factor, qp)
     return encode_prepared(p, codec, profile, qp)
@@ -90,10 +96,11 @@ def finish_job(
     bitstream: bytes,
     col_scale: np.ndarray | None = None,
     known: Side | None = None,
+    row_step: np.ndarray | None = None,
 ) -> CodedTensor:
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
     coded = _coded_domain(spec, name, w)
-    p, codec, profile = _prepare(spec, name, coded, col_scale, known)
+    p, codec, profile = _prepare(spec, name, coded, col_scale, known, row_step)
     return finish(
         p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand, spec.centroids
     )
@@ -114,6 +121,7 @@ def finish_many_job(
     streams: Sequence[bytes],
     col_scales: Sequence[np.ndarray | None],
     known: Sequence[Side | None] | None = None,
+    row_steps: Sequence[np.ndarray | None] | None = None,
 ) -> list[CodedTensor]:
     """``finish_job`` of several matrices whose streams are decoded by one decoder process
     (``FFmpegCodec.decode_many``): small matrices stop paying a process start each. The matrices
@@ -130,7 +138,8 @@ def finish_many_job(
     for k, load in enumerate(loaders):
         w = load()
         coded = _coded_domain(spec, names[k], w)
-        p = _prepare(spec, names[k], coded, col_scales[k], None if known is None else known[k])[0]
+        p = _prepare(spec, names[k], coded, col_scales[k], None if known is None else known[k],
+                     None if row_steps is None else row_steps[k])[0]
         f = frames[k] if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
         frames[k] = None
         out.append(finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w, rotation_seed(spec, names[k]),
@@ -167,7 +176,8 @@ def finish_batches(
 
 
 def scan_job(
-    spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False
+    spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False,
+    row_step: np.ndarray | None = None,
 ) -> tuple[int, float, float | None, float, Side]:
     """What rate control needs from a matrix before coding, from one quantization. Runs on a worker.
 
@@ -180,7 +190,7 @@ def scan_job(
     the jobs after it).
     """
     coded = _coded_domain(spec, name, w)
-    p, _, _ = _prepare(spec, name, coded, col_scale)
+    p, _, _ = _prepare(spec, name, coded, col_scale, row_step=row_step)
     s = p.quantized.scale.astype(np.float64)
     if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
         s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))

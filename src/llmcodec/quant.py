@@ -149,19 +149,31 @@ def _row_blocks(shape: tuple[int, ...], elements: int = 1 << 22) -> range:
     return range(0, shape[0], step)
 
 
-def quantize(w: np.ndarray, spec: QuantSpec, known: tuple[np.ndarray, np.ndarray] | None = None) -> Quantized:
+def quantize(
+    w: np.ndarray, spec: QuantSpec, known: tuple[np.ndarray, np.ndarray] | None = None,
+    row_step: np.ndarray | None = None,
+) -> Quantized:
     """Quantize a finite 2-D float matrix. Raises ValueError on bad shape or non-finite values.
 
     ``known`` (coefficient domain only): the (scale, offset) an earlier ``quantize`` of this very
     matrix with this spec chose (``side_of``); they are used as they are, which skips the passes
-    that choose them (the sample peaks) and gives the same integers."""
+    that choose them (the sample peaks) and gives the same integers (row steps included).
+    ``row_step`` (coefficient domain only; one positive factor per row): each row's step relative
+    to its RMS is multiplied by it, so rows with a factor below 1 are coded finer than the rest.
+    The factors end up in the stored row scales and need nothing else to be undone."""
     w = np.asarray(w)
     if w.ndim != 2 or w.size == 0:
         raise ValueError(f"quantize expects a non-empty 2-D matrix, got shape {w.shape}")
+    if row_step is not None:
+        row_step = np.asarray(row_step, dtype=np.float64)
+        if spec.block is None:
+            raise ValueError("per-row steps need the coefficient domain (a profile with a transform block)")
+        if row_step.shape != (w.shape[0],) or not (np.isfinite(row_step).all() and (row_step > 0).all()):
+            raise ValueError(f"per-row steps must be {w.shape[0]} positive finite numbers, got shape {row_step.shape}")
     if spec.block is not None:
         if known is not None:
             return _quantize_known(w, spec, *known)
-        return _quantize_coefficients(w, spec)
+        return _quantize_coefficients(w, spec, row_step)
     blocks = _row_blocks(w.shape)
     step = blocks.step
     lo_parts, hi_parts = [], []
@@ -269,7 +281,7 @@ def _worth_centring(mean: np.ndarray, rms: np.ndarray, size: int) -> bool:
     return float(widen.sum()) * size > 16.0 * mean.size
 
 
-def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
+def _quantize_coefficients(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray | None = None) -> Quantized:
     """fp16 offset (the mean; compact: zero unless ``_worth_centring``) and scale per row or group
     (compact: log-coded, sideinfo.py); samples = mid + blockwise inverse
     transform of ``(w - offset) / scale``. The scales are applied to the weights, i.e. in the
@@ -293,6 +305,8 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec) -> Quantized:
     rms = np.where(rms > 0, rms, 1.0)  # groups equal to their offset: any scale restores them
     if spec.shared_scale:
         rms = np.full_like(rms, rms.max())
+    if row_step is not None:
+        rms = rms * row_step[:, None]
     draft = Quantized(q=np.empty((0, 0), np.uint16), scale=rms, offset=offset, spec=spec)
     per_sample = (_peak(w, draft, rms, band) or 1.0) / (COEF_HEADROOM * mid)
     if spec.block_cols not in (None, n):

@@ -139,11 +139,6 @@ def _allocate_search(
                  total_w, max_rounds, fill_rounds, refill, fill_from=0.0)
 
 
-# Locating the base aims this share past the subset's share of the budget (a fraction of the rate
-# change of one QP), so that a step crosses the answer instead of stopping just short of it.
-LOCATE_MARGIN = 0.04
-
-
 def spread_subset(n: int, share: float, least: int = 4) -> list[int]:
     """About ``share`` of ``range(n)``, spread evenly (golden-ratio sequence), so that a subset of a
     model's tensors holds every kind and depth even when the kinds repeat with a fixed period."""
@@ -260,12 +255,7 @@ def allocate(
         # the next base from the slope between the two nearest probes (a 15% step per QP before two)
         near = sorted(known, key=lambda b: abs(b - base))[:2]
         g = _slope(known, near)
-        # aimed a little past the share, rounded past it: a slope's error would otherwise make the
-        # search approach the answer one base at a time
-        if known[base] > want:
-            guess = base + int(np.ceil(np.log(known[base] / (want * (1 - LOCATE_MARGIN))) / np.log(g) - 1e-9))
-        else:
-            guess = base + int(np.floor(np.log(known[base] / (want * (1 + LOCATE_MARGIN))) / np.log(g) + 1e-9))
+        guess = base + int(np.ceil(np.log(known[base] / want) / np.log(g) - 1e-9))
         top = lo_ok - 1 if lo_ok is not None else hi_b  # the answer lies in (max(bad), lo_ok]
         bottom = max(bad) + 1 if bad else lo_b
         guess = min(top, max(bottom, guess))
@@ -273,7 +263,7 @@ def allocate(
             base = lo_ok if lo_ok is not None else hi_b
             break
         base = guess
-    g = _slope(known, [b for b in known if abs(b - base) <= 6])
+    g = _slope(known, [b for b in known if abs(b - base) <= 3])
 
     # 2. Every tensor's sample at the base; other QPs by the subset's ratio per QP step.
     sampled(range(n), base)

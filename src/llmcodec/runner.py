@@ -52,13 +52,16 @@ class Runner:
 
     def __init__(
         self, executor: Executor, spec: JobSpec, matrices, loaders, shapes, digests, work, progress, col_scales=None,
-        factors=None,
+        factors=None, row_steps=None,
     ) -> None:
         self.ex, self.spec, self.work, self.progress = executor, spec, work, progress
         self.col_scales = list(col_scales) if col_scales is not None else [None] * len(matrices)
+        self.row_steps = list(row_steps) if row_steps is not None else [None] * len(matrices)
         self.factors = list(factors) if factors is not None else [None] * len(matrices)
-        # a matrix's error-feedback factor goes into its cache keys (nothing without one: keys as before)
+        # a matrix's error-feedback factor and row steps go into its cache keys (nothing without: keys as before)
         self._factor_digests = [[] if f is None else [matrix_digest(f)] for f in self.factors]
+        self._factor_digests = [d + ([] if r is None else ["rows", matrix_digest(r[:, None])])
+                                for d, r in zip(self._factor_digests, self.row_steps, strict=True)]
         self.names = [m[0] for m in matrices]
         self.dtypes = [m[2] for m in matrices]
         self.loaders = loaders
@@ -104,7 +107,8 @@ class Runner:
         frac = self.spec.sample_fraction if sample else 1.0
         args = [
             (self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample,
-             self.col_scales[jobs[k][0]], self.factors[jobs[k][0]], None if sample else self._known[jobs[k][0]])
+             self.col_scales[jobs[k][0]], self.factors[jobs[k][0]], None if sample else self._known[jobs[k][0]],
+             self.row_steps[jobs[k][0]])
             for k in todo
         ]
         weights = [self.numel[jobs[k][0]] * frac for k in todo]
@@ -124,7 +128,7 @@ class Runner:
         (``finish_many_job``; elsewhere the workers cannot read the source)."""
         if not isinstance(self.ex, LocalExecutor):
             args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i], streams[i],
-                     self.col_scales[i], self._known[i]) for i in range(len(qps))]
+                     self.col_scales[i], self._known[i], self.row_steps[i]) for i in range(len(qps))]
             return self._map(finish_job, args, self.numel, "verify")
         codec, profile = self.spec.resolve()
         sizes = [(lay.frame_h, lay.frame_w) for lay in (frame_layout(r, c, codec, profile) for r, c in self.shapes)]
@@ -134,12 +138,13 @@ class Runner:
             if len(b) == 1:
                 i = b[0]
                 args.append((finish_job, (self.spec, self.names[i], Lazy(self.loaders[i]), self.dtypes[i], qps[i],
-                                          streams[i], self.col_scales[i], self._known[i])))
+                                          streams[i], self.col_scales[i], self._known[i], self.row_steps[i])))
             else:
                 args.append((finish_many_job, (self.spec, [self.names[i] for i in b], [self.shapes[i] for i in b],
                                                [self.loaders[i] for i in b], [self.dtypes[i] for i in b],
                                                [qps[i] for i in b], [streams[i] for i in b],
-                                               [self.col_scales[i] for i in b], [self._known[i] for i in b])))
+                                               [self.col_scales[i] for i in b], [self._known[i] for i in b],
+                                               [self.row_steps[i] for i in b])))
         done = self._map(run_finish, args, [sum(self.numel[i] for i in b) for b in batches], "verify")
         out: list[CodedTensor | None] = [None] * len(qps)
         for b, res in zip(batches, done, strict=True):
@@ -171,7 +176,7 @@ class Runner:
         """``scan_job`` of every matrix, run once however many of its results are asked for (again
         only if relative steps are asked for after a scan without them)."""
         if self._scanned is None or (relative and any(r[2] is None for r in self._scanned)):
-            args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative)
+            args = [(self.spec, self.names[i], Lazy(self.loaders[i]), self.col_scales[i], relative, self.row_steps[i])
                     for i in range(len(self.names))]
             scanned = self._map(scan_job, args, self.numel, "scan")
             self._scanned = [tuple(r[:4]) for r in scanned]

@@ -27,8 +27,9 @@ OBJECTIVES: dict[str, dict[str, object]] = {
 OBJECTIVE_PROFILES: dict[tuple[str, str], str] = {("weights", "vvc"): "ai-medium-coef-dq-half"}
 EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")
 # The default QP offset of token embeddings and output heads (priors.TOKEN_MATRIX) against the other
-# matrices under a bit budget: two octaves finer, since they feed and read out every layer (docs/research-log.md).
-EMBEDDING_OFFSET = -12
+# matrices under a bit budget: finer, since they feed and read out every layer; chosen together with the
+# per-token steps (token_rows), which spread the rows' steps around it (docs/research-log.md).
+EMBEDDING_OFFSET = -16
 BUDGETS = ("model", "coded")
 
 
@@ -48,6 +49,9 @@ class CompressSettings:
     # QP offset of token embeddings and output heads against the other matrices under a budget
     # (None: EMBEDDING_OFFSET; negative: finer)
     embedding_offset: int | None = None
+    # per-token steps in token embeddings and output heads (tokenrows.py): row v gets a step
+    # rank_v^(token_rows/2) times the median row's (its BPE merge rank as the frequency prior); 0: off
+    token_rows: float = 1.0
     exact_kept: bool = False  # tensors not coded keep the source's dtype instead of 16 bits (kept.py)
     min_dim: int = 16  # smaller matrices stay uncompressed
     only: str | None = None  # regular expression: code only tensors whose name matches
@@ -104,10 +108,13 @@ class CompressSettings:
     def __post_init__(self) -> None:
         if self.qp is not None and self.lossless:
             raise ValueError("give either a fixed QP or lossless, not both")
-        for k in ("bpw", "alpha", "error_cap", "edge_octaves", "kv_sharing", "compand", "tolerance", "sample_fraction"):
+        for k in ("bpw", "alpha", "token_rows", "error_cap", "edge_octaves", "kv_sharing", "compand", "tolerance",
+                  "sample_fraction"):
             v = getattr(self, k)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"{k} must be a finite number, got {v!r}")
+        if not 0 <= self.token_rows <= 16:
+            raise ValueError(f"the per-token step strength token_rows must be in [0, 16], got {self.token_rows}")
         if not 0 <= self.alpha <= 16:
             raise ValueError(f"the weighting strength alpha must be in [0, 16], got {self.alpha}")
         if self.group is not None and self.group < 1:
