@@ -209,17 +209,18 @@ def _column_scales(src: ModelSource, names: list[str], settings: CompressSetting
 
 def _row_steps(src: ModelSource, names: list[str], settings: CompressSettings) -> list[np.ndarray | None]:
     """Per-token step factors for token embeddings and output heads (tokenrows.py) from the source's
-    BPE tokenizer; None for other matrices, for tokenizers that are not BPE, and without a budget or a
-    fixed QP (lossless) or with a sample-domain profile (whose rows span the sample range each)."""
+    BPE tokenizer (parsed once); None for other matrices, for tokenizers that are not BPE, for lossless
+    coding and for a sample-domain profile (whose rows span the sample range each)."""
     tok = src.files.get("tokenizer.json")
     _, profile = settings.codec_profile()
-    if settings.token_rows <= 0 or settings.lossless or tok is None or profile.coef_block is None:
+    token = [TOKEN_MATRIX.search(n) is not None for n in names]
+    if settings.token_rows <= 0 or settings.lossless or tok is None or profile.coef_block is None or not any(token):
         return [None] * len(names)
-    out: list[np.ndarray | None] = []
-    for n in names:
-        ranks = tokenrows.bpe_ranks(tok, src.shape(n)[0]) if TOKEN_MATRIX.search(n) else None
-        out.append(None if ranks is None else tokenrows.row_steps(ranks, settings.token_rows))
-    return out
+    span = tokenrows.bpe_span(tok)
+    if span is None:
+        return [None] * len(names)
+    return [tokenrows.row_steps(tokenrows.span_ranks(span, src.shape(n)[0]), settings.token_rows) if t else None
+            for n, t in zip(names, token, strict=True)]
 
 
 def _calibration_model(src: ModelSource, settings: CompressSettings):

@@ -20,11 +20,10 @@ import numpy as np
 ROW_CLIP = 2.0
 
 
-def bpe_ranks(tokenizer_json: bytes | str, vocab: int) -> np.ndarray | None:
-    """Each of ``vocab`` token ids' frequency rank from a BPE ``tokenizer.json``: its id, with the
-    tokens before the first merge (special tokens and the byte alphabet) at that merge's id and
-    ids past the vocabulary (padding rows) at the last id. None when the tokenizer is not BPE or its
-    ids do not follow its merges (the first merge's token not after every alphabet token)."""
+def bpe_span(tokenizer_json: bytes | str) -> tuple[int, int] | None:
+    """The ids of a BPE ``tokenizer.json``'s first merge and of its last token, or None when the
+    tokenizer is not BPE or its ids do not follow its merges (the first merge's token not after
+    every alphabet token). Parse it once per model: the file can be tens of megabytes."""
     try:
         model = json.loads(tokenizer_json).get("model") or {}
     except (ValueError, AttributeError):
@@ -37,9 +36,21 @@ def bpe_ranks(tokenizer_json: bytes | str, vocab: int) -> np.ndarray | None:
     alphabet = [model["vocab"].get(p) for p in pair]
     if merged is None or None in alphabet or merged <= max(alphabet):
         return None
-    last = max(model["vocab"].values())
-    ids = np.arange(vocab, dtype=np.float64)
-    return np.clip(ids, merged, max(merged, last)) + 1.0
+    return merged, max(model["vocab"].values())
+
+
+def span_ranks(span: tuple[int, int], vocab: int) -> np.ndarray:
+    """Each of ``vocab`` token ids' frequency rank under ``bpe_span``'s (first merge, last id): its
+    id, with the tokens before the first merge (special tokens and the byte alphabet) at that
+    merge's id and ids past the vocabulary (padding rows) at the last id."""
+    merged, last = span
+    return np.clip(np.arange(vocab, dtype=np.float64), merged, max(merged, last)) + 1.0
+
+
+def bpe_ranks(tokenizer_json: bytes | str, vocab: int) -> np.ndarray | None:
+    """``span_ranks`` straight from a ``tokenizer.json`` (None when ``bpe_span`` is)."""
+    span = bpe_span(tokenizer_json)
+    return None if span is None else span_ranks(span, vocab)
 
 
 def row_steps(ranks: np.ndarray, strength: float, clip: float = ROW_CLIP) -> np.ndarray | None:
