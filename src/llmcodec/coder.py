@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -312,14 +313,49 @@ def decode_tensor(
     return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)
 
 
-def decode_tensors(cts: list[CodedTensor], codec: FFmpegCodec, profile: Profile) -> list[np.ndarray]:
-    """``decode_tensor`` of several tensors with one decoder process (``FFmpegCodec.decode_many``).
-    If that process fails, each tensor is decoded on its own, so the error names the tensor."""
+class _TensorFailed(Exception):
+    """A tensor's own check failed while its batch was decoding (not the decoder process)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def decode_tensors(
+    cts: list[CodedTensor], codec: FFmpegCodec, profile: Profile,
+    consume: Callable[[int, np.ndarray], None] | None = None,
+) -> list[np.ndarray]:
+    """``decode_tensor`` of several tensors with one decoder process (``FFmpegCodec.decode_each``),
+    each finished as soon as its frames are out. ``consume(k, weights)``: tensor k's weights go
+    there as they are ready (and the list returned is empty) instead of being collected.
+    If that process fails, the tensors not yet finished are decoded each on its own, so the error
+    names the tensor."""
+    out: list = []
+    done: set[int] = set()
+
+    def give(k: int, w: np.ndarray) -> None:
+        done.add(k)
+        if consume is None:
+            out.append((k, w))
+        else:
+            consume(k, w)
+
+    def one(k: int, frames) -> None:
+        try:
+            w = decode_tensor(cts[k], codec, profile, frames)
+        except Exception as e:  # noqa: BLE001 - re-raised as is below, not mistaken for the decoder's
+            raise _TensorFailed(e) from None
+        give(k, w)
+
     try:
-        frames = codec.decode_many([ct.bitstream for ct in cts], [ct.layout for ct in cts], profile)
+        # decode_tensor keeps nothing of the frames: one output buffer serves the whole batch
+        codec.decode_each([ct.bitstream for ct in cts], [ct.layout for ct in cts], profile, one, reuse=True)
+    except _TensorFailed as f:
+        raise f.error from None
     except CodecError:
         if len(cts) < 2:
             raise
-        frames = [None] * len(cts)
-    return [decode_tensor(ct, codec, profile, f) for ct, f in zip(cts, frames, strict=True)]
-
+        for k, ct in enumerate(cts):
+            if k not in done:
+                give(k, decode_tensor(ct, codec, profile))
+    return [w for _, w in sorted(out, key=lambda kw: kw[0])]
