@@ -328,13 +328,11 @@ def decode_tensors(
     """``decode_tensor`` of several tensors with one decoder process (``FFmpegCodec.decode_each``),
     each finished as soon as its frames are out. ``consume(k, weights)``: tensor k's weights go
     there as they are ready (and the list returned is empty) instead of being collected.
-    If that process fails, the tensors not yet finished are decoded each on its own, so the error
-    names the tensor."""
+    If that process fails, each tensor is decoded again on its own (and handed on again), so the
+    error names the tensor."""
     out: list = []
-    done: set[int] = set()
 
     def give(k: int, w: np.ndarray) -> None:
-        done.add(k)
         if consume is None:
             out.append((k, w))
         else:
@@ -355,7 +353,7 @@ def decode_tensors(
     except CodecError:
         if len(cts) < 2:
             raise
+        out.clear()
         for k, ct in enumerate(cts):
-            if k not in done:
-                give(k, decode_tensor(ct, codec, profile))
+            give(k, decode_tensor(ct, codec, profile))
     return [w for _, w in sorted(out, key=lambda kw: kw[0])]
