@@ -18,8 +18,12 @@ def storage_dtype(t: torch.Tensor, exact: bool = False) -> torch.dtype:
     or narrower; else fp16 if every finite value fits, bf16 if they fit bf16, its own otherwise."""
     if exact or t.dtype not in WIDE or t.numel() == 0:
         return t.dtype
-    finite = t[torch.isfinite(t)]
-    peak = float(finite.abs().max()) if finite.numel() else 0.0
+    lo, hi = torch.aminmax(t.detach())  # no copies of a large tensor (an embedding kept uncoded)
+    if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
+        peak = max(-float(lo), float(hi))
+    else:  # NaN or Inf somewhere: the largest finite magnitude
+        finite = t[torch.isfinite(t)]
+        peak = float(finite.abs().max()) if finite.numel() else 0.0
     if peak <= FP16_MAX:
         return torch.float16
     if peak <= float(torch.finfo(torch.bfloat16).max):
