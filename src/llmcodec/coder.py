@@ -122,12 +122,14 @@ def prepare(
     packed: bool = False,
     known: tuple[np.ndarray, np.ndarray] | None = None,
     row_step: np.ndarray | None = None,
+    frames: bool = True,
 ) -> Prepared:
     """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
     the coefficient domain; the sample domain keeps fp16 scale and offset. ``known``: the scale and
     offset an earlier ``prepare`` of this matrix chose (``quant.side_of``; coefficient domain).
     ``row_step``: per-row step factors (``quant.quantize``; coefficient domain only, ignored in the
-    sample domain)."""
+    sample domain). ``frames=False``: the quantized matrix and its layout only, no frames (what a
+    check of a decoded stream needs)."""
     spec = quant_spec(codec, profile, group, shared_scale, compact, packed)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
@@ -138,15 +140,19 @@ def prepare(
         qz = quantize(w, spec, known if coef else None, row_step if coef else None)
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
+    if not frames:
+        return Prepared(name, qz, frame_layout(*qz.q.shape, codec, profile, padded=True), [], col_scale)
     samples = qz.q if profile.coef_block is None else spread(qz.q, profile.coef_block, 1 << (spec.bits - 1))
     layout = codec.plan(samples.shape[0], samples.shape[1], profile)
     return Prepared(name, qz, layout, to_frames(samples, layout), col_scale)
 
 
-def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile) -> FrameLayout:
-    """The frame layout ``prepare`` gives a ``rows x cols`` matrix, without quantizing it."""
+def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile, padded: bool = False) -> FrameLayout:
+    """The frame layout ``prepare`` gives a ``rows x cols`` matrix, without quantizing it
+    (``padded``: the shape is already the quantized one, whole transform blocks)."""
     if profile.coef_block is not None:
-        rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
+        if not padded:
+            rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
         rows, cols = 2 * rows, 2 * cols  # coefdomain.spread's checkerboard
     return codec.plan(rows, cols, profile)
 

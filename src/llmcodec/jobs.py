@@ -55,10 +55,10 @@ Side = tuple[np.ndarray, np.ndarray]  # a matrix's scale and offset from its sca
 
 
 def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, known: Side | None = None,
-             row_step: np.ndarray | None = None):
+             row_step: np.ndarray | None = None, frames: bool = True):
     codec, profile = spec.resolve()
     p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed, known,
-                row_step)
+                row_step, frames)
     return p, codec, profile
 
 
@@ -100,7 +100,7 @@ def finish_job(
 ) -> CodedTensor:
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
     coded = _coded_domain(spec, name, w)
-    p, codec, profile = _prepare(spec, name, coded, col_scale, known, row_step)
+    p, codec, profile = _prepare(spec, name, coded, col_scale, known, row_step, frames=False)
     return finish(
         p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand, spec.centroids
     )
@@ -137,7 +137,7 @@ def finish_many_job(
         w = loaders[k]()
         coded = _coded_domain(spec, names[k], w)
         p = _prepare(spec, names[k], coded, col_scales[k], None if known is None else known[k],
-                     None if row_steps is None else row_steps[k])[0]
+                     None if row_steps is None else row_steps[k], frames=False)[0]
         f = frames if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
         try:
             out[k] = finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w,
