@@ -8,6 +8,7 @@ Everything else (pixel packing, running FFmpeg, checking the decoded size) is sh
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import shutil
@@ -41,6 +42,10 @@ class CodecError(RuntimeError):
 class EncoderInterrupted(CodecError):
     """FFmpeg was stopped by SIGINT (a Ctrl-C to the process group), not by a codec failure."""
 
+
+# The stop event of the executor job running in this thread (``executors.LocalExecutor``): its
+# FFmpeg processes are killed once it is set, also those started after the Ctrl-C went out.
+job_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("llmcodec_job_stop", default=None)
 
 # FFmpeg exits 255 after a SIGINT it caught; a child killed outright by it reports -SIGINT.
 _SIGINT_EXITS = (255, -signal.SIGINT)
@@ -337,6 +342,8 @@ def _stream(
             err_tail.extend(chunk)
             del err_tail[: max(0, len(err_tail) - limits.STDERR_TAIL)]
 
+    interrupted = job_stop.get()
+
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while not finished.wait(0.05):
@@ -344,6 +351,8 @@ def _stream(
                 stop_reason.append("timeout")
             elif cancel is not None and cancel.is_set():
                 stop_reason.append("cancel")
+            elif interrupted is not None and interrupted.is_set():
+                stop_reason.append("interrupt")
             else:
                 continue
             _kill(proc)
@@ -389,6 +398,8 @@ def _stream(
         raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err or '(empty)'}")
     if "cancel" in stop_reason:
         raise CodecError(f"{what} stopped: another tensor failed first")
+    if "interrupt" in stop_reason:
+        raise EncoderInterrupted(f"{what} stopped: interrupted")
     if "overflow" in stop_reason:
         raise CodecError(
             f"{what} wrote more than the {max_out if sink is None else sum(sink.sizes)} bytes the header's frame "
