@@ -126,7 +126,7 @@ def superseded(rows: list[dict[str, str]], code: str) -> list[str]:
     old = [r for r in rows if r["kind"] == "codec" and r["scope"] == SCOPE and (r.get("code") or "") != code]
     if not old:
         return []
-    out = ["## Superseded cells (other code: not ranked, not comparable with the results above)", "",
+    out = ["", "## Superseded cells (other code: not ranked, not comparable with the results above)", "",
            "Measured by earlier code of the library (the sweep log's notes say what differed); kept in the CSV",
            "for the record. Do not compare them with the cells above.", "",
            "| codec:profile | budget | perplexity | weight error | code |", "|---|---|---|---|---|"]
