@@ -63,3 +63,29 @@ def test_readme_does_not_judge_the_default_without_its_cell_and_cites_filesize(t
     # only the default-setting rows of benchmarks/filesize, outside the grid
     assert "2.5: perplexity 290.9 at 2.490 bits per parameter." in text and "1344" not in text
     assert "| vvc:default | not measured | not measured |" in text
+
+
+def test_readme_ranks_only_cells_of_one_code_and_lists_the_others_as_superseded(tmp_path):
+    csv = tmp_path / "points.csv"
+    rows = [
+        _row("x265", 2.5, 364.0, code="0.1.0+old"),
+        _row("aom", 2.5, 100.0, code="0.1.0+old"),
+        {"model": "smollm2-135m", "scope": make_readme.SCOPE, "kind": "reference", "codec": "none",
+         "profile": "source", "perplexity": 57.5, "eval_tokens": 20440, "tensors": 0, "code": "0.1.0+new"},
+        _row("vvc", 2.5, 214.0, code="0.1.0+new"),
+        _row("x265", 2.5, 250.0, code="0.1.0+new"),
+    ]
+    for r in rows:
+        bench.append_point(csv, r)
+    text = make_readme.render(csv, tmp_path / "no.log")
+    ranked, _, old = text.partition("## Superseded cells")
+    # aom's old 100.0 would win 2.5, but it is of other code: ranked only apart, as superseded
+    assert "- **2.5 bits per parameter: VVC (libvvenc)**, perplexity 214.0" in ranked
+    assert "next HEVC (x265) at 250.0" in ranked and "100.0" not in ranked and "364.0" not in ranked
+    assert "`0.1.0+new`" in ranked and "Uncompressed perplexity: 57.50 (20440 tokens)." in ranked
+    assert "| aom:default | 2.5 | 100.0 | 0.200 | `0.1.0+old` |" in old and "| x265:default | 2.5 | 364.0 |" in old
+    # asked for the old code, the old cells are ranked and the new ones superseded
+    text = make_readme.render(csv, tmp_path / "no.log", code="0.1.0+old")
+    ranked, _, old = text.partition("## Superseded cells")
+    assert "- **2.5 bits per parameter: AV1 (libaom)**" in ranked and "measured by code `0.1.0+new`" in ranked
+    assert "| vvc:default | 2.5 | 214.0 |" in old

@@ -4,7 +4,9 @@
 
 Every number in the README comes from the CSV (and the machine lines of the sweep's log): the grid of
 perplexity and weight error per codec and budget, which codec wins each budget, the speeds, the
-recommendation per need, and which cells are missing and why. Rerun it after every sweep step.
+recommendation per need, and which cells are missing and why. Only cells of one code (the CSV's
+``code`` column; by default the code of the last cell written, or ``--code``) are ranked; cells of
+other code are listed apart as superseded. Rerun it after every sweep step.
 """
 
 from __future__ import annotations
@@ -106,12 +108,43 @@ def what_each_codec_gets() -> str:
     return "\n".join(lines)
 
 
-def results(rows: list[dict[str, str]]) -> list[str]:
+def newest_code(rows: list[dict[str, str]]) -> str:
+    """The code of the last codec cell written (file order), "" when no cell records one."""
+    coded = [r.get("code") or "" for r in rows if r["kind"] == "codec" and r["scope"] == SCOPE]
+    return next((c for c in reversed(coded) if c), "")
+
+
+def reference(rows: list[dict[str, str]], code: str) -> dict[str, str] | None:
+    """The uncompressed point of ``code``, else the last one of any code (its text says which)."""
+    refs = [r for r in rows if r["kind"] == "reference" and r["scope"] == SCOPE]
+    same = [r for r in refs if (r.get("code") or "") == code]
+    return (same or refs or [None])[-1]
+
+
+def superseded(rows: list[dict[str, str]], code: str) -> list[str]:
+    """Cells measured by other code than the ranked one: listed, never ranked or compared."""
+    old = [r for r in rows if r["kind"] == "codec" and r["scope"] == SCOPE and (r.get("code") or "") != code]
+    if not old:
+        return []
+    out = ["", "## Superseded cells (other code: not ranked, not comparable with the results above)", "",
+           "Measured by earlier code of the library (the sweep log's notes say what differed); kept in the CSV",
+           "for the record. Do not compare them with the cells above.", "",
+           "| codec:profile | budget | perplexity | weight error | code |", "|---|---|---|---|---|"]
+    for r in sorted(old, key=lambda r: (float(r["target"]), fnum(r, "perplexity"))):
+        ppl = f"{fnum(r, 'perplexity'):.1f}" if r.get("perplexity") else r.get("status", "")
+        err = f"{fnum(r, 'rel_error'):.3f}" if r.get("rel_error") else ""
+        out.append(f"| {r['codec']}:{r['profile']} | {float(r['target']):g} | {ppl} | {err} | "
+                   f"`{r.get('code') or 'not recorded'}` |")
+    return out + [""]
+
+
+def results(rows: list[dict[str, str]], ref: dict[str, str] | None, code: str) -> list[str]:
     grid = cells(rows)
-    ref = next((r for r in rows if r["kind"] == "reference" and r["scope"] == SCOPE), None)
     win = winners(grid)
     out = ["## Results", ""]
     ref_txt = f"{fnum(ref, 'perplexity'):.2f} ({ref['eval_tokens']} tokens)" if ref else "not measured"
+    if ref and (ref.get("code") or "") != code:
+        ref_txt += f", measured by code `{ref.get('code') or 'not recorded'}`"
     out += [
         "Perplexity / relative weight error per codec (default profile) and whole-file budget (bits per",
         "parameter); bold: the best perplexity among the rate-controlled cells of that budget. A cell",
@@ -240,13 +273,16 @@ def gaps(rows: list[dict[str, str]]) -> list[str]:
     return out
 
 
-def protocol(rows: list[dict[str, str]], log: Path) -> list[str]:
+def protocol(rows: list[dict[str, str]], log: Path, code: str = "") -> list[str]:
     pts = [r for r in rows if r["kind"] == "codec" and r["scope"] == SCOPE and r.get("load1")]
     loads = [fnum(r, "load1") for r in pts]
     params = next((r["params"] for r in rows if r.get("params")), "")
     load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
     out = [
         "## Protocol", "",
+        f"- **Code**: every ranked cell below was measured by llmcodec `{code or 'not recorded'}` (the CSV's `code` "
+        "column: version plus a fingerprint of the package's source, `llmcodec.codeid`); cells of other code are "
+        "listed at the end as superseded.",
         f"- **Budget**: `--bpw B` of the whole file, every stored byte of every tensor (coded bitstreams, side "
         f"information, the embedding, norms at 16 bits, the header) over the model's {params} parameters "
         "(config and tokenizer files aside); rate control lands within 1.5% below it, `landed` says where.",
@@ -282,8 +318,11 @@ def cell_minutes(rows: list[dict[str, str]]) -> str:
     return f" (a cell took {min(mins):.0f}-{max(mins):.0f} minutes here)" if mins else ""
 
 
-def render(csv_path: Path, log: Path) -> str:
-    rows = bench.latest(bench.read_points(csv_path))
+def render(csv_path: Path, log: Path, code: str | None = None) -> str:
+    every = bench.latest(bench.read_points(csv_path))
+    code = newest_code(every) if code is None else code
+    rows = bench.of_code(every, code)
+    ref = reference(every, code)
     parts = [PREAMBLE, "## Regenerate", "", "```bash",
              "# the sweep: every codec at every whole-file budget, 2.5 first; it appends to points.csv and skips",
              "# the cells already there, so it continues where it stopped" + cell_minutes(rows),
@@ -295,9 +334,10 @@ def render(csv_path: Path, log: Path) -> str:
              "# which codecs can code in their coefficient domain (TRANSFORMS.md)",
              ".venv/bin/python benchmarks/codecs/transforms.py",
              "```", ""]
-    parts += protocol(rows, log)
-    parts += results(rows)
+    parts += protocol(rows, log, code)
+    parts += results(rows, ref, code)
     parts += gaps(rows)
+    parts += superseded(every, code)
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -306,8 +346,9 @@ def main() -> None:
     ap.add_argument("--csv", type=Path, default=SWEEP / "points.csv")
     ap.add_argument("--log", type=Path, default=SWEEP / "sweep.log")
     ap.add_argument("--out", type=Path, default=HERE / "README.md")
+    ap.add_argument("--code", help="rank the cells of this code (default: the code of the last cell written)")
     args = ap.parse_args()
-    text = render(args.csv, args.log)
+    text = render(args.csv, args.log, args.code)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(args.out)

@@ -8,8 +8,10 @@ weights, perplexity of the restored model (PTB test, first ``windows`` windows o
 tokens), and encode / decode megaweights per second. Round-to-nearest quantization (group 128;
 2, 3, 4 bits) and the uncompressed model are added as reference points.
 
-Points are appended to ``points.csv`` one row at a time; a rerun skips points already there, so an
-interrupted sweep continues where it stopped. Plots and a summary are redrawn from the whole CSV.
+Points are appended to ``points.csv`` one row at a time, each with the fingerprint of the code that
+measured it (``code``, see codeid.py); a rerun skips points already measured by the same code, so an
+interrupted sweep continues where it stopped, and re-measures points of other code, whose rows stay in
+the CSV as superseded. Plots and a summary are redrawn from the current code's rows.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from .budget import whole_file
 from .codecs import CodecError, get_codec
+from .codeid import code_id
 from .compress import CompressSettings, is_codable
 from .evaluate import EvalSettings
 from .rate import BudgetError
@@ -88,6 +91,7 @@ COLUMNS = (
     "file_bytes",
     "eval_s",
     "load1",
+    "code",
     "status",
     "note",
 )
@@ -196,12 +200,23 @@ def read_points(path: Path) -> list[dict[str, str]]:
 
 
 def latest(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """One row per point, the last one written (a retried point replaces its earlier error)."""
+    """One row per point and code, the last one written (a retried point replaces its earlier error)."""
     out: dict[tuple, dict[str, str]] = {}
     for r in rows:
-        out.pop(point_key(r), None)
-        out[point_key(r)] = r
+        k = (*point_key(r), r.get("code") or "")
+        out.pop(k, None)
+        out[k] = r
     return list(out.values())
+
+
+def of_code(rows: list[dict[str, str]], code: str) -> list[dict[str, str]]:
+    """The rows measured by ``code``; the others are superseded (kept in the CSV, never compared)."""
+    return [r for r in rows if (r.get("code") or "") == code]
+
+
+def done_points(rows: list[dict[str, str]], code: str) -> set[tuple]:
+    """Points a rerun by ``code`` skips: measured (or refused) by that code, not failed in the encoder."""
+    return {point_key(r) for r in latest(of_code(rows, code)) if r.get("status") != ERROR}
 
 
 def measured(row: dict[str, str]) -> bool:
@@ -226,10 +241,13 @@ def append_point(path: Path, row: dict) -> None:
         with open(path, newline="") as f:
             head = f.readline().strip()
         if head != ",".join(COLUMNS):
-            raise ValueError(
-                f"{path} has other columns than this version of llmcodec bench writes "
-                "(an older sweep?): give another --out folder or move the file away"
-            )
+            old = head.split(",")
+            if not set(old) < set(COLUMNS):
+                raise ValueError(
+                    f"{path} has other columns than this version of llmcodec bench writes "
+                    "(an older sweep?): give another --out folder or move the file away"
+                )
+            upgrade_columns(path)
     new = not path.is_file() or path.stat().st_size == 0
     line = _csv_line(row)
     with open(path, "a", newline="") as f:
@@ -238,6 +256,14 @@ def append_point(path: Path, row: dict) -> None:
         f.write(line)  # one write per row, flushed: an interruption loses at most this row
         f.flush()
         os.fsync(f.fileno())
+
+
+def upgrade_columns(path: Path) -> None:
+    """Rewrite a CSV written with fewer of COLUMNS under today's header; the new columns stay empty."""
+    text = "".join(_csv_line(r) for r in read_points(path))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(",".join(COLUMNS) + "\n" + text)
+    tmp.replace(path)
 
 
 def _csv_line(row: dict) -> str:
@@ -484,7 +510,12 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
         get_codec(codec).check_available()  # a missing encoder stops the sweep before any work
     settings.out.mkdir(parents=True, exist_ok=True)
     csv_path = settings.out / "points.csv"
-    done = {point_key(r) for r in latest(read_points(csv_path)) if r.get("status") != ERROR}
+    code = code_id()
+    earlier = read_points(csv_path)
+    done = done_points(earlier, code)
+    others = {r.get("code") or "unrecorded" for r in earlier} - {code}
+    log(f"code {code}" + (f"; rows of other code in {csv_path} ({', '.join(sorted(others))}) are superseded: "
+                          "kept, not resumed, not compared" if others else ""))
     t_load = time.perf_counter()
     model = load_model(settings.model, settings.tensor_limit, settings.only)
     n_weights = sum(math.prod(model.src.shape(n)) for n in model.coded)
@@ -493,7 +524,7 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
         f"{n_weights:,} weights (loaded in {time.perf_counter() - t_load:.0f} s); scope {settings.scope}"
         + (f" (matrices matching {settings.only!r})" if settings.only else "")
     )
-    common = {"model": Path(str(settings.model)).name, "scope": settings.scope}
+    common = {"model": Path(str(settings.model)).name, "scope": settings.scope, "code": code}
 
     def key(kind: str, codec: str, profile: str, target) -> tuple:
         return point_key({**common, "kind": kind, "codec": codec, "profile": profile, "target": target})
@@ -514,7 +545,7 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
              None)
         )
     todo = [j for j in jobs if j[0] not in done]
-    log(f"{len(jobs)} points, {len(jobs) - len(todo)} already in {csv_path}, {len(todo)} to measure")
+    log(f"{len(jobs)} points, {len(jobs) - len(todo)} already in {csv_path} (this code), {len(todo)} to measure")
     failed = 0
     for i, (_, what, fn, point) in enumerate(todo, 1):
         t0 = time.perf_counter()
@@ -537,7 +568,7 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
         log(f"[{i}/{len(todo)}] {what}: {_describe(row)} ({time.perf_counter() - t0:.0f} s)")
     if failed:
         log(f"{failed} points failed in the encoder (see above); rerun the same command to retry them")
-    rows = latest(read_points(csv_path))
+    rows = latest(of_code(read_points(csv_path), code))
     for path in plot(rows, settings.out, settings.scope):
         log(f"wrote {path}")
     table = grid(rows, settings.scope, settings.curves, settings.budgets) + "\n" + summary(rows, settings.scope)
