@@ -95,6 +95,9 @@ def test_storage_dtypes():
     assert kept.storage_dtype(torch.tensor([1.0, float("inf")])) == torch.float16  # fp16 holds inf
     assert kept.storage_dtype(torch.ones(4, dtype=torch.bfloat16)) == torch.bfloat16
     assert kept.storage_dtype(torch.arange(4)) == torch.int64
+    assert kept.storage_dtype(torch.tensor([-7e4, 1.0])) == torch.bfloat16  # the peak is a negative value
+    assert kept.storage_dtype(torch.tensor([float("nan"), -7e4])) == torch.bfloat16  # NaN aside
+    assert kept.storage_dtype(torch.tensor([float("-inf"), 3.0, float("nan")])) == torch.float16
 
 
 def _experts_state(rng):

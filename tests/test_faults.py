@@ -481,3 +481,28 @@ def test_empty_encoder_output_is_retried_then_refused(monkeypatch):
     monkeypatch.setattr(base, "run_ffmpeg", lambda *a, **k: b"")
     with pytest.raises(base.CodecError, match="empty bitstream 4 times"):
         codec.encode(frames, 30, profile)
+
+
+def test_encoder_started_after_the_interrupt_is_stopped(monkeypatch, tmp_path):
+    """A worker that starts FFmpeg after a Ctrl-C went out (the signal never reached it) is stopped
+    through its job's stop event instead of running to the end."""
+    import threading
+    import time
+
+    from llmcodec.executors import LocalExecutor
+
+    exe = _fake_ffmpeg(tmp_path, "exec sleep 60")
+    monkeypatch.setattr(base, "ffmpeg_exe", lambda: exe)
+    started = threading.Event()
+
+    def job() -> None:
+        started.set()
+        base.run_ffmpeg(["-i", "pipe:0", "pipe:1"], b"", 120, "late encoder")
+
+    with LocalExecutor(1) as ex:
+        timer = threading.Timer(0.5, ex._stop.set)  # what a Ctrl-C seen by another worker does
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(base.EncoderInterrupted, match="late encoder stopped: interrupted"):
+            ex.map(job, [()])
+        assert started.is_set() and time.monotonic() - t0 < 10

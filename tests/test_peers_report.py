@@ -88,3 +88,12 @@ def test_strongest_peer_needs_the_uncompressed_row_and_says_when_nothing_is_smal
     assert strongest_peer(ROWS, None) == []
     out = "\n".join(strongest_peer([r for r in ROWS if r["setting"] != "default bpw=2.5"], 50.0))
     assert "| 3.400 | gptq b=2 | 3.400 | 250.0 | none measured | — | — | — | not shown |" in out
+
+
+def test_llmcodec_ceiling_names_budgets_that_landed_short() -> None:
+    rows = [*ROWS, _row("llmcodec", "default bpw=5.0 include_embeddings", 4.9, 60.0)]
+    text = _REPORT.llmcodec_ceiling(rows)
+    assert "2.50-4.90 bits per parameter" in text
+    assert "`--bpw 5.0` landed at 4.900" in text
+    assert "`--bpw 3.5`" not in text
+    assert "No llmcodec row" in _REPORT.llmcodec_ceiling(ROWS[:3])

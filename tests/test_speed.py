@@ -146,3 +146,54 @@ def test_compress_matrices_checks_small_matrices_in_fewer_decoder_processes(monk
     out = compress_matrices(mats, CompressSettings(qp=30, workers=1))
     assert [ct.name for ct in out] == [m[0] for m in mats]
     assert sum("decoder" in w for w in seen) == 1
+
+
+def test_splitter_hands_on_each_piece_once_in_order():
+    from llmcodec.codecs.base import Splitter
+
+    data = bytes(range(256)) * 3
+    sizes = [5, 300, 1, 462]
+    for reuse in (False, True):
+        got = []
+        sink = Splitter(sizes, lambda k, buf, got=got: got.append((k, bytes(buf))), reuse)
+        pos = 0
+        while (view := sink.space()) is not None:
+            n = min(7, len(view))  # reads of any size, across the pieces' borders
+            view[:n] = data[pos : pos + n]
+            sink.filled(n)
+            pos += n
+        assert sink.complete and pos == sum(sizes)
+        cuts = np.cumsum([0, *sizes])
+        assert got == [(k, data[cuts[k] : cuts[k + 1]]) for k in range(len(sizes))]
+
+
+def test_streamed_batch_gives_each_tensor_as_it_is_decoded(coded):
+    codec = get_codec("vvc")
+    profile = codec.profile("default")
+    one = [decode_tensor(ct, codec, profile) for ct in coded]
+    seen = []
+    assert decode_tensors(coded, codec, profile, lambda k, w: seen.append((k, w))) == []
+    assert [k for k, _ in seen] == list(range(len(coded)))
+    assert all(np.array_equal(one[k], w) for k, w in seen)
+
+
+def test_a_digest_mismatch_in_a_batch_is_named_and_not_retried(coded):
+    codec = get_codec("vvc")
+    profile = codec.profile("default")
+    bad = list(coded)
+    bad[1] = replace(bad[1], decoded_sha256="0" * 64)
+    with pytest.raises(CodecError, match="'m1'.*digest mismatch"):
+        decode_tensors(bad, codec, profile)
+
+
+def test_a_truncated_batch_output_is_an_error():
+    """A decoder that writes fewer bytes than the streams' layouts need fails the batch."""
+    codec = get_codec("vvc")
+    profile = codec.profile("default")
+    rng = np.random.default_rng(1)
+    mats = [(f"t{i}", (rng.standard_normal((64, 128)) * 0.02).astype(np.float32), "float32") for i in range(2)]
+    cts = compress_matrices(mats, CompressSettings(qp=30))
+    lay = cts[1].layout
+    short = replace(lay, tiles_y=lay.tiles_y + 1, rows=lay.rows + lay.tile_h)  # the header asks for a frame more
+    with pytest.raises(CodecError, match="bytes where 2 streams need"):
+        codec.decode_each([ct.bitstream for ct in cts], [cts[0].layout, short], profile, lambda k, f: None)

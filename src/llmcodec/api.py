@@ -324,13 +324,19 @@ def decoders_for(art: Artifact):
     return c, prof
 
 
+# Frame samples one restore decoder process takes at least (more when the model is large: a few
+# processes per worker)
+RESTORE_BATCH_SAMPLES = 1 << 25
+
+
 def decode_batches(
     coded: Mapping[str, CodedTensor], max_samples: int = 1 << 25, max_tensors: int = 64
 ) -> list[list[str]]:
     """Runs of coded tensors to decode in one decoder process each: at most ``max_tensors``, and at
     most ``max_samples`` frame samples unless one tensor alone has more. Tensors of one frame size
     go together (in order within each size): a decoder process reuses its buffers between frames
-    of one size, and each process start costs the decoder's set-up again."""
+    of one size, and each process start costs the decoder's set-up again. A process holds one
+    tensor's output at a time (``decode_tensors``), so the bounds only spread the work."""
     first: dict[tuple[int, int], int] = {}
     for j, ct in enumerate(coded.values()):
         first.setdefault((ct.layout.frame_h, ct.layout.frame_w), j)
@@ -353,22 +359,32 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
     codec, profile = decoders_for(art)
     codec.check_available()
     codec.cancel_event = threading.Event()  # set at the first failure: running decodes stop at once
-    batches = decode_batches(art.coded)
-    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1
+    # few decoder processes (each start costs the decoder's set-up), but a few per worker so that
+    # they end together
+    total = sum(ct.layout.frame_h * ct.layout.frame_w * ct.layout.n_frames for ct in art.coded.values())
+    batches = decode_batches(art.coded, max(RESTORE_BATCH_SAMPLES, -(-total // (3 * workers))), 256)
+    pool = ThreadPoolExecutor(workers)
     # one BLAS thread per decode (the blockwise DCTs): the pool already keeps the cores busy, and
     # BLAS threads spinning against it only burn CPU
     blas = threadpool_limits(1)
     try:
-        futures = {pool.submit(decode_tensors, [art.coded[n] for n in b], codec, profile): b for b in batches}
-        decoded = {}
-        done = 0
+        decoded: dict[str, torch.Tensor] = {}
+        lock = threading.Lock()
+        done = [0]
+
+        def keep(names: list[str], k: int, w: np.ndarray) -> None:
+            t = torch.from_numpy(w).to(getattr(torch, art.coded[names[k]].dtype))
+            with lock:
+                decoded[names[k]] = t
+                done[0] += 1
+                if progress:
+                    progress("decode", done[0], len(art.coded))
+
+        futures = {pool.submit(decode_tensors, [art.coded[n] for n in b], codec, profile,
+                               functools.partial(keep, b)): b for b in batches}
         for f in as_completed(futures):  # the first failure is seen at once, in any order
-            names = futures[f]
-            for n, w in zip(names, f.result(), strict=True):
-                decoded[n] = torch.from_numpy(w).to(getattr(torch, art.coded[n].dtype))
-            done += len(names)
-            if progress:
-                progress("decode", done, len(art.coded))
+            f.result()
     except BaseException:
         codec.cancel_event.set()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -121,12 +122,14 @@ def prepare(
     packed: bool = False,
     known: tuple[np.ndarray, np.ndarray] | None = None,
     row_step: np.ndarray | None = None,
+    frames: bool = True,
 ) -> Prepared:
     """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
     the coefficient domain; the sample domain keeps fp16 scale and offset. ``known``: the scale and
     offset an earlier ``prepare`` of this matrix chose (``quant.side_of``; coefficient domain).
     ``row_step``: per-row step factors (``quant.quantize``; coefficient domain only, ignored in the
-    sample domain)."""
+    sample domain). ``frames=False``: the quantized matrix and its layout only, no frames (what a
+    check of a decoded stream needs)."""
     spec = quant_spec(codec, profile, group, shared_scale, compact, packed)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
@@ -137,15 +140,19 @@ def prepare(
         qz = quantize(w, spec, known if coef else None, row_step if coef else None)
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
+    if not frames:
+        return Prepared(name, qz, frame_layout(*qz.q.shape, codec, profile, padded=True), [], col_scale)
     samples = qz.q if profile.coef_block is None else spread(qz.q, profile.coef_block, 1 << (spec.bits - 1))
     layout = codec.plan(samples.shape[0], samples.shape[1], profile)
     return Prepared(name, qz, layout, to_frames(samples, layout), col_scale)
 
 
-def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile) -> FrameLayout:
-    """The frame layout ``prepare`` gives a ``rows x cols`` matrix, without quantizing it."""
+def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile, padded: bool = False) -> FrameLayout:
+    """The frame layout ``prepare`` gives a ``rows x cols`` matrix, without quantizing it
+    (``padded``: the shape is already the quantized one, whole transform blocks)."""
     if profile.coef_block is not None:
-        rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
+        if not padded:
+            rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
         rows, cols = 2 * rows, 2 * cols  # coefdomain.spread's checkerboard
     return codec.plan(rows, cols, profile)
 
@@ -312,14 +319,47 @@ def decode_tensor(
     return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)
 
 
-def decode_tensors(cts: list[CodedTensor], codec: FFmpegCodec, profile: Profile) -> list[np.ndarray]:
-    """``decode_tensor`` of several tensors with one decoder process (``FFmpegCodec.decode_many``).
-    If that process fails, each tensor is decoded on its own, so the error names the tensor."""
+class _TensorFailed(Exception):
+    """A tensor's own check failed while its batch was decoding (not the decoder process)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def decode_tensors(
+    cts: list[CodedTensor], codec: FFmpegCodec, profile: Profile,
+    consume: Callable[[int, np.ndarray], None] | None = None,
+) -> list[np.ndarray]:
+    """``decode_tensor`` of several tensors with one decoder process (``FFmpegCodec.decode_each``),
+    each finished as soon as its frames are out. ``consume(k, weights)``: tensor k's weights go
+    there as they are ready (and the list returned is empty) instead of being collected.
+    If that process fails, each tensor is decoded again on its own (and handed on again), so the
+    error names the tensor."""
+    out: list = []
+
+    def give(k: int, w: np.ndarray) -> None:
+        if consume is None:
+            out.append((k, w))
+        else:
+            consume(k, w)
+
+    def one(k: int, frames) -> None:
+        try:
+            w = decode_tensor(cts[k], codec, profile, frames)
+        except Exception as e:  # noqa: BLE001 - re-raised as is below, not mistaken for the decoder's
+            raise _TensorFailed(e) from None
+        give(k, w)
+
     try:
-        frames = codec.decode_many([ct.bitstream for ct in cts], [ct.layout for ct in cts], profile)
+        # decode_tensor keeps nothing of the frames: one output buffer serves the whole batch
+        codec.decode_each([ct.bitstream for ct in cts], [ct.layout for ct in cts], profile, one, reuse=True)
+    except _TensorFailed as f:
+        raise f.error from None
     except CodecError:
         if len(cts) < 2:
             raise
-        frames = [None] * len(cts)
-    return [decode_tensor(ct, codec, profile, f) for ct, f in zip(cts, frames, strict=True)]
-
+        out.clear()
+        for k, ct in enumerate(cts):
+            give(k, decode_tensor(ct, codec, profile))
+    return [w for _, w in sorted(out, key=lambda kw: kw[0])]

@@ -109,14 +109,17 @@ def take(y: np.ndarray, n: int, used: int | None, rows: int, cols: int) -> np.nd
     return y.reshape(y.shape[0], -1, n)[:rows, :, :used].reshape(rows, -1)[:, :cols]
 
 
-def _blocks(a: np.ndarray, n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+def _blocks(a: np.ndarray, n: int, left: np.ndarray, right: np.ndarray, out_a: bool = False) -> np.ndarray:
+    """``out_a``: the result may be written over ``a`` (a temporary of the caller's)."""
     rows, cols = a.shape
     if rows % n or cols % n:
         raise ValueError(f"a {rows}x{cols} array is not made of whole {n}x{n} blocks")
     # left @ block @ right for every block as two large products: ``left`` on each band of n rows,
     # then ``right`` on each run of n columns (far faster than one small product per block)
     t = (left @ a.reshape(rows // n, n, cols)).reshape(rows, cols)
-    return (t.reshape(rows, cols // n, n) @ right).reshape(rows, cols)
+    out = a if out_a and a.dtype == t.dtype and a.flags.c_contiguous else np.empty_like(t)
+    np.matmul(t.reshape(rows, cols // n, n), right, out=out.reshape(rows, cols // n, n))
+    return out.reshape(rows, cols)
 
 
 def block_idct(x: np.ndarray, n: int) -> np.ndarray:
@@ -126,11 +129,12 @@ def block_idct(x: np.ndarray, n: int) -> np.ndarray:
     return _blocks(np.asarray(x, dtype=np.float64), n, inv, inv_t)
 
 
-def block_dct(y: np.ndarray, n: int) -> np.ndarray:
+def block_dct(y: np.ndarray, n: int, overwrite: bool = False) -> np.ndarray:
     """Blockwise ``A^-T y A^-1``: undoes the codec's inverse transform ``A^T x A``, so the decoded
-    samples give back the coefficients the decoder dequantized."""
+    samples give back the coefficients the decoder dequantized. ``overwrite``: ``y`` (float64) may
+    hold the result."""
     inv, inv_t = _inverses(n)
-    return _blocks(np.asarray(y, dtype=np.float64), n, inv_t, inv)
+    return _blocks(np.asarray(y, dtype=np.float64), n, inv_t, inv, overwrite)
 
 
 def spread(q: np.ndarray, n: int, fill: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from threadpoolctl import threadpool_limits
 
-from .codecs.base import EncoderInterrupted
+from .codecs.base import EncoderInterrupted, job_stop
 
 EXECUTORS = ("local", "ray")
 Done = Callable[[int, Any], None]  # (job index, result), called in the caller's thread as each job finishes
@@ -100,11 +100,14 @@ class LocalExecutor:
         start fresh encoders that the signal never reached, and exiting would wait for them."""
         if self._stop.is_set():
             raise EncoderInterrupted("not started: interrupted")
+        token = job_stop.set(self._stop)  # an FFmpeg started after the signal went out is killed too
         try:
             return call(fn, args)
         except EncoderInterrupted:
             self._stop.set()
             raise
+        finally:
+            job_stop.reset(token)
 
     def map(self, fn: Callable, jobs: Sequence[tuple], done: Done | None = None) -> list:
         """Results in job order; ``done`` sees each as it finishes (e.g. to save it at once).

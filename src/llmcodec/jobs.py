@@ -55,10 +55,10 @@ Side = tuple[np.ndarray, np.ndarray]  # a matrix's scale and offset from its sca
 
 
 def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, known: Side | None = None,
-             row_step: np.ndarray | None = None):
+             row_step: np.ndarray | None = None, frames: bool = True):
     codec, profile = spec.resolve()
     p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed, known,
-                row_step)
+                row_step, frames)
     return p, codec, profile
 
 
@@ -100,14 +100,15 @@ def finish_job(
 ) -> CodedTensor:
     """Decode the chosen bitstream once, check it and package it. Runs on a worker."""
     coded = _coded_domain(spec, name, w)
-    p, codec, profile = _prepare(spec, name, coded, col_scale, known, row_step)
+    p, codec, profile = _prepare(spec, name, coded, col_scale, known, row_step, frames=False)
     return finish(
         p, coded, dtype, qp, bitstream, codec, profile, w, rotation_seed(spec, name), spec.compand, spec.centroids
     )
 
 
-# Matrices are decoded for checking several to a decoder process, up to this many weights a process
-# (their decoded frames, 16 bytes a weight in the coefficient domain, are held until checked).
+# Matrices are decoded for checking several to a decoder process, at least up to this many weights
+# a process (more in a large model: a few processes per worker); one matrix's frames are held at a
+# time, so the bound only spreads the work.
 FINISH_BATCH_WEIGHTS = 1 << 22
 
 
@@ -130,22 +131,38 @@ def finish_many_job(
     local worker (the loaders read the source)."""
     codec, profile = spec.resolve()
     layouts = [frame_layout(r, c, codec, profile) for r, c in shapes]
-    try:
-        frames: list = codec.decode_many(list(streams), layouts, profile)
-    except CodecError:
-        frames = [None] * len(streams)
-    out = []
-    for k, load in enumerate(loaders):
-        w = load()
+    out: dict[int, CodedTensor] = {}
+
+    def one(k: int, frames) -> None:
+        w = loaders[k]()
         coded = _coded_domain(spec, names[k], w)
         p = _prepare(spec, names[k], coded, col_scales[k], None if known is None else known[k],
-                     None if row_steps is None else row_steps[k])[0]
-        f = frames[k] if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
-        frames[k] = None
-        out.append(finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w, rotation_seed(spec, names[k]),
-                          spec.compand, spec.centroids, f))
-        del w, coded, p, f
-    return out
+                     None if row_steps is None else row_steps[k], frames=False)[0]
+        f = frames if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
+        try:
+            out[k] = finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w,
+                            rotation_seed(spec, names[k]), spec.compand, spec.centroids, f)
+        except Exception as e:  # noqa: BLE001 - this tensor's own failure, re-raised below as is
+            raise _CheckFailed(e) from None
+
+    try:
+        try:  # each matrix checked as soon as its frames are out; finish keeps nothing of them
+            codec.decode_each(list(streams), layouts, profile, one, reuse=True)
+        except CodecError:  # the shared decoder process failed: each alone, so an error names its tensor
+            out.clear()
+            for k in range(len(streams)):
+                one(k, None)
+    except _CheckFailed as f:
+        raise f.error from None
+    return [out[k] for k in range(len(streams))]
+
+
+class _CheckFailed(Exception):
+    """A matrix's own check failed while its batch was decoding (not the decoder process)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 def run_finish(fn: Callable, job: tuple):

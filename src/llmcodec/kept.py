@@ -7,6 +7,8 @@ sources as fp16, or bf16 where a value is beyond fp16's range. Restore casts bac
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 FP16_MAX = 65504.0
@@ -18,8 +20,15 @@ def storage_dtype(t: torch.Tensor, exact: bool = False) -> torch.dtype:
     or narrower; else fp16 if every finite value fits, bf16 if they fit bf16, its own otherwise."""
     if exact or t.dtype not in WIDE or t.numel() == 0:
         return t.dtype
-    finite = t[torch.isfinite(t)]
-    peak = float(finite.abs().max()) if finite.numel() else 0.0
+    # min and max without copies of a large tensor (an embedding kept uncoded); numpy's reductions
+    # start no thread pool
+    a = t.detach().cpu().numpy()
+    lo, hi = float(a.min()), float(a.max())
+    if math.isfinite(lo) and math.isfinite(hi):
+        peak = max(-lo, hi)
+    else:  # NaN or Inf somewhere: the largest finite magnitude
+        finite = t[torch.isfinite(t)]
+        peak = float(finite.abs().max()) if finite.numel() else 0.0
     if peak <= FP16_MAX:
         return torch.float16
     if peak <= float(torch.finfo(torch.bfloat16).max):

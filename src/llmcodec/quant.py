@@ -360,9 +360,15 @@ def _dequantize_coefficients(qz: Quantized, q: np.ndarray, values: np.ndarray | 
     band = _band_rows((rows, cols), n)
     for r in range(0, rows, band):
         k = min(band, rows - r)
-        x = _unit_values(qz, q, r, k) if values is None else values[r : r + k]
         s = _expand(qz.scale[r : r + k].astype(np.float64), cols, group)
-        out[r : r + k] = x * s + _expand(qz.offset[r : r + k].astype(np.float64), cols, group)
+        o = _expand(qz.offset[r : r + k].astype(np.float64), cols, group)
+        if values is None:  # a temporary of this band: scaled in place
+            x = _unit_values(qz, q, r, k)
+            x *= s
+            x += o
+            out[r : r + k] = x
+        else:
+            out[r : r + k] = values[r : r + k] * s + o
     return out
 
 
@@ -371,7 +377,9 @@ def _raw_units(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
     n, cols = qz.spec.block, (qz.shape or q.shape)[1]
     used = qz.spec.block_cols
     rows_p = padded_shape(k, cols, n, used)[0]
-    return take(block_dct(q[r : r + rows_p].astype(np.float64) - (1 << (qz.spec.bits - 1)), n), n, used, k, cols)
+    a = q[r : r + rows_p].astype(np.float64)
+    a -= 1 << (qz.spec.bits - 1)
+    return take(block_dct(a, n, overwrite=True), n, used, k, cols)
 
 
 # Matrices up to this many weights keep their unit values whole while the compressor checks them
@@ -410,7 +418,8 @@ def unit_values(qz: Quantized, units: np.ndarray | None) -> np.ndarray | None:
 
 def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
     """Move each decoded level to its table entry (see :class:`Recon`)."""
-    level = np.rint(u / recon.step)
+    level = u / recon.step
+    np.rint(level, out=level)
     n = len(recon.offsets)
     # each level in -n..n restored by a lookup, (k + sign(k) offsets[|k| - 1]) step; past the table
     # k step; level 0 keeps u
@@ -418,12 +427,15 @@ def apply_recon(u: np.ndarray, recon: Recon) -> np.ndarray:
     off = np.concatenate([[0.0], np.asarray(recon.offsets, dtype=np.float64)])[np.abs(k).astype(np.int64)]
     lut = (k + np.sign(k) * off) * recon.step
     # clip before the integer cast: a tiny step (a corrupt file) would overflow int64 into an index
-    out = lut[(np.clip(level, -n, n) + n).astype(np.int64)]
+    idx = np.clip(level, -n, n)
+    idx += n
+    out = lut[idx.astype(np.int64)]
+    del idx
     far = np.abs(level) > n
     if far.any():
         out[far] = level[far] * recon.step
     zero = level == 0
-    out[zero] = u[zero]
+    np.copyto(out, u, where=zero)
     return out
 
 

@@ -236,13 +236,14 @@ def allocate(
             cache.update(zip(todo, measure_sample(todo), strict=True))
         return sum(cache[i, qp_at(i, base)] * numel[i] for i in idx)
 
-    # 1. Locate the base on a subset: the smallest base whose sampled rate is within its share.
-    sub = spread_subset(n, locate_share)
-    want = (budget - side) * sum(numel[i] for i in sub) / total_w
+    # 1. Locate the base on a subset: the smallest base whose sampled rate, scaled to the model, fits.
+    sub, model_bits = _locate_subset(numel, locate_share)
+    want = budget - side
     known: dict[int, float] = {}
     base = min(hi_b, max(lo_b, start_qp if start_qp is not None else (qp_lo + qp_hi) // 2))
     while True:
-        known[base] = sampled(sub, base)
+        sampled(sub, base)
+        known[base] = model_bits({i: cache[i, qp_at(i, base)] * numel[i] for i in sub})
         ok = [b for b, v in known.items() if v <= want]
         bad = [b for b, v in known.items() if v > want]
         lo_ok = min(ok) if ok else None
@@ -306,6 +307,35 @@ def allocate(
     # 4.-5. Correct, then keep the best measured mix.
     return _land(qps, full, measure, estimate, side, budget, tolerance, (qp_lo, qp_hi), off, target_bpw,
                  total_w, max_rounds, fill_rounds, refill, tolerance / 2 if fill_from is None else fill_from)
+
+
+# Tensors holding more than this share of the model's weights (token embeddings, output heads) are
+# each in the locate subset and stand for themselves there, not for a share of the others.
+LOCATE_LARGE = 0.03
+
+
+def _locate_subset(
+    numel: Sequence[int], share: float
+) -> tuple[list[int], Callable[[dict[int, float]], float]]:
+    """The tensors that locate the base (``spread_subset`` plus every large one), and the model's
+    bits estimated from their bits: the large ones as they are, the others scaled up to all the
+    others' weights. A large tensor that the subset's share stood for would weigh on the estimate
+    as if it were a sample of the rest (an embedding at its QP floor, cheaper per weight than the
+    matrices, made the base come out several QPs too fine)."""
+    n, total = len(numel), float(sum(numel))
+    large = {i for i in range(n) if numel[i] > LOCATE_LARGE * total}
+    sub = sorted(set(spread_subset(n, share)) | large)
+    rest = [i for i in sub if i not in large]
+    rest_w = total - sum(numel[i] for i in large)
+    if not rest and rest_w > 0:  # only large ones picked: the others are all in
+        rest = [i for i in range(n) if i not in large]
+        sub = sorted(large | set(rest))
+    scale = rest_w / sum(numel[i] for i in rest) if rest else 0.0
+
+    def model_bits(bits: dict[int, float]) -> float:
+        return sum(bits[i] for i in large) + scale * sum(bits[i] for i in rest)
+
+    return sub, model_bits
 
 
 def _stages(n: int, first: Sequence[int], count: int) -> list[set[int]]:

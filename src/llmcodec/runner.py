@@ -16,7 +16,16 @@ from ._version import __version__
 from .codecs import get_codec
 from .coder import CodedTensor, column_bits, frame_layout
 from .executors import Executor, Lazy, LocalExecutor
-from .jobs import JobSpec, encode_job, finish_batches, finish_job, finish_many_job, run_finish, scan_job
+from .jobs import (
+    FINISH_BATCH_WEIGHTS,
+    JobSpec,
+    encode_job,
+    finish_batches,
+    finish_job,
+    finish_many_job,
+    run_finish,
+    scan_job,
+)
 from .priors import capped_steps
 from .quant import RECON_MAX_BITS, SIDE_BITS_PER_GROUP, group_count
 from .sysinfo import ffmpeg_version
@@ -132,7 +141,9 @@ class Runner:
             return self._map(finish_job, args, self.numel, "verify")
         codec, profile = self.spec.resolve()
         sizes = [(lay.frame_h, lay.frame_w) for lay in (frame_layout(r, c, codec, profile) for r, c in self.shapes)]
-        batches = finish_batches(self.numel, keys=sizes)
+        # a few decoder processes per worker, each at least FINISH_BATCH_WEIGHTS
+        limit = max(FINISH_BATCH_WEIGHTS, -(-sum(self.numel) // (3 * self.ex.workers)))
+        batches = finish_batches(self.numel, limit, keys=sizes)
         args = []
         for b in batches:
             if len(b) == 1:

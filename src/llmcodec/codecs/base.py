@@ -8,6 +8,7 @@ Everything else (pixel packing, running FFmpeg, checking the decoded size) is sh
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import shutil
@@ -16,11 +17,17 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux: pipes keep their default size
+    fcntl = None  # type: ignore[assignment]
 
 from .. import limits
 from ..frames import FrameLayout
@@ -35,6 +42,10 @@ class CodecError(RuntimeError):
 class EncoderInterrupted(CodecError):
     """FFmpeg was stopped by SIGINT (a Ctrl-C to the process group), not by a codec failure."""
 
+
+# The stop event of the executor job running in this thread (``executors.LocalExecutor``): its
+# FFmpeg processes are killed once it is set, also those started after the Ctrl-C went out.
+job_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("llmcodec_job_stop", default=None)
 
 # FFmpeg exits 255 after a SIGINT it caught; a child killed outright by it reports -SIGINT.
 _SIGINT_EXITS = (255, -signal.SIGINT)
@@ -211,6 +222,7 @@ def run_ffmpeg(
     to_file: bool = False,
     max_out: int | None = None,
     cancel: threading.Event | None = None,
+    sink: Splitter | None = None,
 ) -> bytes:
     """Run FFmpeg with ``data`` on stdin and return what it writes to ``pipe:1``.
 
@@ -219,6 +231,7 @@ def run_ffmpeg(
     input) landed at the end of the bitstream, or were all of it when the encoder gave up.
     The output is read in chunks as it comes; ``max_out``: FFmpeg is killed as soon as it writes
     more bytes than that (a decoder whose stream holds more frames than its header says).
+    ``sink``: the output goes there piece by piece (``Splitter``) instead of being returned.
     A hung process is killed after ``timeout`` seconds (or when ``cancel`` is set); errors carry
     the end of its stderr.
     """
@@ -231,7 +244,7 @@ def run_ffmpeg(
             args = [out if a == "pipe:1" else a for a in args]
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
         # to a file: stdout carries only the libraries' chatter, read and dropped (max_out 0)
-        code, stdout, err = _stream(cmd, data, timeout, what, 0 if tmp is not None else max_out, cancel)
+        code, stdout, err = _stream(cmd, data, timeout, what, 0 if tmp is not None else max_out, cancel, sink)
         if code != 0:
             kind = EncoderInterrupted if code in _SIGINT_EXITS else CodecError
             raise kind(f"{what} failed (exit {code}): {err or '(no message)'}")
@@ -244,13 +257,71 @@ def run_ffmpeg(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _stream(cmd, data: bytes, timeout: float, what: str, max_out: int | None, cancel: threading.Event | None):
-    """Run ``cmd``: feed stdin, read stdout in chunks (kept unless ``max_out`` is 0), keep the end of
-    stderr; kill it on timeout, cancel or output beyond ``max_out``. Returns (exit code, stdout, stderr tail)."""
+class Splitter:
+    """Cuts a decoder's output into pieces of known sizes, read straight into one buffer per piece,
+    and hands each piece to ``done(k, buffer)`` as soon as it is complete (while the decoder goes on),
+    so a process decoding many streams holds one stream's output at a time."""
+
+    def __init__(self, sizes: Sequence[int], done: Callable[[int, np.ndarray], None], reuse: bool = False):
+        """``reuse``: one buffer serves every piece in turn (``done`` must not keep what it gets)."""
+        self.sizes, self.done = list(sizes), done
+        self.k, self.pos = 0, 0
+        self._whole = np.empty(max(self.sizes), np.uint8) if reuse and self.sizes else None
+        self.buf = self._buffer(0)
+
+    def _buffer(self, k: int) -> np.ndarray:
+        if k >= len(self.sizes):
+            return np.empty(0, np.uint8)
+        if self._whole is not None:
+            return self._whole[: self.sizes[k]]
+        return np.empty(self.sizes[k], np.uint8)  # not zeroed: every byte is read into before use
+
+    def space(self) -> memoryview | None:
+        """Where the next bytes go, or None once every piece is complete."""
+        return None if self.complete else memoryview(self.buf)[self.pos :]
+
+    def filled(self, n: int) -> None:
+        self.pos += n
+        if self.pos == self.sizes[self.k]:
+            buf, k = self.buf, self.k
+            self.k, self.pos = k + 1, 0
+            self.buf = self._buffer(k + 1)
+            self.done(k, buf)
+
+    @property
+    def complete(self) -> bool:
+        return self.k >= len(self.sizes)
+
+
+def _read_into(proc, sink: Splitter, stop_reason: list[str]) -> None:
+    """Read ``proc``'s stdout into ``sink``; more bytes than its pieces hold is an overflow."""
+    while True:
+        view = sink.space()
+        if view is None:
+            if proc.stdout.read1(1):
+                stop_reason.append("overflow")
+                _kill(proc)
+            return
+        n = proc.stdout.readinto1(view[: limits.READ_CHUNK])
+        if not n:
+            return
+        sink.filled(n)
+
+
+def _stream(
+    cmd, data: bytes, timeout: float, what: str, max_out: int | None, cancel: threading.Event | None,
+    sink: Splitter | None = None,
+):
+    """Run ``cmd``: feed stdin, read stdout in chunks (kept unless ``max_out`` is 0; into ``sink``
+    if given), keep the end of stderr; kill it on timeout, cancel or output beyond ``max_out`` (or
+    beyond ``sink``'s pieces). Returns (exit code, stdout, stderr tail)."""
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
         raise CodecError(f"{what}: FFmpeg ({cmd[0]}) cannot be run: {e}") from None
+    if max_out != 0 and fcntl is not None and hasattr(fcntl, "F_SETPIPE_SZ"):  # a decoder's output: fewer, larger reads
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, limits.READ_CHUNK)
     err_tail = bytearray()
     stop_reason: list[str] = []
     finished = threading.Event()
@@ -271,6 +342,8 @@ def _stream(cmd, data: bytes, timeout: float, what: str, max_out: int | None, ca
             err_tail.extend(chunk)
             del err_tail[: max(0, len(err_tail) - limits.STDERR_TAIL)]
 
+    interrupted = job_stop.get()
+
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while not finished.wait(0.05):
@@ -278,6 +351,8 @@ def _stream(cmd, data: bytes, timeout: float, what: str, max_out: int | None, ca
                 stop_reason.append("timeout")
             elif cancel is not None and cancel.is_set():
                 stop_reason.append("cancel")
+            elif interrupted is not None and interrupted.is_set():
+                stop_reason.append("interrupt")
             else:
                 continue
             _kill(proc)
@@ -289,16 +364,19 @@ def _stream(cmd, data: bytes, timeout: float, what: str, max_out: int | None, ca
     out = bytearray()
     keep = max_out != 0
     try:
-        while True:
-            chunk = proc.stdout.read1(limits.READ_CHUNK)
-            if not chunk:
-                break
-            if keep:
-                if max_out is not None and len(out) + len(chunk) > max_out:
-                    stop_reason.append("overflow")
-                    _kill(proc)
+        if sink is not None:
+            _read_into(proc, sink, stop_reason)
+        else:
+            while True:
+                chunk = proc.stdout.read1(limits.READ_CHUNK)
+                if not chunk:
                     break
-                out.extend(chunk)
+                if keep:
+                    if max_out is not None and len(out) + len(chunk) > max_out:
+                        stop_reason.append("overflow")
+                        _kill(proc)
+                        break
+                    out.extend(chunk)
         proc.wait()
     except MemoryError:
         _kill(proc)
@@ -320,9 +398,12 @@ def _stream(cmd, data: bytes, timeout: float, what: str, max_out: int | None, ca
         raise CodecError(f"{what} timed out after {timeout:.0f} s; stderr: {err or '(empty)'}")
     if "cancel" in stop_reason:
         raise CodecError(f"{what} stopped: another tensor failed first")
+    if "interrupt" in stop_reason:
+        raise EncoderInterrupted(f"{what} stopped: interrupted")
     if "overflow" in stop_reason:
         raise CodecError(
-            f"{what} wrote more than the {max_out} bytes the header's frame layout holds (stopped there): "
+            f"{what} wrote more than the {max_out if sink is None else sum(sink.sizes)} bytes the header's frame "
+            "layout holds (stopped there): "
             "the bitstream does not match its header"
         )
     return proc.returncode, out, err
@@ -502,10 +583,29 @@ class FFmpegCodec:
         """``decode`` of several streams, in one decoder process where the format allows it
         (``concat_decode``): the process start and the decoder's buffers are paid once, not per stream.
         Frames keep each stream's own size (``-noautoscale``); the output is capped like ``decode``'s."""
+        out: list = [None] * len(streams)
+        self.decode_each(streams, layouts, profile, out.__setitem__)
+        return out
+
+    def decode_each(
+        self,
+        streams: Sequence[bytes],
+        layouts: Sequence[FrameLayout],
+        profile: Profile,
+        consume: Callable[[int, list[list[np.ndarray]]], None],
+        reuse: bool = False,
+    ) -> None:
+        """``decode_many``, handing stream k's frames to ``consume(k, frames)`` as soon as the decoder
+        has written them (in order), so that only one stream's output is held at a time and the
+        caller's work on it overlaps the decoding of the next. An exception from ``consume`` stops
+        the decoder and propagates. ``reuse``: the frames handed over are views of one buffer that
+        the next stream's output overwrites (``consume`` must not keep them)."""
         if len(streams) != len(layouts):
             raise ValueError(f"{len(streams)} streams for {len(layouts)} layouts")
         if not self.concat_decode or len(streams) < 2:
-            return [self.decode(d, lay, profile) for d, lay in zip(streams, layouts, strict=True)]
+            for k, (d, lay) in enumerate(zip(streams, layouts, strict=True)):
+                consume(k, self.decode(d, lay, profile))
+            return
         pix_fmt = self.decoded_pix_fmt(profile)
         args = ["-threads", "1", "-f", self.demuxer or self.fmt]  # one thread: see decode
         if self.decoder:
@@ -516,17 +616,19 @@ class FFmpegCodec:
         if sum(sizes) > limits.MAX_DECODED_BYTES:
             raise CodecError(f"{what}: {len(streams)} streams are {sum(sizes)} bytes, over the "
                              f"{limits.MAX_DECODED_BYTES} cap")
+
+        def piece(k: int, buf: np.ndarray) -> None:
+            lay = layouts[k]
+            planes = 3 if lay.packing == "yuv420" else 1
+            consume(k, unpack_raw(buf, pix_fmt, lay.n_frames, lay.frame_h, lay.frame_w, planes))
+
         samples = sum(lay.frame_h * lay.frame_w * lay.n_frames for lay in layouts)
+        sink = Splitter(sizes, piece, reuse)
         try:
-            raw = run_ffmpeg(args, b"".join(streams), self.decode_timeout(samples), what, max_out=sum(sizes),
-                             cancel=self.cancel_event)
-            if len(raw) != sum(sizes):
-                raise CodecError(f"{what}: {len(raw)} bytes where {len(streams)} streams need {sum(sizes)}")
-            out, pos, view = [], 0, memoryview(raw)  # slices of the view, not copies of the output
-            for lay, size in zip(layouts, sizes, strict=True):
-                planes = 3 if lay.packing == "yuv420" else 1
-                out.append(unpack_raw(view[pos : pos + size], pix_fmt, lay.n_frames, lay.frame_h, lay.frame_w, planes))
-                pos += size
-            return out
+            run_ffmpeg(args, b"".join(streams), self.decode_timeout(samples), what, cancel=self.cancel_event,
+                       sink=sink)
         except MemoryError:
             raise CodecError(f"{what}: not enough memory for {len(streams)} streams ({sum(sizes)} bytes)") from None
+        if not sink.complete:
+            got = sum(sizes[: sink.k]) + sink.pos
+            raise CodecError(f"{what}: {got} bytes where {len(streams)} streams need {sum(sizes)}")
