@@ -58,3 +58,11 @@ def test_a_csv_with_unknown_columns_is_still_refused(tmp_path):
     path.write_text("model,scope,kind,codec,qp\n")
     with pytest.raises(ValueError, match="other columns"):
         bench.append_point(path, {c: "1" for c in bench.COLUMNS})
+
+
+def test_a_declared_equal_code_resumes_the_cells_of_that_code():
+    known = {"0.1.0+aaa", "0.1.0+bbb"}
+    assert bench.filed_code("0.1.0+ccc", None, known) == "0.1.0+ccc"
+    assert bench.filed_code("0.1.0+ccc", "0.1.0+aaa", known) == "0.1.0+aaa"
+    with pytest.raises(ValueError, match="no cell of that code.*0.1.0\\+aaa, 0.1.0\\+bbb"):
+        bench.filed_code("0.1.0+ccc", "0.1.0+typo", known)

@@ -325,7 +325,8 @@ def render(csv_path: Path, log: Path, code: str | None = None) -> str:
     ref = reference(every, code)
     parts = [PREAMBLE, "## Regenerate", "", "```bash",
              "# the sweep: every codec at every whole-file budget, 2.5 first; it appends to points.csv and skips",
-             "# the cells already there, so it continues where it stopped" + cell_minutes(rows),
+             "# the cells of the same code already there, so it continues where it stopped" + cell_minutes(rows),
+             f"# (after a change that moves no coded bit: add --same-code-as {code} to keep filling this grid)",
              COMMAND + " | tee -a benchmarks/codecs/whole-file/sweep.log",
              "# this file, from the CSV",
              ".venv/bin/python benchmarks/codecs/make_readme.py",

@@ -128,6 +128,7 @@ class BenchSettings:
     rtn_bits: tuple[int, ...] = RTN_BITS
     max_tensors: int | None = None  # None: every codable tensor (quick mode: QUICK_TENSORS)
     only: str | None = None  # regular expression: code only the matrices whose name matches
+    same_as: str | None = None  # a code the user declares this one codes like: its cells are resumed
 
     def __post_init__(self) -> None:
         if self.curves is None:
@@ -212,6 +213,17 @@ def latest(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def of_code(rows: list[dict[str, str]], code: str) -> list[dict[str, str]]:
     """The rows measured by ``code``; the others are superseded (kept in the CSV, never compared)."""
     return [r for r in rows if (r.get("code") or "") == code]
+
+
+def filed_code(real: str, same_as: str | None, known: set[str]) -> str:
+    """The code a run files and resumes its cells under: its own, or ``same_as``, which the user
+    declares codes the same (a change that moves no bit); it must have measured cells already."""
+    if same_as is None or same_as == real:
+        return real
+    if same_as not in known:
+        raise ValueError(f"--same-code-as {same_as}: no cell of that code in points.csv "
+                         f"(codes there: {', '.join(sorted(known)) or 'none'})")
+    return same_as
 
 
 def done_points(rows: list[dict[str, str]], code: str) -> set[tuple]:
@@ -510,12 +522,15 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
         get_codec(codec).check_available()  # a missing encoder stops the sweep before any work
     settings.out.mkdir(parents=True, exist_ok=True)
     csv_path = settings.out / "points.csv"
-    code = code_id()
+    real = code_id()
     earlier = read_points(csv_path)
+    code = filed_code(real, settings.same_as, {r["code"] for r in earlier if r.get("code")})
+    declared = "" if code == real else f"measured by code {real}, declared to code as {code}"
     done = done_points(earlier, code)
     others = {r.get("code") or "unrecorded" for r in earlier} - {code}
-    log(f"code {code}" + (f"; rows of other code in {csv_path} ({', '.join(sorted(others))}) are superseded: "
-                          "kept, not resumed, not compared" if others else ""))
+    superseded = (f"; rows of other code in {csv_path} ({', '.join(sorted(others))}) are superseded: "
+                  "kept, not resumed, not compared") if others else ""
+    log(f"code {code}" + (f" ({declared})" if declared else "") + superseded)
     t_load = time.perf_counter()
     model = load_model(settings.model, settings.tensor_limit, settings.only)
     n_weights = sum(math.prod(model.src.shape(n)) for n in model.coded)
@@ -552,6 +567,8 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
         load1 = os.getloadavg()[0]
         try:
             row = {**common, **fn(), "load1": load1}
+            if declared:
+                row["note"] = "; ".join(x for x in (row.get("note"), declared) if x)
         except Exception as e:
             # A budget a codec cannot reach is a measured result; any other failure of one point (an
             # encoder refusing it, a timeout) is recorded too, and a rerun retries it. Neither ends a

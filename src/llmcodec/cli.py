@@ -349,6 +349,7 @@ def cmd_bench(args) -> int:
         workers=args.workers,
         max_tensors=args.tensors,
         only=args.only,
+        same_as=args.same_code_as,
         **({} if args.rtn is None else {"rtn_bits": args.rtn}),
     )
     bench.run(settings, log=lambda m: print(m, flush=True))
@@ -599,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=at.WORKERS, default=1, help="encoder processes at once (default: 1)")
     b.add_argument("--rtn", type=at.rtn_bits, default=None, metavar="LIST",
                    help="round-to-nearest reference points, bits comma-separated, or none (default: 2,3,4)")
+    b.add_argument("--same-code-as", default=None, metavar="CODE",
+                   help="continue the cells of CODE (points.csv's code column): you declare that this code "
+                        "codes the same; each new row names the code that measured it")
     b.set_defaults(fn=cmd_bench)
 
     v = sub.add_parser("verify", help="check every checksum and decode every tensor, writing nothing")
