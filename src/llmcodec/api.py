@@ -31,7 +31,7 @@ from .codecs import get_codec
 from .codecs.base import Profile
 from .coder import CodedTensor, decode_tensor, decode_tensors
 from .compress import CompressSettings, Progress, compress_matrices, is_codable
-from .executors import Executor
+from .executors import Executor, batch_limit
 from .importance import balance_importance, column_importance, column_scales, head_importance
 from .modelbuild import build_model, load_folder_model
 from .modelcheck import ConfigMismatch, build_checked, check_config
@@ -363,7 +363,7 @@ def restore_state_dict(art: Artifact, workers: int = 0, progress: Progress | Non
     # few decoder processes (each start costs the decoder's set-up), but a few per worker so that
     # they end together
     total = sum(ct.layout.frame_h * ct.layout.frame_w * ct.layout.n_frames for ct in art.coded.values())
-    batches = decode_batches(art.coded, max(RESTORE_BATCH_SAMPLES, -(-total // (3 * workers))), 256)
+    batches = decode_batches(art.coded, batch_limit(total, workers, RESTORE_BATCH_SAMPLES), 256)
     pool = ThreadPoolExecutor(workers)
     # one BLAS thread per decode (the blockwise DCTs): the pool already keeps the cores busy, and
     # BLAS threads spinning against it only burn CPU

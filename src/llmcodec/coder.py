@@ -319,47 +319,58 @@ def decode_tensor(
     return to_weights(unscale(dequantize(qz), ct.col_scale), ct.rotation, ct.compand)
 
 
-class _TensorFailed(Exception):
-    """A tensor's own check failed while its batch was decoding (not the decoder process)."""
+class _ItemFailed(Exception):
+    """An item's own work failed while its batch was decoding (not the decoder process)."""
 
     def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
 
 
+def decode_each_or_alone(
+    codec: FFmpegCodec, streams: list[bytes], layouts: list[FrameLayout], profile: Profile,
+    one: Callable[[int, list | None], None], retry_single: bool = True,
+) -> None:
+    """``one(k, frames)`` for each stream as one decoder process gives out its frames (one buffer
+    reused: ``one`` keeps nothing of them). If that process fails (not ``one``), ``one(k, None)``
+    runs for every stream again, each decoded alone, so an error names its tensor; an error of
+    ``one`` itself is raised as is. ``retry_single=False``: a lone stream's failure is raised."""
+
+    def guarded(k: int, frames) -> None:
+        try:
+            one(k, frames)
+        except Exception as e:  # noqa: BLE001 - re-raised as is below, not mistaken for the decoder's
+            raise _ItemFailed(e) from None
+
+    try:
+        codec.decode_each(streams, layouts, profile, guarded, reuse=True)
+    except _ItemFailed as f:
+        raise f.error from None
+    except CodecError:
+        if len(streams) < 2 and not retry_single:
+            raise
+        for k in range(len(streams)):
+            one(k, None)
+
+
 def decode_tensors(
     cts: list[CodedTensor], codec: FFmpegCodec, profile: Profile,
     consume: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[np.ndarray]:
-    """``decode_tensor`` of several tensors with one decoder process (``FFmpegCodec.decode_each``),
+    """``decode_tensor`` of several tensors with one decoder process (``decode_each_or_alone``),
     each finished as soon as its frames are out. ``consume(k, weights)``: tensor k's weights go
     there as they are ready (and the list returned is empty) instead of being collected.
     If that process fails, each tensor is decoded again on its own (and handed on again), so the
     error names the tensor."""
-    out: list = []
+    out: dict[int, np.ndarray] = {}
 
-    def give(k: int, w: np.ndarray) -> None:
+    def one(k: int, frames) -> None:
+        w = decode_tensor(cts[k], codec, profile, frames)
         if consume is None:
-            out.append((k, w))
+            out[k] = w
         else:
             consume(k, w)
 
-    def one(k: int, frames) -> None:
-        try:
-            w = decode_tensor(cts[k], codec, profile, frames)
-        except Exception as e:  # noqa: BLE001 - re-raised as is below, not mistaken for the decoder's
-            raise _TensorFailed(e) from None
-        give(k, w)
-
-    try:
-        # decode_tensor keeps nothing of the frames: one output buffer serves the whole batch
-        codec.decode_each([ct.bitstream for ct in cts], [ct.layout for ct in cts], profile, one, reuse=True)
-    except _TensorFailed as f:
-        raise f.error from None
-    except CodecError:
-        if len(cts) < 2:
-            raise
-        out.clear()
-        for k, ct in enumerate(cts):
-            give(k, decode_tensor(ct, codec, profile))
-    return [w for _, w in sorted(out, key=lambda kw: kw[0])]
+    decode_each_or_alone(codec, [ct.bitstream for ct in cts], [ct.layout for ct in cts], profile, one,
+                         retry_single=False)
+    return [out[k] for k in sorted(out)]

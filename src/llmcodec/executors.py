@@ -72,6 +72,12 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+def batch_limit(total: int, workers: int, least: int) -> int:
+    """Size bound of a batch of ``total`` work for ``workers``: at least ``least``, but large enough
+    for about three batches per worker (few process starts, and the last batches end together)."""
+    return max(least, -(-total // (3 * workers)))
+
+
 class Executor(Protocol):
     workers: int
 

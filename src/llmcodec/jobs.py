@@ -9,8 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import CodecError, FFmpegCodec, Profile, get_codec
-from .coder import CodedTensor, column_bits, encode_prepared, finish, frame_layout, prepare, row_sample
+from .codecs import FFmpegCodec, Profile, get_codec
+from .coder import (
+    CodedTensor,
+    column_bits,
+    decode_each_or_alone,
+    encode_prepared,
+    finish,
+    frame_layout,
+    prepare,
+    row_sample,
+)
 from .executors import Lazy
 from .feedback import prepare_with_feedback
 from .quant import compand, group_rms, side_of
@@ -139,30 +148,12 @@ def finish_many_job(
         p = _prepare(spec, names[k], coded, col_scales[k], None if known is None else known[k],
                      None if row_steps is None else row_steps[k], frames=False)[0]
         f = frames if p.layout == layouts[k] else None  # a layout foreseen wrong: decoded again alone
-        try:
-            out[k] = finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w,
-                            rotation_seed(spec, names[k]), spec.compand, spec.centroids, f)
-        except Exception as e:  # noqa: BLE001 - this tensor's own failure, re-raised below as is
-            raise _CheckFailed(e) from None
+        out[k] = finish(p, coded, dtypes[k], qps[k], streams[k], codec, profile, w, rotation_seed(spec, names[k]),
+                        spec.compand, spec.centroids, f)
 
-    try:
-        try:  # each matrix checked as soon as its frames are out; finish keeps nothing of them
-            codec.decode_each(list(streams), layouts, profile, one, reuse=True)
-        except CodecError:  # the shared decoder process failed: each alone, so an error names its tensor
-            out.clear()
-            for k in range(len(streams)):
-                one(k, None)
-    except _CheckFailed as f:
-        raise f.error from None
+    # each matrix checked as soon as its frames are out; finish keeps nothing of them
+    decode_each_or_alone(codec, list(streams), layouts, profile, one)
     return [out[k] for k in range(len(streams))]
-
-
-class _CheckFailed(Exception):
-    """A matrix's own check failed while its batch was decoding (not the decoder process)."""
-
-    def __init__(self, error: Exception):
-        super().__init__(str(error))
-        self.error = error
 
 
 def run_finish(fn: Callable, job: tuple):

@@ -15,7 +15,7 @@ import numpy as np
 from ._version import __version__
 from .codecs import get_codec
 from .coder import CodedTensor, column_bits, frame_layout
-from .executors import Executor, Lazy, LocalExecutor
+from .executors import Executor, Lazy, LocalExecutor, batch_limit
 from .jobs import (
     FINISH_BATCH_WEIGHTS,
     JobSpec,
@@ -68,9 +68,9 @@ class Runner:
         self.row_steps = list(row_steps) if row_steps is not None else [None] * len(matrices)
         self.factors = list(factors) if factors is not None else [None] * len(matrices)
         # a matrix's error-feedback factor and row steps go into its cache keys (nothing without: keys as before)
-        self._factor_digests = [[] if f is None else [matrix_digest(f)] for f in self.factors]
-        self._factor_digests = [d + ([] if r is None else ["rows", matrix_digest(r[:, None])])
-                                for d, r in zip(self._factor_digests, self.row_steps, strict=True)]
+        self._factor_digests = [([] if f is None else [matrix_digest(f)])
+                                + ([] if r is None else ["rows", matrix_digest(r[:, None])])
+                                for f, r in zip(self.factors, self.row_steps, strict=True)]
         self.names = [m[0] for m in matrices]
         self.dtypes = [m[2] for m in matrices]
         self.loaders = loaders
@@ -142,8 +142,8 @@ class Runner:
         codec, profile = self.spec.resolve()
         sizes = [(lay.frame_h, lay.frame_w) for lay in (frame_layout(r, c, codec, profile) for r, c in self.shapes)]
         # a few decoder processes per worker, each at least FINISH_BATCH_WEIGHTS
-        limit = max(FINISH_BATCH_WEIGHTS, -(-sum(self.numel) // (3 * self.ex.workers)))
-        batches = finish_batches(self.numel, limit, keys=sizes)
+        batches = finish_batches(self.numel, batch_limit(sum(self.numel), self.ex.workers, FINISH_BATCH_WEIGHTS),
+                                 keys=sizes)
         args = []
         for b in batches:
             if len(b) == 1:
