@@ -2,6 +2,7 @@
 matrix), GPTQ, HQQ, RTN and llmcodec; perplexity and accuracy on PTB test, rows in results.csv.
 
     .venv/bin/python benchmarks/peers/run.py --peers llamacpp,gptq,rtn,hqq,llmcodec   # resumable
+    .venv/bin/python benchmarks/peers/run.py --peers dataaware --dataaware-budgets 2.5,5.0
     .venv/bin/python benchmarks/peers/report.py                                        # RESULTS.md + plot
 
 llama.cpp needs ``bash benchmarks/peers/llamacpp/setup.sh`` first. Calibration (llama.cpp's importance
@@ -33,6 +34,7 @@ CSV = HERE / "results.csv"
 FIELDS = ["peer", "setting", "calibration", "bpp", "decoder_bpw", "storage", "perplexity", "next_token_acc",
           "next_word_acc", "last_word_acc", "words", "sentences", "tokens", "windows", "seconds", "note"]
 MODEL = "smollm2-135m"
+DATAAWARE = "llmcodec data-aware"
 
 
 def measured(res: EvalResult) -> dict:
@@ -120,7 +122,6 @@ class Bench:
             self.python_peer("gptq", setting, self.calib_label, state, dbits, t0)
 
     def llmcodec(self, budgets: list[float]) -> None:
-        from llmcodec.api import compress_source, restore_state_dict
         from llmcodec.compress import CompressSettings
 
         for b in budgets:
@@ -128,17 +129,41 @@ class Bench:
             setting = f"default bpw={b} include_embeddings"
             if self.csv.has("llmcodec", setting):
                 continue
-            t0 = time.perf_counter()
-            art = compress_source(self.h.src, s)
-            st = art.stats()
-            state = restore_state_dict(art)
-            params = st["coded_weights"] + st["raw_weights"]
-            bits = st["coded_bits"] + 8 * st["raw_bytes"]
-            dec = [c for n, c in art.coded.items() if "layers." in n]
-            self.add({"peer": "llmcodec", "setting": setting, "calibration": "none", "bpp": f"{bits / params:.4f}",
-                      "decoder_bpw": f"{sum(c.bits for c in dec) / sum(c.numel for c in dec):.4f}",
-                      "storage": f"all matrices coded (--bpw {b}, the whole file), "
-                                 f"{st['raw_tensors']} small tensors kept at their dtype"}, state, t0)
+            self._llmcodec_row("llmcodec", setting, "none", s, b, "")
+
+    def _llmcodec_row(self, peer: str, setting: str, calibration: str, s, b: float, flags: str) -> None:
+        from llmcodec.api import compress_source, restore_state_dict
+
+        t0 = time.perf_counter()
+        art = compress_source(self.h.src, s)
+        st = art.stats()
+        state = restore_state_dict(art)
+        params = st["coded_weights"] + st["raw_weights"]
+        bits = st["coded_bits"] + 8 * st["raw_bytes"]
+        dec = [c for n, c in art.coded.items() if "layers." in n]
+        qps = [c.qp for c in art.coded.values() if c.qp is not None]
+        self.add({"peer": peer, "setting": setting, "calibration": calibration, "bpp": f"{bits / params:.4f}",
+                  "decoder_bpw": f"{sum(c.bits for c in dec) / sum(c.numel for c in dec):.4f}",
+                  "storage": f"all matrices coded (--bpw {b}{' ' + flags if flags else ''}, the whole file), "
+                             f"{st['raw_tensors']} small tensors kept at their dtype",
+                  "note": f"QPs {min(qps)}-{max(qps)}" if qps else ""}, state, t0)
+
+    def dataaware(self, budgets: list[float]) -> None:
+        """llmcodec's optional data-aware mode: ``--calibration ptb-train --calibration-tokens N
+        --error-feedback`` (QP offsets from loss gradients, GPTQ's inverse-Hessian update with the codec
+        in the loop) on the first ``--dataaware-tokens`` tokens of PTB train."""
+        from llmcodec.compress import CompressSettings
+
+        tokens = self.args.dataaware_tokens
+        calib = f"PTB train, first {tokens} tokens"
+        for b in budgets:
+            s = CompressSettings(bpw=b, include_embeddings=True, calibration="ptb-train", calibration_tokens=tokens,
+                                 error_feedback=True)
+            setting = f"data-aware bpw={b} calibration=ptb-train:{tokens} error-feedback include_embeddings"
+            if self.csv.has(DATAAWARE, setting):
+                continue
+            self._llmcodec_row(DATAAWARE, setting, calib, s, b, "--calibration ptb-train "
+                               f"--calibration-tokens {tokens} --error-feedback")
 
     def llamacpp(self, imatrix_modes: list[bool], types: list[str]) -> None:
         from gguf_files import file_bits, tensor_digest, vendored_bits, vendored_f32
@@ -218,7 +243,7 @@ def record_run(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--peers", default="reference,llamacpp,gptq,llmcodec,rtn,hqq")
+    ap.add_argument("--peers", default="reference,llamacpp,gptq,llmcodec,rtn,hqq,dataaware")
     ap.add_argument("--windows", type=int, default=40, help="PTB test windows scored (the issue's 40)")
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--calib-windows", type=int, default=32, help="PTB train windows for calibration")
@@ -226,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--imatrix", default="with,without", help="llama.cpp: with and/or without the imatrix")
     ap.add_argument("--bits", default="2,3,4", help="GPTQ, RTN and HQQ bit widths")
     ap.add_argument("--budgets", default="2.5,3.0,3.5,4.5", help="llmcodec --bpw targets")
+    ap.add_argument("--dataaware-budgets", default="2.5,5.0", help="llmcodec data-aware --bpw targets")
+    ap.add_argument("--dataaware-tokens", type=int, default=4096, help="calibration tokens of the data-aware mode")
     ap.add_argument("--csv", type=Path, default=CSV)
     ap.add_argument("--keep-files", action="store_true", help="keep the quantized GGUF files")
     args = ap.parse_args(argv)
@@ -245,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
             b.rtn_hqq(peer, bits)
         elif peer == "llmcodec":
             b.llmcodec([float(x) for x in args.budgets.split(",")])
+        elif peer == "dataaware":
+            b.dataaware([float(x) for x in args.dataaware_budgets.split(",")])
         else:
             raise SystemExit(f"unknown peer {peer!r}")
 
