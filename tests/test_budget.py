@@ -146,3 +146,39 @@ def test_tensor_kinds():
     assert k("model.layers.0.mlp.experts.gate_up_proj[1]", [4, 4]) == "experts"
     assert k("model.norm.weight", [4]) == "norms/biases" == k("h.0.attn.c_attn.bias", [12])
     assert k("score.weight", [2, 4]) == "other"
+
+
+def test_a_budget_above_qp_13s_reach_is_met_with_finer_qps(wide_llama, tmp_path):
+    """Every matrix at VVC's QP 13 gives this model about 5.6 bits per coded weight; --bpw 6 used to be
+    refused. The coefficient-domain default goes below QP 13 for it, lands within the tolerance and
+    restores with less error than the --bpw 5 file."""
+    errs = {}
+    for bpw in (5.0, 6.0):
+        out = tmp_path / f"b{bpw}.llmc"
+        art = llmcodec.compress_model(wide_llama, out, llmcodec.CompressSettings(bpw=bpw))
+        assert (1 - 0.015) * bpw <= whole_file(out)["bits_per_parameter"] <= bpw
+        errs[bpw] = float(np.mean([c.rel_error for c in art.coded.values()]))
+        if bpw == 6.0:
+            assert min(c.qp for c in art.coded.values()) < 13
+            state = llmcodec.load_state_dict(out)
+            src = llmcodec.modelio.load(wide_llama)
+            w, w_hat = src.get("model.layers.1.mlp.up_proj.weight"), state["model.layers.1.mlp.up_proj.weight"]
+            assert float((w - w_hat).norm() / w.norm()) == pytest.approx(
+                art.coded["model.layers.1.mlp.up_proj.weight"].rel_error, rel=1e-3)
+    assert errs[6.0] < 0.8 * errs[5.0]
+
+
+def test_plans_within_qp_13s_reach_do_not_change(monkeypatch):
+    """The finer QPs change nothing at a budget the old range reaches: the same QPs and bitstreams with
+    them and without (VVC.coef_qp_floor None: the old range)."""
+    from llmcodec.codecs.vvc import VVC
+
+    rng = np.random.default_rng(4)
+    mats = [(f"m{i}", (rng.standard_normal((64 + 32 * i, 192)) * 0.02).astype(np.float32), "float32")
+            for i in range(5)]
+    runs = []
+    for floor in (0, None):
+        monkeypatch.setattr(VVC, "coef_qp_floor", floor)
+        out = llmcodec.compress.compress_matrices(mats, llmcodec.CompressSettings(bpw=4.0, budget="coded"))
+        runs.append([(c.qp, c.bitstream) for c in out])
+    assert runs[0] == runs[1]

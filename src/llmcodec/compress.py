@@ -190,11 +190,13 @@ def _rate_controlled(
     budget_bits: float | None = None,
 ) -> tuple[list[int], list[bytes]]:
     streams: dict[tuple[int, int], bytes] = {}
+    sampled: dict[tuple[int, int], float] = {}  # a second allocation (rate.allocate's fine_lo) reuses both
 
     def measure_full(jobs: list[tuple[int, int]]) -> list[float]:
-        out = run.encode(jobs, sample=False)
-        streams.update(zip(jobs, out, strict=True))
-        return [8.0 * len(b) for b in out]
+        todo = [j for j in dict.fromkeys(jobs) if j not in streams]
+        if todo:
+            streams.update(zip(todo, run.encode(todo, sample=False), strict=True))
+        return [8.0 * len(streams[j]) for j in jobs]
 
     # Weights in each row sample: row_sample on a one-column stand-in gives its row count exactly.
     sample_numel = [
@@ -202,8 +204,11 @@ def _rate_controlled(
     ]
 
     def measure_sample(jobs: list[tuple[int, int]]) -> list[float]:
-        out = run.encode(jobs, sample=True)
-        return [8.0 * len(b) / sample_numel[i] for (i, _), b in zip(jobs, out, strict=True)]
+        todo = [j for j in dict.fromkeys(jobs) if j not in sampled]
+        if todo:
+            out = run.encode(todo, sample=True)
+            sampled.update({(i, q): 8.0 * len(b) / sample_numel[i] for (i, q), b in zip(todo, out, strict=True)})
+        return [sampled[j] for j in jobs]
 
     alloc = allocate(
         numel=run.numel,
@@ -215,5 +220,6 @@ def _rate_controlled(
         tolerance=settings.tolerance,
         qp_offsets=offsets,
         equal_rate=settings.allocation == "equal-rate",
+        fine_lo=codec.fine_floor(settings.codec_profile()[1]),
     )
     return alloc.qps, [streams[i, q] for i, q in enumerate(alloc.qps)]

@@ -419,6 +419,9 @@ class FFmpegCodec:
     demuxer: ClassVar[str | None] = None  # input format when decoding, if not ``fmt`` (image pipes)
     pix_fmts: ClassVar[tuple[str, ...]]  # accepted input formats; the first is the default
     qp_range: ClassVar[tuple[int, int]]  # (best quality, worst quality)
+    # A best QP below qp_range's for coefficient-domain profiles (None: qp_range's): rate control
+    # goes there only for a budget above what qp_range's best QP gives (rate.allocate's fine_lo).
+    coef_qp_floor: ClassVar[int | None] = None
     align: ClassVar[int] = 8
     min_size: ClassVar[int] = 64
     max_w: ClassVar[int] = 8192
@@ -465,6 +468,18 @@ class FFmpegCodec:
         if name is None and bpw is not None and self.high_rate_profile and bpw >= self.high_rate_profile[1]:
             name = self.high_rate_profile[0]
         return self.profile(name)
+
+    def fine_floor(self, profile: Profile) -> int | None:
+        """The best QP below ``qp_range``'s that ``profile`` may be coded at (None: none)."""
+        if profile.coef_block is None or self.coef_qp_floor is None:
+            return None
+        return self.coef_qp_floor if self.coef_qp_floor < min(self.qp_range) else None
+
+    def qp_limits(self, profile: Profile) -> tuple[int, int]:
+        """(best, worst) QP the encoder takes with ``profile``: ``qp_range``, extended by ``fine_floor``."""
+        lo, hi = min(self.qp_range), max(self.qp_range)
+        fine = self.fine_floor(profile)
+        return (lo if fine is None else fine), hi
 
     def pix_fmt(self, profile: Profile) -> str:
         return profile.pix_fmt or self.pix_fmts[0]
@@ -524,8 +539,9 @@ class FFmpegCodec:
     def encode(self, frames: list[list[np.ndarray]], qp: int | None, profile: Profile) -> bytes:
         if qp is LOSSLESS and not self.lossless:
             raise ValueError(f"codec {self.name!r} has no lossless mode")
-        if qp is not None and not min(self.qp_range) <= qp <= max(self.qp_range):
-            raise ValueError(f"QP {qp} is outside {self.name}'s range {self.qp_range}")
+        lo, hi = self.qp_limits(profile)
+        if qp is not None and not lo <= qp <= hi:
+            raise ValueError(f"QP {qp} is outside {self.name}'s range {(lo, hi)} for profile {profile.name!r}")
         h, w = frames[0][0].shape
         pix_fmt = self.pix_fmt(profile)
         raw = pack_raw(frames, pix_fmt)

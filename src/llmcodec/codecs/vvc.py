@@ -98,6 +98,9 @@ class VVC(FFmpegCodec):
     fmt = "vvc"
     pix_fmts = ("yuv420p10le",)  # the only input libvvenc takes
     qp_range = (13, 63)  # libvvenc fails ("Generic error") below: at QP <= 11 on some small frames
+    # In the coefficient domain libvvenc codes QP 0-12 on every frame shape tried; FFmpeg's -qp takes
+    # no negative QP (docs/research-log.md)
+    coef_qp_floor = 0
     align = 8
     min_size = 64  # 16x16 frames fail inside libvvenc
     max_w = 8192
