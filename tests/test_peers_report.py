@@ -97,3 +97,13 @@ def test_llmcodec_ceiling_names_budgets_that_landed_short() -> None:
     assert "`--bpw 5.0` landed at 4.900" in text
     assert "`--bpw 3.5`" not in text
     assert "No llmcodec row" in _REPORT.llmcodec_ceiling(ROWS[:3])
+
+
+def test_strongest_peer_reports_the_data_aware_mode_apart_from_the_default() -> None:
+    rows = [*ROWS, _row("llmcodec data-aware", "data-aware bpw=3.0", 2.9, 60.0)]
+    out = "\n".join(strongest_peer(rows, 50.0, "llmcodec data-aware"))
+    # at 3.4 bits: GPTQ-2's excess 250 against the data-aware row's 10
+    assert "| 3.400 | gptq b=2 | 3.400 | 250.0 | data-aware bpw=3.0 | 2.900 | 10.0 | 0.04 | yes |" in out
+    assert "llmcodec data-aware's best" in out
+    # the default's table does not take the data-aware row
+    assert "data-aware" not in "\n".join(strongest_peer(rows, 50.0))

@@ -45,8 +45,13 @@ def table(rows: list[dict], ref: float | None) -> list[str]:
     return out
 
 
-def _ours(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["peer"] == "llmcodec" and r["perplexity"] and "calibration" not in r["setting"]]
+DATAAWARE = "llmcodec data-aware"
+
+
+def _ours(rows: list[dict], peer: str = "llmcodec") -> list[dict]:
+    """llmcodec's measured rows: the calibration-free default (``llmcodec``) or the data-aware mode."""
+    return [r for r in rows if r["peer"] == peer and r["perplexity"]
+            and (peer != "llmcodec" or "calibration" not in r["setting"])]
 
 
 def _best_at_most(ours: list[dict], bpp: float) -> dict | None:
@@ -78,17 +83,17 @@ def versus_llamacpp(rows: list[dict]) -> list[str]:
     return out
 
 
-def strongest_peer(rows: list[dict], ref: float | None) -> list[str]:
+def strongest_peer(rows: list[dict], ref: float | None, mode: str = "llmcodec") -> list[str]:
     """At each size a calibrated peer makes (GPTQ, llama.cpp with an importance matrix): the strongest of
-    them at equal or fewer bits, llmcodec's best at equal or fewer bits, and the ratio of their excess
-    perplexities (the clause asks at most 2/3 of the data-aware mode; shown for the calibration-free
-    default, the only llmcodec mode in this table)."""
+    them at equal or fewer bits, llmcodec's best at equal or fewer bits (``mode``: the peer name of the
+    calibration-free default or of the data-aware mode, whom the clause is about), and the ratio of
+    their excess perplexities (the clause asks at most 2/3)."""
     if ref is None:
         return []
     peers = [r for r in rows if r["perplexity"] and (r["peer"] == "gptq" or "imatrix" in r["setting"])]
-    ours = _ours(rows)
+    ours = _ours(rows, mode)
     out = ["| size (a calibrated peer's file) | strongest calibrated peer at ≤ that size | its bits/param | "
-           "its excess | llmcodec's best at ≤ that size | its bits/param | its excess | "
+           f"its excess | {mode}'s best at ≤ that size | its bits/param | its excess | "
            "ratio of excesses (clause: ≤ 0.667) | holds |", "|---|---|---|---|---|---|---|---|---|"]
     for size in sorted({float(p["bpp"]) for p in peers}):
         peer = min((p for p in peers if float(p["bpp"]) <= size), key=lambda p: float(p["perplexity"]))
@@ -108,10 +113,9 @@ def strongest_peer(rows: list[dict], ref: float | None) -> list[str]:
         r = max(near, key=lambda r: float(r["bpp"]))
         x = float(r["perplexity"]) / ref
         out += ["", f"At a whole-file 2.5 bits per parameter (clause: perplexity within 1.5x of the uncompressed "
-                    f"model's): llmcodec {r['setting']} at {float(r['bpp']):.3f} bits has "
+                    f"model's): {mode} {r['setting']} at {float(r['bpp']):.3f} bits has "
                     f"{float(r['perplexity']):.2f}, "
-                    f"{x:.2f}x the uncompressed {ref:.2f}: {'holds' if x <= 1.5 else '**does not hold**'} "
-                    "(calibration-free default; the data-aware mode is measured in benchmarks/dataaware)."]
+                    f"{x:.2f}x the uncompressed {ref:.2f}: {'holds' if x <= 1.5 else '**does not hold**'}."]
     return out
 
 
@@ -166,10 +170,11 @@ def llmcodec_ceiling(rows: list[dict]) -> str:
     text = (f"llmcodec's calibration-free default spans {min(float(r['bpp']) for r in ours):.2f}-"
             f"{float(top['bpp']):.2f} bits per parameter in this table.")
     for r in short:
-        text += (f" `--bpw {r['setting'].split('bpw=')[1].split()[0]}` landed at {float(r['bpp']):.3f}: with every "
-                 "matrix at VVC's smallest QP (13, below which libvvenc fails on small frames) the default cannot "
-                 "make a larger file, **so it has no row above about this size** and the llama.cpp files above it "
-                 "are compared with its largest file.")
+        text += (f" `--bpw {r['setting'].split('bpw=')[1].split()[0]}` landed at {float(r['bpp']):.3f}, more than "
+                 "0.05 bits below its budget (QPs " + (r.get("note") or "not recorded").removeprefix("QPs ") + ").")
+    if float(top["bpp"]) < 5.0:
+        text += (" **It has no row above this size**, so the llama.cpp files above it are compared with its "
+                 "largest file.")
     return text
 
 
@@ -180,12 +185,13 @@ def plot(rows: list[dict], ref: float | None, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 6))
-    styles = {"llama.cpp": "s", "llama.cpp + imatrix": "D", "gptq": "^", "rtn": "v", "hqq": "<", "llmcodec": "o"}
+    styles = {"llama.cpp": "s", "llama.cpp + imatrix": "D", "gptq": "^", "rtn": "v", "hqq": "<", "llmcodec": "o",
+              DATAAWARE: "*"}
     for g, m in styles.items():
         pts = sorted((float(r["bpp"]), float(r["perplexity"])) for r in rows if group(r) == g and r["perplexity"])
         if pts:
-            ax.plot(*zip(*pts, strict=True), marker=m, linestyle="-" if g in ("gptq", "rtn", "hqq", "llmcodec") else "",
-                    label=g)
+            lines = g in ("gptq", "rtn", "hqq", "llmcodec", DATAAWARE)
+            ax.plot(*zip(*pts, strict=True), marker=m, linestyle="-" if lines else "", label=g)
     if ref is not None:
         ax.axhline(ref, color="gray", linestyle=":", label=f"uncompressed ({ref:.1f})")
     ax.set_yscale("log")
@@ -251,14 +257,15 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "## llmcodec's calibration-free default against every llama.cpp file", "",
               "Done-when clause: lower perplexity than every llama.cpp file (importance matrix or not) at equal or "
               "fewer bits per parameter.", "", *versus_llamacpp(rows)]
+    calib = sorted({r["calibration"] for r in _ours(rows, DATAAWARE)})
     lines += ["", "## Against the strongest calibrated peer", "",
-              "The issue's clauses for the data-aware mode (`--calibration`, `--error-feedback`; its rows are in "
-              "`benchmarks/dataaware/results.csv`, not in this table): its excess "
-              "perplexity (perplexity minus the uncompressed model's) at most 2/3 of the strongest calibrated peer's "
-              "(GPTQ, llama.cpp with an importance matrix) at equal or fewer bits, at every size such a peer makes; "
-              "and within 1.5x of the uncompressed model at 2.5 bits per parameter. Shown for the calibration-free "
-              "default.", "",
-              *strongest_peer(rows, ref)]
+              "The issue's clauses for the data-aware mode (`llmcodec data-aware`: `--calibration ptb-train "
+              "--calibration-tokens N --error-feedback`, calibration text: " + ("; ".join(calib) or "no row yet")
+              + "): its excess perplexity (perplexity minus the uncompressed model's) at most 2/3 of the strongest "
+              "calibrated peer's (GPTQ, llama.cpp with an importance matrix) at equal or fewer bits, at every size "
+              "such a peer makes; and within 1.5x of the uncompressed model at 2.5 bits per parameter.", "",
+              "### The data-aware mode (the clause)", "", *strongest_peer(rows, ref, DATAAWARE),
+              "", "### The calibration-free default (for comparison)", "", *strongest_peer(rows, ref)]
     ref_lines = refused(rows)
     if ref_lines:
         lines += ["", "## llama.cpp files without a measurement", "", *ref_lines]
