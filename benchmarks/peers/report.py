@@ -105,7 +105,11 @@ def strongest_peer(rows: list[dict], ref: float | None, mode: str = "llmcodec") 
             out.append(head + "none measured | — | — | — | not shown |")
             continue
         ex = float(best["perplexity"]) - ref
-        ratio = ex / pex if pex > 0 else float("inf")
+        if pex <= 0.05:  # the peer's file gives the source model back (this source is already 4-bit)
+            out.append(head + f"{best['setting']} | {float(best['bpp']):.3f} | {ex:.1f} | — | **no**: the peer "
+                       "restores the source model (excess ≤ 0.05); no lossy file can have 2/3 of that |")
+            continue
+        ratio = ex / pex
         out.append(head + f"{best['setting']} | {float(best['bpp']):.3f} | {ex:.1f} | {ratio:.2f} | "
                    f"{'yes' if ratio <= 2 / 3 else '**no**'} |")
     near = [r for r in ours if float(r["bpp"]) <= 2.5]
