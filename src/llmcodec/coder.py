@@ -134,7 +134,7 @@ def prepare(
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")
-        w = w * col_scale.astype(np.float32)[None, :]
+        w = scaled_columns(w, col_scale)
     try:
         coef = spec.block is not None
         qz = quantize(w, spec, known if coef else None, row_step if coef else None)
@@ -155,6 +155,11 @@ def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile, pad
             rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
         rows, cols = 2 * rows, 2 * cols  # coefdomain.spread's checkerboard
     return codec.plan(rows, cols, profile)
+
+
+def scaled_columns(w: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
+    """The matrix the quantizer sees: ``w`` times the column multipliers (undone by ``unscale``)."""
+    return w if col_scale is None else w * col_scale.astype(np.float32)[None, :]
 
 
 def unscale(w_hat: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
@@ -272,7 +277,7 @@ def finish(
             f"QP {qp}; a working codec stays under {bound:.2f}): the {codec.name} codec returned garbage"
         )
     # Least-squares side information for what the decoder will really see (quant.refit).
-    target = w if p.col_scale is None else w * p.col_scale.astype(np.float32)[None, :]
+    target = scaled_columns(w, p.col_scale)
     qz = p.quantized
     units = raw_units(qz, q_hat)  # one transform for the table, the refit and the check
     values = units

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import sideinfo
 from .coefdomain import block_dct, block_idct, padded_shape, place, take
+from .ratemodel import magnitude_counts
 
 SIDE_BITS_PER_GROUP = 32  # one fp16 scale + one fp16 offset
 
@@ -349,6 +350,19 @@ def _quantize_known(w: np.ndarray, spec: QuantSpec, scale: np.ndarray, offset: n
         y = _unit_samples(w, draft, scale.astype(np.float64), r, band)
         q[r : r + y.shape[0]] = np.clip(np.rint(y) + mid, 0, spec.levels)
     return Quantized(q=q, scale=scale, offset=offset, spec=spec, shape=(rows, cols))
+
+
+def coefficient_counts(w: np.ndarray, qz: Quantized) -> np.ndarray:
+    """``ratemodel.magnitude_counts`` of the coefficients the codec quantizes for ``qz`` (coefficient
+    domain): ``(w - offset) / scale`` of the matrix ``qz`` was quantized from, band by band."""
+    if qz.spec.block is None:
+        raise ValueError("coefficient counts need the coefficient domain (a profile with a transform block)")
+    band = _band_rows(w.shape, qz.spec.block)
+    div = qz.scale.astype(np.float64)
+    counts = None
+    for r in range(0, w.shape[0], band):
+        counts = magnitude_counts(_normalized(w, qz, div, r, min(band, w.shape[0] - r)), counts)
+    return counts
 
 
 def _dequantize_coefficients(qz: Quantized, q: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:

@@ -192,6 +192,8 @@ def allocate(
     locate_share: float = 0.15,
     stages: int = 3,
     fill_from: float | None = None,
+    predict: Callable[[int, int], float] | None = None,
+    first_share: float = 0.05,
 ) -> Allocation:
     """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
 
@@ -207,6 +209,10 @@ def allocate(
     the global one) whose sample rate, side information included, is closest to the target, so every
     tensor spends about the same bits per weight, as a per-tensor rate-controlled quantizer does
     (the older search, ``_allocate_search``).
+    ``predict`` (tensor, QP) -> bits of the tensor's bitstream, right up to a factor common to all
+    tensors (ratemodel.py): it replaces steps 1 and 2, so no sample is coded; the first stage
+    (``first_share`` of the tensors, spread like ``spread_subset``) is planned from it as it is, the
+    later ones with the factor measured on the stages before.
     """
     if equal_rate:
         return _allocate_search(numel, side_bits, target_bpw, qp_range, measure_full, measure_sample, tolerance,
@@ -236,42 +242,54 @@ def allocate(
             cache.update(zip(todo, measure_sample(todo), strict=True))
         return sum(cache[i, qp_at(i, base)] * numel[i] for i in idx)
 
-    # 1. Locate the base on a subset: the smallest base whose sampled rate, scaled to the model, fits.
-    sub, model_bits = _locate_subset(numel, locate_share)
-    want = budget - side
-    known: dict[int, float] = {}
-    base = min(hi_b, max(lo_b, start_qp if start_qp is not None else (qp_lo + qp_hi) // 2))
-    while True:
-        sampled(sub, base)
-        known[base] = model_bits({i: cache[i, qp_at(i, base)] * numel[i] for i in sub})
-        ok = [b for b, v in known.items() if v <= want]
-        bad = [b for b, v in known.items() if v > want]
-        lo_ok = min(ok) if ok else None
-        if lo_ok is not None and (lo_ok == lo_b or lo_ok - 1 in bad):
-            base = lo_ok
-            break
-        if lo_ok is None and max(bad) == hi_b:
-            base = hi_b
-            break
-        # the next base from the slope between the two nearest probes (a 15% step per QP before two)
-        near = sorted(known, key=lambda b: abs(b - base))[:2]
-        g = _slope(known, near)
-        guess = base + int(np.ceil(np.log(known[base] / want) / np.log(g) - 1e-9))
-        top = lo_ok - 1 if lo_ok is not None else hi_b  # the answer lies in (max(bad), lo_ok]
-        bottom = max(bad) + 1 if bad else lo_b
-        guess = min(top, max(bottom, guess))
-        if guess in known:  # only when rates rose with the QP somewhere: the best base seen to fit
-            base = lo_ok if lo_ok is not None else hi_b
-            break
-        base = guess
-    g = _slope(known, [b for b in known if abs(b - base) <= 3])
+    if predict is not None:
+        sub = spread_subset(n, first_share)
+        memo: dict[tuple[int, int], float] = {}
 
-    # 2. Every tensor's sample at the base; other QPs by the subset's ratio per QP step.
-    sampled(range(n), base)
-    at_base = [cache[i, qp_at(i, base)] * numel[i] for i in range(n)]
+        def pred(i: int, qp: int) -> float:
+            q = min(qp_hi, max(qp_lo, qp))
+            if (i, q) not in memo:
+                memo[i, q] = predict(i, q)
+            return memo[i, q]
 
-    def pred(i: int, qp: int) -> float:
-        return at_base[i] * g ** (qp_at(i, base) - qp)
+        g = 0.0  # not used: moves are estimated from the predictions
+    else:
+        # 1. Locate the base on a subset: the smallest base whose sampled rate, scaled to the model, fits.
+        sub, model_bits = _locate_subset(numel, locate_share)
+        want = budget - side
+        known: dict[int, float] = {}
+        base = min(hi_b, max(lo_b, start_qp if start_qp is not None else (qp_lo + qp_hi) // 2))
+        while True:
+            sampled(sub, base)
+            known[base] = model_bits({i: cache[i, qp_at(i, base)] * numel[i] for i in sub})
+            ok = [b for b, v in known.items() if v <= want]
+            bad = [b for b, v in known.items() if v > want]
+            lo_ok = min(ok) if ok else None
+            if lo_ok is not None and (lo_ok == lo_b or lo_ok - 1 in bad):
+                base = lo_ok
+                break
+            if lo_ok is None and max(bad) == hi_b:
+                base = hi_b
+                break
+            # the next base from the slope between the two nearest probes (a 15% step per QP before two)
+            near = sorted(known, key=lambda b: abs(b - base))[:2]
+            g = _slope(known, near)
+            guess = base + int(np.ceil(np.log(known[base] / want) / np.log(g) - 1e-9))
+            top = lo_ok - 1 if lo_ok is not None else hi_b  # the answer lies in (max(bad), lo_ok]
+            bottom = max(bad) + 1 if bad else lo_b
+            guess = min(top, max(bottom, guess))
+            if guess in known:  # only when rates rose with the QP somewhere: the best base seen to fit
+                base = lo_ok if lo_ok is not None else hi_b
+                break
+            base = guess
+        g = _slope(known, [b for b in known if abs(b - base) <= 3])
+
+        # 2. Every tensor's sample at the base; other QPs by the subset's ratio per QP step.
+        sampled(range(n), base)
+        at_base = [cache[i, qp_at(i, base)] * numel[i] for i in range(n)]
+
+        def pred(i: int, qp: int) -> float:  # type: ignore[misc]
+            return at_base[i] * g ** (qp_at(i, base) - qp)
 
     # 3. Code the tensors in stages, each planned into what the budget leaves for it and the stages
     # after it, with the samples' bias measured on the stages before (the first is the subset).
@@ -299,6 +317,8 @@ def allocate(
     def estimate(i: int, cur: int, qp: int) -> float:
         if (i, qp) in full:
             return full[i, qp]
+        if predict is not None:
+            return full[i, cur] * pred(i, qp) / max(pred(i, cur), 1e-9)
         # once tensors were coded at two neighbouring QPs, their median ratio replaces the samples'
         steps = [np.log(full[j, q - 1] / b) for (j, q), b in full.items() if (j, q - 1) in full and b > 0]
         ratio = float(np.exp(np.median(steps))) if len(steps) >= 3 else g

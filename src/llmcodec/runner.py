@@ -81,6 +81,7 @@ class Runner:
         self._scanned: list[tuple[int, float, float | None, float]] | None = None
         # each matrix's scale and offset once scanned: later jobs quantize it again without choosing them
         self._known: list = [None] * len(matrices)
+        self._counts: list = [None] * len(matrices)  # coefficient counts from the scan (ratemodel)
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
@@ -192,4 +193,11 @@ class Runner:
             scanned = self._map(scan_job, args, self.numel, "scan")
             self._scanned = [tuple(r[:4]) for r in scanned]
             self._known = [r[4] for r in scanned]
+            self._counts = [r[5] for r in scanned]
         return self._scanned
+
+    def coefficient_counts(self) -> list:
+        """Each matrix's coefficient counts (``quant.coefficient_counts``; None outside the
+        coefficient domain), from the scan."""
+        self.scan()
+        return self._counts
