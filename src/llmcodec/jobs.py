@@ -65,10 +65,10 @@ Side = tuple[np.ndarray, np.ndarray]  # a matrix's scale and offset from its sca
 
 
 def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, known: Side | None = None,
-             row_step: np.ndarray | None = None, frames: bool = True):
+             row_step: np.ndarray | None = None, frames: bool = True, levels: bool = True):
     codec, profile = spec.resolve()
     p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed, known,
-                row_step, frames)
+                row_step, frames, levels)
     return p, codec, profile
 
 
@@ -200,7 +200,7 @@ def scan_job(
     (``quant.coefficient_counts``: what ratemodel predicts its rate from; None elsewhere).
     """
     coded = _coded_domain(spec, name, w)
-    p, _, _ = _prepare(spec, name, coded, col_scale, row_step=row_step, frames=False)
+    p, _, _ = _prepare(spec, name, coded, col_scale, row_step=row_step, frames=False, levels=False)
     qz = p.quantized
     counts = coefficient_counts(scaled_columns(coded, col_scale), qz) if qz.spec.block is not None else None
     s = qz.scale.astype(np.float64)
