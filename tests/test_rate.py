@@ -223,3 +223,22 @@ def test_a_rate_model_replaces_the_samples(target, factor):
     assert target * 0.985 <= a.total_bits / sum(numel) <= target
     assert sum(n_full) <= 1.15 * len(numel)
     assert max(a.qps) - min(a.qps) <= 3
+
+
+def test_a_rate_model_first_codes_a_few_typical_tensors():
+    """With predicted rates the first stage (whose QPs come from the predictions alone) is a few
+    typical tensors: an embedding as large as the others together comes later, planned with the
+    factor measured on them."""
+    numel = [400_000] + [10_000] * 40
+    full, _ = _synthetic(numel)
+    stages = []
+
+    def counted_full(jobs):
+        stages.append([i for i, _ in jobs])
+        return [0.97 * b for b in full(jobs)]
+
+    a = allocate(numel, [300] * 41, 3.0, (13, 63), counted_full, None, tolerance=0.015, qp_offsets=[-12] + [0] * 40,
+                 predict=lambda i, q: full([(i, q)])[0])
+    assert 0 not in stages[0] and len(stages[0]) <= 4
+    assert 3.0 * 0.985 <= a.total_bits / sum(numel) <= 3.0
+    assert sum(len(s) for s in stages) <= 1.1 * len(numel)

@@ -243,7 +243,9 @@ def allocate(
         return sum(cache[i, qp_at(i, base)] * numel[i] for i in idx)
 
     if predict is not None:
-        sub = spread_subset(n, first_share)
+        # the first stage learns the predictions' factor on typical tensors, large ones come later
+        large = {i for i in range(n) if numel[i] > LOCATE_LARGE * total_w}
+        sub = [i for i in spread_subset(n, first_share) if i not in large] or spread_subset(n, first_share)
         memo: dict[tuple[int, int], float] = {}
 
         def pred(i: int, qp: int) -> float:

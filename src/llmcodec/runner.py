@@ -115,6 +115,8 @@ class Runner:
             else:
                 todo.append(k)
         frac = self.spec.sample_fraction if sample else 1.0
+        # the largest first, so that no large encode starts last while the other workers idle
+        todo.sort(key=lambda k: -self.numel[jobs[k][0]])
         args = [
             (self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample,
              self.col_scales[jobs[k][0]], self.factors[jobs[k][0]], None if sample else self._known[jobs[k][0]],
