@@ -355,7 +355,9 @@ def _quantize_known(w: np.ndarray, spec: QuantSpec, scale: np.ndarray, offset: n
     q = np.empty(padded_shape(rows, cols, n, spec.block_cols), np.uint16)
     for r in range(0, rows, band):
         y = _unit_samples(w, draft, scale.astype(np.float64), r, band)
-        q[r : r + y.shape[0]] = np.clip(np.rint(y) + mid, 0, spec.levels)
+        np.rint(y, out=y)  # in place: the band's temporary
+        y += mid
+        q[r : r + y.shape[0]] = np.clip(y, 0, spec.levels, out=y)
     return Quantized(q=q, scale=scale, offset=offset, spec=spec, shape=(rows, cols))
 
 
