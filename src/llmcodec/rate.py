@@ -1,14 +1,17 @@
 """Rate control: choose a QP per tensor so the whole model lands on a bits-per-weight budget.
 
-The default search costs about one encode of every tensor plus cheap probes:
+The default search codes every tensor about once. Where the codec has a rate model (ratemodel.py:
+each tensor's rate at any QP predicted from its coefficients, right up to a factor common to all
+tensors), steps 1 and 2 below are skipped: the first stage is a few typical tensors planned from the
+predictions alone, and the factor measured on them plans the rest. Elsewhere cheap probes come first:
 
 1. Locate: the common base QP is bracketed with row samples of a spread-out subset of the tensors
    (a few QPs; the next QP to probe comes from the measured slope of rate against QP).
 2. Probe: every tensor's row sample is coded once, at that base QP; the subset's two QPs give the
    rate ratio per QP step used for every other QP.
-3. Plan and code in two stages: a first third of the tensors (every third one, so all kinds and
-   depths are in it) is coded at the QPs planned from the samples; their measured rates correct
-   the samples' bias for the rest, which are then planned into what the budget leaves and coded.
+3. Plan and code in stages: the subset first, at the QPs planned from the samples; the measured
+   rates of each stage correct the samples' bias for the rest, which are then planned into what
+   the budget leaves and coded (a third of them, then the others).
 4. Correct: if the total lands above the budget (or more than half the tolerance below it),
    single tensors move one QP and are coded again, chosen from the estimated rates.
 5. Finally, from everything measured, the highest-rate mix of measured options that stays within
@@ -233,15 +236,6 @@ def allocate(
     def qp_at(i: int, base: int) -> int:
         return min(qp_hi, max(qp_lo, base + off[i]))
 
-    cache: dict[tuple[int, int], float] = {}
-
-    def sampled(idx: Sequence[int], base: int) -> float:
-        """Bits the row samples of ``idx`` predict for those tensors at ``base`` (samples coded once)."""
-        todo = [j for j in dict.fromkeys((i, qp_at(i, base)) for i in idx) if j not in cache]
-        if todo:
-            cache.update(zip(todo, measure_sample(todo), strict=True))
-        return sum(cache[i, qp_at(i, base)] * numel[i] for i in idx)
-
     if predict is not None:
         # the first stage learns the predictions' factor on typical tensors, large ones come later
         large = {i for i in range(n) if numel[i] > LOCATE_LARGE * total_w}
@@ -256,42 +250,8 @@ def allocate(
 
         g = 0.0  # not used: moves are estimated from the predictions
     else:
-        # 1. Locate the base on a subset: the smallest base whose sampled rate, scaled to the model, fits.
-        sub, model_bits = _locate_subset(numel, locate_share)
-        want = budget - side
-        known: dict[int, float] = {}
-        base = min(hi_b, max(lo_b, start_qp if start_qp is not None else (qp_lo + qp_hi) // 2))
-        while True:
-            sampled(sub, base)
-            known[base] = model_bits({i: cache[i, qp_at(i, base)] * numel[i] for i in sub})
-            ok = [b for b, v in known.items() if v <= want]
-            bad = [b for b, v in known.items() if v > want]
-            lo_ok = min(ok) if ok else None
-            if lo_ok is not None and (lo_ok == lo_b or lo_ok - 1 in bad):
-                base = lo_ok
-                break
-            if lo_ok is None and max(bad) == hi_b:
-                base = hi_b
-                break
-            # the next base from the slope between the two nearest probes (a 15% step per QP before two)
-            near = sorted(known, key=lambda b: abs(b - base))[:2]
-            g = _slope(known, near)
-            guess = base + int(np.ceil(np.log(known[base] / want) / np.log(g) - 1e-9))
-            top = lo_ok - 1 if lo_ok is not None else hi_b  # the answer lies in (max(bad), lo_ok]
-            bottom = max(bad) + 1 if bad else lo_b
-            guess = min(top, max(bottom, guess))
-            if guess in known:  # only when rates rose with the QP somewhere: the best base seen to fit
-                base = lo_ok if lo_ok is not None else hi_b
-                break
-            base = guess
-        g = _slope(known, [b for b in known if abs(b - base) <= 3])
-
-        # 2. Every tensor's sample at the base; other QPs by the subset's ratio per QP step.
-        sampled(range(n), base)
-        at_base = [cache[i, qp_at(i, base)] * numel[i] for i in range(n)]
-
-        def pred(i: int, qp: int) -> float:  # type: ignore[misc]
-            return at_base[i] * g ** (qp_at(i, base) - qp)
+        start = start_qp if start_qp is not None else (qp_lo + qp_hi) // 2
+        sub, pred, g = _sampled_rates(numel, budget - side, qp_at, (lo_b, hi_b), start, measure_sample, locate_share)
 
     # 3. Code the tensors in stages, each planned into what the budget leaves for it and the stages
     # after it, with the samples' bias measured on the stages before (the first is the subset).
@@ -329,6 +289,68 @@ def allocate(
     # 4.-5. Correct, then keep the best measured mix.
     return _land(qps, full, measure, estimate, side, budget, tolerance, (qp_lo, qp_hi), off, target_bpw,
                  total_w, max_rounds, fill_rounds, refill, tolerance / 2 if fill_from is None else fill_from)
+
+
+def _sampled_rates(
+    numel: Sequence[int],
+    want: float,
+    qp_at: Callable[[int, int], int],
+    bases: tuple[int, int],
+    start: int,
+    measure_sample: Measure,
+    locate_share: float,
+) -> tuple[list[int], Callable[[int, int], float], float]:
+    """Steps 1 and 2 of the search with row samples: the locate subset, each tensor's predicted bits
+    at any QP (its sample at the base, other QPs by the subset's ratio per QP step), and that ratio.
+    ``want``: the bits the tensors may take together; ``bases``: the range of the base QP, searched
+    from ``start``."""
+    n = len(numel)
+    lo_b, hi_b = bases
+    cache: dict[tuple[int, int], float] = {}
+
+    def sampled(idx: Sequence[int], base: int) -> None:
+        """Row samples of ``idx`` at ``base``, each coded once."""
+        todo = [j for j in dict.fromkeys((i, qp_at(i, base)) for i in idx) if j not in cache]
+        if todo:
+            cache.update(zip(todo, measure_sample(todo), strict=True))
+
+    # 1. Locate the base on a subset: the smallest base whose sampled rate, scaled to the model, fits.
+    sub, model_bits = _locate_subset(numel, locate_share)
+    known: dict[int, float] = {}
+    base = min(hi_b, max(lo_b, start))
+    while True:
+        sampled(sub, base)
+        known[base] = model_bits({i: cache[i, qp_at(i, base)] * numel[i] for i in sub})
+        ok = [b for b, v in known.items() if v <= want]
+        bad = [b for b, v in known.items() if v > want]
+        lo_ok = min(ok) if ok else None
+        if lo_ok is not None and (lo_ok == lo_b or lo_ok - 1 in bad):
+            base = lo_ok
+            break
+        if lo_ok is None and max(bad) == hi_b:
+            base = hi_b
+            break
+        # the next base from the slope between the two nearest probes (a 15% step per QP before two)
+        near = sorted(known, key=lambda b: abs(b - base))[:2]
+        g = _slope(known, near)
+        guess = base + int(np.ceil(np.log(known[base] / want) / np.log(g) - 1e-9))
+        top = lo_ok - 1 if lo_ok is not None else hi_b  # the answer lies in (max(bad), lo_ok]
+        bottom = max(bad) + 1 if bad else lo_b
+        guess = min(top, max(bottom, guess))
+        if guess in known:  # only when rates rose with the QP somewhere: the best base seen to fit
+            base = lo_ok if lo_ok is not None else hi_b
+            break
+        base = guess
+    g = _slope(known, [b for b in known if abs(b - base) <= 3])
+
+    # 2. Every tensor's sample at the base; other QPs by the subset's ratio per QP step.
+    sampled(range(n), base)
+    at_base = [cache[i, qp_at(i, base)] * numel[i] for i in range(n)]
+
+    def pred(i: int, qp: int) -> float:
+        return at_base[i] * g ** (qp_at(i, base) - qp)
+
+    return sub, pred, g
 
 
 # Tensors holding more than this share of the model's weights (token embeddings, output heads) are
