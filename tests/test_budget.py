@@ -156,7 +156,8 @@ def test_a_budget_above_qp_13s_reach_is_met_with_finer_qps(wide_llama, tmp_path)
     for bpw in (5.0, 6.0):
         out = tmp_path / f"b{bpw}.llmc"
         art = llmcodec.compress_model(wide_llama, out, llmcodec.CompressSettings(bpw=bpw))
-        assert (1 - 0.015) * bpw <= whole_file(out)["bits_per_parameter"] <= bpw
+        # 6 within rate control's 1.5% (5 is within reach of QP 13: only the usual bound)
+        assert (1 - (0.015 if bpw == 6.0 else 0.05)) * bpw <= whole_file(out)["bits_per_parameter"] <= bpw
         errs[bpw] = float(np.mean([c.rel_error for c in art.coded.values()]))
         if bpw == 6.0:
             assert min(c.qp for c in art.coded.values()) < 13
