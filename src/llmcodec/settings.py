@@ -29,7 +29,7 @@ EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "positio
 # The default QP offset of token embeddings and output heads (priors.TOKEN_MATRIX) against the other
 # matrices under a bit budget: finer, since they feed and read out every layer; chosen together with the
 # per-token steps (token_rows), which spread the rows' steps around it (docs/research-log.md).
-EMBEDDING_OFFSET = -16
+EMBEDDING_OFFSET = -15
 BUDGETS = ("model", "coded")
 
 
