@@ -190,7 +190,7 @@ def _rate_controlled(
     budget_bits: float | None = None,
 ) -> tuple[list[int], list[bytes]]:
     streams: dict[tuple[int, int], bytes] = {}
-    sampled: dict[tuple[int, int], float] = {}  # a second allocation (rate.allocate's fine_lo) reuses both
+    sampled: dict[tuple[int, int], float] = {}  # each (tensor, QP) is coded at most once, whole or sampled
 
     def measure_full(jobs: list[tuple[int, int]]) -> list[float]:
         todo = [j for j in dict.fromkeys(jobs) if j not in streams]
@@ -215,13 +215,12 @@ def _rate_controlled(
         numel=run.numel,
         side_bits=run.side_bits(),
         target_bpw=settings.bpw if budget_bits is None else budget_bits / sum(run.numel),
-        qp_range=codec.qp_range,
+        qp_range=codec.qp_limits(settings.codec_profile()[1]),
         measure_full=measure_full,
         measure_sample=measure_sample,
         tolerance=settings.tolerance,
         qp_offsets=offsets,
         equal_rate=settings.allocation == "equal-rate",
-        fine_lo=codec.fine_floor(settings.codec_profile()[1]),
     )
     return alloc.qps, [streams[i, q] for i, q in enumerate(alloc.qps)]
 

@@ -16,8 +16,6 @@ predictions alone, and the factor measured on them plans the rest. Elsewhere che
    single tensors move one QP and are coded again, chosen from the estimated rates.
 5. Finally, from everything measured, the highest-rate mix of measured options that stays within
    the budget is kept; it has to land within ``tolerance`` below the target.
-6. Only when the budget is above what every tensor at the best QP spends, and the codec has finer
-   QPs that it uses only then (``fine_lo``), steps 1-5 run again with those QPs allowed.
 
 ``equal_rate`` keeps the older, slower search (bisection on samples of every tensor, one full
 encode, moves and fill rounds), which it needs for its per-tensor starting QPs.
@@ -37,10 +35,6 @@ Measure = Callable[[list[tuple[int, int]]], list[float]]  # [(tensor, qp)] -> bi
 
 class BudgetError(ValueError):
     """The requested bits per weight cannot be reached by any QP."""
-
-
-class CeilingError(BudgetError):
-    """The requested bits per weight are above what every tensor at the best QP spends."""
 
 
 @dataclass
@@ -203,7 +197,6 @@ def allocate(
     fill_from: float | None = None,
     predict: Callable[[int, int], float] | None = None,
     first_share: float = 0.05,
-    fine_lo: int | None = None,
 ) -> Allocation:
     """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
 
@@ -223,39 +216,13 @@ def allocate(
     tensors (ratemodel.py): it replaces steps 1 and 2, so no sample is coded; the first stage
     (``first_share`` of the tensors, spread like ``spread_subset``) is planned from it as it is, the
     later ones with the factor measured on the stages before.
-    ``fine_lo``: a best QP below ``qp_range``'s for budgets above that range's reach (``_beyond``).
     """
     kw = dict(numel=numel, side_bits=side_bits, target_bpw=target_bpw, qp_range=qp_range, measure_full=measure_full,
               measure_sample=measure_sample, tolerance=tolerance, max_rounds=max_rounds, qp_offsets=qp_offsets,
               equal_rate=equal_rate, probe_span=probe_span, fill_rounds=fill_rounds, refill=refill,
               start_qp=start_qp, locate_share=locate_share, stages=stages, fill_from=fill_from, predict=predict,
               first_share=first_share)
-    if fine_lo is None or fine_lo >= min(qp_range):
-        return _allocate(**kw)
-    return _beyond(kw, fine_lo)
-
-
-def _beyond(kw: dict, fine_lo: int) -> Allocation:
-    """``_allocate(**kw)`` on its ``qp_range``; only when the budget is above that range's reach (every
-    tensor at the best QP and the landing more than half the tolerance below the budget, or nothing
-    within it) once more on ``(fine_lo, worst)``, starting at the old best QP. Below that reach the
-    plan is the one without ``fine_lo``, QP for QP: nothing below the old best QP is measured."""
-    qp_lo, qp_hi = min(kw["qp_range"]), max(kw["qp_range"])
-    try:
-        first = _allocate(**kw)
-    except CeilingError:
-        first = None
-    if first is not None:
-        budget = kw["target_bpw"] * float(sum(kw["numel"]))
-        if not (all(q == qp_lo for q in first.qps) and first.total_bits < budget * (1 - kw["tolerance"] / 2)):
-            return first
-    try:
-        second = _allocate(**{**kw, "qp_range": (fine_lo, qp_hi), "start_qp": qp_lo})
-    except BudgetError:
-        if first is None:
-            raise
-        return first
-    return second if first is None or second.total_bits > first.total_bits else first
+    return _allocate(**kw)
 
 
 def _allocate(
@@ -551,7 +518,7 @@ def _land(
     bits = [full[i, qps[i]] for i in range(n)]
     t = sum(bits) + side
     if t < floor and all(q == qp_lo for q in qps):
-        raise CeilingError(
+        raise BudgetError(
             f"{target_bpw} bits per weight is above what the codec spends at its best QP "
             f"{qp_lo} ({t / total_w:.3f} bits per weight); ask for at most that, or use lossless"
         )

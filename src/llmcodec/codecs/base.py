@@ -420,8 +420,7 @@ class FFmpegCodec:
     demuxer: ClassVar[str | None] = None  # input format when decoding, if not ``fmt`` (image pipes)
     pix_fmts: ClassVar[tuple[str, ...]]  # accepted input formats; the first is the default
     qp_range: ClassVar[tuple[int, int]]  # (best quality, worst quality)
-    # A best QP below qp_range's for coefficient-domain profiles (None: qp_range's): rate control
-    # goes there only for a budget above what qp_range's best QP gives (rate.allocate's fine_lo).
+    # The best QP of coefficient-domain profiles where it is below qp_range's (None: qp_range's).
     coef_qp_floor: ClassVar[int | None] = None
     align: ClassVar[int] = 8
     min_size: ClassVar[int] = 64
@@ -473,17 +472,13 @@ class FFmpegCodec:
             name = self.high_rate_profile[0]
         return self.profile(name)
 
-    def fine_floor(self, profile: Profile) -> int | None:
-        """The best QP below ``qp_range``'s that ``profile`` may be coded at (None: none)."""
-        if profile.coef_block is None or self.coef_qp_floor is None:
-            return None
-        return self.coef_qp_floor if self.coef_qp_floor < min(self.qp_range) else None
-
     def qp_limits(self, profile: Profile) -> tuple[int, int]:
-        """(best, worst) QP the encoder takes with ``profile``: ``qp_range``, extended by ``fine_floor``."""
+        """(best, worst) QP the encoder takes with ``profile``: ``qp_range``, or ``coef_qp_floor`` as the
+        best in the coefficient domain."""
         lo, hi = min(self.qp_range), max(self.qp_range)
-        fine = self.fine_floor(profile)
-        return (lo if fine is None else fine), hi
+        if profile.coef_block is not None and self.coef_qp_floor is not None:
+            lo = min(lo, self.coef_qp_floor)
+        return lo, hi
 
     def pix_fmt(self, profile: Profile) -> str:
         return profile.pix_fmt or self.pix_fmts[0]
