@@ -187,12 +187,21 @@ def recommendations(grid: dict, win: dict[float, list[dict[str, str]]]) -> list[
     wins: dict[str, int] = {}
     for at in win.values():
         wins[at[0]["codec"]] = wins.get(at[0]["codec"], 0) + 1
-    top = max(wins, key=lambda c: wins[c])
-    budgets = ", ".join(f"{b:g}" for b, at in win.items() if at[0]["codec"] == top)
+    most = max(wins.values())
+    tops = [c for c in wins if wins[c] == most]  # more than one: a tie
+    top = tops[0]
+
+    def best_at(c: str) -> str:
+        return f"{NAMES[c]}, best at " + ", ".join(f"{b:g}" for b, at in win.items() if at[0]["codec"] == c)
+
+    measured = (f"{len(win)} budgets measured; "
+                f"{len({r['codec'] for at in win.values() for r in at})} of {len(CURVES)} codecs measured")
+    if len(tops) == 1:
+        quality = f"{best_at(top)} ({most} of {measured})"
+    else:
+        quality = f"no single codec: {'; '.join(best_at(c) for c in tops)} ({measured})"
     lines = ["Recommendation per need (from the measured cells only):", "",
-             f"- **Best quality at a given file size**: {NAMES[top]}, best at {budgets} "
-             f"({wins[top]} of {len(win)} budgets measured; "
-             f"{len({r['codec'] for at in win.values() for r in at})} of {len(CURVES)} codecs measured)."]
+             f"- **Best quality at a given file size**: {quality}."]
     usable = {}
     for at in win.values():
         lim = USABLE * fnum(at[0], "perplexity")
@@ -209,7 +218,7 @@ def recommendations(grid: dict, win: dict[float, list[dict[str, str]]]) -> list[
         mean = sum(fnum(r, col) for r in usable[good]) / len(usable[good])
         text = (f"- **{need}** at usable quality (perplexity within {USABLE:g}x of the best at the same "
                 f"budget): {NAMES[good]}, {mean:.2f} Mweights/s")
-        if fastest != good:
+        if fastest != good and sum(any_speed[fastest]) / len(any_speed[fastest]) > mean:
             f_mean = sum(any_speed[fastest]) / len(any_speed[fastest])
             text += f"; fastest of all {NAMES[fastest]} ({f_mean:.2f} Mweights/s) but outside that quality"
         lines.append(text + ".")
@@ -217,7 +226,11 @@ def recommendations(grid: dict, win: dict[float, list[dict[str, str]]]) -> list[
     if not any(r["codec"] == default for at in win.values() for r in at):
         lines.append(f"- **The default (`{default}`) has no measured cell at these budgets yet**, so this table "
                      "cannot say whether it should stay the default.")
-    elif top != default:
+    elif len(tops) > 1 and default in tops:
+        others = ", ".join(NAMES[c] for c in tops if c != default)
+        lines.append(f"- **The default (`{default}`) ties with {others}** for the most measured budgets; "
+                     "see the closing note of issue 32 for the decision.")
+    elif default not in tops:
         lines.append(f"- **The default (`{default}`) is not the best measured**: {NAMES[top]} wins more budgets; "
                      "see the closing note of issue 32 for the decision.")
     else:
