@@ -4,7 +4,18 @@ what the VVC profile that forces one 32x32 transform does with it."""
 import numpy as np
 import pytest
 
-from llmcodec.coefdomain import block_dct, block_idct, core_matrix, gather, padded_shape, place, spread, take
+from llmcodec.coefdomain import (
+    block_dct,
+    block_idct,
+    core_matrix,
+    gather,
+    padded_shape,
+    place,
+    placed_idct,
+    spread,
+    take,
+    taken_dct,
+)
 from llmcodec.frames import from_frames, plan_layout, to_frames
 from llmcodec.quant import COEF_HEADROOM, QuantSpec, dequantize, quantize, relative_error
 
@@ -209,3 +220,16 @@ def test_intra_block_copy_breaks_the_lattice():
     from other blocks of weights. If a libvvenc update stops doing this, the -noibc variants are
     no longer needed."""
     assert _off_lattice_blocks("ai-medium-coef-dq") > 0.0
+
+
+@pytest.mark.parametrize("shape", [(70, 100), (64, 96), (192, 576), (33, 17)])
+@pytest.mark.parametrize("used", [None, 16, 8])
+def test_transforms_that_skip_the_empty_columns_match_the_full_ones(shape, used):
+    x = np.random.default_rng(0).standard_normal(shape) * 40
+    full = block_idct(place(x, 32, used), 32)
+    fast = placed_idct(x, 32, used)
+    assert fast.shape == full.shape
+    np.testing.assert_allclose(fast, full, rtol=0, atol=1e-9)
+    s = np.rint(full)
+    np.testing.assert_allclose(taken_dct(s.copy(), 32, used, *shape), take(block_dct(s, 32), 32, used, *shape),
+                               rtol=0, atol=1e-9)

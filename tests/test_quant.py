@@ -171,3 +171,16 @@ def test_known_side_information_and_whole_units_give_the_same_results(group, com
     a, b = refit(qr, q_hat, w), refit(qr, q_hat, w, values)
     assert np.array_equal(a.scale, b.scale) and np.array_equal(a.offset, b.offset)
     assert np.array_equal(dequantize(a, q_hat), dequantize(a, q_hat, values))
+
+
+def test_side_without_levels_is_what_quantizing_chooses():
+    """``levels=False`` gives the scale and offset a full quantization chooses, without the levels."""
+    rng = np.random.default_rng(4)
+    w = (rng.standard_normal((96, 80)) + 0.3).astype(np.float32)
+    spec = QuantSpec(block=32, block_cols=16, compact=True)
+    steps = np.linspace(0.5, 2.0, 96)
+    full, side = quantize(w, spec, row_step=steps), quantize(w, spec, row_step=steps, levels=False)
+    assert np.array_equal(full.scale, side.scale) and np.array_equal(full.offset, side.offset)
+    assert side.q.size == 0 and side.shape == w.shape and side.side_bits == full.side_bits
+    with pytest.raises(ValueError, match="coefficient domain"):
+        quantize(w, QuantSpec(), levels=False)

@@ -123,23 +123,27 @@ def prepare(
     known: tuple[np.ndarray, np.ndarray] | None = None,
     row_step: np.ndarray | None = None,
     frames: bool = True,
+    levels: bool = True,
 ) -> Prepared:
     """``compact``: 8-bit log scales and no offsets (``QuantSpec.compact``) where the profile codes in
     the coefficient domain; the sample domain keeps fp16 scale and offset. ``known``: the scale and
     offset an earlier ``prepare`` of this matrix chose (``quant.side_of``; coefficient domain).
     ``row_step``: per-row step factors (``quant.quantize``; coefficient domain only, ignored in the
     sample domain). ``frames=False``: the quantized matrix and its layout only, no frames (what a
-    check of a decoded stream needs)."""
+    check of a decoded stream needs). ``levels=False`` (coefficient domain; no frames): the scale and
+    offset only (``quant.quantize``), what a scan needs."""
     spec = quant_spec(codec, profile, group, shared_scale, compact, packed)
     if col_scale is not None:
         if col_scale.shape != (w.shape[1],):
             raise ValueError(f"tensor {name!r}: {col_scale.size} column scales for {w.shape[1]} columns")
-        w = w * col_scale.astype(np.float32)[None, :]
+        w = scaled_columns(w, col_scale)
     try:
         coef = spec.block is not None
-        qz = quantize(w, spec, known if coef else None, row_step if coef else None)
+        qz = quantize(w, spec, known if coef else None, row_step if coef else None, levels=levels or not coef)
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
+    if not levels and coef:
+        return Prepared(name, qz, frame_layout(*w.shape, codec, profile), [], col_scale)
     if not frames:
         return Prepared(name, qz, frame_layout(*qz.q.shape, codec, profile, padded=True), [], col_scale)
     samples = qz.q if profile.coef_block is None else spread(qz.q, profile.coef_block, 1 << (spec.bits - 1))
@@ -155,6 +159,11 @@ def frame_layout(rows: int, cols: int, codec: FFmpegCodec, profile: Profile, pad
             rows, cols = padded_shape(rows, cols, profile.coef_block, profile.coef_cols)
         rows, cols = 2 * rows, 2 * cols  # coefdomain.spread's checkerboard
     return codec.plan(rows, cols, profile)
+
+
+def scaled_columns(w: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
+    """The matrix the quantizer sees: ``w`` times the column multipliers (undone by ``unscale``)."""
+    return w if col_scale is None else w * col_scale.astype(np.float32)[None, :]
 
 
 def unscale(w_hat: np.ndarray, col_scale: np.ndarray | None) -> np.ndarray:
@@ -272,7 +281,7 @@ def finish(
             f"QP {qp}; a working codec stays under {bound:.2f}): the {codec.name} codec returned garbage"
         )
     # Least-squares side information for what the decoder will really see (quant.refit).
-    target = w if p.col_scale is None else w * p.col_scale.astype(np.float32)[None, :]
+    target = scaled_columns(w, p.col_scale)
     qz = p.quantized
     units = raw_units(qz, q_hat)  # one transform for the table, the refit and the check
     values = units

@@ -137,6 +137,35 @@ def block_dct(y: np.ndarray, n: int, overwrite: bool = False) -> np.ndarray:
     return _blocks(np.asarray(y, dtype=np.float64), n, inv_t, inv, overwrite)
 
 
+def placed_idct(x: np.ndarray, n: int, used: int | None = None) -> np.ndarray:
+    """``block_idct(place(x, n, used), n)`` without transforming the zeros ``place`` adds: the column
+    transform of each block only takes its ``used`` columns (half the work for half-filled blocks)."""
+    used = used or n
+    rows, cols = x.shape
+    prows, pcols = padded_shape(rows, cols, n, used)
+    if used == n:
+        return block_idct(place(x, n), n)
+    inv, inv_t = _inverses(n)
+    wide = np.zeros((prows, pcols // n * used))
+    wide[:rows, :cols] = x
+    t = (inv @ wide.reshape(prows // n, n, -1)).reshape(prows, pcols // n, used)
+    return np.matmul(t, inv_t[:used]).reshape(prows, pcols)
+
+
+def taken_dct(y: np.ndarray, n: int, used: int | None, rows: int, cols: int) -> np.ndarray:
+    """``take(block_dct(y, n), n, used, rows, cols)`` without the coefficients ``take`` drops: each
+    block's row transform gives its ``used`` columns only. ``y`` (float64) may be overwritten."""
+    used = used or n
+    if used == n:
+        return take(block_dct(y, n, overwrite=True), n, used, rows, cols)
+    inv, inv_t = _inverses(n)
+    prows, pcols = y.shape
+    if prows % n or pcols % n:
+        raise ValueError(f"a {prows}x{pcols} array is not made of whole {n}x{n} blocks")
+    t = (inv_t @ y.reshape(prows // n, n, pcols)).reshape(prows, pcols // n, n)
+    return np.matmul(t, inv[:, :used]).reshape(prows, -1)[:rows, :cols]
+
+
 def spread(q: np.ndarray, n: int, fill: int) -> np.ndarray:
     """Put the ``n x n`` blocks of ``q`` on the even squares of a checkerboard of constant blocks.
 

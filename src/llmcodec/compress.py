@@ -208,6 +208,7 @@ def _rate_controlled(
         return [8.0 * len(b) / sample_numel[i] for (i, _), b in zip(jobs, out, strict=True)]
 
     alloc = allocate(
+        predict=_rate_model(run, codec, settings),
         numel=run.numel,
         side_bits=run.side_bits(),
         target_bpw=settings.bpw if budget_bits is None else budget_bits / sum(run.numel),
@@ -219,3 +220,17 @@ def _rate_controlled(
         equal_rate=settings.allocation == "equal-rate",
     )
     return alloc.qps, [streams[i, q] for i, q in enumerate(alloc.qps)]
+
+
+def _rate_model(run: Runner, codec: FFmpegCodec, settings: CompressSettings) -> Callable[[int, int], float] | None:
+    """Each matrix's bitstream bits at a QP predicted from its coefficients (ratemodel.py), where the
+    codec has a rate model and codes in the coefficient domain; None (rates probed with row samples)
+    elsewhere, with error feedback (which moves the coefficients coded) and for equal-rate starts."""
+    model = codec.rate_model
+    _, profile = settings.codec_profile()
+    if model is None or profile.coef_block is None or settings.error_feedback or settings.allocation == "equal-rate":
+        return None
+    counts = run.coefficient_counts()
+    if any(c is None for c in counts):
+        return None
+    return lambda i, qp: model.bits(counts[i], qp)

@@ -19,10 +19,11 @@ from .coder import (
     frame_layout,
     prepare,
     row_sample,
+    scaled_columns,
 )
 from .executors import Lazy
 from .feedback import prepare_with_feedback
-from .quant import compand, group_rms, side_of
+from .quant import coefficient_counts, compand, group_rms, side_of
 from .rotation import rotate
 
 
@@ -64,10 +65,10 @@ Side = tuple[np.ndarray, np.ndarray]  # a matrix's scale and offset from its sca
 
 
 def _prepare(spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, known: Side | None = None,
-             row_step: np.ndarray | None = None, frames: bool = True):
+             row_step: np.ndarray | None = None, frames: bool = True, levels: bool = True):
     codec, profile = spec.resolve()
     p = prepare(name, w, codec, profile, spec.group, spec.shared_scale, col_scale, spec.compact, spec.packed, known,
-                row_step, frames)
+                row_step, frames, levels)
     return p, codec, profile
 
 
@@ -186,7 +187,7 @@ def finish_batches(
 def scan_job(
     spec: JobSpec, name: str, w: np.ndarray, col_scale: np.ndarray | None, relative: bool = False,
     row_step: np.ndarray | None = None,
-) -> tuple[int, float, float | None, float, Side]:
+) -> tuple[int, float, float | None, float, Side, np.ndarray | None]:
     """What rate control needs from a matrix before coding, from one quantization. Runs on a worker.
 
     Returns its side information (compact side information depends on the matrix, see
@@ -194,12 +195,15 @@ def scan_job(
     allocation equalizes) and, with ``relative``, the RMS over rows (groups) of the step divided by
     that row's RMS about its mean (what equal-relative allocation equalizes; None without: it costs
     another pass over the matrix that the default allocation does not need), and the matrix's RMS
-    (what capped-error allocation compares its step with), and its scale and offset (``known`` for
-    the jobs after it).
+    (what capped-error allocation compares its step with), its scale and offset (``known`` for
+    the jobs after it) and, in the coefficient domain, the counts of its coefficients' magnitudes
+    (``quant.coefficient_counts``: what ratemodel predicts its rate from; None elsewhere).
     """
     coded = _coded_domain(spec, name, w)
-    p, _, _ = _prepare(spec, name, coded, col_scale, row_step=row_step)
-    s = p.quantized.scale.astype(np.float64)
+    p, _, _ = _prepare(spec, name, coded, col_scale, row_step=row_step, frames=False, levels=False)
+    qz = p.quantized
+    counts = coefficient_counts(scaled_columns(coded, col_scale), qz) if qz.spec.block is not None else None
+    s = qz.scale.astype(np.float64)
     if col_scale is not None:  # a step in W * c units is a step of 1/c in W units, column by column
         s = s * np.sqrt(np.mean(1.0 / np.square(col_scale.astype(np.float64))))
 
@@ -207,5 +211,5 @@ def scan_job(
         return float(np.sqrt(np.mean(np.square(x))))
 
     rel = rms(s / group_rms(coded, spec.group)) if relative else None
-    return (p.quantized.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64)),
-            side_of(p.quantized))
+    return (qz.side_bits + column_bits(col_scale, spec.packed), rms(s), rel, rms(coded.astype(np.float64)),
+            side_of(qz), counts)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import sideinfo
-from .coefdomain import block_dct, block_idct, padded_shape, place, take
+from .coefdomain import padded_shape, placed_idct, taken_dct
+from .ratemodel import magnitude_counts
 
 SIDE_BITS_PER_GROUP = 32  # one fp16 scale + one fp16 offset
 
@@ -151,7 +152,7 @@ def _row_blocks(shape: tuple[int, ...], elements: int = 1 << 22) -> range:
 
 def quantize(
     w: np.ndarray, spec: QuantSpec, known: tuple[np.ndarray, np.ndarray] | None = None,
-    row_step: np.ndarray | None = None,
+    row_step: np.ndarray | None = None, levels: bool = True,
 ) -> Quantized:
     """Quantize a finite 2-D float matrix. Raises ValueError on bad shape or non-finite values.
 
@@ -160,7 +161,9 @@ def quantize(
     that choose them (the sample peaks) and gives the same integers (row steps included).
     ``row_step`` (coefficient domain only; one positive factor per row): each row's step relative
     to its RMS is multiplied by it, so rows with a factor below 1 are coded finer than the rest.
-    The factors end up in the stored row scales and need nothing else to be undone."""
+    The factors end up in the stored row scales and need nothing else to be undone.
+    ``levels=False`` (coefficient domain): the scale and offset only, ``q`` left empty (what a scan
+    of the matrix needs)."""
     w = np.asarray(w)
     if w.ndim != 2 or w.size == 0:
         raise ValueError(f"quantize expects a non-empty 2-D matrix, got shape {w.shape}")
@@ -171,9 +174,12 @@ def quantize(
         if row_step.shape != (w.shape[0],) or not (np.isfinite(row_step).all() and (row_step > 0).all()):
             raise ValueError(f"per-row steps must be {w.shape[0]} positive finite numbers, got shape {row_step.shape}")
     if spec.block is not None:
-        if known is not None:
-            return _quantize_known(w, spec, *known)
-        return _quantize_coefficients(w, spec, row_step)
+        side = known if known is not None else _coefficient_side(w, spec, row_step)
+        if not levels:
+            return Quantized(q=np.empty((0, 0), np.uint16), scale=side[0], offset=side[1], spec=spec, shape=w.shape)
+        return _quantize_known(w, spec, *side)
+    if not levels:
+        raise ValueError("a scale and offset without the levels are chosen in the coefficient domain only")
     blocks = _row_blocks(w.shape)
     step = blocks.step
     lo_parts, hi_parts = [], []
@@ -266,7 +272,7 @@ def _unit_samples(w: np.ndarray, qz: Quantized, div: np.ndarray, r: int, band: i
     """Blockwise inverse transform of ``(w - offset) / div`` for rows ``r:r+band``, zero-padded (the
     blocks' unused columns too)."""
     n, k = qz.spec.block, min(band, w.shape[0] - r)
-    return block_idct(place(_normalized(w, qz, div, r, k), n, qz.spec.block_cols), n)
+    return placed_idct(_normalized(w, qz, div, r, k), n, qz.spec.block_cols)
 
 
 def _worth_centring(mean: np.ndarray, rms: np.ndarray, size: int) -> bool:
@@ -281,10 +287,12 @@ def _worth_centring(mean: np.ndarray, rms: np.ndarray, size: int) -> bool:
     return float(widen.sum()) * size > 16.0 * mean.size
 
 
-def _quantize_coefficients(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray | None = None) -> Quantized:
+def _coefficient_side(
+    w: np.ndarray, spec: QuantSpec, row_step: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """fp16 offset (the mean; compact: zero unless ``_worth_centring``) and scale per row or group
-    (compact: log-coded, sideinfo.py); samples = mid + blockwise inverse
-    transform of ``(w - offset) / scale``. The scales are applied to the weights, i.e. in the
+    (compact: log-coded, sideinfo.py) for samples = mid + blockwise inverse
+    transform of ``(w - offset) / scale`` (``_quantize_known``). The scales are applied to the weights, i.e. in the
     coefficient domain, so rows and groups may differ: one common factor (peak sample at
     ``COEF_HEADROOM`` of the half range) is all the sample range needs."""
     n, (rows, cols) = spec.block, w.shape
@@ -325,7 +333,7 @@ def _quantize_coefficients(w: np.ndarray, spec: QuantSpec, row_step: np.ndarray 
         if not np.isfinite(scale.astype(np.float64)).all():
             raise ValueError("weights exceed the fp16 range of the side information")
         scale = np.where(scale > 0, scale, np.float16(2.0**-24)).astype(np.float16)
-    return _quantize_known(w, spec, scale, offset)
+    return scale, offset
 
 
 def side_of(qz: Quantized) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +344,7 @@ def side_of(qz: Quantized) -> tuple[np.ndarray, np.ndarray]:
 
 def _quantize_known(w: np.ndarray, spec: QuantSpec, scale: np.ndarray, offset: np.ndarray) -> Quantized:
     """Samples = mid + blockwise inverse transform of ``(w - offset) / scale``, with the scale and
-    offset already chosen (``_quantize_coefficients``)."""
+    offset already chosen (``_coefficient_side``)."""
     n, (rows, cols) = spec.block, w.shape
     groups = group_count(cols, spec.group)
     if scale.shape != (rows, groups) or offset.shape != (rows, groups):
@@ -347,8 +355,23 @@ def _quantize_known(w: np.ndarray, spec: QuantSpec, scale: np.ndarray, offset: n
     q = np.empty(padded_shape(rows, cols, n, spec.block_cols), np.uint16)
     for r in range(0, rows, band):
         y = _unit_samples(w, draft, scale.astype(np.float64), r, band)
-        q[r : r + y.shape[0]] = np.clip(np.rint(y) + mid, 0, spec.levels)
+        np.rint(y, out=y)  # in place: the band's temporary
+        y += mid
+        q[r : r + y.shape[0]] = np.clip(y, 0, spec.levels, out=y)
     return Quantized(q=q, scale=scale, offset=offset, spec=spec, shape=(rows, cols))
+
+
+def coefficient_counts(w: np.ndarray, qz: Quantized) -> np.ndarray:
+    """``ratemodel.magnitude_counts`` of the coefficients the codec quantizes for ``qz`` (coefficient
+    domain): ``(w - offset) / scale`` of the matrix ``qz`` was quantized from, band by band."""
+    if qz.spec.block is None:
+        raise ValueError("coefficient counts need the coefficient domain (a profile with a transform block)")
+    band = _band_rows(w.shape, qz.spec.block)
+    div = qz.scale.astype(np.float64)
+    counts = None
+    for r in range(0, w.shape[0], band):
+        counts = magnitude_counts(_normalized(w, qz, div, r, min(band, w.shape[0] - r)), counts)
+    return counts
 
 
 def _dequantize_coefficients(qz: Quantized, q: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
@@ -379,7 +402,7 @@ def _raw_units(qz: Quantized, q: np.ndarray, r: int, k: int) -> np.ndarray:
     rows_p = padded_shape(k, cols, n, used)[0]
     a = q[r : r + rows_p].astype(np.float64)
     a -= 1 << (qz.spec.bits - 1)
-    return take(block_dct(a, n, overwrite=True), n, used, k, cols)
+    return taken_dct(a, n, used, k, cols)
 
 
 # Matrices up to this many weights keep their unit values whole while the compressor checks them

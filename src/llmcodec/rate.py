@@ -1,14 +1,17 @@
 """Rate control: choose a QP per tensor so the whole model lands on a bits-per-weight budget.
 
-The default search costs about one encode of every tensor plus cheap probes:
+The default search codes every tensor about once. Where the codec has a rate model (ratemodel.py:
+each tensor's rate at any QP predicted from its coefficients, right up to a factor common to all
+tensors), steps 1 and 2 below are skipped: the first stage is a few typical tensors planned from the
+predictions alone, and the factor measured on them plans the rest. Elsewhere cheap probes come first:
 
 1. Locate: the common base QP is bracketed with row samples of a spread-out subset of the tensors
    (a few QPs; the next QP to probe comes from the measured slope of rate against QP).
 2. Probe: every tensor's row sample is coded once, at that base QP; the subset's two QPs give the
    rate ratio per QP step used for every other QP.
-3. Plan and code in two stages: a first third of the tensors (every third one, so all kinds and
-   depths are in it) is coded at the QPs planned from the samples; their measured rates correct
-   the samples' bias for the rest, which are then planned into what the budget leaves and coded.
+3. Plan and code in stages: the subset first, at the QPs planned from the samples; the measured
+   rates of each stage correct the samples' bias for the rest, which are then planned into what
+   the budget leaves and coded (a third of them, then the others).
 4. Correct: if the total lands above the budget (or more than half the tolerance below it),
    single tensors move one QP and are coded again, chosen from the estimated rates.
 5. Finally, from everything measured, the highest-rate mix of measured options that stays within
@@ -192,6 +195,8 @@ def allocate(
     locate_share: float = 0.15,
     stages: int = 3,
     fill_from: float | None = None,
+    predict: Callable[[int, int], float] | None = None,
+    first_share: float = 0.05,
 ) -> Allocation:
     """Per-tensor QPs with total bits in [target*(1-tolerance), target] * total weights.
 
@@ -207,6 +212,10 @@ def allocate(
     the global one) whose sample rate, side information included, is closest to the target, so every
     tensor spends about the same bits per weight, as a per-tensor rate-controlled quantizer does
     (the older search, ``_allocate_search``).
+    ``predict`` (tensor, QP) -> bits of the tensor's bitstream, right up to a factor common to all
+    tensors (ratemodel.py): it replaces steps 1 and 2, so no sample is coded; the first stage
+    (``first_share`` of the tensors, spread like ``spread_subset``) is planned from it as it is, the
+    later ones with the factor measured on the stages before.
     """
     if equal_rate:
         return _allocate_search(numel, side_bits, target_bpw, qp_range, measure_full, measure_sample, tolerance,
@@ -227,20 +236,88 @@ def allocate(
     def qp_at(i: int, base: int) -> int:
         return min(qp_hi, max(qp_lo, base + off[i]))
 
+    if predict is not None:
+        # the first stage learns the predictions' factor on typical tensors, large ones come later
+        large = {i for i in range(n) if numel[i] > LOCATE_LARGE * total_w}
+        sub = [i for i in spread_subset(n, first_share) if i not in large] or spread_subset(n, first_share)
+        memo: dict[tuple[int, int], float] = {}
+
+        def pred(i: int, qp: int) -> float:
+            q = min(qp_hi, max(qp_lo, qp))
+            if (i, q) not in memo:
+                memo[i, q] = predict(i, q)
+            return memo[i, q]
+
+        g = 0.0  # not used: moves are estimated from the predictions
+    else:
+        start = start_qp if start_qp is not None else (qp_lo + qp_hi) // 2
+        sub, pred, g = _sampled_rates(numel, budget - side, qp_at, (lo_b, hi_b), start, measure_sample, locate_share)
+
+    # 3. Code the tensors in stages, each planned into what the budget leaves for it and the stages
+    # after it, with the samples' bias measured on the stages before (the first is the subset).
+    full: dict[tuple[int, int], float] = {}
+
+    def measure(jobs: list[tuple[int, int]]) -> None:
+        todo = [j for j in dict.fromkeys(jobs) if j not in full]
+        if todo:
+            full.update(zip(todo, measure_full(todo), strict=True))
+
+    aim = budget * (1 - tolerance / 4) - side
+    plan: dict[int, int] = {}
+    spent = predicted = 0.0
+    left = list(range(n))
+    for stage in _stages(n, sub, stages):
+        bias = spent / predicted if predicted > 0 else 1.0
+        plan.update({i: q for i, q in _plan(left, lambda i, q, b=bias: b * pred(i, q), aim - spent, off,
+                                             (qp_lo, qp_hi)).items() if i in stage})
+        measure([(i, plan[i]) for i in stage])
+        spent += sum(full[i, plan[i]] for i in stage)
+        predicted += sum(pred(i, plan[i]) for i in stage)
+        left = [i for i in left if i not in stage]
+    qps = [plan[i] for i in range(n)]
+
+    def estimate(i: int, cur: int, qp: int) -> float:
+        if (i, qp) in full:
+            return full[i, qp]
+        if predict is not None:
+            return full[i, cur] * pred(i, qp) / max(pred(i, cur), 1e-9)
+        # once tensors were coded at two neighbouring QPs, their median ratio replaces the samples'
+        steps = [np.log(full[j, q - 1] / b) for (j, q), b in full.items() if (j, q - 1) in full and b > 0]
+        ratio = float(np.exp(np.median(steps))) if len(steps) >= 3 else g
+        return full[i, cur] * ratio ** (cur - qp)
+
+    # 4.-5. Correct, then keep the best measured mix.
+    return _land(qps, full, measure, estimate, side, budget, tolerance, (qp_lo, qp_hi), off, target_bpw,
+                 total_w, max_rounds, fill_rounds, refill, tolerance / 2 if fill_from is None else fill_from)
+
+
+def _sampled_rates(
+    numel: Sequence[int],
+    want: float,
+    qp_at: Callable[[int, int], int],
+    bases: tuple[int, int],
+    start: int,
+    measure_sample: Measure,
+    locate_share: float,
+) -> tuple[list[int], Callable[[int, int], float], float]:
+    """Steps 1 and 2 of the search with row samples: the locate subset, each tensor's predicted bits
+    at any QP (its sample at the base, other QPs by the subset's ratio per QP step), and that ratio.
+    ``want``: the bits the tensors may take together; ``bases``: the range of the base QP, searched
+    from ``start``."""
+    n = len(numel)
+    lo_b, hi_b = bases
     cache: dict[tuple[int, int], float] = {}
 
-    def sampled(idx: Sequence[int], base: int) -> float:
-        """Bits the row samples of ``idx`` predict for those tensors at ``base`` (samples coded once)."""
+    def sampled(idx: Sequence[int], base: int) -> None:
+        """Row samples of ``idx`` at ``base``, each coded once."""
         todo = [j for j in dict.fromkeys((i, qp_at(i, base)) for i in idx) if j not in cache]
         if todo:
             cache.update(zip(todo, measure_sample(todo), strict=True))
-        return sum(cache[i, qp_at(i, base)] * numel[i] for i in idx)
 
     # 1. Locate the base on a subset: the smallest base whose sampled rate, scaled to the model, fits.
     sub, model_bits = _locate_subset(numel, locate_share)
-    want = budget - side
     known: dict[int, float] = {}
-    base = min(hi_b, max(lo_b, start_qp if start_qp is not None else (qp_lo + qp_hi) // 2))
+    base = min(hi_b, max(lo_b, start))
     while True:
         sampled(sub, base)
         known[base] = model_bits({i: cache[i, qp_at(i, base)] * numel[i] for i in sub})
@@ -273,40 +350,7 @@ def allocate(
     def pred(i: int, qp: int) -> float:
         return at_base[i] * g ** (qp_at(i, base) - qp)
 
-    # 3. Code the tensors in stages, each planned into what the budget leaves for it and the stages
-    # after it, with the samples' bias measured on the stages before (the first is the subset).
-    full: dict[tuple[int, int], float] = {}
-
-    def measure(jobs: list[tuple[int, int]]) -> None:
-        todo = [j for j in dict.fromkeys(jobs) if j not in full]
-        if todo:
-            full.update(zip(todo, measure_full(todo), strict=True))
-
-    aim = budget * (1 - tolerance / 4) - side
-    plan: dict[int, int] = {}
-    spent = predicted = 0.0
-    left = list(range(n))
-    for stage in _stages(n, sub, stages):
-        bias = spent / predicted if predicted > 0 else 1.0
-        plan.update({i: q for i, q in _plan(left, lambda i, q, b=bias: b * pred(i, q), aim - spent, off,
-                                             (qp_lo, qp_hi)).items() if i in stage})
-        measure([(i, plan[i]) for i in stage])
-        spent += sum(full[i, plan[i]] for i in stage)
-        predicted += sum(pred(i, plan[i]) for i in stage)
-        left = [i for i in left if i not in stage]
-    qps = [plan[i] for i in range(n)]
-
-    def estimate(i: int, cur: int, qp: int) -> float:
-        if (i, qp) in full:
-            return full[i, qp]
-        # once tensors were coded at two neighbouring QPs, their median ratio replaces the samples'
-        steps = [np.log(full[j, q - 1] / b) for (j, q), b in full.items() if (j, q - 1) in full and b > 0]
-        ratio = float(np.exp(np.median(steps))) if len(steps) >= 3 else g
-        return full[i, cur] * ratio ** (cur - qp)
-
-    # 4.-5. Correct, then keep the best measured mix.
-    return _land(qps, full, measure, estimate, side, budget, tolerance, (qp_lo, qp_hi), off, target_bpw,
-                 total_w, max_rounds, fill_rounds, refill, tolerance / 2 if fill_from is None else fill_from)
+    return sub, pred, g
 
 
 # Tensors holding more than this share of the model's weights (token embeddings, output heads) are

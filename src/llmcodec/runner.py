@@ -81,6 +81,7 @@ class Runner:
         self._scanned: list[tuple[int, float, float | None, float]] | None = None
         # each matrix's scale and offset once scanned: later jobs quantize it again without choosing them
         self._known: list = [None] * len(matrices)
+        self._counts: list = [None] * len(matrices)  # coefficient counts from the scan (ratemodel)
         if work is not None:
             c = get_codec(spec.codec)
             self._salt = [__version__, ffmpeg_version(), c.encoder, asdict(c.profile(spec.profile)), spec.group,
@@ -114,6 +115,8 @@ class Runner:
             else:
                 todo.append(k)
         frac = self.spec.sample_fraction if sample else 1.0
+        # the largest first, so that no large encode starts last while the other workers idle
+        todo.sort(key=lambda k: -self.numel[jobs[k][0]])
         args = [
             (self.spec, self.names[jobs[k][0]], Lazy(self.loaders[jobs[k][0]]), jobs[k][1], sample,
              self.col_scales[jobs[k][0]], self.factors[jobs[k][0]], None if sample else self._known[jobs[k][0]],
@@ -192,4 +195,11 @@ class Runner:
             scanned = self._map(scan_job, args, self.numel, "scan")
             self._scanned = [tuple(r[:4]) for r in scanned]
             self._known = [r[4] for r in scanned]
+            self._counts = [r[5] for r in scanned]
         return self._scanned
+
+    def coefficient_counts(self) -> list:
+        """Each matrix's coefficient counts (``quant.coefficient_counts``; None outside the
+        coefficient domain), from the scan."""
+        self.scan()
+        return self._counts

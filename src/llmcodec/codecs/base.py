@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - not on Linux: pipes keep their default
 
 from .. import limits
 from ..frames import FrameLayout
+from ..ratemodel import RateModel
 
 LOSSLESS = None  # a QP of None asks for the codec's lossless mode
 
@@ -436,6 +437,9 @@ class FFmpegCodec:
     seconds_per_msample: ClassVar[float] = 60.0
     # QP steps per doubling of the quantizer step (6 in H.264/HEVC/VVC); equal-error allocation uses it.
     qp_per_octave: ClassVar[float] = 6.0
+    # The quantizer as ratemodel.py sees it in the coefficient domain: rate control predicts each
+    # tensor's rate from it instead of coding row samples (None: samples are coded).
+    rate_model: ClassVar[RateModel | None] = None
     empty_retries: ClassVar[int] = 3  # runs again when an encoder exits 0 but writes nothing
     # Raw streams of this format decode back to back in one decoder process (``decode_many``):
     # Annex-B elementary streams each start with their own parameter sets.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..ratemodel import RateModel
 from .base import FFmpegCodec, Profile
 from .profiles import INTER_FRAME_H
 
@@ -108,6 +109,8 @@ class VVC(FFmpegCodec):
     high_rate_profile = ("default-dq", 3.25)
     seconds_per_msample = 120.0
     concat_decode = True
+    # the step, dead zone and scale at which the model follows libvvenc's rate (docs/research-log.md)
+    rate_model = RateModel(step0=1.45, qp_per_octave=6.0, dead_zone=0.2, scale=0.97)
 
     def decoded_pix_fmt(self, profile: Profile) -> str:
         """Monochrome streams (``MONOCHROME`` among the options) decode to grey at the input's depth."""
