@@ -19,7 +19,7 @@ from pathlib import Path
 
 from llmcodec import bench
 from llmcodec.codecs.registry import get_codec
-from llmcodec.compress import EMBEDDING_OFFSET, CompressSettings
+from llmcodec.compress import EMBEDDING_OFFSET, EMBEDDING_OFFSET_FLAT, CompressSettings
 
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "whole-file"
@@ -310,7 +310,8 @@ def protocol(rows: list[dict[str, str]], log: Path, code: str = "") -> list[str]
         "- **Each codec at its default profile**: rate control, column balance and packed side information for "
         "all; the coefficient domain (forced 32x32 transforms, reconstruction tables) where the transform "
         "allows it ([TRANSFORMS.md](TRANSFORMS.md) measures which do). The embedding's QP offset "
-        f"({EMBEDDING_OFFSET} in VVC's QP steps) is scaled to each codec's QP steps per octave:",
+        f"({EMBEDDING_OFFSET} in VVC's QP steps where the embedding's rows get per-token steps, the coefficient "
+        f"domain; {EMBEDDING_OFFSET_FLAT} where they do not) is scaled to each codec's QP steps per octave:",
         "",
         what_each_codec_gets(),
         "",

@@ -212,9 +212,8 @@ def _row_steps(src: ModelSource, names: list[str], settings: CompressSettings) -
     BPE tokenizer (parsed once); None for other matrices, for tokenizers that are not BPE, for lossless
     coding and for a sample-domain profile (whose rows span the sample range each)."""
     tok = src.files.get("tokenizer.json")
-    _, profile = settings.codec_profile()
     token = [TOKEN_MATRIX.search(n) is not None for n in names]
-    if settings.token_rows <= 0 or settings.lossless or tok is None or profile.coef_block is None or not any(token):
+    if not settings.token_rows_apply() or tok is None or not any(token):
         return [None] * len(names)
     span = tokenrows.bpe_span(tok)
     if span is None:

@@ -21,6 +21,7 @@ from .compress import (
     ALLOCATIONS,
     BUDGETS,
     EMBEDDING_OFFSET,
+    EMBEDDING_OFFSET_FLAT,
     OBJECTIVE_PROFILES,
     OBJECTIVES,
     SIDES,
@@ -481,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--include-embeddings", action="store_true", help=argparse.SUPPRESS)  # the default now
     c.add_argument("--embedding-offset", type=int, default=None, metavar="QP",
                    help=f"QP offset of token embeddings and the output head against the other matrices "
-                        f"(negative: finer; default: {EMBEDDING_OFFSET})")
+                        f"(negative: finer; default: {EMBEDDING_OFFSET} with per-token steps, "
+                        f"{EMBEDDING_OFFSET_FLAT} without them, in VVC's QP units)")
     c.add_argument("--exact-kept", action="store_true",
                    help="store tensors that are not coded (norms, biases, ...) in the source's dtype instead of "
                         "16 bits")

@@ -39,6 +39,7 @@ from .settings import (
     BUDGETS,
     EMBEDDING_NAMES,
     EMBEDDING_OFFSET,
+    EMBEDDING_OFFSET_FLAT,
     OBJECTIVE_PROFILES,
     OBJECTIVES,
     SIDES,
@@ -58,6 +59,7 @@ __all__ = [
     "EDGE_OCTAVES",
     "EMBEDDING_NAMES",
     "EMBEDDING_OFFSET",
+    "EMBEDDING_OFFSET_FLAT",
     "KV_MAX_BPW",
     "KV_SHARING",
     "OBJECTIVES",
@@ -164,7 +166,7 @@ def compress_matrices(
         edge = edge_offsets(names, settings.edge_layers, settings.resolved_edge_octaves(), codec.qp_per_octave)
         kv = kv_offsets(names, run.shapes, settings.resolved_kv_sharing(), codec.qp_per_octave)
         offsets = [o + e + k for o, e, k in zip(offsets, edge, kv, strict=True)]
-        emb_off = settings.resolved_embedding_offset()
+        emb_off = settings.resolved_embedding_offset(row_steps is not None and any(r is not None for r in row_steps))
         if loss_weights is None:  # the data-free priors place embeddings and heads by the offset alone
             offsets = with_token_offsets(offsets, names, emb_off)
         else:  # measured sensitivities already place them; the offset shifts them further

@@ -30,6 +30,9 @@ EMBEDDING_NAMES = ("embed", "lm_head", "wte", "wpe", "word_embeddings", "positio
 # matrices under a bit budget: finer, since they feed and read out every layer; chosen together with the
 # per-token steps (token_rows), which spread the rows' steps around it (docs/research-log.md).
 EMBEDDING_OFFSET = -15
+# The same without per-token steps (token_rows 0, sample-domain profiles, tokenizers that are not BPE):
+# every row at the offset's step, so less of it buys the same bits.
+EMBEDDING_OFFSET_FLAT = -12
 BUDGETS = ("model", "coded")
 
 
@@ -47,7 +50,7 @@ class CompressSettings:
     group: int | None = None  # quantization group (columns); None: one scale per row
     include_embeddings: bool = True  # code embedding and output-head matrices too (False: keep them)
     # QP offset of token embeddings and output heads against the other matrices under a budget
-    # (None: EMBEDDING_OFFSET; negative: finer)
+    # (None: EMBEDDING_OFFSET with per-token steps, EMBEDDING_OFFSET_FLAT without; negative: finer)
     embedding_offset: int | None = None
     # per-token steps in token embeddings and output heads (tokenrows.py): row v gets a step
     # rank_v^(token_rows/2) times the median row's (its BPE merge rank as the frequency prior); 0: off
@@ -184,14 +187,23 @@ class CompressSettings:
         """``edge_octaves``, or for None EDGE_OCTAVES below EDGE_MAX_BPW (``_prior``)."""
         return self._prior(self.edge_octaves, EDGE_OCTAVES, EDGE_MAX_BPW)
 
-    def resolved_embedding_offset(self) -> int:
-        """``embedding_offset``, or for None EMBEDDING_OFFSET under a budget (none with --qp/--lossless),
-        which is in VVC's QP units (6 per octave of step) and so is scaled to the codec's."""
+    def resolved_embedding_offset(self, row_steps: bool | None = None) -> int:
+        """``embedding_offset``, or for None under a budget (none with --qp/--lossless) EMBEDDING_OFFSET
+        where the token matrices get per-token steps and EMBEDDING_OFFSET_FLAT where they do not, in
+        VVC's QP units (6 per octave of step) and so scaled to the codec's. ``row_steps``: whether they
+        get them (None: whether these settings give them, ``token_rows_apply``)."""
         if self.embedding_offset is not None:
             return self.embedding_offset
         if self.bpw is None:
             return 0
-        return int(round(EMBEDDING_OFFSET * get_codec(self.codec).qp_per_octave / 6.0))
+        steps = self.token_rows_apply() if row_steps is None else row_steps
+        base = EMBEDDING_OFFSET if steps else EMBEDDING_OFFSET_FLAT
+        return int(round(base * get_codec(self.codec).qp_per_octave / 6.0))
+
+    def token_rows_apply(self) -> bool:
+        """Whether token embeddings and heads get per-token steps (given a BPE tokenizer): a strength
+        above 0, lossy coding, and a profile that codes in the coefficient domain."""
+        return self.token_rows > 0 and not self.lossless and self.codec_profile()[1].coef_block is not None
 
     def resolved_kv_sharing(self) -> float:
         """``kv_sharing``, or for None KV_SHARING below KV_MAX_BPW (``_prior``)."""
