@@ -196,7 +196,7 @@ def export_builtin(folder: Path) -> Path:
     from llmcodec.modelio import load, save_folder
 
     src = load("smollm2-135m")
-    return save_folder(dict(src.items()), src.config, src.files, folder)
+    return save_folder(dict(src.items()), src.config, src.files, folder, aliases=src.tied())  # the tied head once
 
 
 def make_synthetic(folder: Path) -> Path:
