@@ -217,36 +217,6 @@ def allocate(
     (``first_share`` of the tensors, spread like ``spread_subset``) is planned from it as it is, the
     later ones with the factor measured on the stages before.
     """
-    kw = dict(numel=numel, side_bits=side_bits, target_bpw=target_bpw, qp_range=qp_range, measure_full=measure_full,
-              measure_sample=measure_sample, tolerance=tolerance, max_rounds=max_rounds, qp_offsets=qp_offsets,
-              equal_rate=equal_rate, probe_span=probe_span, fill_rounds=fill_rounds, refill=refill,
-              start_qp=start_qp, locate_share=locate_share, stages=stages, fill_from=fill_from, predict=predict,
-              first_share=first_share)
-    return _allocate(**kw)
-
-
-def _allocate(
-    numel: Sequence[int],
-    side_bits: Sequence[float],
-    target_bpw: float,
-    qp_range: tuple[int, int],
-    measure_full: Measure,
-    measure_sample: Measure,
-    tolerance: float,
-    max_rounds: int,
-    qp_offsets: Sequence[int] | None,
-    equal_rate: bool,
-    probe_span: int,
-    fill_rounds: int,
-    refill: float,
-    start_qp: int | None,
-    locate_share: float,
-    stages: int,
-    fill_from: float | None,
-    predict: Callable[[int, int], float] | None,
-    first_share: float,
-) -> Allocation:
-    """``allocate`` within ``qp_range``."""
     if equal_rate:
         return _allocate_search(numel, side_bits, target_bpw, qp_range, measure_full, measure_sample, tolerance,
                                 max_rounds, qp_offsets, True, probe_span, fill_rounds, refill)
