@@ -463,8 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out", help="artifact file to write (.llmc)")
     c.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
     c.add_argument("--profile", default=None,
-                   help="encoder profile (see the README); default: the codec's default "
-                        f"(with --objective weights and vvc: {OBJECTIVE_PROFILES['weights', 'vvc']})")
+                   help="encoder profile (see the README); default: the codec's for the budget "
+                        "(vvc: dependent quantization from 4.25 bits per parameter; with --objective weights: "
+                        f"{OBJECTIVE_PROFILES['weights', 'vvc']})")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--bpw", type=at.BPW, default=2.5,
                       help="target bits per parameter of the whole file: every stored byte of every tensor "

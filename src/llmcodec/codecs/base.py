@@ -431,6 +431,8 @@ class FFmpegCodec:
     qp_meaning: ClassVar[str] = "the encoder's quantization parameter"
     profiles: ClassVar[dict[str, Profile]]
     default_profile: ClassVar[str] = "default"
+    # (profile, bits per weight): the default profile from that budget up (None: one default)
+    high_rate_profile: ClassVar[tuple[str, float] | None] = None
     # the default profile of lossless coding when ``default`` codes in the coefficient domain (None: default)
     lossless_profile: ClassVar[str | None] = None
     # Seconds allowed per million samples before an encoder is considered hung (plus a floor).
@@ -462,11 +464,12 @@ class FFmpegCodec:
         return self.profiles[name]
 
     def profile_for(self, name: str | None, bpw: float | None, lossless: bool = False) -> Profile:
-        """The profile named, or with none the default (for ``lossless``: ``lossless_profile`` where the
-        default codes in the coefficient domain). ``bpw``, the budget, is for codecs whose default
-        depends on it; none does now."""
+        """The profile named, or with none the default for a budget of ``bpw`` bits per weight (for
+        ``lossless``: ``lossless_profile`` where the default codes in the coefficient domain)."""
         if name is None and lossless and self.lossless_profile:
             name = self.lossless_profile
+        if name is None and bpw is not None and self.high_rate_profile and bpw >= self.high_rate_profile[1]:
+            name = self.high_rate_profile[0]
         return self.profile(name)
 
     def qp_limits(self, profile: Profile) -> tuple[int, int]:

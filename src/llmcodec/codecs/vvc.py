@@ -32,7 +32,8 @@ def _vvc_profiles() -> dict[str, Profile]:
     # weights. The encoder codes luma only (ChromaFormatIDC 400; its input stays 4:2:0, all libvvenc
     # takes): the same decoded weights as with constant chroma planes, fewer bits and less work.
     # Dependent quantization lowers the weight error there too but spreads it evenly over small and
-    # large weights: plain RDOQ is the default, for the model's sake (evidence: docs/research-log.md).
+    # large weights: plain RDOQ is the default at low rates, dependent quantization from
+    # VVC.high_rate_profile's threshold up (evidence: docs/research-log.md).
     coef = (
         ("CTUSize", "32"), ("MinQTLumaISlice", "32"), ("MaxMTTDepth", "0"), ("MaxMTTDepthI", "0"),
         ("MTS", "0"), ("LFNST", "0"), ("ISP", "0"),
@@ -80,12 +81,12 @@ def _vvc_profiles() -> dict[str, Profile]:
     for base in ("ai-faster-coef", "ai-faster-coef-dq", "ai-medium-coef-rdoq", "ai-medium-coef-dq",
                  "ai-faster-coef-sq"):
         out[f"{base}-half"] = replace(out[base], name=f"{base}-half", coef_cols=16)
-    # The default is a named copy, so its point and its profile's point are one encoding: the faster
-    # preset with RDOQ, in half-filled blocks, at every budget (how it was chosen over full blocks,
-    # the medium preset and dependent quantization: docs/research-log.md).
+    # The defaults are named copies, so a default's point and its profile's point are one encoding.
+    # Below the high-rate threshold: the faster preset with RDOQ, in half-filled blocks (how it was
+    # chosen over full blocks, the medium preset and dependent quantization: docs/research-log.md).
     out["default"] = replace(out["ai-faster-coef-half"], name="default")
-    # Dependent quantization with the medium preset's search, without the intra searches that find
-    # nothing here (-lean, above): less weight error, but a worse model (docs/research-log.md).
+    # From the high-rate threshold up the default adds dependent quantization (high_rate_profile),
+    # with the medium preset's search; without the intra searches that find nothing here (-lean).
     out["default-dq"] = replace(out["ai-medium-coef-dq-lean"], name="default-dq")
     return out
 
@@ -105,6 +106,9 @@ class VVC(FFmpegCodec):
     max_w = 8192
     max_h = 4352
     profiles = _vvc_profiles()
+    # Whole-file bits per parameter from which dependent quantization's lower error also gives the
+    # better model; below, plain RDOQ's rounding of small weights matters more (docs/research-log.md).
+    high_rate_profile = ("default-dq", 4.25)
     seconds_per_msample = 120.0
     concat_decode = True
     # the step, dead zone and scale at which the model follows libvvenc's rate (docs/research-log.md)
