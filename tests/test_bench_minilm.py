@@ -98,8 +98,8 @@ def test_encoder_sweep_measures_similarity_with_the_flat_embedding_offset(tiny_b
     summary = (settings.out / f"summary_{scope}.md").read_text()
     assert "| cos mean | cos min |" in summary and "cos mean 1.00000" in summary
     table = bench.grid(rows, scope, ("x265:default",), (3.0, 6.0))
-    assert f"{float(fine['cos_mean']):.4f}** / {float(fine['rel_error']):.3f}" in table or (
-        f"| {float(fine['cos_mean']):.4f} / {float(fine['rel_error']):.3f} (landed" in table)
+    assert f"{float(fine['cos_mean']):.5f}** / {float(fine['rel_error']):.3f}" in table or (
+        f"| {float(fine['cos_mean']):.5f} / {float(fine['rel_error']):.3f} (landed" in table)
 
 
 def test_similarity_grid_marks_the_highest_cosine():
@@ -108,9 +108,9 @@ def test_similarity_grid_marks_the_highest_cosine():
              "bits_per_weight": "2.9", "landed": "0.99", "file_bits_per_param": "2.97", "qp_min": "", "qp_max": "",
              "encode_mweights_s": "1", "decode_mweights_s": "2"} for c, cos in (("vvc", "0.98"), ("x265", "0.99"))]
     table = bench.grid(rows, "s", ("vvc:default", "x265:default"), (3.0,))
-    assert "| x265:default | **0.9900** / 0.100 |" in table and "| vvc:default | 0.9800 / 0.100 |" in table
+    assert "| x265:default | **0.99000** / 0.100 |" in table and "| vvc:default | 0.98000 / 0.100 |" in table
     text = bench.summary(rows, "s")
-    assert "- 3: x265:default (cos_mean 0.99)" in text
+    assert "- 3: x265:default (cos_mean 0.99000)" in text
     assert text.index("| x265:default |") < text.index("| vvc:default |")  # highest similarity first
 
 

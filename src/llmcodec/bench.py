@@ -706,7 +706,7 @@ def quality_order(metric: str) -> Callable[[dict[str, str]], float]:
 
 
 def fmt_quality(metric: str, value: str | float) -> str:
-    return f"{float(value):.4f}" if metric == "cos_mean" else f"{float(value):.1f}"
+    return f"{float(value):.5f}" if metric == "cos_mean" else f"{float(value):.1f}"
 
 
 def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
@@ -791,7 +791,8 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
         # the winner is rate-controlled: a point off its budget is shown, not ranked
         ok = [r for r in at if (r.get("status") or OK) == OK and r.get(metric)]
         if ok:
-            winners.append(f"- {target:g}: {ok[0]['codec']}:{ok[0]['profile']} ({metric} {float(ok[0][metric]):.4g})")
+            value = fmt_quality(metric, ok[0][metric]) if metric in QUALITY else f"{float(ok[0][metric]):.4g}"
+            winners.append(f"- {target:g}: {ok[0]['codec']}:{ok[0]['profile']} ({metric} {value})")
     if winners:
         lines += [f"Best {metric} at each budget:", "", *winners, ""]
     other = [r for r in rows if r["scope"] == scope and r["kind"] in ("rtn", "reference")]
