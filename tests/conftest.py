@@ -69,3 +69,20 @@ def fresh_ffmpeg_cache():
     yield
     base.ffmpeg_exe.cache_clear()
     base.ffmpeg_capabilities.cache_clear()
+
+
+@pytest.fixture
+def embedding_offset_calls(monkeypatch) -> list:
+    """The ``row_steps`` argument of each ``CompressSettings.resolved_embedding_offset`` call of the
+    test (whether compression gave the embedding per-token steps)."""
+    from llmcodec.settings import CompressSettings
+
+    seen: list = []
+    original = CompressSettings.resolved_embedding_offset
+
+    def spy(self, row_steps=None):
+        seen.append(row_steps)
+        return original(self, row_steps)
+
+    monkeypatch.setattr(CompressSettings, "resolved_embedding_offset", spy)
+    return seen

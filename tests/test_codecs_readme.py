@@ -89,3 +89,38 @@ def test_readme_ranks_only_cells_of_one_code_and_lists_the_others_as_superseded(
     ranked, _, old = text.partition("## Superseded cells")
     assert "- **2.5 bits per parameter: AV1 (libaom)**" in ranked and "measured by code `0.1.0+new`" in ranked
     assert "| vvc:default | 2.5 | 214.0 |" in old
+
+
+def _minilm_row(codec, target, cos, status="ok", **kw):
+    return _row(codec, target, None, status, model="minilm", scope=make_readme.MINILM_SCOPE, cos_mean=cos,
+                cos_min=cos - 0.01, sentences=300, eval_tokens=None, params=22713728, **kw)
+
+
+def test_readme_adds_the_minilm_grid_ranked_by_similarity(tmp_path):
+    csv, mini = tmp_path / "points.csv", tmp_path / "minilm.csv"
+    bench.append_point(csv, _row("vvc", 2.5, 150.0))
+    assert "## MiniLM" not in make_readme.render(csv, tmp_path / "no.log", minilm_csv=mini)  # no sweep yet
+    rows = [
+        _minilm_row("svtav1", 4.0, 0.9999, code="old"),  # other code: never ranked with the newest code's
+        {"model": "minilm", "scope": make_readme.MINILM_SCOPE, "kind": "reference", "codec": "none",
+         "profile": "source", "cos_mean": 1.0, "cos_min": 1.0, "sentences": 300, "tensors": 0, "code": "c"},
+        _minilm_row("vvc", 2.5, 0.990, code="c", encode_mweights_s=0.2),
+        _minilm_row("x265", 2.5, 0.995, code="c", encode_mweights_s=0.7, decode_mweights_s=8.0),
+        _minilm_row("x264", 2.5, 0.999, code="c", status="off-budget", landed=0.95),
+        _minilm_row("vvc", 4.0, 0.9990, code="c"),
+    ]
+    for r in rows:
+        bench.append_point(mini, r)
+    text = make_readme.render(csv, tmp_path / "no.log", minilm_csv=mini)
+    section = text[text.index("## MiniLM"):]
+    # the highest similarity wins; the off-budget x264 cell is shown, not ranked
+    assert "- **2.5 bits per parameter: HEVC (x265)**, mean cosine 0.99500 (least 0.9850)" in section
+    assert "encode 0.700 / decode 8.00 Mweights/s; next VVC (libvvenc) at 0.99000, 1 - cosine 2.00x" in section
+    assert "| x265:default | not measured | **0.99500** / 0.200 |" in section
+    assert "0.99900 / 0.200 (landed 0.950)" in section
+    assert "AVC (x264) at 2.5: landed at 0.9500 of the budget." in section
+    assert "- **4 bits per parameter: VVC (libvvenc)**" in section and "0.99990" not in section
+    assert "- **2**: no rate-controlled cell measured yet." in section
+    assert "Uncompressed: 1.00000 (the uncompressed model against itself, 300 sentences)" in section
+    assert "HEVC (x265) 1, VVC (libvvenc) 1" in section or "VVC (libvvenc) 1, HEVC (x265) 1" in section
+    assert make_readme.MINILM_COMMANDS[0] in section and "--codecs svtav1,aom,x264" in make_readme.MINILM_COMMANDS[1]

@@ -29,17 +29,9 @@ def test_offset_is_the_row_steps_one_only_where_they_apply():
 
 @pytest.mark.parametrize(("codec", "tokenizer", "steps"),
                          [("vvc", True, True), ("vvc", False, False), ("x264", True, False)])
-def test_compress_places_the_embedding_by_the_steps_it_got(monkeypatch, codec, tokenizer, steps):
-    seen = []
-    original = CompressSettings.resolved_embedding_offset
-
-    def spy(self, row_steps=None):
-        seen.append(row_steps)
-        return original(self, row_steps)
-
-    monkeypatch.setattr(CompressSettings, "resolved_embedding_offset", spy)
+def test_compress_places_the_embedding_by_the_steps_it_got(embedding_offset_calls, codec, tokenizer, steps):
     rng = np.random.default_rng(0)
     state = {"model.embed_tokens.weight": torch.from_numpy((rng.standard_normal((256, 32)) * 0.02).astype(np.float32))}
     files = {"tokenizer.json": bpe_tokenizer(256)} if tokenizer else {}
     llmcodec.compress_state_dict(state, CompressSettings(codec=codec, qp=30), config=None, files=files)
-    assert seen == [steps]
+    assert embedding_offset_calls == [steps]

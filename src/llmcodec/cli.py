@@ -346,6 +346,7 @@ def cmd_bench(args) -> int:
         budgets=bench.parse_budgets(args.budgets, args.quick),
         quick=args.quick,
         windows=args.windows or bench.DEFAULT_WINDOWS,
+        sentences=args.sentences or bench.DEFAULT_SENTENCES,
         window=args.window,
         workers=args.workers,
         max_tensors=args.tensors,
@@ -581,7 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=cmd_info)
 
     b = sub.add_parser("bench", help="codecs and profiles compared at equal size, rate-controlled: CSV and plots")
-    b.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model to sweep (default: {DEFAULT_MODEL})")
+    b.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help=f"model to sweep: {DEFAULT_MODEL} (perplexity), minilm (sentence-embedding similarity), "
+                        f"a model folder or a .gguf file (default: {DEFAULT_MODEL})")
     b.add_argument("--out", default="benchmarks/codecs", help="folder for points.csv, plots and summary")
     b.add_argument(
         "--codecs",
@@ -599,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="code only matrices whose name matches")
     b.add_argument("--window", type=at.WINDOW, default=512, help="tokens per perplexity window")
     b.add_argument("--windows", type=at.WINDOWS, default=None, help="perplexity windows per point (default: 40)")
+    b.add_argument("--sentences", type=at.SENTENCES, default=None,
+                   help="PTB test sentences an encoder (e.g. minilm) embeds per point (default: 300)")
     b.add_argument("--workers", type=at.WORKERS, default=1, help="encoder processes at once (default: 1)")
     b.add_argument("--rtn", type=at.rtn_bits, default=None, metavar="LIST",
                    help="round-to-nearest reference points, bits comma-separated, or none (default: 2,3,4)")

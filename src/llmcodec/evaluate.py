@@ -12,6 +12,11 @@ Accuracy on the same predictions (no download, no extra forward pass):
   before it (teacher forcing), over the words wholly inside a window's predicted positions;
 - last-word: the same for the last word of each sentence (line) of the split, a LAMBADA-like measure.
 Word measures need a tokenizer that reports character offsets (a fast tokenizer); otherwise they are None.
+
+For an encoder without a language-modelling head (a sentence-embedding model such as MiniLM), the
+measure is instead the cosine similarity of sentence embeddings to the uncompressed model's on the
+split's sentences (lines of at least ``min_words`` words): each embedding the attention-masked mean
+of the last hidden states, unit-normalized (sentence-transformers' mean pooling and normalization).
 """
 
 from __future__ import annotations
@@ -54,6 +59,41 @@ def ptb_text(split: str) -> str:
     if split not in ("train", "valid", "test"):
         raise ValueError(f"unknown Penn Treebank split {split!r}; choose train, valid or test")
     return treebank.penn[split]
+
+
+def ptb_sentences(n: int, split: str = "test", min_words: int = 4) -> list[str]:
+    """The split's first ``n`` lines of at least ``min_words`` words, stripped."""
+    lines = (s.strip() for s in ptb_text(split).splitlines())
+    return [s for s in lines if len(s.split()) >= min_words][:n]
+
+
+@dataclass(frozen=True)
+class Similarity:
+    cos_mean: float
+    cos_min: float
+    sentences: int
+
+
+def cosine_similarity(emb: np.ndarray, ref: np.ndarray) -> Similarity:
+    """Mean and least cosine similarity of unit-normalized embeddings to their references, row by row."""
+    if emb.shape != ref.shape or emb.ndim != 2 or len(emb) == 0:
+        raise ValueError(f"embeddings of shape {emb.shape} cannot be compared with references of shape {ref.shape}")
+    cos = (emb.astype(np.float64) * ref.astype(np.float64)).sum(axis=1)
+    return Similarity(float(cos.mean()), float(cos.min()), len(cos))
+
+
+@torch.inference_mode()
+def sentence_embeddings(model, tokenizer, sentences: list[str], batch: int = 64, max_length: int = 256) -> np.ndarray:
+    """Unit-normalized mean-pooled last hidden states of an encoder, one row per sentence."""
+    out = []
+    for i in range(0, len(sentences), batch):
+        enc = tokenizer(sentences[i : i + batch], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        hidden = model(**enc).last_hidden_state.float()
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def token_windows(tokenizer, text: str, settings: EvalSettings) -> torch.Tensor:
