@@ -21,6 +21,7 @@ from common import Harness, ResultsCSV, w40_default_rows, write_markdown  # noqa
 from llmcodec import sysinfo  # noqa: E402
 from llmcodec.codecs.vvc import VVC  # noqa: E402
 from llmcodec.compress import CompressSettings  # noqa: E402
+from llmcodec.priors import EDGE_MAX_BPW, KV_MAX_BPW  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/ablation"
@@ -67,7 +68,7 @@ CONFIGS: dict[str, dict] = {
     "dq + rotation": {"profile": "ai-faster-dq", "rotate": True, **OLD},
     "dq + companding p=0.7": {"profile": "ai-faster-dq", **OLD, "compand": 0.7},
     "dq + companding p=0.9": {"profile": "ai-faster-dq", **OLD, "compand": 0.9},
-    # from 3.25 bits per weight the default profile is default-dq: dependent quantization with
+    # from the high-rate threshold the default profile is default-dq: dependent quantization with
     # libvvenc's medium preset ("default + dependent quantization" above is that on the faster preset)
     DQM: {"profile": "default-dq", **NOEDGE, **LOG8},
     # grouped-query attention's k_proj and v_proj finer (compress.kv_offsets), the default below 3.25 bpw
@@ -79,9 +80,10 @@ CONFIGS: dict[str, dict] = {
 
 def path_at(bpw: float) -> tuple[str, ...]:
     """DEFAULT_PATH's steps at a budget: below the high-rate profile's threshold all but dependent
-    quantization on the medium preset; from there that one instead of half-filled blocks, edge
-    layers and the key/value prior."""
-    skip = {DQM} if bpw < VVC.high_rate_profile[1] else {HALF, EDGE, KV}
+    quantization on the medium preset, from there that one instead of half-filled blocks; the
+    edge-layer and key/value priors below their own thresholds only."""
+    skip = {DQM} if bpw < VVC.high_rate_profile[1] else {HALF}
+    skip |= ({EDGE} if bpw >= EDGE_MAX_BPW else set()) | ({KV} if bpw >= KV_MAX_BPW else set())
     return tuple(step for step in DEFAULT_PATH if step not in skip)
 
 

@@ -75,6 +75,14 @@ def test_versus_llamacpp_takes_the_best_llmcodec_row_at_or_below_each_file() -> 
     assert "holds for 1 of the 2 llama.cpp files" in out
 
 
+def test_versus_llamacpp_says_when_a_lost_file_restores_the_source_model() -> None:
+    rows = [*ROWS, _row("llama.cpp", "Q4_1", 5.7, 50.03), _row("llama.cpp", "Q5_K_S imatrix", 6.4, 50.5)]
+    out = "\n".join(versus_llamacpp(rows, ref=50.0))
+    assert "| Q4_1 | 5.700 | 50.03 | 100.00 | 3.500 | 1.999 | **no**: the file restores the source model" in out
+    assert "| Q5_K_S imatrix | 6.400 | 50.50 | 100.00 | 3.500 | 1.980 | **no** |" in out  # excess 0.5: a real loss
+    assert "holds for 1 of the 4 llama.cpp files" in out and "1 of the others restore the source model" in out
+
+
 def test_strongest_peer_compares_excess_over_the_uncompressed_model() -> None:
     out = "\n".join(strongest_peer(ROWS, ref=50.0))
     # at 3.4 bits only GPTQ-2 (excess 250) among calibrated peers; llmcodec's best there has excess 350

@@ -250,24 +250,28 @@ def test_default_vvc_profile_follows_the_budget():
     from llmcodec.codecs import get_codec
 
     vvc = get_codec("vvc")
-    lo = vvc.profile_for(None, 2.5)
-    assert lo.name == "default" and lo.preset == "faster" and ("DepQuant", "1") not in lo.options
-    assert lo.coef_block == 32 and lo.coef_cols == 16  # half-filled blocks below 3.25
-    assert vvc.profile_for(None, None).name == "default"  # a fixed QP
-    hi = vvc.profile_for(None, 3.5)
-    assert hi.name == "default-dq" and ("DepQuant", "1") in hi.options and hi.coef_block == 32
-    assert vvc.profile_for("ai-faster-coef", 3.5).name == "ai-faster-coef"  # a profile asked for is kept
+    for bpw in (2.0, 2.5, 3.5, 4.0, None):  # None: a fixed QP
+        p = vvc.profile_for(None, bpw)
+        assert p.name == "default" and p.preset == "faster" and ("DepQuant", "1") not in p.options
+        assert p.coef_block == 32 and p.coef_cols == 16  # half-filled blocks
+    for bpw in (4.5, 6.0):
+        hi = vvc.profile_for(None, bpw)
+        assert hi.name == "default-dq" and ("DepQuant", "1") in hi.options and hi.coef_block == 32
+        assert hi.coef_cols is None
+    assert vvc.profile_for("ai-faster-coef", 5.0).name == "ai-faster-coef"  # a profile asked for is kept
     # a default profile is a named copy: asking for its original codes the same, at its budget only
     half = "ai-faster-coef-half"
-    assert CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile=half, workers=1))
-    assert not CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-faster-coef"))
-    assert CompressSettings(bpw=3.5).same_encoding(CompressSettings(bpw=3.5, profile="ai-medium-coef-dq-lean"))
+    for bpw in (2.5, 4.0):
+        assert CompressSettings(bpw=bpw).same_encoding(CompressSettings(bpw=bpw, profile=half, workers=1))
+    assert not CompressSettings(bpw=5.0).same_encoding(CompressSettings(bpw=5.0, profile=half))
+    assert CompressSettings(bpw=5.0).same_encoding(CompressSettings(bpw=5.0, profile="ai-medium-coef-dq-lean"))
     assert not CompressSettings(bpw=2.5).same_encoding(CompressSettings(bpw=2.5, profile=half, group=64))
     w = np.random.default_rng(0).standard_normal((96, 128)).astype(np.float32) * 0.02
-    art = llmcodec.compress_state_dict({"m.w": torch.from_numpy(w)}, CompressSettings(bpw=3.5, budget="coded"))
-    assert art.codec["profile"]["name"] == "default-dq"
-    back = llmcodec.api.restore_state_dict(art)["m.w"].numpy()
-    assert np.linalg.norm(back - w) / np.linalg.norm(w) < 0.2
+    for bpw, name in ((3.5, "default"), (5.0, "default-dq")):
+        art = llmcodec.compress_state_dict({"m.w": torch.from_numpy(w)}, CompressSettings(bpw=bpw, budget="coded"))
+        assert art.codec["profile"]["name"] == name
+        back = llmcodec.api.restore_state_dict(art)["m.w"].numpy()
+        assert np.linalg.norm(back - w) / np.linalg.norm(w) < 0.2
 
 
 def test_objectives_name_their_settings_and_explicit_ones_win():

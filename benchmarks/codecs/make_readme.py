@@ -313,7 +313,7 @@ def protocol(rows: list[dict[str, str]], log: Path, code: str = "") -> list[str]
         "- **Weight error**: `||W - Ŵ|| / ||W||` over all coded matrices, the embedding included.",
         "- **Speed**: megaweights of coded matrices per second of wall time for the whole `compress_source` "
         "(rate control's probes and re-encodes included) and for `restore_state_dict`, one encoder process "
-        f"(`--workers 1`), under `nice -n 15` or `19` on a 2-core machine shared with other jobs (1-minute load "
+        f"(`--workers 1`), under `nice -n 10` to `19` on a 2-core machine shared with other jobs (1-minute load "
         f"average at the start of each cell: {load}): compare codecs within this table only; `benchmarks/speed/` has "
         "cleaner speeds.",
         "- **Each codec at its default profile**: rate control, column balance and packed side information for "

@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", default="vvc", help=f"one of: {', '.join(sorted(CODECS))}")
     c.add_argument("--profile", default=None,
                    help="encoder profile (see the README); default: the codec's for the budget "
-                        "(vvc: dependent quantization from 3.25 bits per weight; with --objective weights: "
+                        "(vvc: dependent quantization from 4.25 bits per parameter; with --objective weights: "
                         f"{OBJECTIVE_PROFILES['weights', 'vvc']})")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--bpw", type=at.BPW, default=2.5,

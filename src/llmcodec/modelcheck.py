@@ -19,28 +19,55 @@ class ConfigMismatch(ValueError):
     """The config cannot hold these weights; the message says where."""
 
 
+def _meta_model(config: dict):
+    """The config's model on the meta device (nothing allocated), or ConfigMismatch."""
+    try:
+        cfg = make_config(config)
+        with torch.device("meta"):
+            return model_class(cfg)._from_config(cfg)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as e:  # the config is untrusted: transformers raises many kinds (pyo3 panics too)
+        raise ConfigMismatch(f"the model config does not fit the weights ({_reason(e)})") from None
+
+
+def config_ties(config: dict) -> dict[str, str]:
+    """Weights the config's model ties to an earlier one (``lm_head.weight`` -> the token embedding
+    under ``tie_word_embeddings``): name -> the name it shares its parameter with. Empty when the
+    config cannot build a model (``check_config`` says why)."""
+    try:
+        model = _meta_model(config)
+    except ConfigMismatch:
+        return {}
+    first: dict[int, str] = {}
+    out = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out[n] = first[id(p)]
+        else:
+            first[id(p)] = n
+    return out
+
+
 def check_config(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], config: dict) -> None:
     """``shapes``: name -> (shape, dtype) of every weight the restore would load (aliases left out).
 
     The config's model is built on the meta device (nothing allocated). transformers may rename and
     fuse checkpoint tensors when it loads them (mixture-of-experts experts), so names are compared
-    only where they agree; the parameter count must agree in any case."""
-    try:
-        cfg = make_config(config)
-        with torch.device("meta"):
-            model = model_class(cfg)._from_config(cfg)
-        own = dict(model.named_parameters())
-        own.update((n, b) for n, b in model.named_buffers() if n in model.state_dict())
-    except (KeyboardInterrupt, SystemExit, MemoryError):
-        raise
-    except BaseException as e:  # the config is untrusted: transformers raises many kinds (pyo3 panics too)
-        raise ConfigMismatch(f"the model config does not fit the weights ({_reason(e)})") from None
+    only where they agree; the parameter count must agree in any case. A weight the config ties to
+    another counts only when the weights hold it: stored with other values than the one it is tied
+    to, transformers loads it untied."""
+    model = _meta_model(config)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    first = dict(model.named_parameters())
+    own = dict(params)
+    own.update((n, b) for n, b in model.named_buffers() if n in model.state_dict())
     for n, (shape, _) in shapes.items():
         if n in own and tuple(own[n].shape) != tuple(shape):
             raise ConfigMismatch(f"the model config does not fit the weights: {n} is {tuple(shape)} in the "
                                  f"artifact, {tuple(own[n].shape)} in the config's model")
     have = sum(math.prod(s) for s, _ in shapes.values())
-    want = sum(t.numel() for n, t in own.items() if n in dict(model.named_parameters()) or n in shapes)
+    want = sum(t.numel() for n, t in own.items() if n in first or n in shapes)
     if have != want:
         raise ConfigMismatch(f"the model config does not fit the weights: {want:,} parameters in the config's "
                              f"model, {have:,} in the artifact")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -72,6 +73,7 @@ class ModelSource:
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # in-memory sources (GGUF)
     # on-disk layout of a folder source (``read_checkpoint``); None for in-memory sources
     checkpoint: dict | None = None
+    _tied: dict[str, str] | None = field(default=None, repr=False)  # ``tied()``, found once
 
     def names(self) -> list[str]:
         return list(self._tensors) if self._tensors else list(self._shards)
@@ -98,7 +100,16 @@ class ModelSource:
             return tuple(f.get_slice(name).get_shape())
 
     def tied(self) -> dict[str, str]:
-        """Tensors that share storage with an earlier one (e.g. lm_head tied to embeddings)."""
+        """Tensors stored once, as an alias of an earlier one: those that share storage with it
+        (e.g. lm_head tied to embeddings in memory), and those the config ties to it that hold the
+        very same bits (a folder that writes a tied head out). A config-tied tensor stored with other
+        values stays a tensor of its own, as transformers loads it, and a warning says so."""
+        if self._tied is None:
+            self._tied = self._storage_ties()
+            self._tied.update(self._config_ties(set(self._tied)))
+        return self._tied
+
+    def _storage_ties(self) -> dict[str, str]:
         seen: dict[tuple, str] = {}
         out = {}
         for name, t in self._tensors.items():
@@ -107,11 +118,37 @@ class ModelSource:
                 out[name] = seen[key]
             else:
                 seen[key] = name
-        return out  # safetensors folders hold no shared tensors; transformers re-ties on load
+        return out  # safetensors folders hold no shared tensors
+
+    def _config_ties(self, tied: set[str]) -> dict[str, str]:
+        """The config's ties (``modelcheck.config_ties``) whose two tensors the source holds bit for
+        bit, besides those of ``tied`` (already stored once)."""
+        if self.config is None:
+            return {}
+        names = set(self.names()) - tied
+        out = {}
+        for name, of in modelcheck.config_ties(self.config).items():
+            if name not in names or of not in names:
+                continue
+            a, b = self.get(name), self.get(of)
+            if _same_bits(a, b):
+                out[name] = of
+            else:
+                logging.getLogger("llmcodec").warning(
+                    "the config ties %s to %s, but the source stores %s with other values; transformers loads "
+                    "it untied, so it is compressed as a tensor of its own (set tie_word_embeddings to false in "
+                    "config.json to say so)", name, of, name)
+        return out
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         for n in self.names():
             yield n, self.get(n)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
 
 
 def builtin_path(name: str) -> Path:
@@ -138,10 +175,15 @@ def resolve(spec: str | os.PathLike) -> Path:
 def load(spec: str | os.PathLike) -> ModelSource:
     path = resolve(spec)
     if path.is_file() and path.suffix == ".gguf":
-        return _load_gguf(path)
-    if path.is_dir():
-        return _load_folder(path)
-    raise ModelError(f"{path}: expected a Hugging Face model folder, a .gguf file or a built-in model name")
+        src = _load_gguf(path)
+    elif path.is_dir():
+        src = _load_folder(path)
+    else:
+        raise ModelError(f"{path}: expected a Hugging Face model folder, a .gguf file or a built-in model name")
+    # the ties need transformers' model classes: found now, before callers start threads that import
+    # transformers too (its lazy imports are not safe from two threads at once)
+    src.tied()
+    return src
 
 
 def _is_weight_file(name: str) -> bool:

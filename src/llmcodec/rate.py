@@ -248,10 +248,11 @@ def allocate(
                 memo[i, q] = predict(i, q)
             return memo[i, q]
 
-        g = 0.0  # not used: moves are estimated from the predictions
+        ratio: float | None = None  # each tensor's moves are estimated from its own predictions (``estimate``)
     else:
         start = start_qp if start_qp is not None else (qp_lo + qp_hi) // 2
-        sub, pred, g = _sampled_rates(numel, budget - side, qp_at, (lo_b, hi_b), start, measure_sample, locate_share)
+        sub, pred, ratio = _sampled_rates(numel, budget - side, qp_at, (lo_b, hi_b), start, measure_sample,
+                                          locate_share)
 
     # 3. Code the tensors in stages, each planned into what the budget leaves for it and the stages
     # after it, with the samples' bias measured on the stages before (the first is the subset).
@@ -277,14 +278,16 @@ def allocate(
     qps = [plan[i] for i in range(n)]
 
     def estimate(i: int, cur: int, qp: int) -> float:
+        """Bits of tensor ``i`` at ``qp`` from its bits measured at ``cur``: the rate model's ratio
+        between the two QPs, else a ratio per QP step common to all tensors."""
         if (i, qp) in full:
             return full[i, qp]
-        if predict is not None:
+        if ratio is None:
             return full[i, cur] * pred(i, qp) / max(pred(i, cur), 1e-9)
         # once tensors were coded at two neighbouring QPs, their median ratio replaces the samples'
         steps = [np.log(full[j, q - 1] / b) for (j, q), b in full.items() if (j, q - 1) in full and b > 0]
-        ratio = float(np.exp(np.median(steps))) if len(steps) >= 3 else g
-        return full[i, cur] * ratio ** (cur - qp)
+        step = float(np.exp(np.median(steps))) if len(steps) >= 3 else ratio
+        return full[i, cur] * step ** (cur - qp)
 
     # 4.-5. Correct, then keep the best measured mix.
     return _land(qps, full, measure, estimate, side, budget, tolerance, (qp_lo, qp_hi), off, target_bpw,

@@ -83,11 +83,10 @@ def _vvc_profiles() -> dict[str, Profile]:
         out[f"{base}-half"] = replace(out[base], name=f"{base}-half", coef_cols=16)
     # The defaults are named copies, so a default's point and its profile's point are one encoding.
     # Below the high-rate threshold: the faster preset with RDOQ, in half-filled blocks (how it was
-    # chosen over full blocks and the medium preset: docs/research-log.md).
+    # chosen over full blocks, the medium preset and dependent quantization: docs/research-log.md).
     out["default"] = replace(out["ai-faster-coef-half"], name="default")
     # From the high-rate threshold up the default adds dependent quantization (high_rate_profile),
-    # with the medium preset's search: less weight error for a slower encode; without the intra
-    # searches that find nothing here (-lean, above).
+    # with the medium preset's search; without the intra searches that find nothing here (-lean).
     out["default-dq"] = replace(out["ai-medium-coef-dq-lean"], name="default-dq")
     return out
 
@@ -107,9 +106,9 @@ class VVC(FFmpegCodec):
     max_w = 8192
     max_h = 4352
     profiles = _vvc_profiles()
-    # Dependent quantization's lower error wins from here up; below, plain RDOQ's rounding of small
-    # weights matters more (docs/research-log.md). default-dq uses the medium preset (_vvc_profiles).
-    high_rate_profile = ("default-dq", 3.25)
+    # Whole-file bits per parameter from which dependent quantization's lower error also gives the
+    # better model; below, plain RDOQ's rounding of small weights matters more (docs/research-log.md).
+    high_rate_profile = ("default-dq", 4.25)
     seconds_per_msample = 120.0
     concat_decode = True
     # the step, dead zone and scale at which the model follows libvvenc's rate (docs/research-log.md)
