@@ -164,29 +164,39 @@ def results(rows: list[dict[str, str]], ref: dict[str, str] | None, code: str) -
         bench.grid(rows, SCOPE, CURVES, BUDGETS),
     ]
     out += ["### Which codec wins", ""]
+    out += winner_lines(
+        grid, win,
+        lambda r: (f"perplexity {fnum(r, 'perplexity'):.1f}, weight error {fnum(r, 'rel_error'):.3f}, "
+                   f"{fnum(r, 'file_bytes') / 1e6:.1f} MB"),
+        lambda nxt, best: (f"{fnum(nxt, 'perplexity'):.1f} "
+                           f"({fnum(nxt, 'perplexity') / fnum(best, 'perplexity'):.2f}x)"))
+    out += [""] + recommendations(grid, win) + [""]
+    out += ["### Each budget in detail", "",
+            "`landed`: the whole file's bits per parameter over the budget; QPs: the range rate control",
+            "chose (embedding included); speeds in megaweights of coded matrices per second.", ""]
+    out.append(bench.summary(rows, SCOPE))
+    return out
+
+
+def winner_lines(grid: dict, win: dict[float, list[dict[str, str]]], quality, versus) -> list[str]:
+    """One line per budget: the winner (``quality(row)`` describes it) with its speeds, the runner-up
+    (``versus(next, best)``), how many codecs were measured and which not yet."""
+    out = []
     for b in BUDGETS:
         at = win.get(b)
         if not at:
             out.append(f"- **{b:g}**: no rate-controlled cell measured yet.")
             continue
         best = at[0]
-        line = (f"- **{b:g} bits per parameter: {who(best)}**, perplexity {fnum(best, 'perplexity'):.1f}, "
-                f"weight error {fnum(best, 'rel_error'):.3f}, {fnum(best, 'file_bytes') / 1e6:.1f} MB, "
+        line = (f"- **{b:g} bits per parameter: {who(best)}**, {quality(best)}, "
                 f"encode {fnum(best, 'encode_mweights_s'):.3f} / decode {fnum(best, 'decode_mweights_s'):.2f} "
                 "Mweights/s")
         if len(at) > 1:
-            nxt = at[1]
-            line += (f"; next {who(nxt)} at {fnum(nxt, 'perplexity'):.1f} "
-                     f"({fnum(nxt, 'perplexity') / fnum(best, 'perplexity'):.2f}x)")
-        missing = [c for c in CURVES if (c, b) not in grid or grid[c, b].get("status") == bench.ERROR]
-        line += f"; {len(at)} of {len(CURVES)} codecs measured" + (
-            f" (not yet: {', '.join(c.split(':')[0] for c in missing)})" if missing else "")
+            line += f"; next {who(at[1])} at {versus(at[1], best)}"
+        missing = [c.split(":")[0] for c in CURVES if (c, b) not in grid or grid[c, b].get("status") == bench.ERROR]
+        line += f"; {len(CURVES) - len(missing)} of {len(CURVES)} codecs measured" + (
+            f" (not yet: {', '.join(missing)})" if missing else "")
         out.append(line + ".")
-    out += [""] + recommendations(grid, win) + [""]
-    out += ["### Each budget in detail", "",
-            "`landed`: the whole file's bits per parameter over the budget; QPs: the range rate control",
-            "chose (embedding included); speeds in megaweights of coded matrices per second.", ""]
-    out.append(bench.summary(rows, SCOPE))
     return out
 
 
@@ -373,24 +383,12 @@ def minilm(csv_path: Path) -> list[str]:
            "table only.", "",
            "```bash", *MINILM_COMMANDS, "```", "",
            bench.grid(rows, MINILM_SCOPE, CURVES, BUDGETS), "### Which codec wins on MiniLM", ""]
-    for b in BUDGETS:
-        at = win.get(b)
-        if not at:
-            out.append(f"- **{b:g}**: no rate-controlled cell measured yet.")
-            continue
-        best = at[0]
-        line = (f"- **{b:g} bits per parameter: {who(best)}**, mean cosine {fnum(best, 'cos_mean'):.5f} "
-                f"(least {fnum(best, 'cos_min'):.4f}), weight error {fnum(best, 'rel_error'):.3f}, "
-                f"encode {fnum(best, 'encode_mweights_s'):.3f} / decode {fnum(best, 'decode_mweights_s'):.2f} "
-                "Mweights/s")
-        if len(at) > 1:
-            nxt = at[1]
-            line += (f"; next {who(nxt)} at {fnum(nxt, 'cos_mean'):.5f}, 1 - cosine "
-                     f"{(1 - fnum(nxt, 'cos_mean')) / max(1 - fnum(best, 'cos_mean'), 1e-12):.2f}x the best's")
-        missing = [c.split(":")[0] for c in CURVES if (c, b) not in grid or grid[c, b].get("status") == bench.ERROR]
-        line += f"; {len(at)} of {len(CURVES)} codecs measured" + (
-            f" (not yet: {', '.join(missing)})" if missing else "")
-        out.append(line + ".")
+    out += winner_lines(
+        grid, win,
+        lambda r: (f"mean cosine {fnum(r, 'cos_mean'):.5f} (least {fnum(r, 'cos_min'):.4f}), "
+                   f"weight error {fnum(r, 'rel_error'):.3f}"),
+        lambda nxt, best: (f"{fnum(nxt, 'cos_mean'):.5f}, 1 - cosine "
+                           f"{(1 - fnum(nxt, 'cos_mean')) / max(1 - fnum(best, 'cos_mean'), 1e-12):.2f}x the best's"))
     wins: dict[str, int] = {}
     for at in win.values():
         wins[at[0]["codec"]] = wins.get(at[0]["codec"], 0) + 1
