@@ -378,7 +378,8 @@ def minilm(csv_path: Path) -> list[str]:
            "sentence-transformers computes it) to the uncompressed model's, over the first "
            f"{bench.DEFAULT_SENTENCES} PTB test lines of at least 4 words (`llmcodec.evaluate`): the mean in each "
            "cell (bold: the best rate-controlled cell of its budget) and the least in the detail tables. "
-           f"Uncompressed: {ref_txt}. Code `{code or 'not recorded'}`; one encoder process, `nice -n 10` or `15`, the 2 cores "
+           f"Uncompressed: {ref_txt}. Code `{code or 'not recorded'}`; one encoder process, `nice -n 10` or `15`, "
+           "the 2 cores "
            f"shared with other jobs (1-minute load at the start of each cell: {load}): speeds compare within this "
            "table only.", "",
            "```bash", *MINILM_COMMANDS, "```", "",
