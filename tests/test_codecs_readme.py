@@ -124,3 +124,16 @@ def test_readme_adds_the_minilm_grid_ranked_by_similarity(tmp_path):
     assert "Uncompressed: 1.00000 (the uncompressed model against itself, 300 sentences)" in section
     assert "HEVC (x265) 1, VVC (libvvenc) 1" in section or "VVC (libvvenc) 1, HEVC (x265) 1" in section
     assert make_readme.MINILM_COMMANDS[0] in section and "--codecs svtav1,aom,x264" in make_readme.MINILM_COMMANDS[1]
+
+
+def test_readme_compares_profiles_with_their_base_at_equal_budget(tmp_path):
+    csv = tmp_path / "points.csv"
+    for r in (_row("aom", 3.0, 400.0), _row("aom", 3.0, 440.0, profile="ai-cpu8-8bit", coded_profile="ai-cpu8-8bit"),
+              _row("aom", 3.0, 500.0, profile="ai-cpu8-h128", coded_profile="ai-cpu8-h128"),
+              _row("x265", 3.0, 90.0, profile="ai-slow-coef", coded_profile="ai-slow-coef")):
+        bench.append_point(csv, r)
+    text = make_readme.render(csv, tmp_path / "no.log")
+    assert "| 8 against 10 bit samples | 3 | `aom:default` | `aom:ai-cpu8-8bit` | 400.0 → 440.0 | 1.100 |" in text
+    # a pair with one side missing is not compared, and is named as not measured
+    assert "`aom:ra-cpu8-h128`" not in text and "x265:ai-slow-coef` |" not in text
+    assert "Not on this footing yet: encoder preset, inter against all-intra coding (same tiling)" in text

@@ -40,6 +40,14 @@ NAMES = {
     "svtav1": "AV1 (SVT-AV1)", "aom": "AV1 (libaom)", "rav1e": "AV1 (rav1e)", "vp9": "VP9 (libvpx)",
     "jxl": "JPEG XL (libjxl)", "j2k": "JPEG 2000 (FFmpeg)",
 }
+# Profile comparisons (base, variant): one choice of the encoder at a time.
+PROFILE_PAIRS = (
+    ("encoder preset", (("vvc:default", "vvc:ai-medium-coef-rdoq-half"), ("x265:default", "x265:ai-ultrafast-coef"),
+                        ("x265:default", "x265:ai-slow-coef"))),
+    ("8 against 10 bit samples", (("aom:default", "aom:ai-cpu8-8bit"),)),
+    ("inter against all-intra coding (same tiling)", (("aom:ai-cpu8-h128", "aom:ra-cpu8-h128"),)),
+    ("dependent quantization", (("vvc:default", "vvc:default-dq"),)),
+)
 # Within this factor of the best perplexity at a budget a curve counts as usable for the speed picks.
 USABLE = 1.25
 
@@ -298,11 +306,41 @@ def gaps(rows: list[dict[str, str]]) -> list[str]:
                    "command above continues where it stopped): "
                    + "; ".join(f"{b:g}: {', '.join(cs)}" for b, cs in by_budget.items()) + ".")
     out += filesize_vvc(FILESIZE)
-    out.append("- Not on this footing yet: all-intra against inter coding, 8 against 10 bit samples and encoder "
-               "presets (measured only in the superseded fixed-QP sweep).")
+    missing = [what for what, pairs in PROFILE_PAIRS if not profile_rows(grid, pairs)]
+    if missing:
+        out.append(f"- Not on this footing yet: {', '.join(missing)} (see the profiles section).")
     if len(out) == 2:
         out.append("- None: every planned cell is measured and rate-controlled.")
     return out
+
+
+def profile_rows(grid: dict, pairs: tuple[tuple[str, str], ...]) -> list[tuple[float, dict, dict]]:
+    """(budget, base cell, variant cell) for each pair measured at a budget on both sides."""
+    return [(b, grid[(base, b)], grid[(var, b)]) for base, var in pairs for b in BUDGETS
+            if (base, b) in grid and (var, b) in grid]
+
+
+def profiles(rows: list[dict[str, str]]) -> list[str]:
+    """Profiles against their codec's default (or their own pair) at equal file size: what each
+    choice of preset, sample depth, inter coding and quantizer costs or buys."""
+    grid = cells(rows)
+    found = [(what, trio) for what, pairs in PROFILE_PAIRS for trio in profile_rows(grid, pairs)]
+    if not found:
+        return []
+    out = ["", "## Profiles on the same footing", "",
+           "One choice at a time, each side rate-controlled to the same whole-file budget by the same code:",
+           "`ratio` is the variant's perplexity over the base's (below 1: the variant is better). Speeds",
+           "compare only within a row, and loosely: cells ran at different machine loads.", "",
+           "| what varies | budget | base | variant | perplexity | ratio | weight error | encode Mw/s | decode Mw/s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for what, (b, base, var) in found:
+        def pair(k: str, f: str, base=base, var=var) -> str:
+            return f"{fnum(base, k):{f}} → {fnum(var, k):{f}}"
+        ratio = fnum(var, "perplexity") / fnum(base, "perplexity")
+        out.append(f"| {what} | {b:g} | `{base['codec']}:{base['profile']}` | `{var['codec']}:{var['profile']}` | "
+                   f"{pair('perplexity', '.1f')} | {ratio:.3f} | {pair('rel_error', '.4f')} | "
+                   f"{pair('encode_mweights_s', '.2f')} | {pair('decode_mweights_s', '.2f')} |")
+    return out + [""]
 
 
 def protocol(rows: list[dict[str, str]], log: Path, code: str = "") -> list[str]:
@@ -431,6 +469,7 @@ def render(csv_path: Path, log: Path, code: str | None = None, minilm_csv: Path 
     parts += protocol(rows, log, code)
     parts += results(rows, ref, code)
     parts += gaps(rows)
+    parts += profiles(rows)
     parts += minilm(minilm_csv if minilm_csv is not None else MINILM / "points.csv")
     parts += superseded(every, code)
     return "\n".join(parts).rstrip() + "\n"
