@@ -17,6 +17,7 @@ import argparse
 import csv
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from llmcodec import bench
@@ -94,8 +95,18 @@ def machine_lines(log: Path) -> list[str]:
 
 
 def cells(rows: list[dict[str, str]], scope: str = SCOPE) -> dict[tuple[str, float], dict[str, str]]:
-    return {(f"{r['codec']}:{r['profile']}", float(r["target"])): r for r in rows
-            if r["kind"] == "codec" and r["scope"] == scope}
+    """(codec:profile, budget) -> row; a profile that is the codec's default under another name is
+    left out where the default's own cell exists (one encoding, not two entries in the rankings)."""
+    out = {(f"{r['codec']}:{r['profile']}", float(r["target"])): r for r in rows
+           if r["kind"] == "codec" and r["scope"] == scope}
+    return {(c, b): r for (c, b), r in out.items()
+            if not (alias_of_default(r) and (f"{r['codec']}:default", b) in out)}
+
+
+def alias_of_default(r: dict[str, str]) -> bool:
+    codec = get_codec(r["codec"])
+    prof, default = codec.profiles.get(r["profile"]), codec.profiles["default"]
+    return r["profile"] != "default" and prof is not None and replace(prof, name="default") == default
 
 
 def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perplexity") -> dict[float, list[dict]]:
@@ -221,7 +232,7 @@ def recommendations(grid: dict, win: dict[float, list[dict[str, str]]]) -> list[
     def best_at(c: str) -> str:
         return f"{NAMES[c]}, best at " + ", ".join(f"{b:g}" for b, at in win.items() if at[0]["codec"] == c)
 
-    measured = (f"{len(win)} budgets measured; "
+    measured = (f"{len(win)} budgets; "
                 f"{len({r['codec'] for at in win.values() for r in at})} of {len(CURVES)} codecs measured")
     if len(tops) == 1:
         quality = f"{best_at(top)} ({most} of {measured})"
@@ -234,20 +245,20 @@ def recommendations(grid: dict, win: dict[float, list[dict[str, str]]]) -> list[
         lim = USABLE * fnum(at[0], "perplexity")
         for r in at:
             if fnum(r, "perplexity") <= lim:
-                usable.setdefault(r["codec"], []).append(r)
+                usable.setdefault(who(r), []).append(r)
     for col, need in (("decode_mweights_s", "Fastest restore"), ("encode_mweights_s", "Fastest compress")):
         any_speed = {}
         for at in win.values():
             for r in at:
-                any_speed.setdefault(r["codec"], []).append(fnum(r, col))
+                any_speed.setdefault(who(r), []).append(fnum(r, col))
         fastest = max(any_speed, key=lambda c: sum(any_speed[c]) / len(any_speed[c]))
         good = max(usable, key=lambda c: sum(fnum(r, col) for r in usable[c]) / len(usable[c]))
         mean = sum(fnum(r, col) for r in usable[good]) / len(usable[good])
         text = (f"- **{need}** at usable quality (perplexity within {USABLE:g}x of the best at the same "
-                f"budget): {NAMES[good]}, {mean:.2f} Mweights/s")
+                f"budget): {good}, {mean:.2f} Mweights/s")
         if fastest != good and sum(any_speed[fastest]) / len(any_speed[fastest]) > mean:
             f_mean = sum(any_speed[fastest]) / len(any_speed[fastest])
-            text += f"; fastest of all {NAMES[fastest]} ({f_mean:.2f} Mweights/s) but outside that quality"
+            text += f"; fastest of all {fastest} ({f_mean:.2f} Mweights/s) but outside that quality"
         lines.append(text + ".")
     default = "vvc"
     if not any(r["codec"] == default for at in win.values() for r in at):
