@@ -430,7 +430,7 @@ def minilm(csv_path: Path) -> list[str]:
            f"Uncompressed: {ref_txt}. Code `{code or 'not recorded'}`; one encoder process, `nice -n 10` or `15`, "
            "the 2 cores "
            f"shared with other jobs (1-minute load at the start of each cell: {load}): speeds compare within this "
-           "table only.", "",
+           "table only. The runs' output (machine, versions, commands, every cell): `minilm/sweep.log`.", "",
            "```bash", *MINILM_COMMANDS, "```", "",
            bench.grid(rows, MINILM_SCOPE, CURVES, BUDGETS), "### Which codec wins on MiniLM", ""]
     out += winner_lines(
