@@ -48,6 +48,12 @@ PROFILE_PAIRS = (
     ("8 against 10 bit samples", (("aom:default", "aom:ai-cpu8-8bit"),)),
     ("inter against all-intra coding (same tiling)", (("aom:ai-cpu8-h128", "aom:ra-cpu8-h128"),)),
     ("dependent quantization", (("vvc:default", "vvc:default-dq"),)),
+    ("VVC: sign-bit hiding off", (("vvc:default", "vvc:ai-faster-coef-sq-half"),)),
+    ("VVC: full blocks", (("vvc:default", "vvc:ai-faster-coef"),)),
+    ("VVC: RDOQ off, full blocks", (("vvc:default", "vvc:ai-faster-coef-nordoq"),)),
+    ("VVC: RDOQ's multiplier x0.5, full blocks", (("vvc:default", "vvc:ai-faster-coef-lm0.5"),)),
+    ("VVC: RDOQ's multiplier x0.25, full blocks", (("vvc:default", "vvc:ai-faster-coef-lm0.25"),)),
+    ("HEVC in half-filled blocks", (("x265:default", "x265:ai-medium-coef-half"),)),
 )
 # Within this factor of the best perplexity at a budget a curve counts as usable for the speed picks.
 USABLE = 1.25
@@ -331,25 +337,32 @@ def profile_rows(grid: dict, pairs: tuple[tuple[str, str], ...]) -> list[tuple[f
             if (base, b) in grid and (var, b) in grid]
 
 
-def profiles(rows: list[dict[str, str]]) -> list[str]:
+def profiles(rows: list[dict[str, str]], scope: str = SCOPE, metric: str = "perplexity",
+             title: str = "## Profiles on the same footing") -> list[str]:
     """Profiles against their codec's default (or their own pair) at equal file size: what each
     choice of preset, sample depth, inter coding and quantizer costs or buys."""
-    grid = cells(rows)
+    grid = cells(rows, scope)
     found = [(what, trio) for what, pairs in PROFILE_PAIRS for trio in profile_rows(grid, pairs)]
     if not found:
         return []
-    out = ["", "## Profiles on the same footing", "",
+    loss = "perplexity" if metric == "perplexity" else "1 - cosine"
+    fmt = ".1f" if metric == "perplexity" else ".5f"
+    out = ["", title, "",
            "One choice at a time, each side rate-controlled to the same whole-file budget by the same code:",
-           "`ratio` is the variant's perplexity over the base's (below 1: the variant is better). Speeds",
+           f"`ratio` is the variant's {loss} over the base's (below 1: the variant is better). Speeds",
            "compare only within a row, and loosely: cells ran at different machine loads.", "",
-           "| what varies | budget | base | variant | perplexity | ratio | weight error | encode Mw/s | decode Mw/s |",
+           f"| what varies | budget | base | variant | {metric.replace('_', ' ')} | ratio | weight error | "
+           "encode Mw/s | decode Mw/s |",
            "|---|---|---|---|---|---|---|---|---|"]
     for what, (b, base, var) in found:
         def pair(k: str, f: str, base=base, var=var) -> str:
             return f"{fnum(base, k):{f}} → {fnum(var, k):{f}}"
-        ratio = fnum(var, "perplexity") / fnum(base, "perplexity")
+        if metric == "perplexity":
+            ratio = fnum(var, metric) / fnum(base, metric)
+        else:
+            ratio = (1 - fnum(var, metric)) / max(1 - fnum(base, metric), 1e-12)
         out.append(f"| {what} | {b:g} | `{base['codec']}:{base['profile']}` | `{var['codec']}:{var['profile']}` | "
-                   f"{pair('perplexity', '.1f')} | {ratio:.3f} | {pair('rel_error', '.4f')} | "
+                   f"{pair(metric, fmt)} | {ratio:.3f} | {pair('rel_error', '.4f')} | "
                    f"{pair('encode_mweights_s', '.2f')} | {pair('decode_mweights_s', '.2f')} |")
     return out + [""]
 
@@ -450,6 +463,7 @@ def minilm(csv_path: Path) -> list[str]:
         what = (f"landed at {fnum(r, 'landed'):.4f} of the budget" if r["status"] == bench.OFF_BUDGET
                 else f"{r['status']}: {r.get('note', '')}")
         out.append(f"- {who(r)} at {float(r['target']):g}: {what}.")
+    out += profiles(rows, MINILM_SCOPE, "cos_mean", "### MiniLM: profiles on the same footing")
     out += ["", "### MiniLM, each budget in detail", "", bench.summary(rows, MINILM_SCOPE)]
     return out
 
