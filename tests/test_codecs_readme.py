@@ -132,8 +132,11 @@ def test_readme_compares_profiles_with_their_base_at_equal_budget(tmp_path):
               _row("aom", 3.0, 500.0, profile="ai-cpu8-h128", coded_profile="ai-cpu8-h128"),
               _row("x265", 3.0, 90.0, profile="ai-slow-coef", coded_profile="ai-slow-coef")):
         bench.append_point(csv, r)
-    text = make_readme.render(csv, tmp_path / "no.log")
+    text = make_readme.render(csv, tmp_path / "no.log", minilm_csv=tmp_path / "no-minilm.csv")
     assert "| 8 against 10 bit samples | 3 | `aom:default` | `aom:ai-cpu8-8bit` | 400.0 → 440.0 | 1.100 |" in text
     # a pair with one side missing is not compared, and is named as not measured
     assert "`aom:ra-cpu8-h128`" not in text and "x265:ai-slow-coef` |" not in text
     assert "Not on this footing yet: encoder preset, inter against all-intra coding (same tiling)" in text
+    # the codec ranking is by default profiles; a profile that beats them all is named apart
+    assert "- **3 bits per parameter: AV1 (libaom)**, perplexity 400.0" in text
+    assert "- 3: `x265:ai-slow-coef` 90.0 (the best default profile: AV1 (libaom) 400.0)" in text

@@ -115,14 +115,32 @@ def alias_of_default(r: dict[str, str]) -> bool:
     return r["profile"] != "default" and prof is not None and replace(prof, name="default") == default
 
 
-def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perplexity") -> dict[float, list[dict]]:
-    """Per budget, the rate-controlled curves measured there, best ``metric`` first."""
+def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perplexity",
+            every_profile: bool = False) -> dict[float, list[dict]]:
+    """Per budget, the rate-controlled cells measured there, best ``metric`` first: each codec at its
+    default profile (the codec comparison), or every profile measured."""
     out = {}
     for b in BUDGETS:
-        at = [r for (c, t), r in grid.items() if t == b and r.get("status") == bench.OK and r.get(metric)]
+        at = [r for (c, t), r in grid.items() if t == b and r.get("status") == bench.OK and r.get(metric)
+              and (every_profile or c.endswith(":default"))]
         if at:
             out[b] = sorted(at, key=bench.quality_order(metric))
     return out
+
+
+def profile_winner_lines(grid: dict, metric: str, fmt: str) -> list[str]:
+    """The budgets where a non-default profile beats every codec's default profile."""
+    best_default, best_any = winners(grid, metric), winners(grid, metric, every_profile=True)
+    out = []
+    for b, at in best_any.items():
+        top, dflt = at[0], best_default[b][0]
+        if top is not dflt:
+            out.append(f"- {b:g}: `{top['codec']}:{top['profile']}` {fnum(top, metric):{fmt}} "
+                       f"(the best default profile: {who(dflt)} {fnum(dflt, metric):{fmt}})")
+    if not out:
+        return []
+    return ["", "A profile other than its codec's default is best at these budgets (the profiles section "
+            "below shows each one against its default):", "", *out]
 
 
 def who(r: dict[str, str]) -> str:
@@ -195,6 +213,7 @@ def results(rows: list[dict[str, str]], ref: dict[str, str] | None, code: str) -
                    f"{fnum(r, 'file_bytes') / 1e6:.1f} MB"),
         lambda nxt, best: (f"{fnum(nxt, 'perplexity'):.1f} "
                            f"({fnum(nxt, 'perplexity') / fnum(best, 'perplexity'):.2f}x)"))
+    out += profile_winner_lines(grid, "perplexity", ".1f")
     out += [""] + recommendations(grid, win) + [""]
     out += ["### Each budget in detail", "",
             "`landed`: the whole file's bits per parameter over the budget; QPs: the range rate control",
@@ -458,6 +477,7 @@ def minilm(csv_path: Path) -> list[str]:
     if wins:
         tally = ", ".join(f"{NAMES[c]} {n}" for c, n in sorted(wins.items(), key=lambda x: -x[1]))
         out += ["", f"Budgets won on MiniLM (of {len(win)} with a rate-controlled cell): {tally}."]
+    out += profile_winner_lines(grid, "cos_mean", ".5f")
     off = [r for r in grid.values() if r.get("status") in (bench.OFF_BUDGET, bench.UNREACHABLE, bench.ERROR)]
     for r in sorted(off, key=lambda r: (float(r["target"]), r["codec"])):
         what = (f"landed at {fnum(r, 'landed'):.4f} of the budget" if r["status"] == bench.OFF_BUDGET
