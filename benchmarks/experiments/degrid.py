@@ -109,7 +109,8 @@ def _beside_gridded(rows: list[dict], gridded: list[dict]) -> list[str]:
     return out
 
 
-def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, measured: bool = True) -> None:
+def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, measured: bool = True,
+           regenerate: str = "") -> None:
     rows = [r for r in rows if r["model"] == model_key(seed) and r.get("windows") == str(windows)]
     gridded = [r for r in read_rows(GRIDDED) if r.get("windows") == str(windows)]
     ref = next((r for r in rows if r["method"] == "uncompressed"), None)
@@ -117,7 +118,8 @@ def report(path: Path, rows: list[dict], info: dict, windows: int, seed: int, me
     lines = [
         "# Without the source's 4-bit grid (SmolLM2-135M, de-gridded)",
         "",
-        f"Regenerate: `.venv/bin/python benchmarks/experiments/degrid.py --windows {windows} --seed {seed}` "
+        "Regenerate: `" + (regenerate or f".venv/bin/python benchmarks/experiments/degrid.py --windows {windows} "
+                           f"--seed {seed}") + "` "
         "(resumable; `--report-only` redraws). What is done to the model: the docstring of `degrid.py`. "
         "In short, every weight of the 210 decoder matrices is moved to a uniform draw inside the "
         "Q4_1 rounding interval it came from, so no method can gain from the GGUF file's grid of 16 "
@@ -160,12 +162,14 @@ def main() -> None:
     ap.add_argument("--csv", type=Path, default=HERE / "degrid" / "results.csv")
     ap.add_argument("--report", type=Path, default=None, help="default: DEGRID.md (seed 0), DEGRID-seedN.md")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--regenerate", default="", help="the command the report names (default: the main run's)")
     args = ap.parse_args()
     info = sysinfo.describe()
     if args.report is None:
         args.report = HERE / ("DEGRID.md" if args.seed == 0 else f"DEGRID-seed{args.seed}.md")
     if args.report_only:
-        report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured=False)
+        report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured=False,
+               regenerate=args.regenerate)
         return
     log(" | ".join(f"{k}: {v}" for k, v in info.items()))
     budgets = tuple(float(b) for b in args.budgets.split(","))
@@ -174,7 +178,7 @@ def main() -> None:
     # the budgets in the order given: the first ones are measured first
     entries.sort(key=lambda e: budgets.index(e.target_bpw) if e.target_bpw in budgets else len(budgets))
     def redraw(measured: bool = True) -> None:
-        report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured)
+        report(args.report, read_rows(args.csv), info, args.windows, args.seed, measured, args.regenerate)
 
     todo = pending(args.csv, model_key(args.seed), str(args.windows), entries)
     log(f"{model_key(args.seed)}: {len(entries)} points, {len(todo or [])} to measure")
