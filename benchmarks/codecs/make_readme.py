@@ -369,10 +369,11 @@ def profiles(rows: list[dict[str, str]], scope: str = SCOPE, metric: str = "perp
     out = ["", title, "",
            "One choice at a time, each side rate-controlled to the same whole-file budget by the same code:",
            f"`ratio` is the variant's {loss} over the base's (below 1: the variant is better). Speeds",
-           "compare only within a row, and loosely: cells ran at different machine loads.", "",
+           "compare only within a row, and loosely: cells ran at different machine loads (`load`: the 1-minute",
+           "load average as each cell began).", "",
            f"| what varies | budget | base | variant | {metric.replace('_', ' ')} | ratio | weight error | "
-           "encode Mw/s | decode Mw/s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "encode Mw/s | decode Mw/s | load |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for what, (b, base, var) in found:
         def pair(k: str, f: str, base=base, var=var) -> str:
             return f"{fnum(base, k):{f}} → {fnum(var, k):{f}}"
@@ -382,7 +383,8 @@ def profiles(rows: list[dict[str, str]], scope: str = SCOPE, metric: str = "perp
             ratio = (1 - fnum(var, metric)) / max(1 - fnum(base, metric), 1e-12)
         out.append(f"| {what} | {b:g} | `{base['codec']}:{base['profile']}` | `{var['codec']}:{var['profile']}` | "
                    f"{pair(metric, fmt)} | {ratio:.3f} | {pair('rel_error', '.4f')} | "
-                   f"{pair('encode_mweights_s', '.2f')} | {pair('decode_mweights_s', '.2f')} |")
+                   f"{pair('encode_mweights_s', '.2f')} | {pair('decode_mweights_s', '.2f')} | "
+                   f"{pair('load1', '.1f')} |")
     return out + [""]
 
 
