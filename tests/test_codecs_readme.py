@@ -140,3 +140,13 @@ def test_readme_compares_profiles_with_their_base_at_equal_budget(tmp_path):
     # the codec ranking is by default profiles; a profile that beats them all is named apart
     assert "- **3 bits per parameter: AV1 (libaom)**, perplexity 400.0" in text
     assert "- 3: `x265:ai-slow-coef` 90.0 (the best default profile: AV1 (libaom) 400.0)" in text
+
+
+def test_readme_shows_the_spread_of_a_cell_from_budgets_a_hundredth_apart(tmp_path):
+    csv = tmp_path / "points.csv"
+    for t, ppl in ((2.49, 230.0), (2.5, 220.0), (2.51, 210.0)):
+        bench.append_point(csv, _row("vvc", t, ppl))
+    bench.append_point(csv, _row("x265", 2.5, 215.0))
+    text = make_readme.render(csv, tmp_path / "no.log", minilm_csv=tmp_path / "no-minilm.csv")
+    assert "- 2.5: VVC (libvvenc) 230.0 / 220.0 / 210.0 at targets 2.49 / 2.5 / 2.51 (mean 220.0)" in text
+    assert "HEVC (x265) 215.0 at" not in text  # one cell has no spread to show

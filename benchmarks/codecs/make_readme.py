@@ -128,6 +128,25 @@ def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perple
     return out
 
 
+def spread_lines(grid: dict, metric: str = "perplexity", fmt: str = ".1f") -> list[str]:
+    """Each default profile measured at a budget and at targets within 0.01 of it: how far a cell
+    moves when the budget moves by a fraction of a per cent (the realization spread of one cell)."""
+    out = []
+    for b in BUDGETS:
+        for c in CURVES:
+            near = sorted(((t, r) for (cc, t), r in grid.items() if cc == c and abs(t - b) <= 0.0101
+                           and r.get("status") == bench.OK and r.get(metric)), key=lambda x: x[0])
+            if len(near) >= 3:
+                vals = [fnum(r, metric) for _, r in near]
+                targets = " / ".join(f"{t:g}" for t, _ in near)
+                out.append(f"- {b:g}: {NAMES[c.split(':')[0]]} " + " / ".join(f"{v:{fmt}}" for v in vals)
+                           + f" at targets {targets} (mean {sum(vals) / len(vals):{fmt}})")
+    if not out:
+        return []
+    return ["", "The spread of one cell: the same codec with the budget moved by 0.01 bits per parameter "
+            "(rate control picks other QPs for a few matrices):", "", *out]
+
+
 def profile_winner_lines(grid: dict, metric: str, fmt: str) -> list[str]:
     """The budgets where a non-default profile beats every codec's default profile."""
     best_default, best_any = winners(grid, metric), winners(grid, metric, every_profile=True)
@@ -213,6 +232,7 @@ def results(rows: list[dict[str, str]], ref: dict[str, str] | None, code: str) -
                    f"{fnum(r, 'file_bytes') / 1e6:.1f} MB"),
         lambda nxt, best: (f"{fnum(nxt, 'perplexity'):.1f} "
                            f"({fnum(nxt, 'perplexity') / fnum(best, 'perplexity'):.2f}x)"))
+    out += spread_lines(grid)
     out += profile_winner_lines(grid, "perplexity", ".1f")
     out += [""] + recommendations(grid, win) + [""]
     out += ["### Each budget in detail", "",
