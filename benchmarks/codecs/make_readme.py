@@ -129,17 +129,18 @@ def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perple
 
 
 def spread_lines(grid: dict, metric: str = "perplexity", fmt: str = ".1f") -> list[str]:
-    """Each default profile measured at a budget and at targets within 0.01 of it: how far a cell
+    """Each curve measured at a budget and at targets within 0.01 of it: how far a cell
     moves when the budget moves by a fraction of a per cent (the realization spread of one cell)."""
     out = []
     for b in BUDGETS:
-        for c in CURVES:
+        for c in sorted({c for c, _ in grid}, key=lambda c: (c not in CURVES, c)):
             near = sorted(((t, r) for (cc, t), r in grid.items() if cc == c and abs(t - b) <= 0.0101
                            and r.get("status") == bench.OK and r.get(metric)), key=lambda x: x[0])
             if len(near) >= 3:
                 vals = [fnum(r, metric) for _, r in near]
                 targets = " / ".join(f"{t:g}" for t, _ in near)
-                out.append(f"- {b:g}: {NAMES[c.split(':')[0]]} " + " / ".join(f"{v:{fmt}}" for v in vals)
+                name = NAMES[c.split(":")[0]] + ("" if c.endswith(":default") else f" `{c.split(':')[1]}`")
+                out.append(f"- {b:g}: {name} " + " / ".join(f"{v:{fmt}}" for v in vals)
                            + f" at targets {targets} (mean {sum(vals) / len(vals):{fmt}})")
     if not out:
         return []
