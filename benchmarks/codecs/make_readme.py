@@ -131,10 +131,13 @@ def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perple
 def spread_lines(grid: dict, metric: str = "perplexity", fmt: str = ".1f") -> list[str]:
     """Each curve measured at a budget and at targets within 0.01 of it: how far a cell
     moves when the budget moves by a fraction of a per cent (the realization spread of one cell)."""
+    def curve(c: str, r: dict[str, str]) -> str:  # a profile that is the default under another name joins it
+        return f"{r['codec']}:default" if alias_of_default(r) else c
+
     out = []
     for b in BUDGETS:
-        for c in sorted({c for c, _ in grid}, key=lambda c: (c not in CURVES, c)):
-            near = sorted(((t, r) for (cc, t), r in grid.items() if cc == c and abs(t - b) <= 0.0101
+        for c in sorted({curve(c, r) for (c, _), r in grid.items()}, key=lambda c: (c not in CURVES, c)):
+            near = sorted(((t, r) for (cc, t), r in grid.items() if curve(cc, r) == c and abs(t - b) <= 0.0101
                            and r.get("status") == bench.OK and r.get(metric)), key=lambda x: x[0])
             if len(near) >= 3:
                 vals = [fnum(r, metric) for _, r in near]
