@@ -55,6 +55,8 @@ PROFILE_PAIRS = (
     ("VVC: RDOQ's multiplier x0.25, full blocks", (("vvc:default", "vvc:ai-faster-coef-lm0.25"),)),
     ("HEVC in half-filled blocks", (("x265:default", "x265:ai-medium-coef-half"),)),
 )
+# How each quality measure is printed.
+FMT = {"perplexity": ".1f", "cos_mean": ".5f"}
 # Within this factor of the best perplexity at a budget a curve counts as usable for the speed picks.
 USABLE = 1.25
 
@@ -128,17 +130,17 @@ def winners(grid: dict[tuple[str, float], dict[str, str]], metric: str = "perple
     return out
 
 
-def spread_lines(grid: dict, metric: str = "perplexity", fmt: str = ".1f") -> list[str]:
+def spread_lines(grid: dict, metric: str = "perplexity") -> list[str]:
     """Each curve measured at a budget and at targets within 0.01 of it: how far a cell
     moves when the budget moves by a fraction of a per cent (the realization spread of one cell)."""
-    def curve(c: str, r: dict[str, str]) -> str:  # a profile that is the default under another name joins it
-        return f"{r['codec']}:default" if alias_of_default(r) else c
-
+    fmt = FMT[metric]
+    # (curve, target, row) of each measured cell; a profile that is the default under another name joins it
+    measured = [(f"{r['codec']}:default" if alias_of_default(r) else c, t, r) for (c, t), r in grid.items()
+                if r.get("status") == bench.OK and r.get(metric)]
     out = []
     for b in BUDGETS:
-        for c in sorted({curve(c, r) for (c, _), r in grid.items()}, key=lambda c: (c not in CURVES, c)):
-            near = sorted(((t, r) for (cc, t), r in grid.items() if curve(cc, r) == c and abs(t - b) <= 0.0101
-                           and r.get("status") == bench.OK and r.get(metric)), key=lambda x: x[0])
+        for c in sorted({c for c, _, _ in measured}, key=lambda c: (c not in CURVES, c)):
+            near = sorted(((t, r) for cc, t, r in measured if cc == c and abs(t - b) <= 0.0101), key=lambda x: x[0])
             if len(near) >= 3:
                 vals = [fnum(r, metric) for _, r in near]
                 targets = " / ".join(f"{t:g}" for t, _ in near)
@@ -151,8 +153,9 @@ def spread_lines(grid: dict, metric: str = "perplexity", fmt: str = ".1f") -> li
             "(rate control picks other QPs for a few matrices):", "", *out]
 
 
-def profile_winner_lines(grid: dict, metric: str, fmt: str) -> list[str]:
+def profile_winner_lines(grid: dict, metric: str) -> list[str]:
     """The budgets where a non-default profile beats every codec's default profile."""
+    fmt = FMT[metric]
     best_default, best_any = winners(grid, metric), winners(grid, metric, every_profile=True)
     out = []
     for b, at in best_any.items():
@@ -164,6 +167,17 @@ def profile_winner_lines(grid: dict, metric: str, fmt: str) -> list[str]:
         return []
     return ["", "A profile other than its codec's default is best at these budgets (the profiles section "
             "below shows each one against its default):", "", *out]
+
+
+def loss_ratio(r: dict[str, str], base: dict[str, str], metric: str) -> float:
+    """How much worse ``r`` is than ``base``: perplexity over perplexity, or 1 - cosine over 1 - cosine."""
+    if metric == "perplexity":
+        return fnum(r, metric) / fnum(base, metric)
+    return (1 - fnum(r, metric)) / max(1 - fnum(base, metric), 1e-12)
+
+
+def arrow(base: dict[str, str], var: dict[str, str], k: str, fmt: str) -> str:
+    return f"{fnum(base, k):{fmt}} → {fnum(var, k):{fmt}}"
 
 
 def who(r: dict[str, str]) -> str:
@@ -234,10 +248,9 @@ def results(rows: list[dict[str, str]], ref: dict[str, str] | None, code: str) -
         grid, win,
         lambda r: (f"perplexity {fnum(r, 'perplexity'):.1f}, weight error {fnum(r, 'rel_error'):.3f}, "
                    f"{fnum(r, 'file_bytes') / 1e6:.1f} MB"),
-        lambda nxt, best: (f"{fnum(nxt, 'perplexity'):.1f} "
-                           f"({fnum(nxt, 'perplexity') / fnum(best, 'perplexity'):.2f}x)"))
+        lambda nxt, best: f"{fnum(nxt, 'perplexity'):.1f} ({loss_ratio(nxt, best, 'perplexity'):.2f}x)")
     out += spread_lines(grid)
-    out += profile_winner_lines(grid, "perplexity", ".1f")
+    out += profile_winner_lines(grid, "perplexity")
     out += [""] + recommendations(grid, win) + [""]
     out += ["### Each budget in detail", "",
             "`landed`: the whole file's bits per parameter over the budget; QPs: the range rate control",
@@ -389,7 +402,6 @@ def profiles(rows: list[dict[str, str]], scope: str = SCOPE, metric: str = "perp
     if not found:
         return []
     loss = "perplexity" if metric == "perplexity" else "1 - cosine"
-    fmt = ".1f" if metric == "perplexity" else ".5f"
     out = ["", title, "",
            "One choice at a time, each side rate-controlled to the same whole-file budget by the same code:",
            f"`ratio` is the variant's {loss} over the base's (below 1: the variant is better). Speeds",
@@ -399,16 +411,10 @@ def profiles(rows: list[dict[str, str]], scope: str = SCOPE, metric: str = "perp
            "encode Mw/s | decode Mw/s | load |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for what, (b, base, var) in found:
-        def pair(k: str, f: str, base=base, var=var) -> str:
-            return f"{fnum(base, k):{f}} → {fnum(var, k):{f}}"
-        if metric == "perplexity":
-            ratio = fnum(var, metric) / fnum(base, metric)
-        else:
-            ratio = (1 - fnum(var, metric)) / max(1 - fnum(base, metric), 1e-12)
         out.append(f"| {what} | {b:g} | `{base['codec']}:{base['profile']}` | `{var['codec']}:{var['profile']}` | "
-                   f"{pair(metric, fmt)} | {ratio:.3f} | {pair('rel_error', '.4f')} | "
-                   f"{pair('encode_mweights_s', '.2f')} | {pair('decode_mweights_s', '.2f')} | "
-                   f"{pair('load1', '.1f')} |")
+                   f"{arrow(base, var, metric, FMT[metric])} | {loss_ratio(var, base, metric):.3f} | "
+                   f"{arrow(base, var, 'rel_error', '.4f')} | {arrow(base, var, 'encode_mweights_s', '.2f')} | "
+                   f"{arrow(base, var, 'decode_mweights_s', '.2f')} | {arrow(base, var, 'load1', '.1f')} |")
     return out + [""]
 
 
@@ -495,15 +501,15 @@ def minilm(csv_path: Path) -> list[str]:
         grid, win,
         lambda r: (f"mean cosine {fnum(r, 'cos_mean'):.5f} (least {fnum(r, 'cos_min'):.4f}), "
                    f"weight error {fnum(r, 'rel_error'):.3f}"),
-        lambda nxt, best: (f"{fnum(nxt, 'cos_mean'):.5f}, 1 - cosine "
-                           f"{(1 - fnum(nxt, 'cos_mean')) / max(1 - fnum(best, 'cos_mean'), 1e-12):.2f}x the best's"))
+        lambda nxt, best: (f"{fnum(nxt, 'cos_mean'):.5f}, "
+                           f"1 - cosine {loss_ratio(nxt, best, 'cos_mean'):.2f}x the best's"))
     wins: dict[str, int] = {}
     for at in win.values():
         wins[at[0]["codec"]] = wins.get(at[0]["codec"], 0) + 1
     if wins:
         tally = ", ".join(f"{NAMES[c]} {n}" for c, n in sorted(wins.items(), key=lambda x: -x[1]))
         out += ["", f"Budgets won on MiniLM (of {len(win)} with a rate-controlled cell): {tally}."]
-    out += profile_winner_lines(grid, "cos_mean", ".5f")
+    out += profile_winner_lines(grid, "cos_mean")
     off = [r for r in grid.values() if r.get("status") in (bench.OFF_BUDGET, bench.UNREACHABLE, bench.ERROR)]
     for r in sorted(off, key=lambda r: (float(r["target"]), r["codec"])):
         what = (f"landed at {fnum(r, 'landed'):.4f} of the budget" if r["status"] == bench.OFF_BUDGET
